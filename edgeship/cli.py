@@ -1,0 +1,240 @@
+"""The ``edgeship`` command line: options -> config -> public API -> render. No logic of its own.
+
+Exit codes: 0 done and every gate passed, 1 a gate failed (parity), 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeship.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EdgeshipError, SpecError
+
+app = typer.Typer(
+    name="edgeship", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help="Ship trained PyTorch models to the edge: export, check, inspect and run bundles.",
+)
+log = logging.getLogger("edgeship")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = 120  # logs and CI: wide enough for the parity table
+    return console
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=_console(True), show_path=False, show_time=False)],
+                        force=True)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _json_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"--arch-kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}'; got {text!r} ({e}).") from e
+    if not isinstance(value, dict):
+        raise SpecError(f"--arch-kwargs must be a JSON object; got {type(value).__name__}.")
+    return value
+
+
+ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint.")]
+ArchKwOpt = Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]
+ImportOpt = Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]
+CodeOpt = Annotated[Optional[list[str]], typer.Option("--code", help="Python file to run before unpickling, defining the model's classes (repeatable).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file.")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output.")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+
+
+def _load_options(arch, arch_kwargs, trust_pickle, imports, code):
+    from edgeship.exporters.loading import LoadOptions
+
+    return LoadOptions(arch=arch, arch_kwargs=_json_kwargs(arch_kwargs), trust_pickle=trust_pickle,
+                       imports=tuple(imports or ()), code=tuple(code or ()))
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle) or ONNX. Detected by content.")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
+    example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz with one array per input name: the example (and first golden sample).")] = None,
+    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Make axis 0 of every input the symbolic 'batch' axis.")] = False,
+    output_names: Annotated[Optional[list[str]], typer.Option("--output-names", help="Names for the outputs, comma-separated (default: dict keys, else output / output_N).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle path (default ./<model name>.edgeship; end it in .zip for a zipped bundle).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: the model file's stem).")] = None,
+    arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
+    imports: ImportOpt = None, code: CodeOpt = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: auto (dynamo, then the TorchScript-based one), dynamo or torchscript.")] = "auto",
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18 for dynamo, 17 for the TorchScript-based exporter).")] = None,
+    target: TargetOpt = ["auto"],  # noqa: B006 - typer needs a literal default
+    atol: Annotated[Optional[float], typer.Option("--atol", help="fp32 absolute tolerance (default 1e-4).")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol", help="fp32 relative tolerance (default 1e-3).")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
+    no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
+    json_out: JsonOpt = None, junit: JunitOpt = None, verbose: VerboseOpt = False,
+) -> None:
+    """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
+    _setup_logging(verbose)
+    from edgeship.config import ExportConfig
+    from edgeship.pipeline import export as run_export
+
+    cfg = ExportConfig(
+        model=model, output=output, name=name, inputs=tuple(input or ()), example_inputs=example_inputs,
+        dynamic=tuple(dynamic or ()), dynamic_batch=dynamic_batch, output_names=tuple(_split(output_names)),
+        load=_load_options(arch, arch_kwargs, trust_pickle, imports, code), exporter=exporter, opset=opset,
+        targets=tuple(_split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
+        torchscript=not no_torchscript,
+    )
+    from edgeship import render
+
+    console = _console()
+    with render.StageProgress(console) as progress:
+        result = run_export(cfg, progress)
+    render.parity_table(console, result.parity)
+    render.notes(console, result.notes)
+    _write_reports(result.parity, json_out, junit)
+    defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())
+    console.print(f"\nBundle: {Path(result.bundle).resolve()}  (default variant: {defaults})", markup=False)
+
+
+def _write_reports(report, json_out, junit) -> None:
+    from edgeship.parity import write_json, write_junit
+
+    if json_out:
+        write_json(report, json_out)
+    if junit:
+        write_junit(report, junit)
+
+
+@app.command()
+def check(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (NAME.edgeship) or zip.")],
+    target: TargetOpt = ["cpu"],  # noqa: B006
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants to check, comma-separated (default: all).")] = None,
+    against: Annotated[Optional[Path], typer.Option("--against", help="Re-run this PyTorch model on the golden inputs too (needs torch).")] = None,
+    arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
+    imports: ImportOpt = None, code: CodeOpt = None,
+    json_out: JsonOpt = None, junit: JunitOpt = None,
+    quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", help="Print one line instead of the table (default: quiet when CI=true).")] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Re-check BUNDLE against its golden outputs with onnxruntime alone. Exit 1 on drift, 2 on a bad bundle."""
+    _setup_logging(verbose)
+    from edgeship import render
+    from edgeship.verify import check as run_check
+
+    opts = _load_options(arch, arch_kwargs, trust_pickle, imports, code) if (arch or trust_pickle) else None
+    report = run_check(bundle, tuple(_split(target)), tuple(_split(variant)), against, opts)
+    _write_reports(report, json_out, junit)
+    console = _console()
+    if quiet is None:
+        quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if not quiet or not report.passed:
+        render.parity_table(console, report, failures_only=quiet)
+    status = "passed" if report.passed else "FAILED"
+    console.print(f"check {status}: {bundle} ({len(report.summary())} runner × variant × output checks)",
+                  markup=False)
+    if not report.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show inputs, outputs, opset, op counts, size and variants of a bundle or ONNX model."""
+    from edgeship import render
+    from edgeship.inspection import inspect_path
+
+    info = inspect_path(path)
+    if json_out:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        render.inspection(_console(), info)
+
+
+@app.command()
+def run(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy (repeatable), or a single FILE.npz holding every input.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
+    target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
+    variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
+) -> None:
+    """Run BUNDLE once on inputs from .npy/.npz files and print (or save) the outputs."""
+    import numpy as np
+
+    from edgeship import render
+    from edgeship.runtime import load
+
+    feeds = _read_feeds(input or [])
+    model = load(bundle, target=target, variant=variant)
+    outputs = model.run(feeds)
+    if output:
+        np.savez(output, **outputs)
+    render.outputs(_console(), model, outputs, output)
+
+
+def _read_feeds(items: list[str]) -> dict:
+    import numpy as np
+
+    if not items:
+        raise SpecError("no inputs: pass --input NAME=FILE.npy for each input, or --input FILE.npz.")
+    feeds = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        try:
+            if not sep:
+                with np.load(item, allow_pickle=False) as data:
+                    feeds.update({k: data[k] for k in data.files})
+            else:
+                feeds[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise SpecError(f"--input {item}: cannot read it ({e}); use NAME=FILE.npy or FILE.npz.") from e
+    return feeds
+
+
+def main() -> None:
+    """Entry point: EdgeshipError -> message and exit code, without a traceback."""
+    try:
+        app(standalone_mode=False)
+    except EdgeshipError as e:
+        from rich.text import Text
+
+        _console(True).print(Text.assemble(("error: ", "bold red"), str(e)))
+        sys.exit(e.exit_code)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(EXIT_BAD_INPUT if isinstance(e, click.exceptions.UsageError) else e.exit_code)
+        raise

@@ -1,0 +1,57 @@
+"""Frozen settings for each stage; the CLI builds them from its options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.exporters.loading import LoadOptions
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything ``edgeship export`` needs.
+
+    Attributes:
+        model: the model file (format detected from its content).
+        output: bundle path; ``.zip`` gives a zipped bundle. Default ``./<model stem>.edgeship``.
+        inputs: ``NAME:SHAPE[:DTYPE]`` specs, in the order the model takes them.
+        example_inputs: an .npz of example inputs (names as keys); its arrays fix the spec too.
+        dynamic: ``NAME:AXIS[=SYMBOL]`` symbolic axes.
+        dynamic_batch: mark axis 0 of every input as the symbolic ``batch``.
+        output_names: names for the model's outputs (default: dict keys, else output/output_N).
+        load: how to load the file (``--arch``, ``--trust-pickle``, ...).
+        exporter: ``auto`` (dynamo, TorchScript-based fallback), ``dynamo`` or ``torchscript``.
+        opset: ONNX opset; default 18 for dynamo, 17 for the TorchScript-based exporter.
+        targets: where to check parity: ``cpu``, ``cuda``; ``auto`` adds CUDA when present.
+        atol, rtol: fp32 tolerances (default 1e-4, 1e-3).
+        samples: golden samples at the example's sizes (one more per dynamic size change).
+        seed: seed for generated golden inputs.
+        torchscript: run the TorchScript stage and ship the frozen module.
+    """
+
+    model: Path
+    output: Path | None = None
+    name: str | None = None
+    inputs: tuple[str, ...] = ()
+    example_inputs: Path | None = None
+    dynamic: tuple[str, ...] = ()
+    dynamic_batch: bool = False
+    output_names: tuple[str, ...] = ()
+    load: LoadOptions = field(default_factory=LoadOptions)
+    exporter: str = "auto"
+    opset: int | None = None
+    targets: tuple[str, ...] = ("auto",)
+    atol: float | None = None
+    rtol: float | None = None
+    samples: int = 2
+    seed: int = 0
+    torchscript: bool = True
+
+    @property
+    def bundle_name(self) -> str:
+        return self.name or Path(self.model).stem
+
+    @property
+    def output_path(self) -> Path:
+        return Path(self.output) if self.output else Path.cwd() / f"{self.bundle_name}.edgeship"

@@ -1,0 +1,1 @@
+"""Exporters: loading model files, TorchScript, ONNX export and graph optimisation."""

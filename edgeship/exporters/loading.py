@@ -1,0 +1,328 @@
+"""Load ``model.pt`` by content (never by extension) into something edgeship can export.
+
+| format                        | detected by                           | loads with                          |
+|-------------------------------|---------------------------------------|-------------------------------------|
+| TorchScript archive           | zip with ``code/`` or ``constants.pkl`` | ``torch.jit.load`` (runs TorchScript) |
+| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``            |
+| state_dict / checkpoint dict  | ``torch.save`` zip or legacy pickle    | ``torch.load(weights_only=True)`` + ``--arch`` |
+| whole pickled ``nn.Module``   | weights-only load refuses a global     | refused unless ``--trust-pickle``   |
+| ONNX model                    | protobuf ``ModelProto`` with a graph   | torch stages skipped                |
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.errors import ModelLoadError, UnsafeModelError
+
+log = logging.getLogger(__name__)
+
+TORCHSCRIPT, EXPORTED_PROGRAM, STATE_DICT, PICKLED_MODULE, ONNX = (
+    "torchscript", "exported_program", "state_dict", "pickled_module", "onnx",
+)
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to turn the file into a module (the CLI's loading flags)."""
+
+    arch: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    trust_pickle: bool = False
+    imports: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model: ``module`` is the eager reference (None for ONNX files)."""
+
+    path: Path
+    format: str
+    module: object = None
+    source: object = None  # what the exporters take: nn.Module, ScriptModule, ExportedProgram
+    example_inputs: tuple = ()
+    notes: tuple[str, ...] = ()
+
+
+def sniff_format(path: Path) -> str:
+    """Name the file's format from its bytes.
+
+    Raises:
+        ModelLoadError: a missing, empty, directory, truncated or unrecognised file.
+    """
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist; check the path.")
+    if path.is_dir():
+        raise ModelLoadError(
+            f"{path} is a directory; pass a model file (TorchScript, ExportedProgram, state_dict, "
+            "checkpoint or ONNX)."
+        )
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelLoadError(f"model file {path} is empty (0 bytes); re-save the model.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[:2] == b"PK":
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ModelLoadError(
+                f"{path} starts like a zip archive (TorchScript, ExportedProgram or torch.save) but "
+                f"cannot be read as one ({e}); the file is truncated or corrupt: save it again."
+            ) from e
+        parts = {n.split("/", 1)[1] if "/" in n else n for n in names}
+        if any(p.startswith("code/") for p in parts) or "constants.pkl" in parts:
+            return TORCHSCRIPT
+        if "archive_format" in parts or any(p.startswith("models/") for p in parts):
+            return EXPORTED_PROGRAM
+        if "data.pkl" in parts:
+            return STATE_DICT  # a torch.save zip: a state_dict, checkpoint or a pickled module
+        raise ModelLoadError(
+            f"{path} is a zip archive but not one PyTorch wrote (no data.pkl, code/ or models/); "
+            "pass a TorchScript, ExportedProgram, torch.save or ONNX file."
+        )
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return STATE_DICT  # a legacy (non-zip) torch.save pickle
+    if head[:1] == b"\x08" and _looks_like_onnx(path):
+        return ONNX
+    raise ModelLoadError(
+        f"cannot recognise the format of {path} ({size} bytes, starting {head.hex()}): it is not "
+        "a TorchScript archive, an ExportedProgram, a torch.save file or an ONNX model."
+    )
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    try:
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+        return len(m.graph.node) > 0 or len(m.graph.output) > 0
+    except Exception:
+        return False
+
+
+def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> LoadedModel:
+    """Load ``path`` by content and put it in eval mode.
+
+    Raises:
+        ModelLoadError: unreadable or unsupported file, or an ``--arch`` that does not fit.
+        UnsafeModelError: a pickled module without ``trust_pickle``.
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    if fmt == ONNX:
+        return LoadedModel(path, ONNX, notes=("ONNX input: TorchScript and ONNX export skipped",))
+    import torch
+
+    if fmt == TORCHSCRIPT:
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise ModelLoadError(f"torch.jit.load could not read {path}: {e}") from e
+        notes = ["TorchScript archive: loading it executes its TorchScript code"]
+        notes += _force_eval(module)
+        return LoadedModel(path, TORCHSCRIPT, module, module, notes=tuple(notes))
+    if fmt == EXPORTED_PROGRAM:
+        try:
+            ep = torch.export.load(str(path))
+        except Exception as e:
+            raise ModelLoadError(f"torch.export.load could not read {path}: {e}") from e
+        module = ep.module()
+        notes = _eval_exported(module)
+        example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
+        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes))
+    return _load_pickle(path, options)
+
+
+def _force_eval(module) -> list[str]:
+    was_training = any(m.training for m in module.modules()) if hasattr(module, "modules") else False
+    module.eval()
+    return ["model was in train mode: eval mode forced before export"] if was_training else []
+
+
+def _eval_exported(module) -> list[str]:
+    try:
+        import torch.ao.quantization as q
+
+        q.move_exported_model_to_eval(module)
+        return ["ExportedProgram: dropout and batchnorm switched to eval behaviour"]
+    except Exception:  # not all programs can be switched; they run as exported
+        return ["ExportedProgram: runs with the train/eval behaviour it was exported with"]
+
+
+def _load_pickle(path: Path, options: LoadOptions) -> LoadedModel:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        trusted = False
+    except pickle.UnpicklingError as e:
+        if not options.trust_pickle:
+            raise UnsafeModelError(
+                f"{path} is a pickled Python object (most likely a whole nn.Module saved with "
+                f"torch.save(model)); loading it would run arbitrary code, so it was refused. "
+                f"The safe loader said: {_first_line(e)}. Either save a state_dict "
+                "(torch.save(model.state_dict(), ...)) and pass --arch module:factory, save "
+                "TorchScript or an ExportedProgram, or, only if you trust the file, pass "
+                "--trust-pickle (with --import MODULE or --code FILE.py so its classes can be found)."
+            ) from e
+        _import_user_code(options)
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as e2:
+            raise ModelLoadError(
+                f"--trust-pickle: torch.load could not unpickle {path}: {e2}. If a class is not "
+                "found, make it importable with --import MODULE or --code FILE.py."
+            ) from e2
+        trusted = True
+    except Exception as e:
+        raise ModelLoadError(
+            f"torch.load could not read {path}: {_first_line(e)}; the file is truncated or corrupt."
+        ) from e
+    notes = ["whole pickled module loaded with --trust-pickle (executes code)"] if trusted else []
+    if isinstance(obj, torch.nn.Module):
+        notes += _force_eval(obj)
+        return LoadedModel(path, PICKLED_MODULE, obj, obj, notes=tuple(notes))
+    state_dict = extract_state_dict(obj, path)
+    if not options.arch:
+        raise ModelLoadError(
+            f"{path} holds a state_dict ({len(state_dict)} tensors) and no architecture; pass "
+            "--arch module:factory (a function or class that builds the nn.Module; --arch-kwargs "
+            "'{\"num_classes\": 10}' for its arguments)."
+        )
+    module = build_arch(options)
+    apply_state_dict(module, state_dict, options.arch)
+    module.eval()  # a freshly built module starts in train mode: not worth a note
+    return LoadedModel(path, STATE_DICT, module, module, notes=tuple(notes))
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln]
+    return (useful or lines or [type(e).__name__])[0][:300]
+
+
+def extract_state_dict(obj, path: Path) -> dict:
+    """Find the tensors dict in a state_dict or a training checkpoint; strip ``module.`` prefixes."""
+    import torch
+
+    def is_sd(d):
+        return isinstance(d, dict) and d and all(isinstance(v, torch.Tensor) for v in d.values())
+
+    sd = obj if is_sd(obj) else None
+    if sd is None and isinstance(obj, dict):
+        for key in _CHECKPOINT_KEYS:
+            if is_sd(obj.get(key)):
+                sd = obj[key]
+                break
+    if sd is None:
+        kind = type(obj).__name__
+        keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else ""
+        raise ModelLoadError(
+            f"{path} holds a {kind}{' with keys ' + keys if keys else ''}, not a state_dict or a "
+            f"checkpoint with one of the keys {', '.join(_CHECKPOINT_KEYS)}."
+        )
+    if all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _import_user_code(options: LoadOptions) -> None:
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    for name in options.imports:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise ModelLoadError(f"--import {name}: could not import it: {e}") from e
+    for file in options.code:
+        _import_file(Path(file))
+
+
+def _import_file(file: Path):
+    if not file.is_file():
+        raise ModelLoadError(f"--code {file}: no such file.")
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ModelLoadError(f"--code {file}: running it failed: {e}") from e
+    # pickles made by a script reference classes as __main__.Name
+    main = sys.modules["__main__"]
+    for k, v in vars(module).items():
+        if isinstance(v, type) and not hasattr(main, k):
+            setattr(main, k, v)
+    return module
+
+
+def build_arch(options: LoadOptions):
+    """Build the module from ``--arch module:factory`` or ``path/to/file.py:factory``."""
+    import torch
+
+    arch = options.arch or ""
+    mod_name, _, attr = arch.rpartition(":")
+    if not mod_name or not attr:
+        raise ModelLoadError(
+            f"--arch {arch!r} is not of the form module:factory (e.g. mypkg.models:resnet18 or "
+            "models.py:Net)."
+        )
+    _import_user_code(options)
+    try:
+        if mod_name.endswith(".py"):
+            module = _import_file(Path(mod_name))
+        else:
+            module = importlib.import_module(mod_name)
+    except ModelLoadError:
+        raise
+    except Exception as e:
+        raise ModelLoadError(f"--arch {arch}: could not import {mod_name}: {e}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelLoadError(f"--arch {arch}: {mod_name} has no callable {attr!r}.")
+    try:
+        model = factory(**options.arch_kwargs)
+    except Exception as e:
+        raise ModelLoadError(
+            f"--arch {arch}: calling {attr}(**{json.dumps(options.arch_kwargs)}) failed: {e}"
+        ) from e
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module.")
+    return model
+
+
+def apply_state_dict(module, state_dict: dict, arch: str) -> None:
+    """Load weights strictly; on mismatch list the first missing, unexpected and misshapen keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing in file", missing), ("unexpected in file", unexpected),
+                             ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label}: {', '.join(items[:5])}{more}")
+        raise ModelLoadError(
+            f"the state_dict does not fit --arch {arch}: " + "; ".join(parts)
+            + ". Check --arch and --arch-kwargs match the model that was trained."
+        )
+    module.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,138 @@
+"""ONNX export: ``auto`` tries the dynamo exporter first and the TorchScript-based one after.
+
+Dynamo cannot take a ScriptModule (a TorchScript archive), so ``auto`` sends those straight to
+the TorchScript-based exporter. An export whose requested dynamic axes came out fixed (the
+exporter specialised them) counts as failed in ``auto`` mode and falls back too. The file is
+always saved as one ``.onnx`` below 2 GB (weights inline), with external data above that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeship.errors import ExportError
+from edgeship.spec import IOSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+EXPORTERS = ("auto", "dynamo", "torchscript")
+_TWO_GB = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    path: Path
+    exporter: str
+    opset: int
+    notes: tuple[str, ...] = ()
+
+
+def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str = "auto",
+                opset: int | None = None) -> OnnxExport:
+    """Export ``source`` (nn.Module, ScriptModule or ExportedProgram) to ``path``.
+
+    Raises:
+        ExportError: every exporter tried failed; the message carries each one's reason.
+    """
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ExportError(f"unknown --exporter {exporter!r}; use one of {', '.join(EXPORTERS)}.")
+    is_script = isinstance(source, torch.jit.ScriptModule)
+    is_ep = isinstance(source, torch.export.ExportedProgram)
+    if exporter == "auto":
+        order = ["torchscript"] if is_script else ["dynamo", "torchscript"]
+    else:
+        order = [exporter]
+    if is_script and "dynamo" in order:
+        raise ExportError(
+            "--exporter dynamo cannot export a TorchScript archive (torch.export does not take "
+            "ScriptModules); use --exporter torchscript or auto."
+        )
+    notes, errors = [], []
+    for name in order:
+        chosen = opset or DEFAULT_OPSET[name]
+        model = source.module() if (is_ep and name == "torchscript") else source
+        try:
+            _run_exporter(name, model, args, spec, path, chosen)
+            _check(path, spec)
+            if is_script:
+                notes.append("TorchScript input: exported with the TorchScript-based exporter")
+            return OnnxExport(path, name, chosen, tuple(notes))
+        except Exception as e:
+            reason = _short(e)
+            errors.append(f"{name} exporter: {reason}")
+            log.info("%s exporter failed: %s", name, reason)
+            if len(order) > 1:
+                notes.append(f"{name} exporter failed ({reason}); fell back")
+    hint = _hint(" ".join(errors))
+    raise ExportError("ONNX export failed. " + " | ".join(errors) + (f". Hint: {hint}" if hint else ""))
+
+
+def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> None:
+    import torch
+
+    dynamic_axes = {t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs) if t.dynamic_axes}
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        kwargs = dict(
+            input_names=spec.input_names, output_names=spec.output_names, opset_version=opset,
+            dynamic_axes=dynamic_axes or None,
+        )
+        if name == "dynamo":
+            if isinstance(model, torch.export.ExportedProgram):
+                kwargs.pop("dynamic_axes")  # the program carries its own dynamic shapes
+            big = _param_bytes(model) >= _TWO_GB
+            torch.onnx.export(model, args, str(path), dynamo=True, external_data=big, **kwargs)
+        else:
+            torch.onnx.export(model, args, str(path), dynamo=False, **kwargs)
+    log.debug("torch.onnx (%s) said: %s", name, sink.getvalue()[-2000:])
+
+
+def _param_bytes(model) -> int:
+    try:
+        return sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    except Exception:
+        return 0
+
+
+def _check(path: Path, spec: IOSpec) -> None:
+    """Full onnx.checker pass, names as asked, and every requested dynamic axis still symbolic."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
+    graph_inputs = {i.name: i for i in model.graph.input}
+    for t in spec.inputs:
+        if t.name not in graph_inputs:
+            raise ExportError(f"the ONNX graph has no input {t.name!r} (has {list(graph_inputs)})")
+        dims = graph_inputs[t.name].type.tensor_type.shape.dim
+        for axis, sym in t.dynamic_axes.items():
+            if axis < len(dims) and not dims[axis].dim_param:
+                raise ExportError(
+                    f"input {t.name!r} axis {axis} ({sym!r}) was specialised to "
+                    f"{dims[axis].dim_value} by the exporter; the model's code fixes that size"
+                )
+
+
+def _short(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return (text[:400] + "...") if len(text) > 400 else (text or type(e).__name__)
+
+
+def _hint(text: str) -> str:
+    if "Unsupported" in text or "not supported" in text or "No decomposition" in text:
+        return ("an op has no ONNX translation at this opset: try --opset 18 or higher, "
+                "--exporter torchscript, or replace the op in the model")
+    if "specialised" in text or "Constraints violated" in text:
+        return ("the model's code fixes a size you marked dynamic (e.g. x.view(1, -1)); use "
+                "x.flatten(1) / x.reshape(x.shape[0], -1), or drop the dynamic axis")
+    return ""

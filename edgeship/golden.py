@@ -1,0 +1,100 @@
+"""Golden inputs: seeded samples from the spec, every dynamic axis at two sizes.
+
+Sample 0 is the example (the user's ``--example-inputs`` or seeded data at the spec's sizes),
+sample 1 is fresh seeded data at the same sizes, and sample 2 puts every symbolic axis at a
+second size, so a trace that specialised an axis cannot pass. Integer inputs take values in
+the range seen in the example inputs (``[0, 2)`` without them: valid for ids, masks and
+token types alike); give real ids with ``--example-inputs`` to exercise embeddings fully.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeship.spec import TensorSpec, concrete_shape, format_shape
+
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One set of feeds and the sizes its symbolic axes took."""
+
+    label: str
+    feeds: dict
+    sizes: dict
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.sizes.items()) or "fixed shapes"
+
+
+def second_size(size: int) -> int:
+    return size * 2 if size <= 4 else size // 2
+
+
+def base_sizes(specs: tuple[TensorSpec, ...], example: dict | None) -> dict[str, int]:
+    """The size each symbol takes in the example (or 1 for a batch-like unknown)."""
+    sizes: dict[str, int] = {}
+    for s in specs:
+        for axis, sym in s.dynamic_axes.items():
+            if example is not None and s.name in example:
+                sizes.setdefault(sym, int(example[s.name].shape[axis]))
+            else:
+                sizes.setdefault(sym, 1)
+    return sizes
+
+
+def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None = None) -> dict:
+    feeds = {}
+    for s in specs:
+        shape = concrete_shape(s, sizes)
+        dtype = np.dtype(s.dtype) if s.dtype != "bfloat16" else np.dtype("float32")
+        if dtype.kind == "f":
+            feeds[s.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[s.name] = rng.random(shape) < 0.5
+        else:
+            lo, hi = 0, 1
+            if like is not None and s.name in like and like[s.name].size:
+                lo, hi = int(like[s.name].min()), int(like[s.name].max())
+            feeds[s.name] = rng.integers(lo, hi + 1, size=shape).astype(dtype)
+    return feeds
+
+
+def make_samples(specs: tuple[TensorSpec, ...], example: dict | None = None,
+                 seed: int = DEFAULT_SEED, count: int = 2) -> list[Sample]:
+    """Build ``count`` samples at the example's sizes plus one at second sizes when dynamic."""
+    rng = np.random.default_rng(seed)
+    sizes = base_sizes(specs, example)
+    samples = []
+    if example is not None:
+        samples.append(Sample("example", dict(example), sizes))
+    while len(samples) < count:
+        samples.append(Sample(f"seed{seed}-{len(samples)}", random_feeds(specs, sizes, rng, example), sizes))
+    if sizes:
+        alt = {k: second_size(v) for k, v in sizes.items()}
+        samples.append(Sample("dynamic-" + "-".join(f"{k}{v}" for k, v in alt.items()),
+                              random_feeds(specs, alt, rng, example), alt))
+    return samples
+
+
+def save_samples(path, samples: list[Sample], arrays_of) -> None:
+    """Write ``{i}/{name}`` keys for each sample's arrays (``arrays_of(sample)``) to an npz."""
+    data = {f"{i}/{k}": v for i, s in enumerate(samples) for k, v in arrays_of(s).items()}
+    with open(path, "wb") as f:
+        np.savez(f, **data)
+
+
+def load_npz_samples(data) -> list[dict]:
+    """Inverse of :func:`save_samples`: a list of dicts, one per sample index."""
+    out: dict[int, dict] = {}
+    for key in data.files:
+        i, _, name = key.partition("/")
+        out.setdefault(int(i), {})[name] = data[key]
+    return [out[i] for i in sorted(out)]
+
+
+def describe_feeds(feeds: dict) -> str:
+    return ", ".join(f"{k}: {v.dtype}{format_shape(v.shape)}" for k, v in feeds.items())

@@ -1,0 +1,59 @@
+"""``edgeship inspect``: what is inside a bundle or an ONNX file."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from edgeship.errors import BundleError, ModelLoadError
+
+
+def onnx_summary(data: bytes) -> dict:
+    """Opset and op counts of an ONNX model (needs the onnx package)."""
+    try:
+        import onnx
+    except ImportError:
+        return {"opset": None, "ops": {}, "note": "install onnx to see op counts"}
+    m = onnx.load_model_from_string(data)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"opset": opset, "ops": dict(Counter(n.op_type for n in m.graph.node))}
+
+
+def _io_from_session(data: bytes) -> dict:
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+    def conv(x):
+        dtype = x.type.removeprefix("tensor(").removesuffix(")").replace("float)", "float32")
+        dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
+        return {"name": x.name, "dtype": dtype, "shape": list(x.shape)}
+
+    return {"inputs": [conv(i) for i in s.get_inputs()], "outputs": [conv(o) for o in s.get_outputs()]}
+
+
+def inspect_path(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path} does not exist; pass a bundle or an .onnx file.")
+    if path.is_dir() or path.name.endswith(".zip"):
+        from edgeship.bundle import open_bundle
+
+        b = open_bundle(path)
+        m = b.manifest
+        variants = {}
+        for name, v in m["variants"].items():
+            variants[name] = {**v, **onnx_summary(b.read(v["file"]))}
+        size = sum(f["size"] for f in m["files"].values())
+        return {"path": str(path), "kind": "bundle", "name": m.get("name"), "size_mb": size / 1e6,
+                "inputs": m["io"]["inputs"], "outputs": m["io"]["outputs"], "variants": variants,
+                "defaults": m.get("defaults", {}), "torchscript": m.get("torchscript"),
+                "created_at": m.get("created_at"), "tools": m.get("tools"), "source": m.get("source")}
+    data = path.read_bytes()
+    try:
+        io = _io_from_session(data)
+    except Exception as e:
+        raise ModelLoadError(f"{path} is not an ONNX model onnxruntime can open: {e}") from e
+    s = onnx_summary(data)
+    return {"path": str(path), "kind": "onnx", "size_mb": len(data) / 1e6, **io,
+            "variants": {"model": {"precision": "?", "size": len(data), **s}}}

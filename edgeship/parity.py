@@ -1,0 +1,211 @@
+"""Parity: metrics, tolerances, reports and their JSON/JUnit writers.
+
+Every candidate is compared with the eager reference (never chained), per output and per
+golden sample. Metrics: max abs, max rel, mean abs, cosine similarity, SNR (dB), top-1
+agreement (for ``[batch, classes]`` score outputs) and the fraction of elements outside
+``atol + rtol * |ref|``. Numpy only: ``edgeship check`` runs without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgeship.spec import format_shape
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria; ``None`` means the criterion is not applied."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    max_outlier_frac: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, max_outlier_frac=0.0),
+    "fp16": Tolerance(min_cosine=0.999),
+    "int8": Tolerance(min_cosine=0.99, min_top1=0.99),
+}
+
+
+def tolerance_for(precision: str, overrides: dict | None = None) -> Tolerance:
+    tol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
+    return replace(tol, **{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
+    """Compare two arrays of the same shape; all figures as plain floats."""
+    r = np.asarray(ref, dtype=np.float64)
+    g = np.asarray(got, dtype=np.float64)
+    finite = np.isfinite(r) & np.isfinite(g)
+    nonfinite_mismatch = int(np.count_nonzero(~finite & ~((r == g) | (np.isnan(r) & np.isnan(g)))))
+    diff = np.abs(np.where(finite, r - g, 0.0))
+    out = {
+        "max_abs": float(diff.max()) if diff.size else 0.0,
+        "mean_abs": float(diff.mean()) if diff.size else 0.0,
+        "max_rel": float((diff / np.maximum(np.abs(np.where(finite, r, 0)), 1e-12)).max()) if diff.size else 0.0,
+        "nonfinite_mismatch": nonfinite_mismatch,
+    }
+    rf, gf = np.where(finite, r, 0).ravel(), np.where(finite, g, 0).ravel()
+    nr, ng = float(np.linalg.norm(rf)), float(np.linalg.norm(gf))
+    out["cosine"] = 1.0 if nr == ng == 0 else (float(rf @ gf / (nr * ng)) if nr and ng else 0.0)
+    noise = float(np.sum((rf - gf) ** 2))
+    out["snr_db"] = math.inf if noise == 0 else (10 * math.log10(float(np.sum(rf**2)) / noise) if nr else -math.inf)
+    if r.ndim == 2 and r.shape[1] > 1 and r.dtype.kind == "f" and ref.dtype.kind == "f":
+        out["top1"] = float(np.mean(r.argmax(1) == g.argmax(1)))
+    atol = tol.atol if tol.atol is not None else 1e-4
+    rtol = tol.rtol if tol.rtol is not None else 1e-3
+    outside = (diff > atol + rtol * np.abs(np.where(finite, r, 0))) | (~finite & (r != g))
+    out["outlier_frac"] = float(outside.mean()) if outside.size else 0.0
+    return out
+
+
+def judge(m: dict, tol: Tolerance) -> str | None:
+    """Return why ``m`` misses ``tol``, or None when it passes."""
+    if m.get("nonfinite_mismatch"):
+        return f"{m['nonfinite_mismatch']} NaN/Inf values that the reference does not have"
+    if tol.max_outlier_frac is not None and m["outlier_frac"] > tol.max_outlier_frac:
+        return (f"{m['outlier_frac']:.2%} of elements outside atol={tol.atol} + rtol={tol.rtol}·|ref| "
+                f"(max abs {m['max_abs']:.3g}, allowed fraction {tol.max_outlier_frac:.2%})")
+    if tol.min_cosine is not None and m["cosine"] < tol.min_cosine:
+        return f"cosine {m['cosine']:.6f} < {tol.min_cosine}"
+    if tol.min_top1 is not None and "top1" in m and m["top1"] < tol.min_top1:
+        return f"top-1 agreement {m['top1']:.3f} < {tol.min_top1}"
+    return None
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output of one candidate on one sample."""
+
+    runner: str
+    variant: str
+    output: str
+    sample: str
+    passed: bool
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """All checks of a run, with the tolerances that applied."""
+
+    checks: tuple[OutputCheck, ...]
+    tolerances: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def failures(self) -> list[OutputCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> list[dict]:
+        """One row per runner × variant × output: the worst figure over samples."""
+        rows: dict[tuple, dict] = {}
+        for c in self.checks:
+            key = (c.runner, c.variant, c.output)
+            row = rows.setdefault(key, {"runner": c.runner, "variant": c.variant, "output": c.output,
+                                        "samples": 0, "passed": True, "reason": None})
+            row["samples"] += 1
+            for k, v in c.metrics.items():
+                worse = min if k in ("cosine", "snr_db", "top1") else max
+                row[k] = worse(row[k], v) if k in row else v
+            if not c.passed and row["passed"]:
+                row["passed"], row["reason"] = False, f"[{c.sample}] {c.reason}"
+        return list(rows.values())
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "tolerances": self.tolerances,
+                "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
+
+    def merged(self, other: ParityReport) -> ParityReport:
+        return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances})
+
+
+def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict, got: dict,
+                    tol: Tolerance) -> list[OutputCheck]:
+    checks = []
+    for name, r in ref.items():
+        if name not in got:
+            checks.append(OutputCheck(runner, variant, name, sample, False,
+                                      reason=f"output {name!r} missing (got {', '.join(got)})"))
+            continue
+        g = got[name]
+        if g.shape != r.shape:
+            checks.append(OutputCheck(runner, variant, name, sample, False, reason=(
+                f"output {name!r} has shape {format_shape(g.shape)}, reference "
+                f"{format_shape(r.shape)} at {sizes}: the export fixed a size that should follow "
+                "the input (a traced reshape/view?)")))
+            continue
+        m = metrics(r, g, tol)
+        why = judge(m, tol)
+        checks.append(OutputCheck(runner, variant, name, sample, why is None, m, why))
+    return checks
+
+
+def run_parity(candidates, samples, references: list[dict], tol: Tolerance, variant: str = "fp32",
+               dynamic_note=None) -> ParityReport:
+    """Run each candidate runner on every sample and compare with ``references``.
+
+    A runner that raises on a sample fails every output for it, with the sample's axis sizes
+    in the reason (that is how a trace specialised to batch 1 shows up).
+    """
+    checks = []
+    for runner in candidates:
+        for sample, ref in zip(samples, references):
+            sizes = sample.describe()
+            try:
+                got = runner.infer(sample.feeds)
+            except Exception as e:
+                why = f"{runner.name} failed on sample {sample.label} ({sizes}): {' '.join(str(e).split())[:500]}"
+                if dynamic_note:
+                    why += "; " + dynamic_note(sample)
+                checks += [OutputCheck(runner.name, variant, n, sample.label, False, reason=why) for n in ref]
+                continue
+            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol)
+    return ParityReport(tuple(checks), {variant: tol.to_dict()})
+
+
+def write_json(report: ParityReport, path: Path) -> None:
+    Path(path).write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity") -> None:
+    """One testcase per runner × variant × output; failures carry the metrics."""
+    rows = report.summary()
+    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)),
+                    failures=str(sum(not r["passed"] for r in rows)), errors="0", skipped="0")
+    for r in rows:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{r['runner']}.{r['variant']}", name=r["output"])
+        figures = ", ".join(f"{k}={r[k]:.6g}" for k in ("max_abs", "max_rel", "cosine", "snr_db", "top1", "outlier_frac") if k in r)
+        if not r["passed"]:
+            f = ET.SubElement(tc, "failure", message=r["reason"] or "parity failed", type="ParityError")
+            f.text = f"{r['reason']}\n{figures}"
+        else:
+            ET.SubElement(tc, "system-out").text = figures
+    root = ET.Element("testsuites")
+    root.append(ts)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

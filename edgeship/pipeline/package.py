@@ -1,0 +1,110 @@
+"""Stage 8, package: golden files, report.json and the manifest, written atomically."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from edgeship.bundle import sha256_file, write_bundle
+from edgeship.golden import save_samples
+from edgeship.pipeline.context import Context
+
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
+
+
+def tool_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("edgeship", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def host_info() -> dict:
+    """The machine's CPU flags that int8 and fp16 speed depends on (VNNI, AMX, ...)."""
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "system": platform.system(),
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags]}
+
+
+def report_dict(ctx: Context) -> dict:
+    return {
+        "name": ctx.config.bundle_name,
+        "source": source_info(ctx),
+        "stages": [s.to_dict() for s in ctx.stages],
+        "notes": list(ctx.notes),
+        "parity": ctx.parity.to_dict(),
+        "defaults": ctx.defaults,
+    }
+
+
+def source_info(ctx: Context) -> dict:
+    e = ctx.onnx_export
+    return {
+        "file": Path(ctx.config.model).name,
+        "sha256": sha256_file(Path(ctx.config.model)),
+        "format": ctx.loaded.format,
+        "arch": ctx.config.load.arch,
+        "arch_kwargs": ctx.config.load.arch_kwargs,
+        "exporter": e.exporter if e else None,
+        "opset": e.opset if e else None,
+    }
+
+
+def package_stage(ctx: Context) -> str:
+    golden = ctx.workdir / "golden"
+    golden.mkdir(exist_ok=True)
+    save_samples(golden / "inputs.npz", ctx.samples, lambda s: s.feeds)
+    refs = dict(zip((id(s) for s in ctx.samples), ctx.references))
+    save_samples(golden / "outputs.npz", ctx.samples, lambda s: refs[id(s)])
+    files = {f"models/{n}.onnx": v["file"] for n, v in ctx.variants.items()}
+    if ctx.torchscript_path:
+        files["torchscript/model.pt"] = ctx.torchscript_path
+    files["golden/inputs.npz"] = golden / "inputs.npz"
+    files["golden/outputs.npz"] = golden / "outputs.npz"
+    rows = {(r["runner"], r["variant"]): r for r in ctx.parity.summary()}
+    variants = {}
+    for n, v in ctx.variants.items():
+        summary = [r for (runner, variant), r in rows.items() if variant == n]
+        variants[n] = {
+            "file": f"models/{n}.onnx",
+            "precision": v["precision"],
+            "size": Path(v["file"]).stat().st_size,
+            "parity": {"passed": v.get("parity", {}),
+                       "max_abs": max((r.get("max_abs", 0.0) for r in summary), default=None),
+                       "min_cosine": min((r.get("cosine", 1.0) for r in summary), default=None)},
+            "tolerance": ctx.parity.tolerances.get(n, {}),
+        }
+    report = ctx.workdir / "report.json"
+    # the package stage's own timing is recorded by the runner after this; the report shows
+    # every stage up to here
+    report.write_text(json.dumps(report_dict(ctx), indent=2, default=str))
+    files["report.json"] = report
+    manifest = {
+        "name": ctx.config.bundle_name,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "tools": tool_versions(),
+        "io": ctx.spec.to_dict(),
+        "variants": variants,
+        "defaults": ctx.defaults,
+        "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
+                   "samples": [{"label": s.label, "sizes": s.sizes} for s in ctx.samples]},
+        "torchscript": "torchscript/model.pt" if ctx.torchscript_path else None,
+        "source": source_info(ctx),
+        "host": host_info(),
+        "notes": list(ctx.notes),
+    }
+    ctx.bundle_path = write_bundle(ctx.config.output_path, files, manifest)
+    return str(ctx.bundle_path)

@@ -1,0 +1,211 @@
+"""Stage 1, load: the model, its IOSpec, the golden inputs and the eager reference outputs."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edgeship.errors import EdgeshipError, ModelLoadError, SpecError
+from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
+from edgeship.golden import make_samples
+from edgeship.pipeline.context import Context
+from edgeship.spec import INPUT_SYNTAX, IOSpec, TensorSpec, apply_dynamic, check_name, parse_input
+
+log = logging.getLogger(__name__)
+
+
+def load_stage(ctx: Context) -> str:
+    cfg = ctx.config
+    ctx.loaded = loaded = load_model(cfg.model, cfg.load)
+    for n in loaded.notes:
+        ctx.note(n)
+    example = _read_example(cfg.example_inputs) if cfg.example_inputs else None
+    if loaded.format == ONNX:
+        inputs = _inputs_from_onnx(loaded.path) if not cfg.inputs and example is None else None
+    else:
+        inputs = None
+    if inputs is None:
+        inputs = _input_specs(cfg, example, loaded)
+    inputs = apply_dynamic(inputs, list(cfg.dynamic), cfg.dynamic_batch)
+    ctx.samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples)
+    if loaded.format == ONNX:
+        reference = _onnx_reference(loaded.path, inputs)
+    else:
+        reference = _eager_reference(loaded.module)
+        ctx.example_args = _to_torch(ctx.samples[0].feeds, inputs)
+    ctx.references = []
+    for s in ctx.samples:
+        try:
+            ctx.references.append(reference(s.feeds, inputs))
+        except EdgeshipError:
+            raise
+        except Exception as e:
+            hint = (f" The reference model fails at {s.describe()}: an axis marked dynamic is not dynamic "
+                    "in the model itself; drop it from --dynamic." if s.label.startswith("dynamic") else "")
+            raise SpecError(
+                f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
+                f"{' '.join(str(e).split())[:400]}.{hint} Check --input shapes and dtypes."
+            ) from e
+    first = ctx.references[0]
+    names = list(cfg.output_names) or [n for n, _ in first]
+    if len(names) != len(first):
+        raise SpecError(
+            f"--output-names gives {len(names)} names ({', '.join(names)}), but the model returns "
+            f"{len(first)} outputs."
+        )
+    for n in names:
+        check_name(n, "output")
+    if len(set(names)) != len(names):
+        raise SpecError(f"output names must be unique; got {', '.join(names)}.")
+    ctx.references = [dict(zip(names, (a for _, a in ref))) for ref in ctx.references]
+    ctx.spec = IOSpec(inputs, _output_specs(names, ctx.samples, ctx.references))
+    if loaded.format != ONNX:
+        _check_deterministic(ctx, reference, inputs)
+    return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
+
+
+def _spec_text(specs) -> str:
+    return ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in specs)
+
+
+def _describe(feeds: dict) -> str:
+    return ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
+
+
+def _read_example(path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as e:
+        raise SpecError(f"--example-inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
+
+
+def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
+    if cfg.inputs:
+        specs = tuple(parse_input(t) for t in cfg.inputs)
+        if len({s.name for s in specs}) != len(specs):
+            raise SpecError(f"--input names must be unique; got {', '.join(s.name for s in specs)}.")
+        if example is not None:
+            for s in specs:
+                a = example.get(s.name)
+                if a is None or a.dtype.name != s.dtype or tuple(a.shape) != s.shape:
+                    got = f"{a.dtype}{list(a.shape)}" if a is not None else "nothing"
+                    raise SpecError(
+                        f"--example-inputs has {got} for input {s.name!r}, but --input says "
+                        f"{s.dtype}{list(s.shape)}; make them agree or drop --input."
+                    )
+        return specs
+    if example is not None:
+        return tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items())
+    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
+        names = _ep_input_names(loaded.source, len(loaded.example_inputs))
+        return tuple(TensorSpec(n, str(t.dtype).removeprefix("torch."), tuple(t.shape))
+                     for n, t in zip(names, loaded.example_inputs))
+    raise SpecError(
+        f"no input spec: pass --input {INPUT_SYNTAX} (once per input, in the order forward() takes "
+        f"them{_forward_hint(loaded.module)}), or --example-inputs FILE.npz."
+    )
+
+
+def _forward_hint(module) -> str:
+    import inspect
+
+    try:
+        params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+        return f"; this model's forward takes: {', '.join(params)}" if params else ""
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
+def _ep_input_names(ep, n: int) -> list[str]:
+    try:
+        names = list(ep.graph_signature.user_inputs)[:n]
+        return names if len(names) == n else [f"input_{i}" for i in range(n)]
+    except Exception:
+        return [f"input_{i}" for i in range(n)]
+
+
+def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
+    import onnx
+    from onnx import helper
+
+    m = onnx.load(str(path), load_external_data=False)
+    init = {i.name for i in m.graph.initializer}
+    specs = []
+    for i in m.graph.input:
+        if i.name in init:
+            continue
+        tt = i.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+        shape = tuple(d.dim_param or (d.dim_value if d.dim_value else f"{i.name}_dim{k}")
+                      for k, d in enumerate(tt.shape.dim))
+        specs.append(TensorSpec(i.name, dtype, shape))
+    # symbolic axes take size 1 in the example and 2 in the second-size sample
+    return tuple(specs)
+
+
+def _to_torch(feeds: dict, inputs) -> tuple:
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs)
+
+
+def _eager_reference(module):
+    def run(feeds, inputs):
+        import torch
+
+        from edgeship.runtimes.torch_eager import flatten_outputs, to_numpy
+
+        with torch.inference_mode():
+            out = module(*_to_torch(feeds, inputs))
+        pairs = flatten_outputs(out)
+        if not pairs:
+            raise SpecError("the model returned no tensors; edgeship exports models that return tensors.")
+        single = len(pairs) == 1
+        return [(k or ("output" if single else f"output_{i}"), to_numpy(t)) for i, (k, t) in enumerate(pairs)]
+
+    return run
+
+
+def _onnx_reference(path, inputs):
+    from edgeship.runtimes.ort import OrtRunner
+
+    runner = OrtRunner(IOSpec(inputs), path, target="cpu", name="onnx-source")
+
+    def run(feeds, _inputs):
+        return list(runner.infer(feeds).items())
+
+    try:
+        runner.load()
+    except EdgeshipError as e:
+        raise ModelLoadError(str(e)) from e
+    return run
+
+
+def _output_specs(names, samples, references) -> tuple[TensorSpec, ...]:
+    """Output shapes: axes that change between golden sizes become symbols."""
+    specs = []
+    base = references[0]
+    sym_sizes = samples[0].sizes
+    alt = next(((s, r) for s, r in zip(samples, references) if s.sizes != sym_sizes), None)
+    for n in names:
+        shape = list(base[n].shape)
+        if alt is not None:
+            s, r = alt
+            for ax, (a, b) in enumerate(zip(base[n].shape, r[n].shape)):
+                if a != b:
+                    match = [k for k, v in sym_sizes.items() if v == a and s.sizes.get(k) == b]
+                    shape[ax] = match[0] if match else f"{n}_dim{ax}"
+        specs.append(TensorSpec(n, base[n].dtype.name, tuple(shape)))
+    return tuple(specs)
+
+
+def _check_deterministic(ctx: Context, reference, inputs) -> None:
+    again = dict(reference(ctx.samples[0].feeds, inputs))
+    for name, (key, arr) in zip(ctx.spec.output_names, again.items()):
+        if not np.array_equal(arr, ctx.references[0][name], equal_nan=True):
+            ctx.note(f"model is nondeterministic: two identical eager calls gave different {name!r} "
+                     "(dropout or random ops left on?); parity is measured against the first call")
+            log.warning("the model is nondeterministic: two identical calls gave different %r", name)
+            return

@@ -1,0 +1,150 @@
+"""The embedding API: ``edgeship.load(bundle) -> Model``. Imports numpy and onnxruntime only.
+
+    import edgeship
+    m = edgeship.load("simplenet.edgeship", target="cpu")   # or "cuda", "auto"
+    y = m(x)                      # positional arrays -> array (or tuple for several outputs)
+    d = m({"x": x})               # dict -> dict of outputs by name
+    m.inputs, m.outputs, m.variant, m.providers
+
+The bundle is fully verified (every sha256, no unlisted, linked or escaping files) before
+onnxruntime sees a byte, and the model is handed to onnxruntime from the verified bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from edgeship.bundle import Bundle, open_bundle
+from edgeship.errors import BundleError, SpecError, TargetUnavailableError
+from edgeship.runtimes.ort import OrtRunner, available_providers, providers_for
+from edgeship.spec import IOSpec, TensorSpec, validate_feeds
+
+log = logging.getLogger(__name__)
+_warned_fallback = False
+
+
+class Model:
+    """A loaded bundle variant, callable on numpy arrays."""
+
+    def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: OrtRunner):
+        self.bundle = bundle
+        self.spec = spec
+        self.variant = variant
+        self.target = target
+        self._runner = runner.load()
+        self._session_run = runner.session.run
+        self._names = [t.name for t in spec.inputs]
+        self._out_names = runner.output_names
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.outputs
+
+    @property
+    def providers(self) -> list[str]:
+        return self._runner.active_providers
+
+    @property
+    def manifest(self) -> dict:
+        return self.bundle.manifest
+
+    def __call__(self, *args, **kwargs):
+        """``m(x, ...)`` returns an array (a tuple for several outputs); ``m({...})`` a dict."""
+        if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
+            feeds = args[0]
+            return dict(zip(self._out_names, self._run(feeds)))
+        if kwargs and not args:
+            return dict(zip(self._out_names, self._run(kwargs)))
+        if kwargs:
+            raise SpecError("pass inputs either positionally or by name, not both.")
+        if len(args) != len(self._names):
+            raise SpecError(
+                f"the model takes {len(self._names)} inputs ({', '.join(self._names)}), got {len(args)} "
+                "positional arrays."
+            )
+        outs = self._run(dict(zip(self._names, args)))
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run(self, feeds: dict) -> list:
+        validate_feeds(self.spec.inputs, feeds)
+        return self._session_run(self._out_names, feeds)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Same as ``m(feeds)`` for a dict: outputs by name."""
+        return dict(zip(self._out_names, self._run(feeds)))
+
+    def close(self) -> None:
+        self._runner.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in self.inputs)
+        return f"<edgeship.Model {self.bundle.manifest.get('name')} variant={self.variant} target={self.target} ({ins})>"
+
+
+def resolve_target(target: str) -> tuple[str, list[str]]:
+    """``auto`` picks CUDA when usable and says once that it fell back to CPU otherwise."""
+    global _warned_fallback
+    if target != "auto":
+        return target, providers_for(target)
+    if "CUDAExecutionProvider" in available_providers():
+        return "cuda", providers_for("cuda")
+    if not _warned_fallback:
+        log.warning("target='auto': no CUDA execution provider here, running on CPU.")
+        _warned_fallback = True
+    return "cpu", providers_for("cpu")
+
+
+def choose_variant(manifest: dict, target: str, variant: str) -> str:
+    variants = manifest.get("variants") or {}
+    if variant == "auto":
+        defaults = manifest.get("defaults") or {}
+        variant = defaults.get(target) or defaults.get("cpu") or next(iter(variants), None)
+    if variant not in variants:
+        raise BundleError(
+            f"variant {variant!r} is not in bundle {manifest.get('name')!r}; it has "
+            f"{', '.join(variants) or 'none'}."
+        )
+    return variant
+
+
+def load(bundle: str | os.PathLike, target: str = "cpu", variant: str = "auto",
+         threads: int | None = None) -> Model:
+    """Verify a bundle and open one variant of it for ``target``.
+
+    Args:
+        bundle: a ``NAME.edgeship`` folder or ``NAME.edgeship.zip`` file.
+        target: ``cpu``, ``cuda``, ``auto`` (CUDA when usable, else CPU) or a provider name.
+        variant: ``auto`` (the bundle's default for the target) or a variant name such as ``fp32``.
+        threads: intra-op threads; default: one per core.
+
+    Raises:
+        BundleError: the bundle is missing, corrupt or tampered with, or lacks the variant.
+        TargetUnavailableError: the target's execution provider is not installed.
+    """
+    b = open_bundle(bundle)
+    target, providers = resolve_target(target)
+    name = choose_variant(b.manifest, target, variant)
+    spec = IOSpec.from_dict(b.manifest["io"])
+    data = b.read(b.manifest["variants"][name]["file"])
+    runner = OrtRunner(spec, data, target=target, providers=providers, threads=threads,
+                       name=f"onnxruntime-{target}")
+    model = Model(b, spec, name, target, runner)
+    if target == "cuda" and "CUDAExecutionProvider" not in model.providers:
+        raise TargetUnavailableError(
+            f"requested target cuda; onnxruntime opened the session with {model.providers} only. "
+            "Check the CUDA and cuDNN libraries onnxruntime-gpu needs."
+        )
+    return model

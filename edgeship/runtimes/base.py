@@ -1,0 +1,59 @@
+"""The one Runner interface every runtime implements.
+
+A runner is created cheaply, opened with :meth:`Runner.load` (or ``with``), fed a dict of
+numpy arrays by input name, and returns a dict of numpy arrays by output name. The base class
+validates feed names, dtypes and shapes against the IOSpec before the runtime sees them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from edgeship.spec import IOSpec, validate_feeds
+
+
+class Runner(ABC):
+    """Base of every runner: ``name``, ``load()``, ``infer(feeds)``, ``close()``, context manager."""
+
+    name: str = "runner"
+
+    def __init__(self, spec: IOSpec):
+        self.spec = spec
+        self._loaded = False
+
+    def load(self) -> Runner:
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference after validating ``feeds`` against the spec's inputs."""
+        validate_feeds(self.spec.inputs, feeds)
+        self.load()
+        return self._infer(feeds)
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close()
+            self._loaded = False
+
+    def __enter__(self) -> Runner:
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        pass
