@@ -140,7 +140,7 @@ class ParityReport:
 
 
 def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict, got: dict,
-                    tol: Tolerance) -> list[OutputCheck]:
+                    tol: Tolerance, note: str = "") -> list[OutputCheck]:
     checks = []
     for name, r in ref.items():
         if name not in got:
@@ -152,7 +152,7 @@ def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dic
             checks.append(OutputCheck(runner, variant, name, sample, False, reason=(
                 f"output {name!r} has shape {format_shape(g.shape)}, reference "
                 f"{format_shape(r.shape)} at {sizes}: the export fixed a size that should follow "
-                "the input (a traced reshape/view?)")))
+                "the input (a traced reshape/view?)" + (f"; {note}" if note else ""))))
             continue
         m = metrics(r, g, tol)
         why = judge(m, tol)
@@ -179,7 +179,8 @@ def run_parity(candidates, samples, references: list[dict], tol: Tolerance, vari
                     why += "; " + dynamic_note(sample)
                 checks += [OutputCheck(runner.name, variant, n, sample.label, False, reason=why) for n in ref]
                 continue
-            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol)
+            note = dynamic_note(sample) if dynamic_note else ""
+            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol, note)
     return ParityReport(tuple(checks), {variant: tol.to_dict()})
 
 

@@ -21,11 +21,11 @@ def load_stage(ctx: Context) -> str:
     for n in loaded.notes:
         ctx.note(n)
     example = _read_example(cfg.example_inputs) if cfg.example_inputs else None
-    if loaded.format == ONNX:
-        inputs = _inputs_from_onnx(loaded.path) if not cfg.inputs and example is None else None
+    if loaded.format == ONNX and example is None:
+        inputs = _inputs_from_onnx(loaded.path)
+        if cfg.inputs:  # --input fixes the example's sizes; the graph keeps its symbolic axes
+            example = _example_for_onnx(inputs, [parse_input(t) for t in cfg.inputs], cfg.seed)
     else:
-        inputs = None
-    if inputs is None:
         inputs = _input_specs(cfg, example, loaded)
     inputs = apply_dynamic(inputs, list(cfg.dynamic), cfg.dynamic_batch)
     ctx.samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples)
@@ -143,6 +143,23 @@ def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
         specs.append(TensorSpec(i.name, dtype, shape))
     # symbolic axes take size 1 in the example and 2 in the second-size sample
     return tuple(specs)
+
+
+def _example_for_onnx(graph_specs, given, seed: int) -> dict:
+    from edgeship.golden import random_feeds
+
+    by_name = {t.name: t for t in graph_specs}
+    for g in given:
+        t = by_name.get(g.name)
+        fits = t is not None and t.dtype == g.dtype and len(t.shape) == len(g.shape) and all(
+            isinstance(d, str) or d == s for d, s in zip(t.shape, g.shape))
+        if not fits:
+            want = f"{t.dtype}{list(t.shape)}" if t else f"one of {', '.join(by_name)}"
+            raise SpecError(f"--input {g.name}:{'x'.join(map(str, g.shape))}:{g.dtype} does not fit the "
+                            f"ONNX model, which expects {want} for it.")
+    if {g.name for g in given} != set(by_name):
+        raise SpecError(f"--input must name every input of the ONNX model: {', '.join(by_name)}.")
+    return random_feeds(tuple(given), {}, np.random.default_rng(seed))
 
 
 def _to_torch(feeds: dict, inputs) -> tuple:

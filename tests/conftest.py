@@ -1,0 +1,87 @@
+"""Shared fixtures: model files of every format, an exported bundle, and a CLI runner."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+MODELS_PY = TESTS / "models.py"
+
+
+def arch(name: str) -> str:
+    return f"{MODELS_PY}:{name}"
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the edgeship CLI in-process; returns (exit_code, stdout + stderr)."""
+    from edgeship.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        old = sys.argv
+        sys.argv = ["edgeship", *map(str, args)]
+        try:
+            main()
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        finally:
+            sys.argv = old
+        out = capsys.readouterr()
+        return code, " ".join((out.out + out.err).split())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    """One MLP saved in every supported format, plus the feeds to call it with."""
+    import torch
+
+    import models
+
+    d = tmp_path_factory.mktemp("files")
+    m = models.trained(models.MLP())
+    x = torch.randn(2, 10)
+    torch.save(m.state_dict(), d / "mlp_state.pt")
+    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in m.state_dict().items()}},
+               d / "mlp_ckpt.pt")
+    torch.jit.save(torch.jit.trace(m, x), d / "mlp_ts.pt")
+    ep = torch.export.export(m, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, d / "mlp_ep.pt2")
+    torch.save(m, d / "mlp_pickled.pt")
+    torch.onnx.export(m, (x,), str(d / "mlp.onnx"), dynamo=False, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return {"dir": d, "module": m, "x": x.numpy()}
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle(files, tmp_path_factory):
+    """A bundle of the MLP (state_dict + --arch, dynamic batch) exported once per session."""
+    from edgeship.config import ExportConfig
+    from edgeship.exporters.loading import LoadOptions
+    from edgeship.pipeline import export
+
+    out = tmp_path_factory.mktemp("bundles") / "mlp.edgeship"
+    cfg = ExportConfig(model=files["dir"] / "mlp_state.pt", output=out, inputs=("x:1x10",), dynamic_batch=True,
+                       load=LoadOptions(arch=arch("MLP")), exporter="torchscript")
+    return export(cfg).bundle
+
+
+@pytest.fixture
+def bundle_copy(mlp_bundle, tmp_path):
+    """A private copy of the MLP bundle that a test may damage."""
+    import shutil
+
+    dst = tmp_path / "copy.edgeship"
+    shutil.copytree(mlp_bundle, dst)
+    return dst
+
+
+def feeds_like(x: np.ndarray) -> dict:
+    return {"x": x.astype(np.float32)}

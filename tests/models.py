@@ -1,0 +1,179 @@
+"""Small models the tests (and benchmarks) use. Import-safe factories: ``--arch tests/models.py:NAME``.
+
+Families: an MLP, a multi-input/multi-output model with int64 inputs and dict outputs, a
+ResNet-style CNN (residual blocks, batchnorm), a MobileNet-style CNN (depthwise separable
+convs, hardswish, squeeze-excite), an EfficientNet-style block stack (MBConv, SiLU), a
+BERT-style encoder with three int64 inputs, and deliberately broken models.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MLP(nn.Module):
+    def __init__(self, d_in: int = 10, d_hidden: int = 16, d_out: int = 4):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU(), nn.Linear(d_hidden, d_out))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MultiIO(nn.Module):
+    """Two inputs (float features, int64 token ids) -> dict of two outputs."""
+
+    def __init__(self, vocab: int = 50, dim: int = 8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.proj = nn.Linear(6, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, feats, ids):
+        h = self.proj(feats) + self.emb(ids).mean(dim=1)
+        return {"logits": self.head(h), "hidden": h}
+
+
+class Block(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.c1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(c_out)
+        self.c2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(c_out)
+        self.skip = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                     if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x):
+        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.skip(x))
+
+
+class ResNetish(nn.Module):
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.layers = nn.Sequential(Block(width, width, 1), Block(width, 2 * width, 2), Block(2 * width, 4 * width, 2))
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c, r=4):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Conv2d(c, c // r, 1), nn.Conv2d(c // r, c, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, c_in, c_out, stride, act=nn.Hardswish, se=True):
+        super().__init__()
+        self.dw = nn.Sequential(nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False), nn.BatchNorm2d(c_in), act())
+        self.se = SqueezeExcite(c_in) if se else nn.Identity()
+        self.pw = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        return self.pw(self.se(self.dw(x)))
+
+
+class MobileNetish(nn.Module):
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.Hardswish())
+        self.blocks = nn.Sequential(
+            DepthwiseSeparable(width, width, 1), DepthwiseSeparable(width, 2 * width, 2),
+            DepthwiseSeparable(2 * width, 4 * width, 2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * width, 64), nn.Hardswish(), nn.Dropout(0.2),
+                                  nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1))
+
+
+class MBConv(nn.Module):
+    def __init__(self, c_in, c_out, stride, expand=4):
+        super().__init__()
+        mid = c_in * expand
+        self.expand = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.SiLU())
+        self.dw = DepthwiseSeparable(mid, c_out, stride, act=nn.SiLU)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.dw(self.expand(x))
+        return x + y if self.residual else y
+
+
+class EfficientNetish(nn.Module):
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.SiLU())
+        self.blocks = nn.Sequential(MBConv(width, width, 1), MBConv(width, 2 * width, 2), MBConv(2 * width, 2 * width, 1))
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+class BertStyle(nn.Module):
+    """A BERT-style encoder: input_ids, attention_mask, token_type_ids (all int64) -> hidden, pooled."""
+
+    def __init__(self, vocab: int = 100, dim: int = 32, heads: int = 4, layers: int = 2, max_len: int = 64):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(max_len, dim)
+        self.typ = nn.Embedding(2, dim)
+        self.norm = nn.LayerNorm(dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, batch_first=True, activation="gelu")
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.pool = nn.Linear(dim, dim)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
+        h = self.norm(self.tok(input_ids) + self.pos(pos) + self.typ(token_type_ids))
+        h = self.encoder(h, src_key_padding_mask=attention_mask == 0)
+        return h, torch.tanh(self.pool(h[:, 0]))
+
+
+class SpecialisedTrace(nn.Module):
+    """Eager works at any batch, but ``int(x.size(0))`` becomes a constant in a trace.
+
+    Must fail parity under --dynamic-batch when exported from a trace.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.fc(x).reshape(int(x.size(0)), 2, 2)
+
+
+class Noisy(nn.Module):
+    """Nondeterministic: adds fresh noise on every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x) + torch.rand(1)
+
+
+def trained(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Deterministic non-default weights (and batchnorm statistics) so tests are not trivial."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
