@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import json
 import os
 import platform
 import shutil
@@ -154,7 +153,7 @@ print("RESULT", float(y.ravel()[0]), _t1 - _t0, resource.getrusage(resource.RUSA
 
 def run_child(script: Path, *args: str) -> dict:
     t0 = time.perf_counter()
-    p = subprocess.run([PY, str(script), *args], capture_output=True, text=True, cwd=WORK)
+    p = subprocess.run([PY, str(script), *args], capture_output=True, text=True, cwd=WORK, check=False)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{script.name} failed ({p.returncode}):\n{p.stderr}")
@@ -212,10 +211,10 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `{command}`" + (" (quick mode: fewer repeats)" if quick else ""),
-        f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}; "
-        f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
-        f"- python {platform.python_version()}, onnxruntime {ort.__version__}, torch {version('torch')}, "
-        f"numpy {np.__version__}, edgeship {version('edgeship')}",
+        (f"- machine: {os.cpu_count()} CPUs, {platform.machine()}, {platform.platform()}; "
+         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"),
+        (f"- python {platform.python_version()}, onnxruntime {ort.__version__}, torch {version('torch')}, "
+         f"numpy {np.__version__}, edgeship {version('edgeship')}"),
         "",
         "| id | figure | measured | target | result |",
         "|---|---|---|---|---|",
@@ -223,7 +222,7 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
                   f"({us['model']:.2f} µs vs {us['raw']:.2f} µs per call)",
             b3["ratio"], "≤ 1.10", b3["ratio"] <= 1.10),
         row("B3a", f"`Model.__call__` ÷ `run` on the Model's own session ({us['own']:.2f} µs): "
-                   "wrapper overhead alone", b3["ratio_own"], "≤ 1.10", b3["ratio_own"] <= 1.10, info=True),
+                   f"wrapper overhead alone", b3["ratio_own"], "≤ 1.10", b3["ratio_own"] <= 1.10, info=True),
         row("B6", f"load + first inference, fresh process wall time: torch-free edgeship "
                   f"({med['edgeship']['wall']:.3f} s) ÷ eager PyTorch ({med['torch']['wall']:.3f} s)",
             b6["wall"], "≤ 0.5", b6["wall"] <= 0.5),
@@ -233,11 +232,11 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
         row("B6a", f"same, time inside the child from its first line ({med['edgeship']['inside']:.3f} s "
                    f"÷ {med['torch']['inside']:.3f} s)", b6["inside"], "≤ 0.5", b6["inside"] <= 0.5, info=True),
         "",
-        f"B3: ratio of medians over {b3['repeats']} interleaved blocks of {b3['calls']} calls "
-        f"(median of per-block ratios: {b3['paired']:.3f}); both sessions use intra_op_num_threads="
-        f"{os.cpu_count()}. B6: medians of {b6['repeats']} interleaved fresh processes each; "
-        "the edgeship child blocks `torch`/`onnx` imports and asserts torch never loaded. "
-        "Rows marked info are diagnostics, not targets.",
+        (f"B3: ratio of medians over {b3['repeats']} interleaved blocks of {b3['calls']} calls "
+         f"(median of per-block ratios: {b3['paired']:.3f}); both sessions use intra_op_num_threads="
+         f"{os.cpu_count()}. B6: medians of {b6['repeats']} interleaved fresh processes each; "
+         "the edgeship child blocks `torch`/`onnx` imports and asserts torch never loaded. "
+         "Rows marked info are diagnostics, not targets."),
         "",
     ]
     return "\n".join(lines)
@@ -255,7 +254,7 @@ def main() -> int:
     print("building the SimpleNet bundle in benchmarks/out/ ...", flush=True)
     state, bundle = build_bundle()
     print("B3: Model.__call__ vs InferenceSession.run ...", flush=True)
-    b3 = bench_b3(bundle, repeats=7 if args.quick else 21, calls=1000 if args.quick else 2000)
+    b3 = bench_b3(bundle, repeats=11 if args.quick else 31, calls=1000 if args.quick else 2000)
     print("B6: torch-free cold start vs eager PyTorch ...", flush=True)
     b6 = bench_b6(state, bundle, repeats=5 if args.quick else 9)
 

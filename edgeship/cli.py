@@ -221,7 +221,9 @@ def _read_feeds(items: list[str]) -> dict:
 def main() -> None:
     """Entry point: EdgeshipError -> message and exit code, without a traceback."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # returns typer.Exit's code in this mode
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except EdgeshipError as e:
         from rich.text import Text
 
@@ -232,9 +234,8 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        # typer ships its own copy of click's exceptions: recognise them by shape
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            sys.exit(EXIT_BAD_INPUT if isinstance(e, click.exceptions.UsageError) else e.exit_code)
+            sys.exit(EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code)
         raise

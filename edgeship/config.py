@@ -50,7 +50,11 @@ class ExportConfig:
 
     @property
     def bundle_name(self) -> str:
-        return self.name or Path(self.model).stem
+        if self.name:
+            return self.name
+        if self.output:
+            return Path(self.output).name.removesuffix(".zip").removesuffix(".edgeship") or Path(self.model).stem
+        return Path(self.model).stem
 
     @property
     def output_path(self) -> Path:

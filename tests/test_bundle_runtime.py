@@ -1,0 +1,153 @@
+"""Bundles (folder and zip), verification, and the torch-free runtime."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeship
+from edgeship.bundle import MANIFEST, open_bundle, sha256_file
+from edgeship.errors import BundleError, SpecError, TargetUnavailableError
+
+
+def test_bundle_layout_and_manifest(mlp_bundle):
+    m = json.loads((mlp_bundle / MANIFEST).read_text())
+    assert m["schema_version"] == 1 and m["name"] == "mlp"
+    assert set(m["files"]) == {"models/fp32.onnx", "torchscript/model.pt", "golden/inputs.npz",
+                               "golden/outputs.npz", "report.json"}
+    for rel, meta in m["files"].items():
+        assert sha256_file(mlp_bundle / rel) == meta["sha256"]
+        assert (mlp_bundle / rel).stat().st_size == meta["size"]
+    assert m["defaults"]["cpu"] == "fp32"
+    assert m["io"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["batch", 10]}]
+    assert {"torch", "onnx", "onnxruntime"} <= set(m["tools"])
+    assert "cpu_flags" in m["host"]
+
+
+def test_load_positional_and_dict(mlp_bundle, files):
+    m = edgeship.load(mlp_bundle)
+    x = files["x"]
+    y = m(x)
+    assert isinstance(y, np.ndarray) and y.shape == (2, 4)
+    d = m({"x": x})
+    assert list(d) == [o.name for o in m.outputs] and np.array_equal(d[m.outputs[0].name], y)
+    assert m.variant == "fp32" and m.providers == ["CPUExecutionProvider"]
+    assert m.inputs[0].shape == ("batch", 10)
+
+
+def test_load_zip_bundle(mlp_bundle, tmp_path, files):
+    z = tmp_path / "mlp.edgeship.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted(mlp_bundle.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(mlp_bundle).as_posix())
+    np.testing.assert_array_equal(edgeship.load(z)(files["x"]), edgeship.load(mlp_bundle)(files["x"]))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: m(np.zeros((1, 10))), "expects dtype float32, got float64"),
+    (lambda m: m(np.zeros((1, 9), np.float32)), r"expects shape \[batch, 10\], got \[1, 9\]"),
+    (lambda m: m({"y": np.zeros((1, 10), np.float32)}), r"missing \['x'\]"),
+    (lambda m: m(np.zeros((1, 10), np.float32), np.zeros(1)), "takes 1 inputs"),
+])
+def test_bad_feeds_name_the_input(mlp_bundle, call, match):
+    with pytest.raises(SpecError, match=match):
+        call(edgeship.load(mlp_bundle))
+
+
+def test_unknown_variant_and_cuda_target(mlp_bundle):
+    with pytest.raises(BundleError, match="variant 'int8' is not in bundle"):
+        edgeship.load(mlp_bundle, variant="int8")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(TargetUnavailableError, match="available: .*CPUExecutionProvider.*onnxruntime-gpu"):
+            edgeship.load(mlp_bundle, target="cuda")
+        assert edgeship.load(mlp_bundle, target="auto").target == "cpu"
+
+
+def _flip(path: Path, offset: int = -100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_byte_refused_by_load_and_check(bundle_copy, cli):
+    _flip(bundle_copy / "models" / "fp32.onnx")
+    with pytest.raises(BundleError, match="models/fp32.onnx does not match its sha256"):
+        edgeship.load(bundle_copy)
+    code, out = cli("check", bundle_copy)
+    assert code == 2 and "does not match its sha256" in out
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda b: (b / "golden" / "inputs.npz").unlink(), "listed files are missing: golden/inputs.npz"),
+    (lambda b: (b / "extra.txt").write_text("x"), "not listed in manifest.json: extra.txt"),
+    (lambda b: (b / MANIFEST).write_text("{not json"), "not valid JSON"),
+    (lambda b: (b / MANIFEST).unlink(), "no manifest.json"),
+    (lambda b: _edit_manifest(b, schema_version=99), "schema_version 99 is not supported"),
+    (lambda b: _edit_manifest(b, files={"../evil.onnx": {"sha256": "0" * 64, "size": 1}}), "escapes the bundle"),
+    (lambda b: _edit_manifest(b, files={"/etc/passwd": {"sha256": "0" * 64, "size": 1}}), "escapes the bundle"),
+    (lambda b: _symlink(b), "symbolic link"),
+])
+def test_tampered_bundles_are_refused_before_onnxruntime(bundle_copy, damage, match):
+    damage(bundle_copy)
+    with pytest.raises(BundleError, match=match):
+        open_bundle(bundle_copy)
+    with pytest.raises(BundleError, match=match):
+        edgeship.load(bundle_copy)
+
+
+def _edit_manifest(bundle: Path, **changes) -> None:
+    m = json.loads((bundle / MANIFEST).read_text())
+    m.update(changes)
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+def _symlink(bundle: Path) -> None:
+    target = bundle / "models" / "fp32.onnx"
+    real = bundle.parent / "elsewhere.onnx"
+    shutil.move(target, real)
+    os.symlink(real, target)
+
+
+def test_zip_slip_entry_refused(tmp_path, mlp_bundle):
+    z = tmp_path / "evil.edgeship.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(MANIFEST, (mlp_bundle / MANIFEST).read_text())
+        zf.writestr("../../escape.txt", "x")
+    with pytest.raises(BundleError, match="escapes the bundle"):
+        edgeship.load(z)
+
+
+BLOCK_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx', 'onnxscript'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np, edgeship
+m = edgeship.load(sys.argv[1])
+y = m(np.ones((3, 10), np.float32))
+assert 'torch' not in sys.modules and 'onnx' not in sys.modules
+print('ok', y.shape)
+"""
+
+
+def test_runtime_works_where_torch_cannot_be_imported(mlp_bundle):
+    r = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(mlp_bundle)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ok (3, 4)" in r.stdout
+
+
+def test_import_edgeship_does_not_import_torch():
+    code = "import edgeship, edgeship.cli, edgeship.runtime, sys; assert 'torch' not in sys.modules, 'torch'; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr

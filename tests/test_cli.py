@@ -1,0 +1,122 @@
+"""The CLI: export, check, inspect, run; exit codes 0 / 1 / 2 as in DESIGN."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import arch
+from edgeship.bundle import MANIFEST, sha256_file
+
+
+@pytest.mark.parametrize("cmd", ["export", "check", "inspect", "run"])
+def test_help_is_complete(cli, cmd):
+    code, out = cli(cmd, "--help")
+    assert code == 0 and "Usage" in out
+    if cmd == "export":
+        for opt in ("--input", "--example-inputs", "--dynamic", "--dynamic-batch", "--output-names", "--arch",
+                    "--arch-kwargs", "--trust-pickle", "--import", "--code", "--exporter", "--opset", "--target"):
+            assert opt in out, opt
+
+
+def test_export_prints_stages_table_and_bundle(cli, files, tmp_path):
+    out_dir = tmp_path / "cli.edgeship"
+    code, out = cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--input", "x:1x10",
+                    "--dynamic-batch", "-o", out_dir, "--exporter", "torchscript", "--json", tmp_path / "r.json")
+    assert code == 0, out
+    for stage in ("load", "torchscript", "onnx", "optimize", "parity", "select", "package"):
+        assert f"✓ {stage}" in out
+    assert "Parity vs eager reference" in out and "pass" in out
+    assert f"Bundle: {out_dir.resolve()}" in out
+    assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
+
+
+def test_export_without_input_shows_syntax_exit_2(cli, files, tmp_path):
+    code, out = cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "-o", tmp_path / "x.edgeship")
+    assert code == 2
+    assert "--input NAME:SHAPE[:DTYPE]" in out and "x:1x3x224x224" in out
+    assert "Traceback" not in out and not (tmp_path / "x.edgeship").exists()
+
+
+def test_export_pickled_module_exit_2(cli, files, tmp_path):
+    code, out = cli("export", files["dir"] / "mlp_pickled.pt", "--input", "x:1x10", "-o", tmp_path / "x.edgeship")
+    assert code == 2 and "--trust-pickle" in out and "Traceback" not in out
+
+
+def test_export_bad_arch_kwargs_exit_2(cli, files):
+    code, out = cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--arch-kwargs", "[1]",
+                    "--input", "x:1x10")
+    assert code == 2 and "must be a JSON object" in out
+
+
+def test_unknown_option_is_usage_error_exit_2(cli):
+    code, out = cli("export", "--no-such-flag")
+    assert code == 2
+
+
+def test_check_passes_and_writes_json_and_junit(cli, mlp_bundle, tmp_path):
+    code, out = cli("check", mlp_bundle, "--json", tmp_path / "c.json", "--junit", tmp_path / "c.xml", "--table")
+    assert code == 0, out
+    assert "check passed" in out and "onnxruntime-cpu" in out
+    assert json.loads((tmp_path / "c.json").read_text())["passed"]
+    suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
+    assert int(suite.get("tests")) == 1 and suite.get("failures") == "0"
+
+
+def test_check_is_quiet_in_ci(cli, mlp_bundle, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    code, out = cli("check", mlp_bundle)
+    assert code == 0 and "Parity" not in out and "check passed" in out
+
+
+def test_check_against_the_pytorch_model(cli, mlp_bundle, files):
+    code, out = cli("check", mlp_bundle, "--against", files["dir"] / "mlp_state.pt", "--table")
+    assert code == 0, out
+    assert "torch-eager" in out
+
+
+def _change_one_weight(bundle):
+    """Edit a weight and re-sign the manifest, so only parity can notice."""
+    path = bundle / "models" / "fp32.onnx"
+    model = onnx.load(str(path))
+    init = min(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the last layer's bias
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[0] += 0.5
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, str(path))
+    m = json.loads((bundle / MANIFEST).read_text())
+    m["files"]["models/fp32.onnx"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+def test_check_changed_weight_fails_exit_1_with_junit_failure(cli, bundle_copy, tmp_path):
+    _change_one_weight(bundle_copy)
+    code, out = cli("check", bundle_copy, "--junit", tmp_path / "c.xml")
+    assert code == 1
+    assert "FAIL" in out and "check FAILED" in out
+    suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
+    failures = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert len(failures) == 1 and "outside atol" in failures[0].find("failure").get("message")
+
+
+def test_inspect_bundle_and_onnx(cli, mlp_bundle, files):
+    code, out = cli("inspect", mlp_bundle)
+    assert code == 0 and "variant fp32" in out and "Gemm" in out and "batch" in out and "opset" in out
+    code, out = cli("inspect", files["dir"] / "mlp.onnx", "--json")
+    info = json.loads(out)
+    assert info["inputs"][0]["name"] == "x" and info["variants"]["model"]["ops"]
+
+
+def test_run_with_npy_and_save_npz(cli, mlp_bundle, tmp_path, files):
+    np.save(tmp_path / "x.npy", files["x"])
+    code, out = cli("run", mlp_bundle, "--input", f"x={tmp_path / 'x.npy'}", "--output", tmp_path / "y.npz")
+    assert code == 0, out
+    with np.load(tmp_path / "y.npz") as y:
+        assert y[y.files[0]].shape == (2, 4)
+    code, out = cli("run", mlp_bundle, "--input", f"x={tmp_path / 'missing.npy'}")
+    assert code == 2 and "cannot read it" in out
+    code, out = cli("run", mlp_bundle)
+    assert code == 2 and "NAME=FILE.npy" in out
