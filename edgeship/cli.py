@@ -56,7 +56,7 @@ def _json_kwargs(text: str | None) -> dict:
     return value
 
 
-ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint.")]
+ArchOpt = Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]
 ArchKwOpt = Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]
 ImportOpt = Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]
@@ -112,7 +112,13 @@ def export(
 
     console = _console()
     with render.StageProgress(console) as progress:
-        result = run_export(cfg, progress)
+        try:
+            result = run_export(cfg, progress)
+        except EdgeshipError as e:
+            if getattr(e, "report", None) is not None:
+                render.parity_table(console, e.report, failures_only=True)
+                _write_reports(e.report, json_out, junit)
+            raise
     render.parity_table(console, result.parity)
     render.notes(console, result.notes)
     _write_reports(result.parity, json_out, junit)

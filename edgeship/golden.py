@@ -34,16 +34,28 @@ def second_size(size: int) -> int:
     return size * 2 if size <= 4 else size // 2
 
 
-def base_sizes(specs: tuple[TensorSpec, ...], example: dict | None) -> dict[str, int]:
-    """The size each symbol takes in the example (or 1 for a batch-like unknown)."""
+def base_sizes(specs: tuple[TensorSpec, ...], example: dict | None, given: dict | None = None) -> dict[str, int]:
+    """The size each symbol takes: from the example, else ``given`` (the --input sizes), else 1."""
     sizes: dict[str, int] = {}
     for s in specs:
         for axis, sym in s.dynamic_axes.items():
             if example is not None and s.name in example:
                 sizes.setdefault(sym, int(example[s.name].shape[axis]))
             else:
-                sizes.setdefault(sym, 1)
+                sizes.setdefault(sym, (given or {}).get(sym, 1))
     return sizes
+
+
+def second_sizes(sizes: dict[str, int]) -> dict[str, int]:
+    """A second size per symbol, with distinct (first, second) pairs so outputs map back to symbols."""
+    used, alt = set(), {}
+    for k, v in sizes.items():
+        a = second_size(v)
+        while (v, a) in used:
+            a += 1
+        used.add((v, a))
+        alt[k] = a
+    return alt
 
 
 def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None = None) -> dict:
@@ -64,17 +76,20 @@ def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None
 
 
 def make_samples(specs: tuple[TensorSpec, ...], example: dict | None = None,
-                 seed: int = DEFAULT_SEED, count: int = 2) -> list[Sample]:
-    """Build ``count`` samples at the example's sizes plus one at second sizes when dynamic."""
+                 seed: int = DEFAULT_SEED, count: int = 2, sizes: dict | None = None) -> list[Sample]:
+    """Build ``count`` samples at the example's sizes plus one at second sizes when dynamic.
+
+    ``sizes`` gives each symbol's first size where there is no example (from ``--input``).
+    """
     rng = np.random.default_rng(seed)
-    sizes = base_sizes(specs, example)
+    sizes = base_sizes(specs, example, sizes)
     samples = []
     if example is not None:
         samples.append(Sample("example", dict(example), sizes))
     while len(samples) < count:
         samples.append(Sample(f"seed{seed}-{len(samples)}", random_feeds(specs, sizes, rng, example), sizes))
     if sizes:
-        alt = {k: second_size(v) for k, v in sizes.items()}
+        alt = second_sizes(sizes)
         samples.append(Sample("dynamic-" + "-".join(f"{k}{v}" for k, v in alt.items()),
                               random_feeds(specs, alt, rng, example), alt))
     return samples

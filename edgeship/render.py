@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from edgeship.spec import format_shape
+
 _MARK = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
 
 
@@ -61,7 +63,7 @@ def parity_table(console: Console, report, failures_only: bool = False) -> None:
         t.add_column(col, justify="right" if col not in ("runner", "variant", "output", "result") else "left")
     for r in rows:
         result = Text("pass", "green") if r["passed"] else Text("FAIL: " + (r["reason"] or ""), "red")
-        t.add_row(r["runner"], r["variant"], r["output"], _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),
+        t.add_row(Text(r["runner"]), Text(r["variant"]), Text(r["output"]), _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),
                   _fmt(r.get("cosine")), _fmt(r.get("snr_db")), _fmt(r.get("top1")), result)
     console.print(t)
 
@@ -78,7 +80,7 @@ def inspection(console: Console, info: dict) -> None:
         io.add_column(col)
     for kind in ("inputs", "outputs"):
         for t in info[kind]:
-            io.add_row(kind[:-1], t["name"], t["dtype"], str(t["shape"]))
+            io.add_row(kind[:-1], Text(t["name"]), t["dtype"], Text(format_shape(t["shape"])))
     console.print(io)
     for name, v in info.get("variants", {}).items():
         default = [t for t, d in info.get("defaults", {}).items() if d == name]
@@ -90,16 +92,18 @@ def inspection(console: Console, info: dict) -> None:
     if info.get("torchscript"):
         console.print(Text(f"torchscript: {info['torchscript']}"))
     if info.get("created_at"):
-        console.print(Text(f"created {info['created_at']} with {info.get('tools')}"))
+        tools = ", ".join(f"{k} {v}" for k, v in (info.get("tools") or {}).items())
+        console.print(Text(f"created {info['created_at']} with {tools}"))
 
 
 def outputs(console: Console, model, outs: dict, saved) -> None:
-    t = Table(title=f"{model.bundle.manifest.get('name')} ({model.variant}, {model.target})", title_justify="left")
+    t = Table(title=Text(f"{model.bundle.manifest.get('name')} ({model.variant}, {model.target})"),
+              title_justify="left")
     for col in ("output", "dtype", "shape", "min", "max", "mean"):
         t.add_column(col)
     for k, a in outs.items():
         f = a.astype("float64") if a.size else a
-        t.add_row(k, str(a.dtype), str(list(a.shape)), *((_fmt(float(f.min())), _fmt(float(f.max())),
+        t.add_row(Text(k), str(a.dtype), Text(format_shape(a.shape)), *((_fmt(float(f.min())), _fmt(float(f.max())),
                   _fmt(float(f.mean()))) if a.size else ("—",) * 3))
     console.print(t)
     if saved:

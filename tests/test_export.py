@@ -153,3 +153,25 @@ def test_output_path_that_is_not_a_bundle_is_not_replaced(files, tmp_path):
         export(ExportConfig(model=files["dir"] / "mlp_ts.pt", output=precious, inputs=("x:1x10",),
                             exporter="torchscript"))
     assert (precious / "thesis.txt").read_text() == "do not delete"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_bert_style_from_input_specs(tmp_path, dynamic):
+    """--input sizes are the example's sizes on dynamic axes; static shapes export too."""
+    m = models.trained(models.BertStyle())
+    path = tmp_path / "bert.pt"
+    torch.save(m.state_dict(), path)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    dyn = dict(dynamic_batch=True, dynamic=tuple(f"{n}:1=seq" for n in names)) if dynamic else {}
+    cfg = ExportConfig(model=path, output=tmp_path / "bert.edgeship", inputs=tuple(f"{n}:2x16:int64" for n in names),
+                       load=LoadOptions(arch=arch("BertStyle")), **dyn)
+    result = export(cfg)
+    assert _max_abs(result) <= 1e-4
+    samples = json.loads((result.bundle / "manifest.json").read_text())["golden"]["samples"]
+    if dynamic:
+        assert result.spec.outputs[0].shape == ("batch", "seq", 32)
+        assert [s["sizes"] for s in samples][0] == {"batch": 2, "seq": 16}
+        assert samples[-1]["sizes"] == {"batch": 4, "seq": 8}
+    else:
+        assert result.spec.outputs[0].shape == (2, 16, 32)

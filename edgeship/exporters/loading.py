@@ -251,16 +251,16 @@ def _import_user_code(options: LoadOptions) -> None:
         _import_file(Path(file))
 
 
-def _import_file(file: Path):
+def _import_file(file: Path, flag: str = "--code"):
     if not file.is_file():
-        raise ModelLoadError(f"--code {file}: no such file.")
+        raise ModelLoadError(f"{flag} {file}: no such file.")
     spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[file.stem] = module
     try:
         spec.loader.exec_module(module)
     except Exception as e:
-        raise ModelLoadError(f"--code {file}: running it failed: {e}") from e
+        raise ModelLoadError(f"{flag} {file}: running it failed: {e}") from e
     # pickles made by a script reference classes as __main__.Name
     main = sys.modules["__main__"]
     for k, v in vars(module).items():
@@ -283,7 +283,7 @@ def build_arch(options: LoadOptions):
     _import_user_code(options)
     try:
         if mod_name.endswith(".py"):
-            module = _import_file(Path(mod_name))
+            module = _import_file(Path(mod_name), "--arch")
         else:
             module = importlib.import_module(mod_name)
     except ModelLoadError:

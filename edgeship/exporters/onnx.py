@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,9 +124,16 @@ def _check(path: Path, spec: IOSpec) -> None:
                 )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
+
+
 def _short(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    return (text[:400] + "...") if len(text) > 400 else (text or type(e).__name__)
+    """The exception without colour codes or torch's boilerplate; the full text goes to -v."""
+    log.debug("exporter error in full: %s", e)
+    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("This is step", "(Refer to the full stack", "Traceback"))]
+    text = " ".join(useful) or type(e).__name__
+    return (text[:600] + "... (-v for the full message)") if len(text) > 600 else text
 
 
 def _hint(text: str) -> str:

@@ -11,19 +11,24 @@ from pathlib import Path
 from edgeship.errors import ExportError
 
 
-def optimize_onnx(src: Path, dst: Path) -> Path:
-    """Write the optimised, shape-inferred model of ``src`` to ``dst``.
+def optimize_onnx(src: Path, dst: Path) -> str:
+    """Write the optimised, shape-inferred model of ``src`` to ``dst``; return what was done.
+
+    onnxruntime can write an optimised file that it cannot load again (seen with dynamo
+    exports of transformer encoders); then the exported model is kept as it is.
 
     Raises:
-        ExportError: onnxruntime could not optimise the model.
+        ExportError: onnxruntime could not open the model at all.
     """
+    import shutil
+
     import onnx
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     so.optimized_model_filepath = str(dst)
-    so.log_severity_level = 3
+    so.log_severity_level = 4
     try:
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
     except Exception as e:
@@ -32,4 +37,15 @@ def optimize_onnx(src: Path, dst: Path) -> Path:
         onnx.shape_inference.infer_shapes_path(str(dst), str(dst))
     except Exception:  # shape inference is best effort: ORT already validated the graph
         pass
-    return dst
+    check = ort.SessionOptions()
+    check.log_severity_level = 4
+    try:
+        ort.InferenceSession(str(dst), check, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        shutil.copyfile(src, dst)
+        return f"kept the exported graph: onnxruntime could not reload its optimised file ({_first(e)})"
+    return "onnxruntime basic level + shape inference"
+
+
+def _first(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]

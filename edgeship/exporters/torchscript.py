@@ -33,7 +33,8 @@ def to_torchscript(module, example_args: tuple):
                     sm = torch.jit.script(module)
                 return _freeze(sm.eval()), how
             except Exception as e:
-                errors.append(f"{how}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+                errors.append(f"{how}: {first}")
     raise ExportError("TorchScript failed; " + "; ".join(errors))
 
 

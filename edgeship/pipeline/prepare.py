@@ -10,7 +10,9 @@ from edgeship.errors import EdgeshipError, ModelLoadError, SpecError
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
 from edgeship.golden import make_samples
 from edgeship.pipeline.context import Context
-from edgeship.spec import INPUT_SYNTAX, IOSpec, TensorSpec, apply_dynamic, check_name, parse_input
+from edgeship.spec import (
+    INPUT_SYNTAX, IOSpec, TensorSpec, apply_dynamic, check_name, format_shape, parse_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,10 @@ def load_stage(ctx: Context) -> str:
             example = _example_for_onnx(inputs, [parse_input(t) for t in cfg.inputs], cfg.seed)
     else:
         inputs = _input_specs(cfg, example, loaded)
+    concrete = inputs
     inputs = apply_dynamic(inputs, list(cfg.dynamic), cfg.dynamic_batch)
-    ctx.samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples)
+    ctx.samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples,
+                               sizes=_given_sizes(concrete, inputs))
     if loaded.format == ONNX:
         reference = _onnx_reference(loaded.path, inputs)
     else:
@@ -65,8 +69,24 @@ def load_stage(ctx: Context) -> str:
     return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
 
 
+def _given_sizes(concrete, dynamic) -> dict[str, int]:
+    """The --input size of each symbolic axis; one symbol must have one size."""
+    sizes: dict[str, int] = {}
+    for c, d in zip(concrete, dynamic):
+        for axis, sym in d.dynamic_axes.items():
+            size = c.shape[axis]
+            if not isinstance(size, int):
+                continue
+            if sizes.setdefault(sym, size) != size:
+                raise SpecError(
+                    f"dynamic axis {sym!r} has size {sizes[sym]} in one input and {size} in {c.name!r}; "
+                    "axes that share a symbol must share a size in --input."
+                )
+    return sizes
+
+
 def _spec_text(specs) -> str:
-    return ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in specs)
+    return ", ".join(f"{t.name}:{t.dtype}{format_shape(t.shape)}" for t in specs)
 
 
 def _describe(feeds: dict) -> str:
@@ -112,7 +132,9 @@ def _forward_hint(module) -> str:
     import inspect
 
     try:
-        params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+        schema = getattr(module.forward, "schema", None)  # TorchScript methods
+        params = ([a.name for a in schema.arguments if a.name != "self"] if schema is not None else
+                  [p for p in inspect.signature(module.forward).parameters if p != "self"])
         return f"; this model's forward takes: {', '.join(params)}" if params else ""
     except (TypeError, ValueError, AttributeError):
         return ""
@@ -220,7 +242,7 @@ def _output_specs(names, samples, references) -> tuple[TensorSpec, ...]:
 
 def _check_deterministic(ctx: Context, reference, inputs) -> None:
     again = dict(reference(ctx.samples[0].feeds, inputs))
-    for name, (key, arr) in zip(ctx.spec.output_names, again.items()):
+    for name, (_, arr) in zip(ctx.spec.output_names, again.items()):
         if not np.array_equal(arr, ctx.references[0][name], equal_nan=True):
             ctx.note(f"model is nondeterministic: two identical eager calls gave different {name!r} "
                      "(dropout or random ops left on?); parity is measured against the first call")

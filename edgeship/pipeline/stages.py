@@ -7,7 +7,7 @@ import logging
 import shutil
 
 from edgeship.errors import ExportError, ParityError
-from edgeship.exporters.loading import ONNX
+from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX
 from edgeship.parity import ParityReport, run_parity, tolerance_for
 from edgeship.pipeline.context import Context
 from edgeship.runtimes.ort import OrtRunner, available_providers
@@ -61,6 +61,8 @@ def torchscript_stage(ctx: Context) -> str:
         raise Skip("--no-torchscript")
     if ctx.loaded.format == ONNX:
         raise Skip("ONNX input")
+    if ctx.loaded.format == EXPORTED_PROGRAM:
+        raise Skip("ExportedProgram input: its graph module is not traceable to TorchScript")
     import torch
 
     from edgeship.exporters.torchscript import to_torchscript
@@ -105,9 +107,11 @@ def optimize_stage(ctx: Context) -> str:
 
     dst = ctx.workdir / "models" / "fp32.onnx"
     dst.parent.mkdir(parents=True, exist_ok=True)
-    optimize_onnx(ctx.onnx_export.path, dst)
+    how = optimize_onnx(ctx.onnx_export.path, dst)
+    if how.startswith("kept"):
+        ctx.note(f"optimize: {how}")
     ctx.variants["fp32"] = {"file": dst, "precision": "fp32"}
-    return f"onnxruntime basic level + shape inference, {dst.stat().st_size / 1e6:.2f} MB"
+    return f"{how}, {dst.stat().st_size / 1e6:.2f} MB"
 
 
 def resolve_targets(requested) -> list[str]:
@@ -141,10 +145,12 @@ def parity_stage(ctx: Context) -> str:
     fp32_fail = [f for n, f in failed if n == "fp32"]
     if fp32_fail:
         bad = fp32_fail[0]
-        raise ParityError(
+        err = ParityError(
             f"fp32 ONNX parity failed: {bad.runner} output {bad.output!r} on sample {bad.sample}: "
             f"{bad.reason}. Nothing was written."
         )
+        err.report = ctx.parity  # so --json/--junit still get written
+        raise err
     return f"{len(ctx.variants)} variant(s) × {', '.join(ctx.targets)}: all within tolerance"
 
 

@@ -53,7 +53,7 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
     # A default session ran like a one-thread session on these machines: be explicit.
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     if profile_prefix:
