@@ -42,7 +42,8 @@ def providers_for(target: str) -> list[str]:
         )
     have = available_providers()
     if providers[0] not in have:
-        hint = "install onnxruntime-gpu in place of onnxruntime" if "CUDA" in providers[0] or "Tensorrt" in providers[0] else "install an onnxruntime build that has it"
+        gpu = "CUDA" in providers[0] or "Tensorrt" in providers[0]
+        hint = "install onnxruntime-gpu in place of onnxruntime" if gpu else "install an onnxruntime build that has it"
         raise TargetUnavailableError(
             f"requested target {target} ({providers[0]}); available: {', '.join(have)}; {hint}."
         )
