@@ -50,3 +50,21 @@ class BundleError(EdgeshipError):
 
 class TargetUnavailableError(EdgeshipError):
     """The requested execution target (e.g. CUDA) is not available on this machine."""
+
+
+def brief(e: BaseException, limit: int = 300) -> str:
+    """One readable line from a library exception: no interpreter traces or C++ source paths."""
+    import re
+
+    text = str(e).strip()
+    if "Status Message:" in text:  # onnxruntime: keep the node and the reason
+        head, _, msg = text.partition("Status Message:")
+        head = head.replace("[ONNXRuntimeError] : ", "").split(": ", 2)[-1]
+        msg = re.sub(r"/onnxruntime_src/\S+ [\w:~<>]+\([^)]*\)\s*", "", msg)
+        text = f"{head.strip()} {msg.strip()}"
+    else:
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if len(lines) > 1:  # a TorchScript or Python trace: the last line says what went wrong
+            text = lines[-1]
+    text = " ".join(text.split()) or type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeship.errors import brief
 from edgeship.spec import format_shape
 
 
@@ -174,7 +175,7 @@ def run_parity(candidates, samples, references: list[dict], tol: Tolerance, vari
             try:
                 got = runner.infer(sample.feeds)
             except Exception as e:
-                why = f"{runner.name} failed on sample {sample.label} ({sizes}): {' '.join(str(e).split())[:500]}"
+                why = f"{runner.name} failed on sample {sample.label} ({sizes}): {brief(e)}"
                 if dynamic_note:
                     why += "; " + dynamic_note(sample)
                 checks += [OutputCheck(runner.name, variant, n, sample.label, False, reason=why) for n in ref]

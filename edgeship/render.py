@@ -61,11 +61,16 @@ def parity_table(console: Console, report, failures_only: bool = False) -> None:
     t = Table(title="Parity vs eager reference", title_justify="left")
     for col in ("runner", "variant", "output", "max abs", "max rel", "cosine", "SNR dB", "top-1", "result"):
         t.add_column(col, justify="right" if col not in ("runner", "variant", "output", "result") else "left")
+    failed = []
     for r in rows:
-        result = Text("pass", "green") if r["passed"] else Text("FAIL: " + (r["reason"] or ""), "red")
+        result = Text("pass", "green") if r["passed"] else Text(f"FAIL ({len(failed) + 1})", "red")
+        if not r["passed"]:
+            failed.append(r)
         t.add_row(Text(r["runner"]), Text(r["variant"]), Text(r["output"]), _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),
                   _fmt(r.get("cosine")), _fmt(r.get("snr_db")), _fmt(r.get("top1")), result)
     console.print(t)
+    for i, r in enumerate(failed, 1):
+        console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
 
 
 def notes(console: Console, items) -> None:

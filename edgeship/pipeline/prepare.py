@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from edgeship.errors import EdgeshipError, ModelLoadError, SpecError
+from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
 from edgeship.golden import make_samples
 from edgeship.pipeline.context import Context
@@ -49,7 +49,7 @@ def load_stage(ctx: Context) -> str:
                     "in the model itself; drop it from --dynamic." if s.label.startswith("dynamic") else "")
             raise SpecError(
                 f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
-                f"{' '.join(str(e).split())[:400]}.{hint} Check --input shapes and dtypes."
+                f"{brief(e)}.{hint} Check --input shapes and dtypes."
             ) from e
     first = ctx.references[0]
     names = list(cfg.output_names) or [n for n, _ in first]
