@@ -20,7 +20,7 @@ import numpy as np
 from edgeship.bundle import Bundle, open_bundle
 from edgeship.errors import BundleError, SpecError, TargetUnavailableError
 from edgeship.runtimes.ort import OrtRunner, available_providers, providers_for
-from edgeship.spec import IOSpec, TensorSpec, validate_feeds
+from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
 _warned_fallback = False
@@ -114,7 +114,7 @@ class Model:
         self.close()
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in self.inputs)
+        ins = ", ".join(f"{t.name}:{t.dtype}{format_shape(t.shape)}" for t in self.inputs)
         return f"<edgeship.Model {self.bundle.manifest.get('name')} variant={self.variant} target={self.target} ({ins})>"
 
 

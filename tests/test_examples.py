@@ -30,3 +30,7 @@ def test_simplenet_train_export_check_and_load(tmp_path):
 
     m = edgeship.load(tmp_path / "simplenet_state.pt.edgeship")
     assert m(np.ones((5, 10), np.float32)).shape == (5, 1)
+    app = ROOT / "examples" / "embed_app" / "app.py"
+    r = subprocess.run([sys.executable, str(app), "simplenet_state.pt.edgeship"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "output: float32[2, 1]" in r.stdout and "torch imported: False" in r.stdout
