@@ -65,6 +65,9 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parit
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output.")]
 TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
+CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
+CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
 
 
 def _load_options(arch, arch_kwargs, trust_pickle, imports, code):
@@ -94,6 +97,9 @@ def export(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
+    quantize: Annotated[list[str], typer.Option("--quantize", "-q", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    calibration: CalibOpt = None, calibration_method: CalibMethodOpt = "minmax", calibration_samples: CalibSamplesOpt = 64,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
     json_out: JsonOpt = None, junit: JunitOpt = None, verbose: VerboseOpt = False,
 ) -> None:
     """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
@@ -106,7 +112,8 @@ def export(
         dynamic=tuple(dynamic or ()), dynamic_batch=dynamic_batch, output_names=tuple(_split(output_names)),
         load=_load_options(arch, arch_kwargs, trust_pickle, imports, code), exporter=exporter, opset=opset,
         targets=tuple(_split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
-        torchscript=not no_torchscript,
+        torchscript=not no_torchscript, quantize=tuple(_split(quantize)), calibration=calibration,
+        calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
     )
     from edgeship import render
 
@@ -120,6 +127,7 @@ def export(
                 _write_reports(e.report, json_out, junit)
             raise
     render.parity_table(console, result.parity)
+    render.variant_table(console, result.variants, result.defaults)
     render.notes(console, result.notes)
     _write_reports(result.parity, json_out, junit)
     defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())

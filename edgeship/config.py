@@ -28,6 +28,13 @@ class ExportConfig:
         samples: golden samples at the example's sizes (one more per dynamic size change).
         seed: seed for generated golden inputs.
         torchscript: run the TorchScript stage and ship the frozen module.
+        quantize: variants to build: any of fp32, dynamic, static, fp16, or auto (dynamic int8;
+            static int8 when calibration data is given; fp16 where CUDA is a target).
+        calibration: .npz, folder of .npz/.npy, or module:function yielding feeds (static int8).
+        calibration_method: minmax, entropy or percentile.
+        calibration_samples: at most this many calibration samples.
+        fallback: keep the most harmful nodes in fp32 until an int8 variant passes.
+        tolerances: per precision overrides, e.g. {"int8": {"min_cosine": 0.98}}.
     """
 
     model: Path
@@ -47,6 +54,17 @@ class ExportConfig:
     samples: int = 2
     seed: int = 0
     torchscript: bool = True
+    quantize: tuple[str, ...] = ("auto",)
+    calibration: str | None = None
+    calibration_method: str = "minmax"
+    calibration_samples: int = 64
+    fallback: bool = True
+    tolerances: dict = field(default_factory=dict)
+
+    def tolerance_overrides(self, precision: str) -> dict:
+        """CLI/config overrides for one precision; --atol/--rtol apply to fp32."""
+        extra = {"atol": self.atol, "rtol": self.rtol} if precision == "fp32" else {}
+        return {**self.tolerances.get(precision, {}), **{k: v for k, v in extra.items() if v is not None}}
 
     @property
     def bundle_name(self) -> str:

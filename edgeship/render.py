@@ -73,6 +73,31 @@ def parity_table(console: Console, report, failures_only: bool = False) -> None:
         console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
 
 
+def variant_table(console: Console, variants: dict, defaults: dict) -> None:
+    """Variant × target: size, parity, p50 at selection, the default marked."""
+    if not variants:
+        return
+    targets = sorted({t for v in variants.values() for t in v.get("parity", {}).get("passed", {})})
+    t = Table(title="Variants", title_justify="left")
+    t.add_column("variant")
+    t.add_column("precision")
+    t.add_column("size MB", justify="right")
+    for target in targets:
+        t.add_column(f"{target} parity")
+        t.add_column(f"{target} p50 ms", justify="right")
+    for name, v in variants.items():
+        row = [Text(name), v.get("precision", "?"), f"{v.get('size', 0) / 1e6:.3f}"]
+        for target in targets:
+            ok = v["parity"]["passed"].get(target)
+            row.append(Text("pass", "green") if ok else Text("FAIL", "red"))
+            ms = v.get("latency_ms", {}).get(target)
+            mark = " ★" if defaults.get(target) == name else ""
+            row.append(Text(("—" if ms is None else f"{ms:.3g}") + mark, "bold" if mark else ""))
+        t.add_row(*row)
+    console.print(t)
+    console.print(Text("★ default for the target (fastest variant that passes parity)", "dim"))
+
+
 def notes(console: Console, items) -> None:
     for n in items:
         console.print(Text.assemble(("note: ", "yellow"), n))

@@ -20,7 +20,8 @@ def test_bundle_layout_and_manifest(mlp_bundle):
     m = json.loads((mlp_bundle / MANIFEST).read_text())
     assert m["schema_version"] == 1 and m["name"] == "mlp"
     assert set(m["files"]) == {"models/fp32.onnx", "torchscript/model.pt", "golden/inputs.npz",
-                               "golden/outputs.npz", "report.json"}
+                               "golden/outputs.npz", "report.json"} | {v["file"] for v in m["variants"].values()}
+    assert "int8_dynamic" in m["variants"]  # --quantize auto: dynamic int8 for the MLP's Gemms
     for rel, meta in m["files"].items():
         assert sha256_file(mlp_bundle / rel) == meta["sha256"]
         assert (mlp_bundle / rel).stat().st_size == meta["size"]

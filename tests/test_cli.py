@@ -63,7 +63,7 @@ def test_check_passes_and_writes_json_and_junit(cli, mlp_bundle, tmp_path):
     assert "check passed" in out and "onnxruntime-cpu" in out
     assert json.loads((tmp_path / "c.json").read_text())["passed"]
     suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
-    assert int(suite.get("tests")) == 1 and suite.get("failures") == "0"
+    assert int(suite.get("tests")) == 2 and suite.get("failures") == "0"  # fp32 and int8_dynamic
 
 
 def test_check_is_quiet_in_ci(cli, mlp_bundle, monkeypatch):

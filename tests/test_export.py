@@ -19,8 +19,8 @@ def _stages(result):
     return {s.name: s.status for s in result.stages}
 
 
-def _max_abs(result, runner_prefix="onnxruntime"):
-    return max(r["max_abs"] for r in result.parity.summary() if r["runner"].startswith(runner_prefix))
+def _max_abs(result, variant="fp32"):
+    return max(r["max_abs"] for r in result.parity.summary() if r["variant"] == variant)
 
 
 @pytest.mark.parametrize("name, opts", [
@@ -52,7 +52,7 @@ def test_dynamo_is_tried_first_and_recorded(files, tmp_path):
     report = json.loads((result.bundle / "report.json").read_text())
     manifest = json.loads((result.bundle / "manifest.json").read_text())
     assert manifest["source"]["exporter"] == "dynamo" and manifest["source"]["opset"] == 18
-    assert [s["name"] for s in report["stages"]] == ["load", "torchscript", "onnx", "optimize", "parity", "select"]
+    assert [s["name"] for s in report["stages"]] == ["load", "torchscript", "onnx", "optimize", "quantize", "parity", "select"]
     assert all(s["seconds"] >= 0 for s in report["stages"])
 
 

@@ -19,6 +19,7 @@ from edgeship.errors import EdgeshipError
 from edgeship.pipeline.context import Context, StageResult
 from edgeship.pipeline.package import package_stage
 from edgeship.pipeline.prepare import load_stage
+from edgeship.pipeline.quantize import quantize_stage
 from edgeship.pipeline.stages import (
     Skip, onnx_stage, optimize_stage, parity_stage, select_stage, torchscript_stage,
 )
@@ -31,6 +32,7 @@ STAGES: list[tuple[str, Callable[[Context], str], bool]] = [
     ("torchscript", torchscript_stage, False),
     ("onnx", onnx_stage, True),
     ("optimize", optimize_stage, True),
+    ("quantize", quantize_stage, False),
     ("parity", parity_stage, True),
     ("select", select_stage, True),
     ("package", package_stage, True),
@@ -47,6 +49,7 @@ class ExportResult:
     defaults: dict
     notes: tuple[str, ...]
     spec: object  # IOSpec
+    variants: dict  # name -> manifest entry (precision, size, parity, latency_ms, ...)
 
 
 def _silent(event: str, name: str, result: StageResult | None = None) -> None:
@@ -79,4 +82,4 @@ def export(config: ExportConfig, progress: Callable = _silent) -> ExportResult:
             ctx.stages.append(result)
             progress("end", name, result)
         return ExportResult(ctx.bundle_path, tuple(ctx.stages), ctx.parity, dict(ctx.defaults),
-                            tuple(ctx.notes), ctx.spec)
+                            tuple(ctx.notes), ctx.spec, dict(ctx.manifest_variants))

@@ -38,6 +38,10 @@ class Context:
     onnx_export: object = None        # exporters.onnx.OnnxExport
     variants: dict = field(default_factory=dict)     # name -> {"file": Path, "precision": ...}
     defaults: dict = field(default_factory=dict)     # target -> variant name
+    rejected: dict = field(default_factory=dict)     # variant name -> why it is not shipped
+    latency: dict = field(default_factory=dict)      # (variant, target) -> p50 ms at selection
+    calibration: object = None                       # calibration.Calibration
+    manifest_variants: dict = field(default_factory=dict)  # what package wrote for each variant
     targets: list = field(default_factory=list)
     parity: ParityReport = field(default_factory=lambda: ParityReport(()))
     stages: list = field(default_factory=list)       # StageResult

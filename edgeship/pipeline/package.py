@@ -47,6 +47,10 @@ def report_dict(ctx: Context) -> dict:
         "notes": list(ctx.notes),
         "parity": ctx.parity.to_dict(),
         "defaults": ctx.defaults,
+        "variants": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.variants.items()},
+        "rejected": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.rejected.items()},
+        "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
+        "calibration": ctx.calibration.to_dict() if ctx.calibration else None,
     }
 
 
@@ -86,7 +90,13 @@ def package_stage(ctx: Context) -> str:
                        "max_abs": max((r.get("max_abs", 0.0) for r in summary), default=None),
                        "min_cosine": min((r.get("cosine", 1.0) for r in summary), default=None)},
             "tolerance": ctx.parity.tolerances.get(n, {}),
+            "latency_ms": {t: round(ctx.latency[(n, t)], 4) for t in ctx.targets if (n, t) in ctx.latency},
         }
+        if v.get("excluded_nodes"):
+            variants[n]["excluded_nodes"] = v["excluded_nodes"]
+            variants[n]["error_before_fallback"] = v.get("error_before_fallback")
+            variants[n]["error_after_fallback"] = v.get("error")
+    ctx.manifest_variants = variants
     report = ctx.workdir / "report.json"
     # the package stage's own timing is recorded by the runner after this; the report shows
     # every stage up to here

@@ -20,7 +20,7 @@ class Skip(Exception):
 
 
 def fp32_tolerance(ctx: Context):
-    return tolerance_for("fp32", {"atol": ctx.config.atol, "rtol": ctx.config.rtol})
+    return tolerance_for("fp32", ctx.config.tolerance_overrides("fp32"))
 
 
 def dynamic_note(ctx: Context):
@@ -126,37 +126,80 @@ def resolve_targets(requested) -> list[str]:
 
 
 def parity_stage(ctx: Context) -> str:
+    """Every variant on every target against the eager reference. fp32 must pass; another
+    variant that fails on a target is not made that target's default (and is dropped when it
+    fails everywhere)."""
     from edgeship.runtimes.ort import providers_for
 
-    ctx.targets = resolve_targets(ctx.config.targets)
+    ctx.targets = ctx.targets or resolve_targets(ctx.config.targets)
     for t in ctx.targets:
         providers_for(t)  # TargetUnavailableError before any work
-    failed = []
-    for name, v in ctx.variants.items():
-        tol = tolerance_for(v["precision"], {"atol": ctx.config.atol, "rtol": ctx.config.rtol})
+    for name, v in list(ctx.variants.items()):
+        tol = tolerance_for(v["precision"], ctx.config.tolerance_overrides(v["precision"]))
         runners = [OrtRunner(ctx.spec, v["file"], target=t, name=f"onnxruntime-{t}") for t in ctx.targets]
         report = _parity(ctx, runners, name, tol)
         for r in runners:
             r.close()
         v["parity"] = {t: all(c.passed for c in report.checks if c.runner == f"onnxruntime-{t}")
                        for t in ctx.targets}
-        if not report.passed:
-            failed.append((name, report.failures()[0]))
-    fp32_fail = [f for n, f in failed if n == "fp32"]
-    if fp32_fail:
-        bad = fp32_fail[0]
-        err = ParityError(
-            f"fp32 ONNX parity failed: {bad.runner} output {bad.output!r} on sample {bad.sample}: "
-            f"{bad.reason}. Nothing was written."
-        )
-        err.report = ctx.parity  # so --json/--junit still get written
-        raise err
-    return f"{len(ctx.variants)} variant(s) × {', '.join(ctx.targets)}: all within tolerance"
+        if name == "fp32" and not report.passed:
+            bad = report.failures()[0]
+            err = ParityError(
+                f"fp32 ONNX parity failed: {bad.runner} output {bad.output!r} on sample {bad.sample}: "
+                f"{bad.reason}. Nothing was written."
+            )
+            err.report = ctx.parity  # so --json/--junit still get written
+            raise err
+        if not any(v["parity"].values()):
+            ctx.rejected[name] = {"reason": report.failures()[0].reason}
+            del ctx.variants[name]
+            ctx.note(f"{name} fails parity on every target and is not shipped")
+    return f"{len(ctx.variants)} variant(s) × {', '.join(ctx.targets)}: " + ", ".join(
+        f"{n} {'pass' if all(v['parity'].values()) else 'partial'}" for n, v in ctx.variants.items())
+
+
+def quick_p50(runner: OrtRunner, feeds: dict, budget_s: float = 0.4, min_runs: int = 15) -> float:
+    """p50 latency in ms of ``runner`` on ``feeds``: a few warm-up runs, then up to ``budget_s``."""
+    import time
+
+    import numpy as np
+
+    run, names = runner.session.run, runner.output_names
+    for _ in range(3):
+        run(names, feeds)
+    times, start = [], time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 2000):
+        t0 = time.perf_counter()
+        run(names, feeds)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+# a quantized variant must beat fp32 by this much to be the default: at equal speed, keep fp32
+MIN_SPEEDUP = 1.05
 
 
 def select_stage(ctx: Context) -> str:
+    """Per target, the default is the fastest variant that passes there (measured p50)."""
+    feeds = ctx.samples[0].feeds
+    why = []
     for t in ctx.targets:
         passing = [n for n, v in ctx.variants.items() if v.get("parity", {}).get(t)]
-        if passing:
-            ctx.defaults[t] = passing[0]
+        for n in passing:
+            with OrtRunner(ctx.spec, ctx.variants[n]["file"], target=t) as r:
+                ctx.latency[(n, t)] = quick_p50(r, feeds)
+        if not passing:
+            continue
+        base = ctx.latency.get(("fp32", t))
+        best = min(passing, key=lambda n: ctx.latency[(n, t)])
+        if base is not None and best != "fp32" and ctx.latency[(best, t)] * MIN_SPEEDUP > base:
+            best = "fp32"
+        ctx.defaults[t] = best
+        slower = [f"{n} {ctx.latency[(n, t)]:.3g} ms ({ctx.latency[(n, t)] / base:.2f}× fp32)"
+                  for n in passing if n != "fp32" and base and ctx.latency[(n, t)] > base]
+        if best == "fp32" and len(passing) > 1:
+            reason = (f"{t}: fp32 ({base:.3g} ms) is the default: " + (", ".join(slower) if slower else
+                      "no quantized variant is at least 5% faster") + " on this machine")
+            ctx.note(reason)
+            why.append(reason)
     return ", ".join(f"{t}: {v}" for t, v in ctx.defaults.items())

@@ -1,0 +1,134 @@
+"""Post-training quantization through onnxruntime.quantization and its float16 tools.
+
+- dynamic: int8 weights, per-channel, for the ops onnxruntime quantizes dynamically
+  (MatMul, and Gemm as MatMul; Attention; LSTM). Per-tensor lost accuracy on real transformers.
+- static: QDQ, int8 activations and weights (S8S8), per-channel, after ``quant_pre_process``,
+  calibrated with minmax, entropy or percentile.
+- fp16: float16 weights and activations with fp32 inputs and outputs kept.
+
+Nothing here re-implements what those tools do; edgeship chooses settings and proves results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+from edgeship.errors import QuantizationError, brief
+
+log = logging.getLogger(__name__)
+
+DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM"]
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+QUANTIZED_OP_TYPES = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "Gather",
+                      "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """onnxruntime.quantization prints and logs freely; keep it off the console (-v shows it)."""
+    sink = io.StringIO()
+    qlog = logging.getLogger("onnxruntime.quantization")
+    root_level = logging.getLogger().level
+    with contextlib.redirect_stdout(sink):
+        qlog_level = qlog.level
+        qlog.setLevel(logging.ERROR)
+        logging.getLogger().setLevel(logging.ERROR)  # it also warns on the root logger
+        try:
+            yield
+        finally:
+            qlog.setLevel(qlog_level)
+            logging.getLogger().setLevel(root_level)
+    if sink.getvalue().strip():
+        log.debug("onnxruntime.quantization said: %s", sink.getvalue()[-2000:])
+
+
+def quantizable_nodes(path: Path, op_types=QUANTIZED_OP_TYPES) -> set[str]:
+    import onnx
+
+    return {n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in op_types}
+
+
+def count_quantized(path: Path) -> int:
+    """How many integer / QDQ nodes a model holds (0 means quantization changed nothing)."""
+    import onnx
+
+    ops = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
+           "QLinearMatMul", "DynamicQuantizeLSTM", "QAttention"}
+    return sum(n.op_type in ops for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def build_dynamic(src: Path, dst: Path, exclude: list[str] = ()) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        with _quiet():
+            quantize_dynamic(str(src), str(dst), op_types_to_quantize=DYNAMIC_OPS, per_channel=True,
+                             weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None)
+    except Exception as e:
+        raise QuantizationError(f"dynamic int8 quantization failed: {brief(e)}") from e
+    return dst
+
+
+def preprocess(src: Path, dst: Path) -> Path:
+    """``quant_pre_process``: symbolic shape inference and graph optimisation before QDQ."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with _quiet():
+            quant_pre_process(str(src), str(dst))
+    except Exception as e:  # some graphs defeat symbolic shape inference: quantize without it
+        log.info("quant_pre_process failed (%s); quantizing the model as it is", brief(e))
+        with _quiet():
+            try:
+                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+            except Exception:
+                import shutil
+
+                shutil.copyfile(src, dst)
+    return dst
+
+
+def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude: list[str] = ()) -> Path:
+    """Static QDQ int8 of an already pre-processed ``src``, calibrated on ``samples`` (feed dicts)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+    )
+
+    if method not in CALIBRATION_METHODS:
+        raise QuantizationError(f"unknown --calibration-method {method!r}; use {', '.join(CALIBRATION_METHODS)}.")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(samples)
+
+        def get_next(self):
+            return next(self._it, None)
+
+    calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}[method]
+    try:
+        with _quiet():
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=calib, nodes_to_exclude=list(exclude) or None,
+                            extra_options={"CalibMaxIntermediateOutputs": 64})
+    except Exception as e:
+        raise QuantizationError(f"static int8 quantization ({method}) failed: {brief(e)}") from e
+    return dst
+
+
+def build_fp16(src: Path, dst: Path, exclude: list[str] = ()) -> Path:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    try:
+        with _quiet():
+            model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                             node_block_list=list(exclude) or None)
+        onnx.save(model, str(dst))
+    except Exception as e:
+        raise QuantizationError(f"fp16 conversion failed: {brief(e)}") from e
+    return dst

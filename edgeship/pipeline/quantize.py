@@ -1,0 +1,157 @@
+"""Stage 5, quantize: build the requested variants, prove each, and fall back where int8 hurts.
+
+``auto`` builds dynamic int8 always, static int8 when ``--calibration`` gives real data (a
+variant calibrated on random noise is never picked silently), and fp16 where CUDA is a target.
+Every variant is checked on the golden samples against the eager reference; an int8 variant
+that misses its tolerance gets the accuracy-aware fallback: the nodes that add the most error
+themselves (compared tensor by tensor with the fp32 graph) are kept in fp32, a few at a time,
+until it passes or stops improving. A variant that still fails is recorded and not shipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+
+from edgeship.errors import QuantizationError, SpecError
+from edgeship.parity import run_parity, tolerance_for
+from edgeship.pipeline.context import Context
+from edgeship.runtimes.ort import OrtRunner
+
+log = logging.getLogger(__name__)
+
+KINDS = ("fp32", "dynamic", "static", "fp16")
+VARIANT = {"dynamic": ("int8_dynamic", "int8"), "static": ("int8_static", "int8"), "fp16": ("fp16", "fp16")}
+MAX_ROUNDS = 4
+
+
+def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: bool) -> list[str]:
+    kinds = []
+    for q in quantize:
+        if q == "auto":
+            kinds += ["dynamic"] + (["static"] if calibrated else []) + (["fp16"] if "cuda" in targets else [])
+        elif q in KINDS:
+            kinds.append(q)
+        else:
+            raise SpecError(f"unknown --quantize {q!r}; use any of {', '.join(KINDS)} or auto (comma-separated).")
+    return [k for k in dict.fromkeys(kinds) if k != "fp32"]
+
+
+def _worst(report) -> dict:
+    rows = report.summary()
+    return {"min_cosine": min((r.get("cosine", 0.0) for r in rows), default=0.0),
+            "max_abs": max((r.get("max_abs", math.inf) for r in rows), default=math.inf),
+            "min_top1": min((r["top1"] for r in rows if "top1" in r), default=None)}
+
+
+def _check(ctx: Context, path: Path, name: str, precision: str):
+    tol = tolerance_for(precision, ctx.config.tolerance_overrides(precision))
+    with OrtRunner(ctx.spec, path, target="cpu", name="onnxruntime-cpu") as runner:
+        return run_parity([runner], ctx.samples, ctx.references, tol, name)
+
+
+def quantize_stage(ctx: Context) -> str:
+    from edgeship.pipeline.stages import Skip, resolve_targets
+
+    cfg = ctx.config
+    ctx.targets = resolve_targets(cfg.targets)
+    kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None)
+    if not kinds:
+        raise Skip("fp32 only (--quantize fp32)")
+    fp32 = ctx.variants["fp32"]["file"]
+    done = []
+    for kind in kinds:
+        name, precision = VARIANT[kind]
+        try:
+            info = _build(ctx, kind, name, precision, fp32)
+        except QuantizationError as e:
+            ctx.note(f"{name} not built: {e}")
+            ctx.rejected[name] = {"reason": str(e)}
+            continue
+        if info is None:
+            continue
+        done.append(name)
+    return ", ".join(done) + " built" if done else "no quantized variant passed"
+
+
+def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> dict | None:
+    from edgeship.exporters import quantize as q
+
+    cfg = ctx.config
+    out = ctx.workdir / "models" / f"{name}.onnx"
+    ref = fp32
+    if kind == "dynamic":
+        def build(exclude):
+            return q.build_dynamic(fp32, out, exclude)
+    elif kind == "static":
+        from edgeship.calibration import load_calibration
+
+        example = ctx.samples[0].feeds if ctx.samples[0].label == "example" else None
+        calib = load_calibration(cfg.calibration, ctx.spec.inputs, cfg.calibration_samples, cfg.seed, example)
+        ctx.calibration = calib
+        if calib.synthetic:
+            ctx.note(f"WARNING: {name}: " + calib.to_dict()["warning"])
+            log.warning("%s: %s", name, calib.to_dict()["warning"])
+        ref = q.preprocess(fp32, ctx.workdir / "preprocessed.onnx")
+
+        def build(exclude):
+            return q.build_static(ref, out, calib.samples, cfg.calibration_method, exclude)
+    else:
+        def build(exclude):
+            return q.build_fp16(fp32, out, exclude)
+
+    build([])
+    if precision == "int8" and q.count_quantized(out) == 0:
+        ctx.note(f"{name}: nothing to quantize in this graph (no MatMul/Gemm/Conv/LSTM/Attention); not built")
+        out.unlink(missing_ok=True)
+        return None
+    report = _check(ctx, out, name, precision)
+    before = _worst(report)
+    excluded: list[str] = []
+    if not report.passed and cfg.fallback:
+        report, excluded = _fallback(ctx, name, precision, ref, out, build, report, before)
+    info = {"file": out, "precision": precision, "kind": kind, "excluded_nodes": excluded,
+            "error_before_fallback": before if excluded else None, "error": _worst(report)}
+    if not report.passed:
+        bad = report.failures()[0]
+        ctx.note(f"{name} fails parity and is not shipped: {bad.output}: {bad.reason}"
+                 + (f" (after keeping {len(excluded)} node(s) in fp32)" if excluded else ""))
+        kept = ctx.workdir / "rejected" / out.name
+        kept.parent.mkdir(exist_ok=True)
+        shutil.move(out, kept)
+        ctx.rejected[name] = {**info, "file": None, "reason": bad.reason}
+        return None
+    if excluded:
+        ctx.note(f"{name}: kept {len(excluded)} node(s) in fp32 to pass parity: {', '.join(excluded[:6])}"
+                 + (" ..." if len(excluded) > 6 else ""))
+    ctx.variants[name] = info
+    return info
+
+
+def _fallback(ctx, name, precision, ref, out, build, report, before):
+    """Exclude the most harmful nodes, a few at a time, until parity passes or stops improving."""
+    from edgeship.exporters.quantize import quantizable_nodes
+    from edgeship.localize import harmful_nodes, node_errors
+
+    candidates = quantizable_nodes(ref)
+    k = max(1, math.ceil(len(candidates) * 0.1))
+    feeds = [s.feeds for s in ctx.samples[:2]]
+    excluded: list[str] = []
+    best = before["min_cosine"]
+    for round_ in range(MAX_ROUNDS):
+        worst = harmful_nodes(node_errors(ref, out, feeds), candidates - set(excluded), k)
+        if not worst:
+            break
+        excluded += [e.node for e in worst]
+        log.info("%s fallback round %d: keeping %s in fp32", name, round_ + 1, [e.node for e in worst])
+        build(excluded)
+        report = _check(ctx, out, name, precision)
+        if report.passed:
+            break
+        now = _worst(report)["min_cosine"]
+        if now <= best + 1e-6:
+            break
+        best = now
+    return report, excluded
