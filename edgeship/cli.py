@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeship.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EdgeshipError, SpecError
+from edgeship.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EdgeshipError, QuantizationError, SpecError
 
 app = typer.Typer(
     name="edgeship", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -132,6 +132,48 @@ def export(
     _write_reports(result.parity, json_out, junit)
     defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())
     console.print(f"\nBundle: {Path(result.bundle).resolve()}  (default variant: {defaults})", markup=False)
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="An fp32 ONNX model.")],
+    method: Annotated[str, typer.Option("--method", "-m", help="dynamic, static or fp16.")] = "dynamic",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the quantized model (default: MODEL.<variant>.onnx beside it).")] = None,
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Example sizes NAME:SHAPE[:DTYPE] for the model's symbolic axes (repeatable).")] = None,
+    example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz of real inputs for the parity check.")] = None,
+    calibration: CalibOpt = None, calibration_method: CalibMethodOpt = "minmax", calibration_samples: CalibSamplesOpt = 64,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32.")] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Quantize an ONNX model on its own (dynamic/static int8 or fp16), parity-checked against it."""
+    _setup_logging(verbose)
+    import shutil
+    import tempfile
+
+    from edgeship import render
+    from edgeship.config import ExportConfig
+    from edgeship.pipeline import export as run_export
+    from edgeship.pipeline.quantize import VARIANT
+
+    if method not in VARIANT:
+        raise SpecError(f"--method {method!r}: use dynamic, static or fp16.")
+    variant = VARIANT[method][0]
+    out = output or model.with_name(f"{model.stem}.{variant}.onnx")
+    console = _console()
+    with tempfile.TemporaryDirectory(prefix="edgeship-quantize-") as tmp:
+        cfg = ExportConfig(model=model, output=Path(tmp) / "q.edgeship", inputs=tuple(input or ()),
+                           example_inputs=example_inputs, quantize=(method,), calibration=calibration,
+                           calibration_method=calibration_method, calibration_samples=calibration_samples,
+                           fallback=not no_fallback, targets=("cpu",))
+        with render.StageProgress(console) as progress:
+            result = run_export(cfg, progress)
+        render.parity_table(console, result.parity)
+        render.variant_table(console, result.variants, {})
+        render.notes(console, result.notes)
+        if variant not in result.variants:
+            raise QuantizationError(f"{variant} of {model} did not pass parity or could not be built; see the notes above.")
+        shutil.copyfile(result.bundle / result.variants[variant]["file"], out)
+    console.print(f"\nWrote {out.resolve()}", markup=False)
 
 
 def _write_reports(report, json_out, junit) -> None:

@@ -1,10 +1,14 @@
 """Golden inputs: seeded samples from the spec, every dynamic axis at two sizes.
 
 Sample 0 is the example (the user's ``--example-inputs`` or seeded data at the spec's sizes),
-sample 1 is fresh seeded data at the same sizes, and sample 2 puts every symbolic axis at a
-second size, so a trace that specialised an axis cannot pass. Integer inputs take values in
-the range seen in the example inputs (``[0, 2)`` without them: valid for ids, masks and
-token types alike); give real ids with ``--example-inputs`` to exercise embeddings fully.
+sample 1 is more data at the same sizes, and the last sample puts every symbolic axis at a
+second size, so a trace that specialised an axis cannot pass.
+
+With ``--example-inputs`` every sample is derived from that real data (rows resampled along
+the batch axis, other symbolic axes cropped or tiled to the second size), so quantized
+variants are judged on the data's own distribution, not on noise. Without it, samples are
+seeded random: floats standard normal, integers in ``[0, 2)`` (valid for ids, masks and token
+types alike).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def second_sizes(sizes: dict[str, int]) -> dict[str, int]:
 
 
 def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None = None) -> dict:
+    """Seeded random feeds; integers within the range seen in ``like`` (else ``[0, 2)``)."""
     feeds = {}
     for s in specs:
         shape = concrete_shape(s, sizes)
@@ -87,12 +92,36 @@ def make_samples(specs: tuple[TensorSpec, ...], example: dict | None = None,
     if example is not None:
         samples.append(Sample("example", dict(example), sizes))
     while len(samples) < count:
-        samples.append(Sample(f"seed{seed}-{len(samples)}", random_feeds(specs, sizes, rng, example), sizes))
+        feeds = (resample(specs, example, sizes, sizes, rng) if example is not None
+                 else random_feeds(specs, sizes, rng))
+        samples.append(Sample(f"{'resampled' if example is not None else 'seed' + str(seed)}-{len(samples)}", feeds, sizes))
     if sizes:
         alt = second_sizes(sizes)
-        samples.append(Sample("dynamic-" + "-".join(f"{k}{v}" for k, v in alt.items()),
-                              random_feeds(specs, alt, rng, example), alt))
+        feeds = resample(specs, example, sizes, alt, rng) if example is not None else random_feeds(specs, alt, rng)
+        samples.append(Sample("dynamic-" + "-".join(f"{k}{v}" for k, v in alt.items()), feeds, alt))
     return samples
+
+
+def resample(specs, example: dict, sizes: dict, new: dict, rng: np.random.Generator) -> dict:
+    """New feeds from the example's own values: batch rows drawn at random (shared by all inputs,
+    so ids and masks stay paired), other symbolic axes cropped or tiled to their new size."""
+    feeds = {}
+    rows = None
+    for s in specs:
+        a = example[s.name]
+        for axis, sym in s.dynamic_axes.items():
+            n_old, n_new = a.shape[axis], new[sym]
+            if axis == 0:
+                if rows is None or len(rows) != n_new:
+                    rows = rng.permutation(n_old)[:n_new] if n_new <= n_old else rng.integers(0, n_old, n_new)
+                idx = rows % n_old
+            else:
+                idx = np.arange(n_new) % n_old
+            a = np.take(a, idx, axis=axis)
+        if not s.dynamic_axes and a.ndim and a.shape[0] > 1:
+            a = a[rng.permutation(a.shape[0])]
+        feeds[s.name] = np.ascontiguousarray(a)
+    return feeds
 
 
 def save_samples(path, samples: list[Sample], arrays_of) -> None:

@@ -32,9 +32,9 @@ class NodeError:
     output: str
     inputs: tuple[str, ...]
     max_abs: float
-    rel_err: float      # ||ref - got|| / ||ref||
+    rel_err: float      # fraction of values off by more than 10% (see off_fraction)
     cosine: float
-    local: float        # rel_err minus the worst rel_err of the node's inputs
+    local: float        # rel_err minus the worst rel_err of the node's inputs: error added here
     ref_max: float      # max |ref|, for range hints
     nonfinite: int      # NaN/Inf in the candidate where the reference is finite
 
@@ -76,16 +76,33 @@ def node_errors(reference: Path, candidate: Path, feeds: list[dict]) -> list[Nod
             r_safe = np.where(finite, r, 0.0)
             diff = r_safe - g_safe
             nr = float(np.linalg.norm(r_safe))
-            rel[out] = float(np.linalg.norm(diff) / nr) if nr else float(np.linalg.norm(diff) > 0)
+            rel[out] = max(off_fraction(a, b) for a, b in zip(ref[out], got[out]))
             ng = float(np.linalg.norm(g_safe))
             cos = 1.0 if nr == ng == 0 else (float(r_safe @ g_safe / (nr * ng)) if nr and ng else 0.0)
             upstream = max((rel.get(i, 0.0) for i in node.input), default=0.0)
+            if nonfinite:
+                rel[out] = float("inf")  # NaN/Inf born here (or carried): rank it first
             errors.append(NodeError(
                 node.name or out, node.op_type, out, tuple(node.input),
                 float(np.abs(diff).max()) if diff.size else 0.0, rel[out], cos,
-                rel[out] - upstream, float(np.abs(r_safe).max()) if r.size else 0.0, nonfinite,
+                (rel[out] - upstream) if rel[out] != upstream else 0.0,
+                float(np.abs(r_safe).max()) if r.size else 0.0, nonfinite,
             ))
     return errors
+
+
+def off_fraction(ref, got) -> float:
+    """Fraction of values off by more than 10% (plus 1% of the tensor's RMS, so values near zero
+    do not count). Unlike a global relative error it sees small channels crushed to zero by an
+    int8 range that one outlier channel dominates."""
+    r = np.nan_to_num(np.asarray(ref, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
+    g = np.asarray(got, dtype=np.float64).ravel()
+    if r.shape != g.shape or r.size == 0:
+        return 0.0
+    bad = ~np.isfinite(g)
+    g = np.where(bad, 0.0, g)
+    rms = float(np.sqrt(np.mean(r * r)))
+    return float(np.mean(bad | (np.abs(r - g) > 0.1 * np.abs(r) + 0.01 * rms)))
 
 
 def hint(e: NodeError, precision: str) -> str:
@@ -118,14 +135,77 @@ def first_divergence(errors: list[NodeError], min_cosine: float | None = None, a
     return None
 
 
-def harmful_nodes(errors: list[NodeError], candidates: set[str], k: int) -> list[NodeError]:
-    """The ``k`` nodes among ``candidates`` that add the most error themselves."""
-    ranked = sorted((e for e in errors if e.node in candidates and e.local > 0), key=lambda e: -e.local)
-    seen, out = set(), []
-    for e in ranked:
-        if e.node not in seen:
-            seen.add(e.node)
-            out.append(e)
-        if len(out) == k:
-            break
-    return out
+def graph_producers(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """tensor name -> (producing node's name, its inputs)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {out: (n.name or out, tuple(n.input)) for n in graph.node for out in n.output}
+
+
+def _nearest_candidates(tensors, producers, candidates: set[str], limit: int = 64) -> set[str]:
+    """The candidate nodes nearest upstream of ``tensors``, walking through non-candidates."""
+    found, seen, frontier = set(), set(), list(tensors)
+    while frontier and len(seen) < limit:
+        t = frontier.pop()
+        if t in seen or t not in producers:
+            continue
+        seen.add(t)
+        node, inputs = producers[t]
+        if node in candidates:
+            found.add(node)
+        else:
+            frontier.extend(inputs)
+    return found
+
+
+def harmful_nodes(errors: list[NodeError], candidates: set[str], k: int,
+                  producers: dict | None = None) -> list[str]:
+    """The ``k`` candidate nodes whose quantization adds the most error.
+
+    Each node's own added error (``local``) is charged to itself when it is a candidate, else to
+    the nearest candidates upstream (an int8 Gemm's error often shows first in the Relu after it).
+    """
+    harm: dict[str, float] = {}
+    for e in errors:
+        if e.local <= 0:
+            continue
+        owners = {e.node} if e.node in candidates else (
+            _nearest_candidates(e.inputs, producers, candidates) if producers else set())
+        for owner in owners:
+            harm[owner] = max(harm.get(owner, 0.0), e.local)
+    return [n for n, _ in sorted(harm.items(), key=lambda kv: -kv[1])[:k]]
+
+
+def qdq_harm(reference: Path, qdq_model: Path, feeds: list[dict]) -> dict[tuple[str, ...], float]:
+    """Static QDQ only: the error each quantize/dequantize pair adds by itself.
+
+    Uses onnxruntime's own matching of each activation before and after its QDQ pair, and of
+    each float weight with its dequantized int8 copy. Returns {nodes to keep in fp32 to remove
+    that pair: harm}, where harm is :func:`off_fraction` of the pair.
+    """
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching, create_weight_matching
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
+        acts = _activations(Path(qdq_model), feeds, Path(tmp))
+    graph = onnx.load(str(reference), load_external_data=False).graph
+    producer = {o: n.name for n in graph.node for o in n.output}
+    relu_out = {o for n in graph.node if n.op_type == "Relu" for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.name)
+    harm: dict[tuple[str, ...], float] = {}
+    for tensor, m in create_activation_matching(acts).items():
+        nodes = tuple(sorted(({producer[tensor]} if tensor in producer else set()) | set(consumers.get(tensor, []))))
+        if nodes:
+            # the quantizer folds a Relu into the QuantizeLinear after it: compare after the clamp
+            pre = [np.maximum(a, 0) for a in m["pre_qdq"]] if tensor in relu_out else m["pre_qdq"]
+            err = max(off_fraction(a, b) for a, b in zip(pre, m["post_qdq"]))
+            harm[nodes] = max(harm.get(nodes, 0.0), err)
+    for weight, m in create_weight_matching(str(reference), str(qdq_model)).items():
+        nodes = tuple(sorted(consumers.get(weight, [])))
+        if nodes:
+            harm[nodes] = max(harm.get(nodes, 0.0), off_fraction(m["float"], m["dequantized"]))
+    return harm

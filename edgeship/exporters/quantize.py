@@ -22,8 +22,6 @@ log = logging.getLogger(__name__)
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM"]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-QUANTIZED_OP_TYPES = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Attention", "LSTM", "Gather",
-                      "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
 
 
 @contextlib.contextmanager
@@ -45,10 +43,16 @@ def _quiet():
         log.debug("onnxruntime.quantization said: %s", sink.getvalue()[-2000:])
 
 
-def quantizable_nodes(path: Path, op_types=QUANTIZED_OP_TYPES) -> set[str]:
+def quantizable_nodes(path: Path, kind: str) -> set[str]:
+    """Names of the nodes quantization may touch for ``kind``: for dynamic int8 the ops in
+    onnxruntime's integer-ops registry; for static QDQ and fp16 every node (QDQ wraps more ops
+    than its registry lists, Mul among them)."""
     import onnx
+    from onnxruntime.quantization import registry
 
-    return {n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type in op_types}
+    ops = {"dynamic": set(registry.IntegerOpsRegistry) | {"Gemm"}}.get(kind)
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    return {n.name for n in nodes if n.name and (ops is None or n.op_type in ops)}
 
 
 def count_quantized(path: Path) -> int:
@@ -113,8 +117,7 @@ def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude:
         with _quiet():
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calib, nodes_to_exclude=list(exclude) or None,
-                            extra_options={"CalibMaxIntermediateOutputs": 64})
+                            calibrate_method=calib, nodes_to_exclude=list(exclude) or None)
     except Exception as e:
         raise QuantizationError(f"static int8 quantization ({method}) failed: {brief(e)}") from e
     return dst

@@ -1,8 +1,9 @@
 """The export pipeline: ordered stages over one context, each timed and recorded.
 
-A failed optional stage (TorchScript) is recorded and the pipeline goes on; a failed required
-stage (load, ONNX export, optimisation, fp32 parity, packaging) stops it and nothing is
-written to the output path: all work happens in a temporary folder until the atomic write.
+A failed optional stage (TorchScript, a quantized variant) is recorded and the pipeline goes on;
+a failed required stage (load, ONNX export, optimisation, fp32 parity, packaging) or bad input
+anywhere (bad calibration data) stops it, and nothing is written to the output path: all work
+happens in a temporary folder until the atomic write.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.config import ExportConfig
-from edgeship.errors import EdgeshipError
+from edgeship.errors import EdgeshipError, ExportError, QuantizationError
 from edgeship.pipeline.context import Context, StageResult
 from edgeship.pipeline.package import package_stage
 from edgeship.pipeline.prepare import load_stage
@@ -72,7 +73,9 @@ def export(config: ExportConfig, progress: Callable = _silent) -> ExportResult:
             except Skip as s:
                 detail, status = str(s), "skipped"
             except EdgeshipError as e:
-                if required:
+                # an optional stage may fail on its own work; bad input (a SpecError such as bad
+                # calibration data) stops the export whatever the stage
+                if required or not isinstance(e, (ExportError, QuantizationError)):
                     ctx.stages.append(StageResult(name, "failed", time.perf_counter() - t0, str(e)))
                     progress("end", name, ctx.stages[-1])
                     raise

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("fp32", "dynamic", "static", "fp16")
 VARIANT = {"dynamic": ("int8_dynamic", "int8"), "static": ("int8_static", "int8"), "fp16": ("fp16", "fp16")}
-MAX_ROUNDS = 4
+MAX_ROUNDS = 5
 
 
 def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: bool) -> list[str]:
@@ -111,7 +111,11 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
     before = _worst(report)
     excluded: list[str] = []
     if not report.passed and cfg.fallback:
-        report, excluded = _fallback(ctx, name, precision, ref, out, build, report, before)
+        report, excluded = _fallback(ctx, name, kind, precision, ref, out, build, report)
+    if precision == "int8" and excluded and q.count_quantized(out) == 0:
+        ctx.note(f"{name}: the fallback had to keep every node in fp32; not shipped")
+        ctx.rejected[name] = {"reason": "nothing left quantized after the fallback", "excluded_nodes": excluded}
+        return None
     info = {"file": out, "precision": precision, "kind": kind, "excluded_nodes": excluded,
             "error_before_fallback": before if excluded else None, "error": _worst(report)}
     if not report.passed:
@@ -130,28 +134,53 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
     return info
 
 
-def _fallback(ctx, name, precision, ref, out, build, report, before):
-    """Exclude the most harmful nodes, a few at a time, until parity passes or stops improving."""
-    from edgeship.exporters.quantize import quantizable_nodes
-    from edgeship.localize import harmful_nodes, node_errors
+def _fallback(ctx, name, kind, precision, ref, out, build, report):
+    """Keep the most harmful nodes in fp32, more each round, until parity passes or stops improving.
 
-    candidates = quantizable_nodes(ref)
-    k = max(1, math.ceil(len(candidates) * 0.1))
+    Static QDQ: harm is measured per quantize/dequantize pair (and per int8 weight), so the
+    nodes around the pair that does the damage are kept in fp32. Dynamic int8 and fp16: harm is
+    the error each node adds to its output compared with the fp32 graph, tensor by tensor.
+    """
+    from edgeship.exporters.quantize import count_quantized, quantizable_nodes
+    from edgeship.localize import graph_producers, harmful_nodes, node_errors, qdq_harm
+
+    candidates = quantizable_nodes(ref, kind)
+    producers = graph_producers(ref)
+    k = max(1, math.ceil(len(candidates) * 0.05))
     feeds = [s.feeds for s in ctx.samples[:2]]
     excluded: list[str] = []
-    best = before["min_cosine"]
+    best, stale = _score(_worst(report)), 0
     for round_ in range(MAX_ROUNDS):
-        worst = harmful_nodes(node_errors(ref, out, feeds), candidates - set(excluded), k)
+        want = k * 2**round_  # 5% of the candidates first, doubling: few rounds even on large graphs
+        if kind == "static":
+            groups = sorted(qdq_harm(ref, out, feeds).items(), key=lambda kv: -kv[1])
+            worst = []
+            for nodes, h in groups:
+                new = [n for n in nodes if n in candidates and n not in excluded and n not in worst]
+                if h > 0 and new:
+                    worst += new
+                if len(worst) >= want:
+                    break
+        else:
+            worst = harmful_nodes(node_errors(ref, out, feeds), candidates - set(excluded), want, producers)
         if not worst:
             break
-        excluded += [e.node for e in worst]
-        log.info("%s fallback round %d: keeping %s in fp32", name, round_ + 1, [e.node for e in worst])
+        excluded += worst
+        log.info("%s fallback round %d: keeping %s in fp32", name, round_ + 1, worst)
         build(excluded)
+        if precision == "int8" and count_quantized(out) == 0:
+            break  # nothing left in int8: not a quantized variant any more
         report = _check(ctx, out, name, precision)
         if report.passed:
             break
-        now = _worst(report)["min_cosine"]
-        if now <= best + 1e-6:
+        now = _score(_worst(report))
+        stale = stale + 1 if now <= best + 1e-6 else 0
+        if stale >= 2:  # two rounds without progress: stop
             break
-        best = now
+        best = max(best, now)
     return report, excluded
+
+
+def _score(worst: dict) -> float:
+    """Higher is better: cosine plus top-1 agreement where it applies."""
+    return worst["min_cosine"] + (worst["min_top1"] if worst["min_top1"] is not None else 1.0)

@@ -1,0 +1,157 @@
+"""Quantization: variants built by onnxruntime, proven by parity, selected by measured speed."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import edgeship
+import models
+from conftest import arch
+from edgeship.config import ExportConfig
+from edgeship.errors import SpecError
+from edgeship.exporters.loading import LoadOptions
+from edgeship.exporters.quantize import count_quantized
+from edgeship.pipeline import export
+
+
+def _save(model, tmp_path, name="m.pt"):
+    path = tmp_path / name
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def _cfg(tmp_path, path, cls, inputs, **kw):
+    return ExportConfig(model=path, output=tmp_path / "q.edgeship", inputs=inputs, load=LoadOptions(arch=arch(cls)),
+                        exporter="torchscript", torchscript=False, **kw)
+
+
+def test_dynamic_int8_is_per_channel_and_passes(tmp_path):
+    path = _save(models.trained(models.BertStyle()), tmp_path)
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    r = export(_cfg(tmp_path, path, "BertStyle", tuple(f"{n}:2x8:int64" for n in names), quantize=("dynamic",)))
+    assert "int8_dynamic" in r.variants and r.variants["int8_dynamic"]["parity"]["passed"]["cpu"]
+    model = onnx.load(str(r.bundle / "models" / "int8_dynamic.onnx"))
+    assert count_quantized(r.bundle / "models" / "int8_dynamic.onnx") > 0
+    scales = [i for i in model.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
+    assert scales, "expected per-channel weight scales"
+    assert r.variants["int8_dynamic"]["size"] < r.variants["fp32"]["size"]
+
+
+def test_static_int8_with_calibration_npz(tmp_path):
+    path = _save(models.trained(models.ResNetish()), tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
+    r = export(_cfg(tmp_path, path, "ResNetish", ("x:1x3x16x16",), quantize=("static",),
+                    calibration=str(tmp_path / "calib.npz"), calibration_method="percentile"))
+    assert "int8_static" in r.variants
+    report = json.loads((r.bundle / "report.json").read_text())
+    assert report["calibration"] == {"source": str(tmp_path / "calib.npz"), "samples": 8, "synthetic": False}
+    ops = {n.op_type for n in onnx.load(str(r.bundle / "models" / "int8_static.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    m = edgeship.load(r.bundle, variant="int8_static")
+    assert m(rng.standard_normal((1, 3, 16, 16)).astype(np.float32)).shape == (1, 10)
+
+
+def test_static_without_calibration_warns_loudly(tmp_path, cli):
+    path = _save(models.trained(models.MLP()), tmp_path)
+    code, out = cli("export", path, "--arch", arch("MLP"), "--input", "x:4x10", "--quantize", "static",
+                    "-o", tmp_path / "s.edgeship", "--exporter", "torchscript")
+    assert code == 0, out
+    assert "synthetic random inputs" in out and "NOT measured on real data" in out
+    report = json.loads((tmp_path / "s.edgeship" / "report.json").read_text())
+    assert report["calibration"]["synthetic"] is True and "NOT measured" in report["calibration"]["warning"]
+
+
+def test_auto_builds_dynamic_but_not_uncalibrated_static(files, tmp_path):
+    r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
+    assert set(r.variants) == {"fp32", "int8_dynamic"}
+
+
+def test_fp16_keeps_fp32_io_and_passes(tmp_path):
+    path = _save(models.trained(models.MobileNetish()), tmp_path)
+    r = export(_cfg(tmp_path, path, "MobileNetish", ("x:1x3x16x16",), quantize=("fp16",)))
+    assert r.variants["fp16"]["parity"]["passed"]["cpu"]
+    m = edgeship.load(r.bundle, variant="fp16")
+    assert m.inputs[0].dtype == "float32"
+    assert m(np.ones((1, 3, 16, 16), np.float32)).dtype == np.float32
+
+
+def test_fallback_keeps_harmful_nodes_in_fp32_and_reports_them(tmp_path):
+    path = _save(models.OutlierChannel(), tmp_path)
+    r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",)))
+    v = r.variants["int8_static"]
+    assert v["parity"]["passed"]["cpu"]
+    assert v["excluded_nodes"]
+    assert v["error_before_fallback"]["min_top1"] < 0.99 <= v["error_after_fallback"]["min_top1"]
+    assert count_quantized(r.bundle / "models" / "int8_static.onnx") > 0  # still an int8 model
+    manifest = json.loads((r.bundle / "manifest.json").read_text())
+    assert manifest["variants"]["int8_static"]["excluded_nodes"] == v["excluded_nodes"]
+
+
+def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
+    from edgeship.pipeline import stages
+
+    monkeypatch.setattr(stages, "quick_p50", lambda runner, feeds, **kw: 0.001 if "int8" in str(runner.model) else 1.0)
+    path = _save(models.OutlierChannel(), tmp_path)
+    r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
+    assert set(r.variants) == {"fp32"} and r.defaults == {"cpu": "fp32"}
+    assert any("int8_static fails parity and is not shipped" in n for n in r.notes)
+    assert not (r.bundle / "models" / "int8_static.onnx").exists()
+
+
+@pytest.mark.parametrize("int8_ms, default", [(0.5, "int8_dynamic"), (3.0, "fp32"), (0.98, "fp32")])
+def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
+    from edgeship.pipeline import stages
+
+    monkeypatch.setattr(stages, "quick_p50", lambda runner, feeds, **kw: int8_ms if "int8" in str(runner.model) else 1.0)
+    r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
+    assert r.defaults["cpu"] == default
+    assert r.variants["int8_dynamic"]["latency_ms"]["cpu"] == int8_ms
+    if default == "fp32":
+        assert any("fp32 (1 ms) is the default" in n for n in r.notes)
+    assert edgeship.load(r.bundle).variant == default
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda d: np.savez(d / "c.npz", y=np.zeros((4, 1, 10), np.float32)), r"has arrays \['y'\], but the model's inputs are \['x'\]"),
+    (lambda d: np.savez(d / "c.npz", x=np.zeros((4, 1, 7), np.float32)), r"input 'x' expects shape \[4, 10\], got \[1, 7\]"),
+    (lambda d: np.savez(d / "c.npz", x=np.zeros((4, 1, 10), np.int64)), r"input 'x' expects dtype float32, got int64"),
+    (lambda d: (d / "c").mkdir(), "empty folder"),
+])
+def test_bad_calibration_data_stops_with_nothing_written(files, tmp_path, make, match):
+    make(tmp_path)
+    src = tmp_path / ("c" if (tmp_path / "c").is_dir() else "c.npz")
+    cfg = _cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:4x10",), quantize=("static",), calibration=str(src))
+    with pytest.raises(SpecError, match=match):
+        export(cfg)
+    assert not (tmp_path / "q.edgeship").exists()
+
+
+def test_calibration_from_a_function(files, tmp_path):
+    (tmp_path / "calib_src.py").write_text(
+        "import numpy as np\n"
+        "def feeds():\n"
+        "    rng = np.random.default_rng(0)\n"
+        "    for _ in range(5):\n"
+        "        yield {'x': rng.standard_normal((4, 10)).astype(np.float32)}\n")
+    cfg = _cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:4x10",), quantize=("static",),
+               calibration=f"{tmp_path / 'calib_src.py'}:feeds")
+    r = export(cfg)
+    assert json.loads((r.bundle / "report.json").read_text())["calibration"]["samples"] == 5
+
+
+def test_unknown_quantize_value(files, tmp_path):
+    with pytest.raises(SpecError, match="unknown --quantize 'int4'"):
+        export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",), quantize=("int4",)))
+
+
+def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
+    out = tmp_path / "mlp.int8.onnx"
+    code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "dynamic", "-o", out)
+    assert code == 0, text
+    assert count_quantized(out) > 0 and "Wrote" in text
+    code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "int3")
+    assert code == 2 and "use dynamic, static or fp16" in text
