@@ -38,7 +38,9 @@ def test_load_positional_and_dict(mlp_bundle, files):
     assert isinstance(y, np.ndarray) and y.shape == (2, 4)
     d = m({"x": x})
     assert list(d) == [o.name for o in m.outputs] and np.array_equal(d[m.outputs[0].name], y)
-    assert m.variant == "fp32" and m.providers == ["CPUExecutionProvider"]
+    assert m.variant == json.loads((mlp_bundle / MANIFEST).read_text())["defaults"]["cpu"]
+    assert m.providers == ["CPUExecutionProvider"]
+    assert edgeship.load(mlp_bundle, variant="fp32").variant == "fp32"
     assert m.inputs[0].shape == ("batch", 10)
 
 
