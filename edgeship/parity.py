@@ -46,6 +46,15 @@ def tolerance_for(precision: str, overrides: dict | None = None) -> Tolerance:
     return replace(tol, **{k: v for k, v in (overrides or {}).items() if v is not None})
 
 
+def is_score_vector(ref: np.ndarray) -> bool:
+    """A ``[batch, classes]`` float output whose rows are not unit vectors: logits or scores,
+    where top-1 agreement means something (an L2-normalised embedding is not one)."""
+    if ref.ndim != 2 or ref.shape[1] < 2 or ref.dtype.kind != "f":
+        return False
+    norms = np.linalg.norm(ref.astype(np.float64), axis=1)
+    return not np.allclose(norms, 1.0, atol=1e-3)
+
+
 def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
     """Compare two arrays of the same shape; all figures as plain floats."""
     r = np.asarray(ref, dtype=np.float64)
@@ -64,7 +73,7 @@ def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
     out["cosine"] = 1.0 if nr == ng == 0 else (float(rf @ gf / (nr * ng)) if nr and ng else 0.0)
     noise = float(np.sum((rf - gf) ** 2))
     out["snr_db"] = math.inf if noise == 0 else (10 * math.log10(float(np.sum(rf**2)) / noise) if nr else -math.inf)
-    if r.ndim == 2 and r.shape[1] > 1 and r.dtype.kind == "f" and ref.dtype.kind == "f":
+    if is_score_vector(ref):
         out["top1"] = float(np.mean(r.argmax(1) == g.argmax(1)))
     atol = tol.atol if tol.atol is not None else 1e-4
     rtol = tol.rtol if tol.rtol is not None else 1e-3

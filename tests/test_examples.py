@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGESHIP = [sys.executable, "-m", "edgeship"]
@@ -34,3 +35,33 @@ def test_simplenet_train_export_check_and_load(tmp_path):
     r = subprocess.run([sys.executable, str(app), "simplenet_state.pt.edgeship"], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "output: float32[2, 1]" in r.stdout and "torch imported: False" in r.stdout
+
+
+def _run_example(script: Path, out: Path) -> str:
+    r = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def _figure(text: str, pattern: str) -> float:
+    import re
+
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in output:\n{text[-2000:]}"
+    return float(m.group(1))
+
+
+@pytest.mark.slow
+def test_digits_cnn_int8_keeps_accuracy(tmp_path):
+    out = _run_example(ROOT / "examples" / "digits_cnn" / "train.py", tmp_path)
+    fp32 = _figure(out, r"fp32 ([0-9.]+),")
+    int8 = _figure(out, r"int8_static ([0-9.]+) \(drop")
+    assert fp32 > 0.9 and fp32 - int8 <= 0.01
+
+
+@pytest.mark.slow
+def test_minilm_int8_embeddings_match_fp32(tmp_path):
+    out = _run_example(ROOT / "examples" / "minilm" / "run.py", tmp_path)
+    assert _figure(out, r"vs eager: max abs ([0-9.e+-]+)") <= 1e-4
+    assert _figure(out, r"min cosine ([0-9.]+)") >= 0.99
+    assert _figure(out, r"int8's top 3 for ([0-9]+)%") == 100

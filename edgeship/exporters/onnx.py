@@ -91,11 +91,49 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
         if name == "dynamo":
             if isinstance(model, torch.export.ExportedProgram):
                 kwargs.pop("dynamic_axes")  # the program carries its own dynamic shapes
+            # dynamo refuses output names that an internal value already has ('embedding' in a
+            # transformer): export with its own names, then rename (dynamic_axes keyed by input only)
+            kwargs.pop("output_names")
+            if kwargs.get("dynamic_axes"):
+                kwargs["dynamic_axes"] = {k: v for k, v in kwargs["dynamic_axes"].items() if k in spec.input_names}
             big = _param_bytes(model) >= _TWO_GB
             torch.onnx.export(model, args, str(path), dynamo=True, external_data=big, **kwargs)
+            rename_outputs(path, spec.output_names)
         else:
             torch.onnx.export(model, args, str(path), dynamo=False, **kwargs)
     log.debug("torch.onnx (%s) said: %s", name, sink.getvalue()[-2000:])
+
+
+def rename_outputs(path: Path, names: list[str]) -> None:
+    """Give the graph's outputs ``names``, moving any internal value that already has one aside."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    old = [o.name for o in graph.output]
+    if old == list(names) or len(old) != len(names):
+        return
+    mapping = dict(zip(old, names))
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.input} \
+        | {i.name for i in graph.initializer}
+    for new in names:
+        if new in taken and new not in old:
+            mapping.setdefault(new, f"{new}__internal")
+
+    def fix(values):
+        for i, v in enumerate(values):
+            if v in mapping:
+                values[i] = mapping[v]
+
+    for n in graph.node:
+        fix(n.input)
+        fix(n.output)
+    for coll in (graph.output, graph.value_info):
+        for vi in coll:
+            vi.name = mapping.get(vi.name, vi.name)
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    onnx.save(model, str(path))
 
 
 def _param_bytes(model) -> int:
