@@ -34,7 +34,7 @@ class ExportConfig:
         calibration_method: minmax, entropy or percentile.
         calibration_samples: at most this many calibration samples.
         fallback: keep the most harmful nodes in fp32 until an int8 variant passes.
-        tolerances: per precision overrides, e.g. {"int8": {"min_cosine": 0.98}}.
+        tolerances: scoped overrides, e.g. {"int8": {"min_cosine": 0.98}, "int8/logits": {"min_top1": 0.95}}.
     """
 
     model: Path
@@ -61,10 +61,13 @@ class ExportConfig:
     fallback: bool = True
     tolerances: dict = field(default_factory=dict)
 
-    def tolerance_overrides(self, precision: str) -> dict:
-        """CLI/config overrides for one precision; --atol/--rtol apply to fp32."""
-        extra = {"atol": self.atol, "rtol": self.rtol} if precision == "fp32" else {}
-        return {**self.tolerances.get(precision, {}), **{k: v for k, v in extra.items() if v is not None}}
+    def tolerance_set(self):
+        """The effective tolerances: defaults, ``tolerances`` (config file, then --tolerance), and
+        --atol/--rtol for fp32 last."""
+        from edgeship.parity import Tolerances
+
+        fp32 = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol)) if v is not None}
+        return Tolerances.from_dict(self.tolerances).merged({"fp32": fp32} if fp32 else {})
 
     @property
     def bundle_name(self) -> str:
@@ -77,3 +80,35 @@ class ExportConfig:
     @property
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path.cwd() / f"{self.bundle_name}.edgeship"
+
+
+def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
+    """Tolerances from ``edgeship.toml`` ([tolerances]) or ``pyproject.toml`` ([tool.edgeship.tolerances])
+    in ``folder`` (default: the current directory). Returns (scope -> values, the file it came from).
+
+    Raises:
+        SpecError: the file is not valid TOML or the table is malformed.
+    """
+    from edgeship.errors import SpecError
+    from edgeship.parity import Tolerances
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    folder = Path(folder or Path.cwd())
+    for name, keys in (("edgeship.toml", ("tolerances",)), ("pyproject.toml", ("tool", "edgeship", "tolerances"))):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise SpecError(f"{path} is not valid TOML: {e}") from e
+        for k in keys:
+            data = data.get(k) if isinstance(data, dict) else None
+        if data is not None:
+            where = f"{path.name} [{'.'.join(keys)}]"
+            return Tolerances.from_dict(data, where).overrides, str(path)
+    return {}, None

@@ -41,9 +41,109 @@ DEFAULT_TOLERANCES = {
 }
 
 
+TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "max_outlier_frac")
+TOLERANCE_SYNTAX = "[PRECISION[/OUTPUT]:|*/OUTPUT:]KEY=VALUE, e.g. int8/logits:min_top1=0.98 or fp32:atol=1e-3"
+
+
 def tolerance_for(precision: str, overrides: dict | None = None) -> Tolerance:
     tol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
     return replace(tol, **{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Per precision and per output tolerances: defaults, then scoped overrides.
+
+    Scopes, from weakest to strongest: ``fp32`` (a precision), ``*/logits`` (an output in every
+    precision), ``int8/logits`` (an output in one precision). Values come from the built-in
+    defaults, then the project's config file, then the command line.
+    """
+
+    overrides: dict = field(default_factory=dict)  # scope -> {key: value}
+
+    def get(self, precision: str, output: str) -> Tolerance:
+        return self.apply(tolerance_for(precision), precision, output)
+
+    def apply(self, tol: Tolerance, precision: str, output: str) -> Tolerance:
+        """``tol`` with this set's overrides for (precision, output) on top."""
+        for scope in (precision, f"*/{output}", f"{precision}/{output}"):
+            if scope in self.overrides:
+                tol = replace(tol, **self.overrides[scope])
+        return tol
+
+    def for_precision(self, precision: str):
+        """A callable output -> Tolerance, for :func:`run_parity`."""
+        return lambda output: self.get(precision, output)
+
+    def merged(self, other: Tolerances | dict) -> Tolerances:
+        """``other`` wins where both set a key."""
+        extra = other.overrides if isinstance(other, Tolerances) else other
+        out = {k: dict(v) for k, v in self.overrides.items()}
+        for scope, values in extra.items():
+            out.setdefault(scope, {}).update(values)
+        return Tolerances(out)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "tolerances") -> Tolerances:
+        from edgeship.errors import SpecError
+
+        if not isinstance(data, dict):
+            raise SpecError(f"{where} must be a table of scopes (fp32, int8/logits, */embedding, ...).")
+        out = {}
+        for scope, values in data.items():
+            _check_scope(scope, where)
+            if not isinstance(values, dict):
+                raise SpecError(f"{where}.{scope} must be a table of {', '.join(TOLERANCE_KEYS)}.")
+            out[scope] = {k: _check_value(k, v, f"{where}.{scope}") for k, v in values.items()}
+        return cls(out)
+
+
+def _check_scope(scope: str, where: str) -> None:
+    from edgeship.errors import SpecError
+
+    precision, _, output = scope.partition("/")
+    if precision not in (*DEFAULT_TOLERANCES, "*") or (precision == "*" and not output):
+        raise SpecError(f"{where}: scope {scope!r} must be a precision ({', '.join(DEFAULT_TOLERANCES)}), "
+                        "PRECISION/OUTPUT or */OUTPUT.")
+
+
+def _check_value(key: str, value, where: str) -> float:
+    from edgeship.errors import SpecError
+
+    if key not in TOLERANCE_KEYS:
+        raise SpecError(f"{where}: unknown tolerance {key!r}; use {', '.join(TOLERANCE_KEYS)}.")
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{where}: {key} must be a number, got {value!r}.") from e
+    if not math.isfinite(v) or v < 0 or (key.startswith("min_") or key == "max_outlier_frac") and v > 1:
+        raise SpecError(f"{where}: {key}={value!r} is out of range (must be ≥ 0{', ≤ 1' if key != 'atol' and key != 'rtol' else ''}).")
+    return v
+
+
+def parse_tolerance(text: str) -> tuple[str, str, float]:
+    """``int8/logits:min_top1=0.98`` -> ("int8/logits", "min_top1", 0.98); no scope means every precision."""
+    from edgeship.errors import SpecError
+
+    scope, sep, rest = text.rpartition(":")
+    key, eq, value = rest.partition("=")
+    if not eq or not key:
+        raise SpecError(f"cannot read --tolerance {text!r}: expected {TOLERANCE_SYNTAX}.")
+    key = key.strip()
+    if sep:
+        _check_scope(scope, "--tolerance")
+    return (scope if sep else "*"), key, _check_value(key, value.strip(), "--tolerance")
+
+
+def tolerances_from_options(items: list[str]) -> dict:
+    """Repeated --tolerance options as a scope -> {key: value} dict (``*`` = every precision)."""
+    out: dict = {}
+    for item in items:
+        scope, key, value = parse_tolerance(item)
+        scopes = list(DEFAULT_TOLERANCES) if scope == "*" else [scope]
+        for sc in scopes:
+            out.setdefault(sc, {})[key] = value
+    return out
 
 
 def is_score_vector(ref: np.ndarray) -> bool:
@@ -150,9 +250,10 @@ class ParityReport:
 
 
 def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict, got: dict,
-                    tol: Tolerance, note: str = "") -> list[OutputCheck]:
+                    tol_of, note: str = "") -> list[OutputCheck]:
     checks = []
     for name, r in ref.items():
+        tol = tol_of(name)
         if name not in got:
             checks.append(OutputCheck(runner, variant, name, sample, False,
                                       reason=f"output {name!r} missing (got {', '.join(got)})"))
@@ -170,13 +271,16 @@ def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dic
     return checks
 
 
-def run_parity(candidates, samples, references: list[dict], tol: Tolerance, variant: str = "fp32",
+def run_parity(candidates, samples, references: list[dict], tol, variant: str = "fp32",
                dynamic_note=None) -> ParityReport:
     """Run each candidate runner on every sample and compare with ``references``.
+
+    ``tol`` is one Tolerance for every output, or a callable output name -> Tolerance.
 
     A runner that raises on a sample fails every output for it, with the sample's axis sizes
     in the reason (that is how a trace specialised to batch 1 shows up).
     """
+    tol_of = tol if callable(tol) else (lambda _output: tol)
     checks = []
     for runner in candidates:
         for sample, ref in zip(samples, references):
@@ -190,8 +294,9 @@ def run_parity(candidates, samples, references: list[dict], tol: Tolerance, vari
                 checks += [OutputCheck(runner.name, variant, n, sample.label, False, reason=why) for n in ref]
                 continue
             note = dynamic_note(sample) if dynamic_note else ""
-            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol, note)
-    return ParityReport(tuple(checks), {variant: tol.to_dict()})
+            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol_of, note)
+    outputs = list(references[0]) if references else []
+    return ParityReport(tuple(checks), {variant: {o: tol_of(o).to_dict() for o in outputs}})
 
 
 def write_json(report: ParityReport, path: Path) -> None:

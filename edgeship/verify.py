@@ -16,7 +16,7 @@ import numpy as np
 from edgeship.bundle import open_bundle
 from edgeship.errors import BundleError
 from edgeship.golden import Sample, load_npz_samples
-from edgeship.parity import ParityReport, Tolerance, run_parity, tolerance_for
+from edgeship.parity import TOLERANCE_KEYS, ParityReport, Tolerance, Tolerances, run_parity, tolerance_for
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.spec import IOSpec
 
@@ -44,7 +44,8 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         variants: variant names; empty means all of them.
         against: a model file to re-run with PyTorch as the reference too.
         load_options: ``LoadOptions`` for ``against`` (default: the bundle's recorded ``--arch``).
-        tolerances: per precision overrides, e.g. ``{"fp32": {"atol": 1e-3}}``.
+        tolerances: scoped overrides, e.g. ``{"fp32": {"atol": 1e-3}, "int8/logits": {"min_top1": 0.95}}``;
+            they win over the tolerances recorded in the bundle.
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
@@ -62,6 +63,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
     sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(inputs)
     samples = [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(inputs)]
     names = list(variants) or list(m["variants"])
+    overrides = Tolerances.from_dict(tolerances or {})
     report = ParityReport(())
     if against is not None:
         report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
@@ -69,7 +71,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         if name not in m["variants"]:
             raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(m['variants'])}.")
         v = m["variants"][name]
-        tol = _tolerance(v, tolerances)
+        tol = _tolerance(v, overrides)
         data = b.read(v["file"])
         runners = [OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}") for t in targets]
         report = report.merged(run_parity(runners, samples, outputs, tol, name))
@@ -78,10 +80,17 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
     return report
 
 
-def _tolerance(variant: dict, overrides: dict | None) -> Tolerance:
+def _tolerance(variant: dict, overrides: Tolerances):
+    """Per output: the tolerance the bundle was exported with, then the caller's overrides."""
     precision = variant.get("precision", "fp32")
-    stored = {k: v for k, v in (variant.get("tolerance") or {}).items() if k in Tolerance.__dataclass_fields__}
-    return tolerance_for(precision, {**stored, **((overrides or {}).get(precision) or {})})
+    stored = variant.get("tolerance") or {}
+
+    def tol_of(output: str) -> Tolerance:
+        values = stored.get(output) if isinstance(stored.get(output), dict) else None
+        base = Tolerance(**{k: v for k, v in values.items() if k in TOLERANCE_KEYS}) if values else tolerance_for(precision)
+        return overrides.apply(base, precision, output)
+
+    return tol_of
 
 
 def _check_reference(b, spec, samples, outputs, against, load_options) -> ParityReport:

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from edgeship.errors import QuantizationError, SpecError
-from edgeship.parity import run_parity, tolerance_for
+from edgeship.parity import run_parity
 from edgeship.pipeline.context import Context
 from edgeship.runtimes.ort import OrtRunner
 
@@ -47,7 +47,7 @@ def _worst(report) -> dict:
 
 
 def _check(ctx: Context, path: Path, name: str, precision: str):
-    tol = tolerance_for(precision, ctx.config.tolerance_overrides(precision))
+    tol = ctx.config.tolerance_set().for_precision(precision)
     with OrtRunner(ctx.spec, path, target="cpu", name="onnxruntime-cpu") as runner:
         return run_parity([runner], ctx.samples, ctx.references, tol, name)
 

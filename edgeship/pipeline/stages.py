@@ -8,7 +8,7 @@ import shutil
 
 from edgeship.errors import ExportError, ParityError
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX
-from edgeship.parity import ParityReport, run_parity, tolerance_for
+from edgeship.parity import ParityReport, run_parity
 from edgeship.pipeline.context import Context
 from edgeship.runtimes.ort import OrtRunner, available_providers
 
@@ -20,7 +20,7 @@ class Skip(Exception):
 
 
 def fp32_tolerance(ctx: Context):
-    return tolerance_for("fp32", ctx.config.tolerance_overrides("fp32"))
+    return ctx.config.tolerance_set().for_precision("fp32")
 
 
 def dynamic_note(ctx: Context):
@@ -135,7 +135,7 @@ def parity_stage(ctx: Context) -> str:
     for t in ctx.targets:
         providers_for(t)  # TargetUnavailableError before any work
     for name, v in list(ctx.variants.items()):
-        tol = tolerance_for(v["precision"], ctx.config.tolerance_overrides(v["precision"]))
+        tol = ctx.config.tolerance_set().for_precision(v["precision"])
         runners = [OrtRunner(ctx.spec, v["file"], target=t, name=f"onnxruntime-{t}") for t in ctx.targets]
         report = _parity(ctx, runners, name, tol)
         for r in runners:
