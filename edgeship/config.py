@@ -28,6 +28,8 @@ class ExportConfig:
         samples: golden samples at the example's sizes (one more per dynamic size change).
         seed: seed for generated golden inputs.
         torchscript: run the TorchScript stage and ship the frozen module.
+        profile: profile every variant on every target before packaging; the results go into
+            report.json and report.html inside the bundle.
     """
 
     model: Path
@@ -47,6 +49,7 @@ class ExportConfig:
     samples: int = 2
     seed: int = 0
     torchscript: bool = True
+    profile: bool = False
 
     @property
     def bundle_name(self) -> str:
@@ -59,3 +62,37 @@ class ExportConfig:
     @property
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path.cwd() / f"{self.bundle_name}.edgeship"
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What ``edgeship profile`` measures: every target × variant × threads × batch.
+
+    Attributes:
+        targets: ``cpu``, ``cuda``, ``tensorrt``, a provider name, or ``auto`` (cpu, plus cuda where present).
+        variants: variant names to profile; empty means every variant of the bundle.
+        threads: intra-op thread counts; ``None`` means one per core.
+        batches: sizes of the symbolic batch axis; ``None`` means the golden sample's size
+            (1 for an .onnx file), or the fixed size of a model without a batch axis.
+        warmup: untimed calls before the timed ones.
+        iterations: timed calls per configuration (default 200 when ``duration`` is not given).
+        duration: seconds of timed calls per configuration, in place of ``iterations``.
+        per_op: also run onnxruntime's profiler and aggregate its JSON per op type and node.
+        per_op_runs: profiled inferences for ``per_op`` (after ``min(warmup, 5)`` unprofiled ones).
+        top: rows kept in the per-op tables.
+        compare_torch: a PyTorch model file; adds eager PyTorch (and the bundle's TorchScript) rows.
+        load: how to load ``compare_torch``; default: the ``--arch`` the bundle recorded.
+    """
+
+    targets: tuple[str, ...] = ("cpu",)
+    variants: tuple[str, ...] = ()
+    threads: tuple[int | None, ...] = (None,)
+    batches: tuple[int | None, ...] = (None,)
+    warmup: int = 10
+    iterations: int | None = None
+    duration: float | None = None
+    per_op: bool = False
+    per_op_runs: int = 50
+    top: int = 10
+    compare_torch: Path | None = None
+    load: LoadOptions | None = None
