@@ -166,7 +166,8 @@ def _latency_table(report) -> str:
         rows.append(row)
     providers = {f"{r.target}/{r.variant}": " + ".join(r.providers) + (" with IO binding" if r.io_binding else "")
                  for r in report.results}
-    return '<div class="scroll">' + _table(head, rows, "latency") + '</div><p class="meta">' + escape("; ".join(f"{k}: {v}" for k, v in providers.items())) + "</p>"
+    used = escape("; ".join(f"{k}: {v}" for k, v in providers.items()))
+    return f'<div class="scroll">{_table(head, rows, "latency")}</div><p class="meta">providers: {used}</p>'
 
 
 def _comparison(comparison) -> str:
