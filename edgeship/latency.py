@@ -259,7 +259,7 @@ class OpShare:
 
 @dataclass(frozen=True)
 class OpProfile:
-    """onnxruntime's per-node kernel times, per inference over ``runs`` profiled runs."""
+    """onnxruntime's per-node kernel times per inference (trimmed means over ``runs`` profiled runs)."""
 
     runs: int
     total_us: float
@@ -271,42 +271,58 @@ class OpProfile:
                 "op_types": [o.to_dict() for o in self.op_types], "nodes": [n.to_dict() for n in self.nodes]}
 
 
+def _trimmed_mean(values) -> float:
+    a = np.sort(np.asarray(values, dtype=np.float64))
+    k = a.size // 10
+    return float(a[k:a.size - k].mean())
+
+
 def aggregate_ort_profile(events: list, skip_runs: int = 0, top: int = 10) -> OpProfile:
-    """Top op types and nodes by total kernel time from onnxruntime's profiling JSON.
+    """Top op types and nodes by kernel time per inference from onnxruntime's profiling JSON.
 
     Node events (``cat == "Node"``, name ``<node>_kernel_time``, ``dur`` in µs, ``args.op_name``)
-    are kept when they fall inside a ``model_run`` session event after the first ``skip_runs``
-    (warm-up) runs; times are divided by the number of kept runs.
+    count when they fall inside a ``model_run`` session event after the first ``skip_runs``
+    (warm-up) runs. A node's time per inference is the mean over the kept runs of its time in each
+    run, trimmed of the fastest and slowest 10% of runs, so a stalled run (a descheduled thread on
+    a busy machine) does not dominate while sub-µs differences survive (onnxruntime writes whole
+    µs). An op type's time is the sum over its nodes; shares are of the sum over all nodes. Calls
+    per inference are averaged. Without ``model_run`` events every node event counts (mean per call).
     """
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
                   if e.get("cat") == "Session" and e.get("name") == "model_run")
     starts = [a for a, _ in runs]
-    nodes: dict[str, list] = {}
+    kept = len(runs) - skip_runs
+    nodes: dict[str, list] = {}  # name -> [op type, provider, calls, time per kept run (or per call)]
     for e in events:
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith(_KERNEL):
             continue
-        if runs:
-            i = bisect_right(starts, e["ts"]) - 1
-            if i < skip_runs or e["ts"] > runs[i][1]:
-                continue
+        i = bisect_right(starts, e["ts"]) - 1
+        if runs and (i < skip_runs or e["ts"] > runs[i][1]):
+            continue
         args = e.get("args") or {}
-        entry = nodes.setdefault(e["name"][: -len(_KERNEL)], [args.get("op_name", "?"), 0.0, 0, args.get("provider", "")])
-        entry[1] += float(e.get("dur", 0))
+        entry = nodes.setdefault(e["name"][: -len(_KERNEL)], [args.get("op_name", "?"), args.get("provider", ""), 0,
+                                                              np.zeros(kept) if runs else []])
         entry[2] += 1
-    kept = max(len(runs) - skip_runs, 0) if runs else max((v[2] for v in nodes.values()), default=0)
-    if not nodes or kept == 0:
-        return OpProfile(kept, 0.0)
-    total = sum(v[1] for v in nodes.values()) or 1.0
+        if runs:
+            entry[3][i - skip_runs] += float(e.get("dur", 0))
+        else:
+            entry[3].append(float(e.get("dur", 0)))
+    if not runs:
+        kept = max((v[2] for v in nodes.values()), default=0)
+    if not nodes or kept <= 0:
+        return OpProfile(max(kept, 0), 0.0)
+    per_node = {n: (op, prov, calls / kept, _trimmed_mean(t) if runs else float(np.mean(t)))
+                for n, (op, prov, calls, t) in nodes.items()}
+    total = sum(v[3] for v in per_node.values()) or 1.0
     types: dict[str, list] = {}
-    for op, us, calls, _ in nodes.values():
-        t = types.setdefault(op, [0.0, 0])
+    for op, _, calls, us in per_node.values():
+        t = types.setdefault(op, [0.0, 0.0])
         t[0] += us
         t[1] += calls
-    op_rows = sorted((OpShare(op, op, us / kept, calls / kept, us / total) for op, (us, calls) in types.items()),
-                     key=lambda r: -r.us)
-    node_rows = sorted((OpShare(n, op, us / kept, calls / kept, us / total, prov)
-                        for n, (op, us, calls, prov) in nodes.items()), key=lambda r: -r.us)
-    return OpProfile(kept, total / kept, tuple(op_rows[:top]), tuple(node_rows[:top]))
+    op_rows = sorted((OpShare(op, op, us, calls, us / total) for op, (us, calls) in types.items()), key=lambda r: -r.us)
+    node_rows = sorted((OpShare(n, op, us, calls, us / total, prov) for n, (op, prov, calls, us) in per_node.items()),
+                       key=lambda r: -r.us)
+    return OpProfile(kept, sum(v[3] for v in per_node.values()), tuple(op_rows[:top]), tuple(node_rows[:top]))
 
 
 # ----------------------------------------------------------------------------- torch

@@ -32,14 +32,16 @@ svg .axis{stroke:#8c959f;stroke-width:1}svg .grid{stroke:#e6e9ed;stroke-width:1}
 """
 
 
-def _table(head: list[str], rows: list[list], cls: str = "", left: int = 1) -> str:
-    th = "".join(f'<th class="l">{escape(h)}</th>' if i < left else f"<th>{escape(h)}</th>" for i, h in enumerate(head))
+def _table(head: list[str], rows: list[list], cls: str = "", left: int | set = 1) -> str:
+    """An HTML table; ``left``: the first N columns, or a set of column indices, align left."""
+    lefts = set(range(left)) if isinstance(left, int) else left
+    th = "".join(f'<th class="l">{escape(h)}</th>' if i in lefts else f"<th>{escape(h)}</th>" for i, h in enumerate(head))
     body = []
     for row in rows:
         cells = []
         for i, c in enumerate(row):
             text, klass = c if isinstance(c, tuple) else (c, "")
-            klass = " ".join(k for k in ("l" if i < left else "", klass) if k)
+            klass = " ".join(k for k in ("l" if i in lefts else "", klass) if k)
             cells.append(f'<td class="{klass}">{escape(str(text))}</td>' if klass else f"<td>{escape(str(text))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -204,7 +206,7 @@ def _per_op(report) -> str:
 def _export(export: dict) -> str:
     stages = _table(["stage", "status", "seconds", "detail"],
                     [[s["name"], (s["status"], "ok" if s["status"] == "ok" else "warn"), f"{s['seconds']:.2f}",
-                      (s["detail"][:140], "l")] for s in export.get("stages", [])], "stages")
+                      s["detail"][:140]] for s in export.get("stages", [])], "stages", left={0, 1, 3})
     parity = _table(["runner", "variant", "output", "max abs", "cosine", "result"],
                     [[r["runner"], r["variant"], r["output"], f"{r.get('max_abs', float('nan')):.2e}",
                       f"{r.get('cosine', float('nan')):.6f}", ("pass", "ok") if r["passed"] else ("FAIL", "bad")]
