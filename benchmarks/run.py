@@ -7,6 +7,7 @@ Every figure is a ratio of two things measured interleaved in this run, median o
 the machines are shared and noisy, so absolute times are printed for context only.
 
   B3  Model.__call__ / raw InferenceSession.run, SimpleNet, batch 1, same session options
+  B5  profiler p50 / timeit of session.run on the same session and feeds (bench_profiler.py)
   B6  load + first inference in a fresh torch-free process / the same in eager PyTorch,
       wall time of the whole subprocess and peak RSS (ru_maxrss inside each child)
 """
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+import bench_profiler  # benchmarks/bench_profiler.py: B5
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -203,7 +206,7 @@ def row(bid: str, figure: str, measured: float, target: str, ok: bool, *, info: 
     return f"| {bid} | {figure} | {measured:.3f} | {target} | {verdict} |"
 
 
-def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
+def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool, b5: dict | None = None) -> str:
     us = b3["us"]
     med = b6["med"]
     lines = [
@@ -223,6 +226,7 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
             b3["ratio"], "≤ 1.10", b3["ratio"] <= 1.10),
         row("B3a", f"`Model.__call__` ÷ `run` on the Model's own session ({us['own']:.2f} µs): "
                    f"wrapper overhead alone", b3["ratio_own"], "≤ 1.10", b3["ratio_own"] <= 1.10, info=True),
+        *(bench_profiler.rows(b5, row) if b5 else []),
         row("B6", f"load + first inference, fresh process wall time: torch-free edgeship "
                   f"({med['edgeship']['wall']:.3f} s) ÷ eager PyTorch ({med['torch']['wall']:.3f} s)",
             b6["wall"], "≤ 0.5", b6["wall"] <= 0.5),
@@ -237,6 +241,7 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool) -> str:
          f"{os.cpu_count()}. B6: medians of {b6['repeats']} interleaved fresh processes each; "
          "the edgeship child blocks `torch`/`onnx` imports and asserts torch never loaded. "
          "Rows marked info are diagnostics, not targets."),
+        *(["", bench_profiler.note(b5)] if b5 else []),
         "",
     ]
     return "\n".join(lines)
@@ -257,8 +262,10 @@ def main() -> int:
     b3 = bench_b3(bundle, repeats=11 if args.quick else 31, calls=1000 if args.quick else 2000)
     print("B6: torch-free cold start vs eager PyTorch ...", flush=True)
     b6 = bench_b6(state, bundle, repeats=5 if args.quick else 9)
+    print("B5: profiler p50 vs timeit of session.run (SimpleNet, ResNetish) ...", flush=True)
+    b5 = bench_profiler.bench_b5(bundle, bench_profiler.build_cnn_bundle(cli()), args.quick)
 
-    text = report(b3, b6, command, load, args.quick)
+    text = report(b3, b6, command, load, args.quick, b5)
     args.out.write_text(text)
     print(text)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")

@@ -6,6 +6,7 @@ torch (or onnx):
     edgeship.load(bundle, target="cpu", variant="auto") -> Model
     edgeship.export(ExportConfig(...)) -> ExportResult
     edgeship.check(bundle, targets=("cpu",)) -> ParityReport
+    edgeship.profile(bundle_or_onnx, ProfileConfig(...)) -> ProfileReport
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from edgeship.errors import EdgeshipError
 
 __version__ = "0.1.0"
-__all__ = ["EdgeshipError", "ExportConfig", "__version__", "check", "export", "load"]
+__all__ = ["EdgeshipError", "ExportConfig", "ProfileConfig", "__version__", "check", "export", "load", "profile"]
 
 _LAZY = {
     "load": ("edgeship.runtime", "load"),
@@ -21,6 +22,8 @@ _LAZY = {
     "export": ("edgeship.pipeline", "export"),
     "ExportConfig": ("edgeship.config", "ExportConfig"),
     "check": ("edgeship.verify", "check"),
+    "profile": ("edgeship.profiler", "profile"),
+    "ProfileConfig": ("edgeship.config", "ProfileConfig"),
 }
 
 

@@ -7,7 +7,8 @@ A bundle is a directory ``NAME.edgeship/`` or the same tree zipped as ``NAME.edg
     torchscript/model.pt when that stage ran
     golden/inputs.npz    golden inputs and the eager outputs for them,
     golden/outputs.npz   so any machine can re-check parity with onnxruntime alone
-    report.json          stage timings, parity tables
+    report.json          stage timings, parity tables (and latency, with export --profile)
+    report.html          with export --profile: the same for people, with latency charts
 
 Writing builds the tree in a temporary sibling, fsyncs it, writes manifest.json last and
 renames it into place (an atomic exchange where Linux offers it), so the output path holds

@@ -100,6 +100,7 @@ def export(
     quantize: Annotated[list[str], typer.Option("--quantize", "-q", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
     calibration: CalibOpt = None, calibration_method: CalibMethodOpt = "minmax", calibration_samples: CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="Profile every variant on every target before packaging; adds the results to report.json and a report.html with charts to the bundle.")] = False,
     json_out: JsonOpt = None, junit: JunitOpt = None, verbose: VerboseOpt = False,
 ) -> None:
     """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
@@ -114,6 +115,7 @@ def export(
         targets=tuple(_split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(_split(quantize)), calibration=calibration,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
+        profile=profile,
     )
     from edgeship import render
 
@@ -128,6 +130,8 @@ def export(
             raise
     render.parity_table(console, result.parity)
     render.variant_table(console, result.variants, result.defaults)
+    if result.profile is not None:
+        render.profile_table(console, result.profile)
     render.notes(console, result.notes)
     _write_reports(result.parity, json_out, junit)
     defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())
@@ -295,3 +299,62 @@ def main() -> None:
             e.show()
             sys.exit(EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code)
         raise
+
+
+def _ints(values: list[str] | None, flag: str) -> tuple:
+    try:
+        return tuple(int(v) for v in _split(values)) or (None,)
+    except ValueError as e:
+        raise SpecError(f"{flag} takes whole numbers, comma-separated (e.g. {flag} 1,2); got {', '.join(values or [])}.") from e
+
+
+@app.command("profile")
+def profile_command(
+    source: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
+    target: TargetOpt = ["cpu"],  # noqa: B006
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants, comma-separated (default: every variant of the bundle).")] = None,
+    threads: Annotated[Optional[list[str]], typer.Option("--threads", help="Intra-op thread counts, comma-separated, e.g. 1,2,4 (default: one per core).")] = None,
+    batch: Annotated[Optional[list[str]], typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8 (default: the golden sample's batch).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing each configuration.")] = 10,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Timed calls per configuration (default 200).")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed calls per configuration, in place of --iterations.")] = None,
+    per_op: Annotated[bool, typer.Option("--per-op", help="Also aggregate onnxruntime's profiler output: top op types and nodes by time.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows in the per-op tables.")] = 10,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (every call's latency goes to an .npz beside it); usable as a --baseline later.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV row per configuration.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
+    max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
+    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch (and the bundle's TorchScript) rows for this model file (needs torch; --arch defaults to the bundle's).")] = None,
+    arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Measure latency of a bundle or .onnx file per target × variant × threads × batch. Exit 1 on a regression against --baseline."""
+    _setup_logging(verbose)
+    from edgeship import render
+    from edgeship.config import ProfileConfig
+    from edgeship.profiler import compare, parse_percent, profile, write_csv, write_json
+
+    limit = parse_percent(max_regression)
+    opts = _load_options(arch, arch_kwargs, trust_pickle, None, None) if (arch or trust_pickle) else None
+    cfg = ProfileConfig(targets=tuple(_split(target)), variants=tuple(_split(variant)), threads=_ints(threads, "--threads"),
+                        batches=_ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
+                        per_op=per_op, top=top, compare_torch=compare_torch, load=opts)
+    console = _console()
+    with render.ProfileProgress(console) as progress:
+        report = profile(source, cfg, progress)
+    comparison = compare(report, baseline, limit) if baseline else None
+    render.profile_table(console, report)
+    if comparison is not None:
+        render.comparison_table(console, comparison)
+    if json_out:
+        write_json(report, json_out, comparison)
+    if csv_out:
+        write_csv(report, csv_out)
+    if html_out:
+        from edgeship.report_html import write_html
+
+        write_html(html_out, report, comparison)
+    if comparison is not None:
+        comparison.check()  # RegressionError: exit 1, naming each configuration and both p50s
+        console.print(f"baseline passed: {comparison.message()}", markup=False)

@@ -35,6 +35,8 @@ class ExportConfig:
         calibration_samples: at most this many calibration samples.
         fallback: keep the most harmful nodes in fp32 until an int8 variant passes.
         tolerances: scoped overrides, e.g. {"int8": {"min_cosine": 0.98}, "int8/logits": {"min_top1": 0.95}}.
+        profile: profile every variant on every target before packaging; the results go into
+            report.json and report.html inside the bundle.
     """
 
     model: Path
@@ -68,6 +70,7 @@ class ExportConfig:
 
         fp32 = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol)) if v is not None}
         return Tolerances.from_dict(self.tolerances).merged({"fp32": fp32} if fp32 else {})
+    profile: bool = False
 
     @property
     def bundle_name(self) -> str:
@@ -112,3 +115,35 @@ def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
             where = f"{path.name} [{'.'.join(keys)}]"
             return Tolerances.from_dict(data, where).overrides, str(path)
     return {}, None
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What ``edgeship profile`` measures: every target × variant × threads × batch.
+
+    Attributes:
+        targets: ``cpu``, ``cuda``, ``tensorrt``, a provider name, or ``auto`` (cpu, plus cuda where present).
+        variants: variant names to profile; empty means every variant of the bundle.
+        threads: intra-op thread counts; ``None`` means one per core.
+        batches: sizes of the symbolic batch axis; ``None`` means the golden sample's size
+            (1 for an .onnx file), or the fixed size of a model without a batch axis.
+        warmup: untimed calls before the timed ones.
+        iterations: timed calls per configuration (default 200 when ``duration`` is not given).
+        duration: seconds of timed calls per configuration, in place of ``iterations``.
+        per_op: also run onnxruntime's profiler and aggregate its JSON per op type and node.
+        per_op_runs: profiled inferences for ``per_op`` (after ``min(warmup, 5)`` unprofiled ones).
+        top: rows kept in the per-op tables.
+        compare_torch: a PyTorch model file; adds eager PyTorch (and the bundle's TorchScript) rows.
+        load: how to load ``compare_torch``; default: the ``--arch`` the bundle recorded.
+    """
+
+    targets: tuple[str, ...] = ("cpu",)
+    variants: tuple[str, ...] = ()
+    threads: tuple[int | None, ...] = (None,)
+    batches: tuple[int | None, ...] = (None,)
+    warmup: int = 10
+    iterations: int | None = None
+    duration: float | None = None
+    per_op: bool = False
+    per_op_runs: int = 50
+    top: int = 10
+    compare_torch: Path | None = None
+    load: LoadOptions | None = None

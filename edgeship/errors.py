@@ -2,7 +2,7 @@
 
 Every user-facing failure is an :class:`EdgeshipError` whose message says what was asked,
 what was found and what to do. The CLI prints it without a traceback and exits with
-``exit_code``: 1 when a gate failed (parity, latency), 2 for bad usage or bad input.
+``exit_code``: 1 when a gate failed (parity, latency regression), 2 for bad usage or bad input.
 """
 
 from __future__ import annotations
@@ -40,6 +40,12 @@ class QuantizationError(EdgeshipError):
 
 class ParityError(EdgeshipError):
     """A candidate runtime drifted from the reference beyond tolerance (a failed gate)."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class RegressionError(EdgeshipError):
+    """Latency regressed beyond ``--max-regression`` against a baseline (a failed gate)."""
 
     exit_code = EXIT_GATE_FAILED
 

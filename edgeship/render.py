@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from edgeship.latency import format_ms
 from edgeship.spec import format_shape
 
 _MARK = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
@@ -138,3 +139,82 @@ def outputs(console: Console, model, outs: dict, saved) -> None:
     console.print(t)
     if saved:
         console.print(Text(f"saved to {saved}"))
+
+
+# ----------------------------------------------------------------------------- profile
+class ProfileProgress:
+    """A progress bar over the profiler's configurations (``progress(done, total, label)``)."""
+
+    def __init__(self, console: Console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=True)
+        self._task = None
+
+    def __enter__(self):
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.stop()
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        if self._task is None:
+            self._task = self._progress.add_task(label, total=total)
+        self._progress.update(self._task, completed=done, description=label if done < total else "")
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.0f}" if v < 1e4 else f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.2f}M"
+
+
+def profile_table(console: Console, report) -> None:
+    eager = any(r.variant == "torch-eager" for r in report.results)
+    s = report.settings
+    runs = f"{s['iterations']} calls" if s.get("iterations") else f"{s.get('duration')} s"
+    micro = max((r.stats.p99 for r in report.results), default=0) < 1  # one unit per table: µs or ms
+    unit, scale, fmt = ("µs", 1e3, "{:,.1f}") if micro else ("ms", 1.0, "{:,.2f}")
+    t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; times in {unit})",
+              title_justify="left")
+    cols = ["target/variant", "threads", "batch", "cold ms", "mean", "p50", "p90", "p99", "std", "items/s", "RSS MiB"]
+    for col in cols + (["vs eager"] if eager else []):
+        t.add_column(col, justify="left" if col == "target/variant" else "right", no_wrap=True)
+    for r in report.results:
+        st = r.stats
+        row = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
+               f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
+               _rate(r.throughput), f"{r.peak_rss_mb:,.0f}"]
+        if eager:
+            sp = report.speedup(r)
+            row.append(f"{sp:.2f}×" if sp else "—")
+        t.add_row(*row)
+    console.print(t)
+    for r in report.results:
+        if r.per_op is None or not r.per_op.op_types:
+            continue
+        p = r.per_op
+        ops = Table(title=Text(f"Per op: {r.label} ({p.runs} profiled runs, kernel time {format_ms(p.total_us / 1e3)} "
+                               "per inference)"), title_justify="left")
+        for col in ("op type", "time", "calls", "share", "top nodes (op type)", "time ", "share "):
+            ops.add_column(col, justify="left" if col in ("op type", "top nodes (op type)") else "right")
+        for i in range(max(len(p.op_types), len(p.nodes))):
+            o = p.op_types[i] if i < len(p.op_types) else None
+            n = p.nodes[i] if i < len(p.nodes) else None
+            ops.add_row(*((Text(o.op_type), format_ms(o.us / 1e3), f"{o.calls:g}", f"{o.share:.1%}") if o else ("",) * 4),
+                        *((Text(f"{n.name} ({n.op_type})"), format_ms(n.us / 1e3), f"{n.share:.1%}") if n else ("",) * 3))
+        console.print(ops)
+    notes(console, report.notes)
+
+
+def comparison_table(console: Console, comparison) -> None:
+    t = Table(title=Text(f"p50 against baseline {comparison.baseline} (allowed regression {comparison.max_regression:.0%})"),
+              title_justify="left")
+    for col in ("configuration", "baseline p50", "p50", "change", "result"):
+        t.add_column(col, justify="left" if col in ("configuration", "result") else "right")
+    style = {"ok": "green", "regressed": "red"}
+    for d in comparison.rows:
+        t.add_row(Text(d.label), format_ms(d.baseline_ms), format_ms(d.current_ms),
+                  f"{d.change:+.1%}" if d.change is not None else "—",
+                  Text(d.status.upper() if d.status == "regressed" else d.status, style.get(d.status, "yellow")))
+    console.print(t)

@@ -21,6 +21,7 @@ from edgeship.pipeline.context import Context, StageResult
 from edgeship.pipeline.package import package_stage
 from edgeship.pipeline.prepare import load_stage
 from edgeship.pipeline.quantize import quantize_stage
+from edgeship.pipeline.profiling import profile_stage
 from edgeship.pipeline.stages import (
     Skip, onnx_stage, optimize_stage, parity_stage, select_stage, torchscript_stage,
 )
@@ -36,8 +37,11 @@ STAGES: list[tuple[str, Callable[[Context], str], bool]] = [
     ("quantize", quantize_stage, False),
     ("parity", parity_stage, True),
     ("select", select_stage, True),
+    ("profile", profile_stage, False),  # before package, so its report files are in the manifest
     ("package", package_stage, True),
 ]
+# stages that run only when the config asks for them (no "skipped" line otherwise)
+OPT_IN: dict[str, Callable[[ExportConfig], bool]] = {"profile": lambda cfg: cfg.profile}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class ExportResult:
     notes: tuple[str, ...]
     spec: object  # IOSpec
     variants: dict  # name -> manifest entry (precision, size, parity, latency_ms, ...)
+    profile: object = None  # ProfileReport, with --profile
 
 
 def _silent(event: str, name: str, result: StageResult | None = None) -> None:
@@ -66,6 +71,8 @@ def export(config: ExportConfig, progress: Callable = _silent) -> ExportResult:
     with tempfile.TemporaryDirectory(prefix="edgeship-") as work:
         ctx = Context(config=config, workdir=Path(work))
         for name, fn, required in STAGES:
+            if name in OPT_IN and not OPT_IN[name](config):
+                continue
             progress("start", name, None)
             t0 = time.perf_counter()
             try:
@@ -85,4 +92,4 @@ def export(config: ExportConfig, progress: Callable = _silent) -> ExportResult:
             ctx.stages.append(result)
             progress("end", name, result)
         return ExportResult(ctx.bundle_path, tuple(ctx.stages), ctx.parity, dict(ctx.defaults),
-                            tuple(ctx.notes), ctx.spec, dict(ctx.manifest_variants))
+                            tuple(ctx.notes), ctx.spec, dict(ctx.manifest_variants), ctx.profile)

@@ -47,6 +47,7 @@ class Context:
     stages: list = field(default_factory=list)       # StageResult
     notes: list = field(default_factory=list)
     bundle_path: Path | None = None
+    profile: object = None            # profiler.ProfileReport, with --profile
 
     def note(self, text: str) -> None:
         if text not in self.notes:

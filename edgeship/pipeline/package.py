@@ -51,6 +51,7 @@ def report_dict(ctx: Context) -> dict:
         "rejected": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.rejected.items()},
         "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
         "calibration": ctx.calibration.to_dict() if ctx.calibration else None,
+        **({"profile": ctx.profile.to_dict()} if ctx.profile is not None else {}),
     }
 
 
@@ -102,6 +103,11 @@ def package_stage(ctx: Context) -> str:
     # every stage up to here
     report.write_text(json.dumps(report_dict(ctx), indent=2, default=str))
     files["report.json"] = report
+    if ctx.profile is not None:  # export --profile: the same report for people, with charts
+        from edgeship.report_html import write_html
+
+        export = {"stages": [s.to_dict() for s in ctx.stages], "parity": ctx.parity.summary()}
+        files["report.html"] = write_html(ctx.workdir / "report.html", ctx.profile, export=export)
     manifest = {
         "name": ctx.config.bundle_name,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -1,0 +1,28 @@
+"""Stage ``profile`` (with ``--profile``): latency of every variant on every target, into the bundle.
+
+It runs after select and before package, not after package as a ninth step: its results go
+into report.json and a report.html, and those must be listed in the manifest with their
+sha256 like every other file, in the one atomic write of the bundle. Profiling after packaging
+would need a second write of the bundle, or leave unlisted files that ``open_bundle`` refuses.
+The profiled models are the very files package copies into the bundle.
+
+Settings: the export's targets, every variant, one thread per core, the golden sample's batch,
+10 warm-up and 200 timed calls, per-op breakdown on. ``edgeship profile`` measures more.
+"""
+
+from __future__ import annotations
+
+from edgeship.pipeline.context import Context
+
+
+def profile_stage(ctx: Context) -> str:
+    from edgeship.config import ProfileConfig
+    from edgeship.latency import format_ms
+    from edgeship.profiler import Source, profile
+
+    files = {n: str(v["file"]) for n, v in ctx.variants.items()}
+    src = Source(ctx.config.bundle_name, "export", str(ctx.config.output_path), ctx.spec, tuple(files), files.__getitem__,
+                 dict(ctx.samples[0].feeds) if ctx.samples else None)
+    ctx.profile = profile(src, ProfileConfig(targets=tuple(ctx.targets) or ("cpu",), per_op=True))
+    return "; ".join(f"{r.target}/{r.variant} p50 {format_ms(r.stats.p50)} (batch {r.batch}, {r.threads} threads)"
+                     for r in ctx.profile.results)

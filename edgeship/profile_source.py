@@ -1,0 +1,141 @@
+"""What the profiler runs: a bundle or an .onnx file as a :class:`Source`, and its feeds per batch.
+
+Inputs come from the bundle's golden sample 0 (``golden/inputs.npz``, keys ``0/<input>``),
+repeated along the batch axis to each ``--batch`` size; other symbolic axes keep sample 0's
+sizes. The batch axis is the axis named ``batch``, else a symbolic axis 0. A raw .onnx file
+gets seeded random inputs with every other symbolic axis at 1. A model whose batch axis is
+fixed runs only at that size. Torch-free.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeship.errors import ModelLoadError, SpecError, brief
+from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
+
+
+@dataclass(frozen=True)
+class Source:
+    """What to profile: an IOSpec, variants by name (``model(name)`` gives bytes or a path),
+    golden sample 0 when there is one, and the TorchScript module's bytes when there is one."""
+
+    name: str
+    kind: str
+    path: str
+    spec: IOSpec
+    variants: tuple[str, ...]
+    model: Callable[[str], bytes | str]
+    sample: dict | None = None
+    torchscript: Callable[[], bytes] | None = None
+    recorded: dict = field(default_factory=dict)  # manifest["source"]: arch, arch_kwargs
+
+
+_ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16", "int64": "int64",
+               "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """A bundle (folder or zip, fully verified) or an ONNX file, recognised by content."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelLoadError(f"{p} does not exist; pass a bundle (NAME.edgeship folder or .zip) or an .onnx file.")
+    if p.is_dir() or zipfile.is_zipfile(p):
+        return _bundle_source(p)
+    return _onnx_source(p)
+
+
+def _bundle_source(p: Path) -> Source:
+    from edgeship.bundle import open_bundle
+    from edgeship.golden import load_npz_samples
+
+    b = open_bundle(p)
+    m = b.manifest
+    sample = None
+    if (m.get("golden") or {}).get("inputs"):
+        with np.load(io.BytesIO(b.read(m["golden"]["inputs"])), allow_pickle=False) as data:
+            samples = load_npz_samples(data)
+        sample = samples[0] if samples else None
+    ts = m.get("torchscript")
+    return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
+                  lambda v: b.read(m["variants"][v]["file"]), sample,
+                  (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}))
+
+
+def _onnx_source(p: Path) -> Source:
+    import onnxruntime as ort
+
+    from edgeship.runtimes.ort import session_options
+
+    try:
+        s = ort.InferenceSession(str(p), session_options(1), providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e)}") from e
+
+    def spec(args) -> tuple[TensorSpec, ...]:
+        out = []
+        for a in args:
+            dtype = _ORT_DTYPES.get(a.type.removeprefix("tensor(").rstrip(")"))
+            if dtype is None:
+                raise SpecError(f"{p}: {a.name} has type {a.type}, which the profiler cannot feed.")
+            shape = tuple(d if isinstance(d, (int, str)) and d != "" else f"{a.name}_dim{k}" for k, d in enumerate(a.shape))
+            out.append(TensorSpec(a.name, dtype, shape))
+        return tuple(out)
+
+    return Source(p.stem, "onnx", str(p), IOSpec(spec(s.get_inputs()), spec(s.get_outputs())), ("onnx",), lambda v: str(p))
+
+
+# ----------------------------------------------------------------------------- batch
+def batch_symbol(spec: IOSpec) -> str | None:
+    """The symbolic batch axis: one named ``batch``, else a symbolic axis 0."""
+    if any(d == "batch" for t in spec.inputs for d in t.shape):
+        return "batch"
+    return next((t.shape[0] for t in spec.inputs if t.shape and isinstance(t.shape[0], str)), None)
+
+
+def natural_batch(spec: IOSpec, sample: dict | None) -> int:
+    """The batch size sample 0 has (1 without one), or the fixed axis 0 without a batch symbol."""
+    sym = batch_symbol(spec)
+    for t in spec.inputs:
+        for ax, d in enumerate(t.shape):
+            if sym is not None and d == sym and sample is not None and t.name in sample:
+                return int(sample[t.name].shape[ax])
+    if sym is None:
+        return next((t.shape[0] for t in spec.inputs if t.shape), 1)
+    return 1
+
+
+def batch_feeds(src: Source, batch: int) -> dict[str, np.ndarray]:
+    """Feeds at ``batch``: sample 0 repeated along the batch axis, or seeded random inputs."""
+    spec, sample = src.spec, src.sample
+    sym = batch_symbol(spec)
+    if sym is None:
+        fixed = natural_batch(spec, sample)
+        if batch != fixed:
+            ins = ", ".join(f"{t.name}: {t.dtype}{format_shape(t.shape)}" for t in spec.inputs)
+            raise SpecError(f"{src.name} has a fixed batch axis ({ins}), so --batch {batch} cannot run; profile "
+                            f"--batch {fixed}, or re-export with --dynamic-batch (or --dynamic NAME:0=batch).")
+    if sample is None:
+        from edgeship.golden import random_feeds
+
+        sizes = {d: 1 for t in spec.inputs for d in t.shape if isinstance(d, str)}
+        if sym is not None:
+            sizes[sym] = batch
+        feeds = random_feeds(spec.inputs, sizes, np.random.default_rng(0))
+    else:
+        feeds = {}
+        for t in spec.inputs:
+            a = sample[t.name]
+            for ax, d in enumerate(t.shape):
+                if d == sym and a.shape[ax] != batch:
+                    a = np.take(a, np.arange(batch) % a.shape[ax], axis=ax)
+            feeds[t.name] = np.ascontiguousarray(a)
+    validate_feeds(spec.inputs, feeds)
+    return feeds

@@ -1,0 +1,307 @@
+"""The latency profiler: ``edgeship profile BUNDLE|model.onnx``. Torch-free unless asked to compare.
+
+    import edgeship
+    from edgeship.config import ProfileConfig
+    report = edgeship.profile("model.edgeship", ProfileConfig(threads=(1, 2), batches=(1, 8)))
+    compare(report, "baseline.json", max_regression=0.10).check()   # RegressionError: exit 1
+
+For each target × variant × threads × batch it opens a fresh onnxruntime session and measures
+the cold start (session creation + first run), then times each call (``edgeship.latency``
+describes the loop: feeds built once, ``perf_counter_ns`` around the call only, IO binding on
+CUDA) and reports mean, std, min, p50, p90, p95, p99, max, throughput (batch ÷ mean latency,
+items/s) and the peak RSS of the process while that configuration ran.
+
+Inputs: the bundle's golden sample 0 (``golden/inputs.npz``, keys ``0/<input>``), repeated
+along the batch axis to each ``--batch`` size; other symbolic axes keep sample 0's sizes. The
+batch axis is the axis named ``batch``, else axis 0 when it is symbolic. A raw .onnx file gets
+seeded random inputs with every other symbolic axis at 1. A model whose batch axis is fixed
+can only be profiled at that size (``SpecError`` otherwise).
+
+``--per-op`` opens one more session per configuration with onnxruntime's profiler on (never the
+timed one: profiling slows every node) and aggregates its JSON by op type and node.
+``--compare-torch model.pt`` adds eager PyTorch (and the bundle's TorchScript) rows on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gc
+import io
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from edgeship.baseline import Comparison, compare, config_label, parse_percent
+from edgeship.config import ProfileConfig
+from edgeship.errors import EdgeshipError, ModelLoadError, SpecError
+from edgeship.latency import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
+from edgeship.profile_source import Source, batch_feeds, natural_batch, open_source
+
+log = logging.getLogger(__name__)
+__all__ = ["Comparison", "ConfigResult", "ProfileReport", "Source", "compare", "open_source", "parse_percent",
+           "profile", "write_csv", "write_json"]
+
+DEFAULT_ITERATIONS = 200
+SCHEMA = "edgeship.profile/1"
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """One configuration's measurements; times in milliseconds."""
+
+    runtime: str  # onnxruntime | torch
+    target: str
+    variant: str  # a bundle variant, "onnx" for an .onnx file, torch-eager or torchscript
+    threads: int
+    batch: int
+    providers: tuple[str, ...]
+    io_binding: bool
+    cold_start_ms: float
+    session_ms: float
+    first_run_ms: float
+    stats: Stats
+    throughput: float  # items/s = batch / mean latency
+    peak_rss_mb: float
+    rss_growth_mb: float  # peak minus the RSS just before the session was created
+    per_op: OpProfile | None = None
+    latencies_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.target, self.variant, self.threads, self.batch)
+
+    @property
+    def label(self) -> str:
+        return config_label(*self.key)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("runtime", "target", "variant", "threads", "batch")}
+        d.update(providers=list(self.providers), io_binding=self.io_binding, cold_start_ms=self.cold_start_ms,
+                 session_ms=self.session_ms, first_run_ms=self.first_run_ms, stats=self.stats.to_dict(),
+                 throughput=self.throughput, peak_rss_mb=self.peak_rss_mb, rss_growth_mb=self.rss_growth_mb,
+                 per_op=self.per_op.to_dict() if self.per_op else None)
+        return d
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    """Everything one ``profile`` run measured."""
+
+    name: str
+    source: str
+    kind: str  # bundle | onnx | export
+    settings: dict
+    host: dict
+    created_at: str
+    results: tuple[ConfigResult, ...]
+    notes: tuple[str, ...] = ()
+
+    def speedup(self, r: ConfigResult) -> float | None:
+        """Eager PyTorch p50 ÷ this row's p50 at the same threads and batch (None without eager rows)."""
+        eager = next((e for e in self.results if e.variant == "torch-eager" and (e.threads, e.batch) == (r.threads, r.batch)), None)
+        return None if eager is None or eager is r else eager.stats.p50 / r.stats.p50
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "name": self.name, "source": self.source, "kind": self.kind,
+                "created_at": self.created_at, "settings": self.settings, "host": self.host,
+                "notes": list(self.notes), "results": [r.to_dict() for r in self.results]}
+
+
+# ----------------------------------------------------------------------------- profile
+@dataclass(frozen=True)
+class _Item:
+    runtime: str
+    target: str
+    variant: str
+    threads: int
+    batch: int
+    open: Callable  # () -> Harness
+    ops: Callable | None = None  # () -> OpProfile
+
+    @property
+    def label(self) -> str:
+        return config_label(self.target, self.variant, self.threads, self.batch)
+
+
+def _check(cfg: ProfileConfig) -> None:
+    if cfg.iterations is not None and cfg.duration is not None:
+        raise SpecError("--iterations and --duration exclude each other; pass one of them.")
+    bad = [f"--threads {t}" for t in cfg.threads if t is not None and t < 1]
+    bad += [f"--batch {b}" for b in cfg.batches if b is not None and b < 1]
+    if cfg.warmup < 0:
+        bad.append(f"--warmup {cfg.warmup}")
+    if cfg.iterations is not None and cfg.iterations < 1:
+        bad.append(f"--iterations {cfg.iterations}")
+    if cfg.duration is not None and not cfg.duration > 0:
+        bad.append(f"--duration {cfg.duration}")
+    if bad:
+        raise SpecError(f"{', '.join(bad)}: use positive counts (--warmup may be 0) and a duration above 0 s.")
+    if not cfg.targets or not cfg.threads or not cfg.batches:
+        raise SpecError("nothing to profile: give at least one --target, --threads and --batch value.")
+
+
+def _targets(requested) -> list[tuple[str, list[str]]]:
+    from edgeship.runtimes.ort import available_providers, providers_for
+
+    names = []
+    for t in requested:
+        names += (["cpu"] + (["cuda"] if "CUDAExecutionProvider" in available_providers() else [])) if t == "auto" else [t]
+    return [(t, providers_for(t)) for t in dict.fromkeys(names)]
+
+
+def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileConfig(),
+            progress: Callable[[int, int, str], None] | None = None) -> ProfileReport:
+    """Profile a bundle or .onnx file over every configuration of ``config``.
+
+    ``progress(done, total, label)`` is called before each configuration and once at the end.
+
+    Raises:
+        SpecError: bad settings, an unknown variant, or a --batch a fixed batch axis cannot take.
+        TargetUnavailableError: a target's execution provider is not installed.
+        BundleError, ModelLoadError: the source is corrupt or not a model.
+    """
+    _check(config)
+    src = source if isinstance(source, Source) else open_source(source)
+    targets = _targets(config.targets)
+    variants = list(dict.fromkeys(config.variants)) or list(src.variants)
+    unknown = [v for v in variants if v not in src.variants]
+    if unknown:
+        raise SpecError(f"variant(s) {', '.join(unknown)} not in {src.name}; it has {', '.join(src.variants)}.")
+    threads = list(dict.fromkeys(t or os.cpu_count() or 1 for t in config.threads))
+    batches = list(dict.fromkeys(natural_batch(src.spec, src.sample) if b is None else b for b in config.batches))
+    feeds = {b: batch_feeds(src, b) for b in batches}
+    ops_runs, ops_warm = config.per_op_runs, min(config.warmup, 5)
+    plan = []
+    for target, providers in targets:
+        for v in variants:
+            model = src.model(v)
+            plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
+                           partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
+                     for t in threads for b in batches]
+    notes = []
+    if config.compare_torch is not None:
+        plan += _torch_items(src, config, threads, batches, feeds)
+        if any(t != "cpu" for t, _ in targets):
+            notes.append("PyTorch rows run on the CPU")
+    rss = PeakRss()
+    if rss.scope != "configuration":
+        notes.append("peak RSS is the process's lifetime peak (this OS cannot reset it per configuration)")
+    iterations = None if config.duration is not None else (config.iterations or DEFAULT_ITERATIONS)
+    results = []
+    for i, item in enumerate(plan):
+        if progress:
+            progress(i, len(plan), item.label)
+        results.append(_measure(item, config, iterations, rss))
+    if progress:
+        progress(len(plan), len(plan), "done")
+    settings = {"warmup": config.warmup, "iterations": iterations, "duration": config.duration,
+                "per_op": config.per_op, "per_op_runs": config.per_op_runs if config.per_op else None,
+                "rss_scope": rss.scope}
+    return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
+                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes))
+
+
+def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakRss) -> ConfigResult:
+    gc.collect()
+    rss.reset()
+    before = rss.current_mb()
+    clock = time.perf_counter_ns
+    t0 = clock()
+    h = item.open()
+    try:
+        t1 = clock()
+        h.call(*h.args)
+        t2 = clock()
+        ns = time_calls(h.call, h.args, cfg.warmup, iterations, cfg.duration)
+        peak = rss.peak_mb()
+    finally:
+        h.close()
+    ops = item.ops() if cfg.per_op and item.ops is not None else None
+    ms = ns / 1e6
+    stats = Stats.of(ms)
+    return ConfigResult(item.runtime, item.target, item.variant, item.threads, item.batch, tuple(h.providers),
+                        h.io_binding, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, stats,
+                        item.batch * 1e3 / stats.mean if stats.mean > 0 else float("inf"), peak,
+                        max(peak - before, 0.0), ops, ms)
+
+
+def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
+    import torch  # imported here, so no configuration's cold start pays for it
+
+    from edgeship.exporters.loading import LoadOptions, load_model
+
+    path = Path(cfg.compare_torch)
+    opts = cfg.load or LoadOptions(arch=src.recorded.get("arch"), arch_kwargs=src.recorded.get("arch_kwargs") or {})
+    if load_model(path, opts).module is None:  # every loading error surfaces before any timing
+        raise ModelLoadError(f"--compare-torch {path} is an ONNX model; pass the PyTorch model it was exported from.")
+    loaders = {"torch-eager": lambda: load_model(path, opts).module}
+    if src.torchscript is not None:
+        data = src.torchscript()
+        loaders["torchscript"] = lambda: torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    names = src.spec.input_names
+    return [_Item("torch", "cpu", v, t, b, partial(torch_harness, load, t, feeds[b], names))
+            for v, load in loaders.items() for t in threads for b in batches]
+
+
+def host_info() -> dict:
+    import onnxruntime as ort
+
+    from edgeship.runtimes.ort import available_providers
+
+    cpu = platform.processor()
+    try:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "onnxruntime": ort.__version__, "providers": available_providers()}
+
+
+# ----------------------------------------------------------------------------- files
+CSV_FIELDS = ("runtime", "target", "variant", "threads", "batch", "iterations", "cold_start_ms", "session_ms",
+              "first_run_ms", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+              "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers")
+
+
+def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None) -> Path:
+    """The report as JSON, and every call's latency (ms) in an .npz beside it (same stem)."""
+    path = Path(path)
+    npz = path.with_suffix(".npz")
+    d = report.to_dict()
+    d["latencies"] = npz.name
+    if comparison is not None:
+        d["comparison"] = comparison.to_dict()
+    _write(path, json.dumps(d, indent=2, default=str))
+    with open(npz, "wb") as f:
+        np.savez(f, **{r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None})
+    return path
+
+
+def write_csv(report: ProfileReport, path: str | os.PathLike) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for r in report.results:
+        s = r.stats
+        w.writerow([r.runtime, r.target, r.variant, r.threads, r.batch, s.count, r.cold_start_ms, r.session_ms,
+                    r.first_run_ms, s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max, r.throughput,
+                    r.peak_rss_mb, r.rss_growth_mb, " ".join(r.providers)])
+    return _write(Path(path), buf.getvalue())
+
+
+def _write(path: Path, text: str) -> Path:
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise EdgeshipError(f"cannot write {path}: {e}") from e
+    return path
