@@ -260,7 +260,11 @@ def run(
 
 
 def _read_feeds(items: list[str]) -> dict:
+    import zipfile
+
     import numpy as np
+
+    from edgeship.golden import npz_arrays
 
     if not items:
         raise SpecError("no inputs: pass --input NAME=FILE.npy for each input, or --input FILE.npz.")
@@ -270,10 +274,10 @@ def _read_feeds(items: list[str]) -> dict:
         try:
             if not sep:
                 with np.load(item, allow_pickle=False) as data:
-                    feeds.update({k: data[k] for k in data.files})
+                    feeds.update(npz_arrays(data))
             else:
                 feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise SpecError(f"--input {item}: cannot read it ({e}); use NAME=FILE.npy or FILE.npz.") from e
     return feeds
 

@@ -131,12 +131,28 @@ def save_samples(path, samples: list[Sample], arrays_of) -> None:
         np.savez(f, **data)
 
 
+def npz_arrays(data) -> dict:
+    """The arrays of an opened .npz. numpy hands back raw ``bytes`` for a member that is not an
+    .npy file; refuse those.
+
+    Raises:
+        ValueError: naming the member that is not an array.
+    """
+    out = {}
+    for key in data.files:
+        value = data[key]
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"member {key!r} is not a numpy array")
+        out[key] = value
+    return out
+
+
 def load_npz_samples(data) -> list[dict]:
     """Inverse of :func:`save_samples`: a list of dicts, one per sample index."""
     out: dict[int, dict] = {}
-    for key in data.files:
+    for key, value in npz_arrays(data).items():
         i, _, name = key.partition("/")
-        out.setdefault(int(i), {})[name] = data[key]
+        out.setdefault(int(i), {})[name] = value
     return [out[i] for i in sorted(out)]
 
 

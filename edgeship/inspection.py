@@ -43,7 +43,13 @@ def inspect_path(path: str | Path) -> dict:
         m = b.manifest
         variants = {}
         for name, v in m["variants"].items():
-            variants[name] = {**v, **onnx_summary(b.read(v["file"]))}
+            try:
+                summary = onnx_summary(b.read(v["file"]))
+            except BundleError:
+                raise
+            except Exception as e:  # protobuf DecodeError and friends
+                raise BundleError(f"bundle {path}: {v['file']} is not a readable ONNX model ({e}).") from e
+            variants[name] = {**v, **summary}
         size = sum(f["size"] for f in m["files"].values())
         return {"path": str(path), "kind": "bundle", "name": m.get("name"), "size_mb": size / 1e6,
                 "inputs": m["io"]["inputs"], "outputs": m["io"]["outputs"], "variants": variants,

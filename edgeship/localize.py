@@ -13,6 +13,7 @@ output's error minus their inputs'), which the int8 fallback keeps in fp32.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +61,7 @@ def node_errors(reference: Path, candidate: Path, feeds: list[dict]) -> list[Nod
         ref = _activations(Path(reference), feeds, Path(tmp))
         got = _activations(Path(candidate), feeds, Path(tmp))
     graph = onnx.load(str(reference), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
     rel: dict[str, float] = {}
     errors = []
     for node in graph.node:
@@ -70,20 +72,28 @@ def node_errors(reference: Path, candidate: Path, feeds: list[dict]) -> list[Nod
             g = np.concatenate([a.astype(np.float64).ravel() for a in got[out]])
             if r.shape != g.shape:
                 continue
+            name, op, inputs = node.name or out, node.op_type, tuple(node.input)
+            if op == "Relu" and node.input and node.input[0] not in got and node.input[0] in producer:
+                # the quantizer folded this Relu into the node before it (QDQ clamps at zero):
+                # the candidate tensor is that node's output; compare after the clamp, name that node
+                g = np.maximum(g, 0.0)
+                fused = producer[node.input[0]]
+                name, op, inputs = fused.name or node.input[0], f"{fused.op_type}+Relu", tuple(fused.input)
             finite = np.isfinite(r)
             nonfinite = int(np.count_nonzero(finite & ~np.isfinite(g)))
             g_safe = np.where(np.isfinite(g), g, 0.0)
             r_safe = np.where(finite, r, 0.0)
             diff = r_safe - g_safe
             nr = float(np.linalg.norm(r_safe))
-            rel[out] = max(off_fraction(a, b) for a, b in zip(ref[out], got[out]))
+            rel[out] = max(off_fraction(a, b) for a, b in zip(ref[out], got[out])) if op == node.op_type \
+                else off_fraction(r, g)
             ng = float(np.linalg.norm(g_safe))
             cos = 1.0 if nr == ng == 0 else (float(r_safe @ g_safe / (nr * ng)) if nr and ng else 0.0)
-            upstream = max((rel.get(i, 0.0) for i in node.input), default=0.0)
+            upstream = max((rel.get(i, 0.0) for i in inputs), default=0.0)
             if nonfinite:
                 rel[out] = float("inf")  # NaN/Inf born here (or carried): rank it first
             errors.append(NodeError(
-                node.name or out, node.op_type, out, tuple(node.input),
+                name, op, out, inputs,
                 float(np.abs(diff).max()) if diff.size else 0.0, rel[out], cos,
                 (rel[out] - upstream) if rel[out] != upstream else 0.0,
                 float(np.abs(r_safe).max()) if r.size else 0.0, nonfinite,
@@ -209,3 +219,53 @@ def qdq_harm(reference: Path, qdq_model: Path, feeds: list[dict]) -> dict[tuple[
         if nodes:
             harm[nodes] = max(harm.get(nodes, 0.0), off_fraction(m["float"], m["dequantized"]))
     return harm
+
+
+def explain(reference: Path, candidate: Path, feeds: list[dict], precision: str, tol) -> dict | None:
+    """The first node where ``candidate`` leaves ``reference`` beyond ``tol``, with a hint.
+
+    ``tol`` is a Tolerance (its min_cosine, else its atol, is applied to every intermediate
+    tensor). Returns None when no intermediate tensor can be matched or none diverges.
+    """
+    try:
+        errors = node_errors(reference, candidate, feeds)
+    except Exception as e:  # localisation is best effort: the parity failure stands on its own
+        log.info("divergence localisation failed: %s", e)
+        return None
+    min_cos = tol.min_cosine if tol.min_cosine is not None else (None if tol.atol is not None else 0.999)
+    first = first_divergence(errors, min_cosine=min_cos, atol=tol.atol)
+    if first is None:
+        return None
+    return {**first.to_dict(), "precision": precision, "hint": hint(first, precision),
+            "compared_tensors": len(errors)}
+
+
+def describe(d: dict) -> str:
+    """One line for the console: node, op, error, hint."""
+    what = (f"{d['nonfinite']} NaN/Inf values" if d["nonfinite"] else
+            f"cosine {d['cosine']:.6f}, max abs {d['max_abs']:.3g}")
+    return (f"first divergent node {d['node']} ({d['op_type']}) output {d['output']!r} from inputs "
+            f"{', '.join(d['inputs'][:3])}{'...' if len(d['inputs']) > 3 else ''}: {what}; {d['hint']}")
+
+
+def fp16_overflows(reference: Path, feeds: list[dict]) -> list[NodeError]:
+    """Nodes of the fp32 graph whose outputs exceed float16's range on ``feeds``, in order.
+
+    onnxruntime on CPU computes many float16 ops in float32 (it inserts casts and removes
+    cast pairs), so an fp16 variant can pass parity there and still overflow on a GPU; this
+    reads the fp32 activations themselves.
+    """
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
+        acts = _activations(Path(reference), feeds, Path(tmp))
+    out = []
+    for node in onnx.load(str(reference), load_external_data=False).graph.node:
+        for o in node.output:
+            if o in acts:
+                peak = max(float(np.nanmax(np.abs(a))) if a.size else 0.0 for a in acts[o])
+                if peak > FP16_MAX:
+                    out.append(NodeError(node.name or o, node.op_type, o, tuple(node.input), math.inf, math.inf,
+                                         0.0, math.inf, peak, 1))
+                    break
+    return out

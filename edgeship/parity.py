@@ -4,6 +4,12 @@ Every candidate is compared with the eager reference (never chained), per output
 golden sample. Metrics: max abs, max rel, mean abs, cosine similarity, SNR (dB), top-1
 agreement (for ``[batch, classes]`` score outputs) and the fraction of elements outside
 ``atol + rtol * |ref|``. Numpy only: ``edgeship check`` runs without torch.
+
+Non-finite values are never hidden: ``nonfinite_ref`` counts the NaN/Inf elements of the
+reference (shown in the table, JSON and JUnit), a candidate NaN/Inf where the reference has
+another value fails (``nonfinite_mismatch``), and a reference with any NaN fails, since NaN
+matching NaN proves nothing (usually NaN/Inf golden inputs, or a model that makes NaN on them).
+Matching infinities (e.g. -inf in masked logits) pass.
 """
 
 from __future__ import annotations
@@ -161,12 +167,14 @@ def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
     g = np.asarray(got, dtype=np.float64)
     finite = np.isfinite(r) & np.isfinite(g)
     nonfinite_mismatch = int(np.count_nonzero(~finite & ~((r == g) | (np.isnan(r) & np.isnan(g)))))
-    diff = np.abs(np.where(finite, r - g, 0.0))
+    diff = np.abs(np.where(finite, r, 0.0) - np.where(finite, g, 0.0))  # no inf - inf warnings
     out = {
         "max_abs": float(diff.max()) if diff.size else 0.0,
         "mean_abs": float(diff.mean()) if diff.size else 0.0,
         "max_rel": float((diff / np.maximum(np.abs(np.where(finite, r, 0)), 1e-12)).max()) if diff.size else 0.0,
         "nonfinite_mismatch": nonfinite_mismatch,
+        "nonfinite_ref": int(np.count_nonzero(~np.isfinite(r))),
+        "nan_ref": int(np.count_nonzero(np.isnan(r))),
     }
     rf, gf = np.where(finite, r, 0).ravel(), np.where(finite, g, 0).ravel()
     nr, ng = float(np.linalg.norm(rf)), float(np.linalg.norm(gf))
@@ -184,6 +192,10 @@ def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
 
 def judge(m: dict, tol: Tolerance) -> str | None:
     """Return why ``m`` misses ``tol``, or None when it passes."""
+    if m.get("nan_ref"):
+        return (f"the reference has {m['nan_ref']} NaN value(s), which prove nothing about the candidate "
+                "(NaN/Inf in the golden inputs, or a model that makes NaN on them); use finite inputs "
+                "in the model's domain (--example-inputs)")
     if m.get("nonfinite_mismatch"):
         return f"{m['nonfinite_mismatch']} NaN/Inf values that the reference does not have"
     if tol.max_outlier_frac is not None and m["outlier_frac"] > tol.max_outlier_frac:
@@ -316,7 +328,8 @@ def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity"
                     failures=str(sum(not r["passed"] for r in rows)), errors="0", skipped="0")
     for r in rows:
         tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{r['runner']}.{r['variant']}", name=r["output"])
-        figures = ", ".join(f"{k}={r[k]:.6g}" for k in ("max_abs", "max_rel", "cosine", "snr_db", "top1", "outlier_frac") if k in r)
+        figures = ", ".join(f"{k}={r[k]:.6g}" for k in ("max_abs", "max_rel", "cosine", "snr_db", "top1", "outlier_frac",
+                                                          "nonfinite_ref") if k in r)
         if not r["passed"]:
             f = ET.SubElement(tc, "failure", message=r["reason"] or "parity failed", type="ParityError")
             f.text = f"{r['reason']}\n{figures}"

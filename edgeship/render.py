@@ -65,6 +65,8 @@ def parity_table(console: Console, report, failures_only: bool = False) -> None:
     failed = []
     for r in rows:
         result = Text("pass", "green") if r["passed"] else Text(f"FAIL ({len(failed) + 1})", "red")
+        if r.get("nonfinite_ref"):
+            result.append(f" ({r['nonfinite_ref']} NaN/Inf)", "yellow")
         if not r["passed"]:
             failed.append(r)
         t.add_row(Text(r["runner"]), Text(r["variant"]), Text(r["output"]), _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),

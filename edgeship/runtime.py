@@ -7,7 +7,10 @@
     m.inputs, m.outputs, m.variant, m.providers
 
 The bundle is fully verified (every sha256, no unlisted, linked or escaping files) before
-onnxruntime sees a byte, and the model is handed to onnxruntime from the verified bytes.
+onnxruntime sees a byte, and the model is handed to onnxruntime from the verified bytes; the
+opened model must then agree with the manifest's inputs and outputs. Feeds are checked for
+names, dtypes (in native byte order), ranks and fixed sizes; their values are not scanned for
+NaN/Inf (that would cost every call): NaN in, NaN out. ``edgeship check`` reports NaN/Inf.
 """
 
 from __future__ import annotations
@@ -18,12 +21,32 @@ import os
 import numpy as np
 
 from edgeship.bundle import Bundle, open_bundle
-from edgeship.errors import BundleError, SpecError, TargetUnavailableError
+from edgeship.errors import BundleError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.ort import OrtRunner, available_providers, providers_for
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
 _warned_fallback = False
+
+
+def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
+    """Open a verified variant and check that the model agrees with the manifest's io spec.
+
+    Raises:
+        BundleError: onnxruntime cannot open the file, or its inputs/outputs differ from the manifest.
+    """
+    try:
+        runner.load()
+    except ExportError as e:
+        raise BundleError(f"bundle {bundle.path}: onnxruntime cannot open {file}: {brief(e.__cause__ or e)}") from e
+    problems = runner.io_problems()
+    if problems:
+        runner.close()
+        raise BundleError(
+            f"bundle {bundle.path}: {file} does not match manifest.json's io spec ({'; '.join(problems)}); "
+            "the manifest was edited or belongs to another model. Re-export the bundle."
+        )
+    return runner
 
 
 class Model:
@@ -169,10 +192,10 @@ def load(bundle: str | os.PathLike, target: str = "cpu", variant: str = "auto",
     target, providers = resolve_target(target)
     name = choose_variant(b.manifest, target, variant)
     spec = IOSpec.from_dict(b.manifest["io"])
-    data = b.read(b.manifest["variants"][name]["file"])
-    runner = OrtRunner(spec, data, target=target, providers=providers, threads=threads,
+    file = b.manifest["variants"][name]["file"]
+    runner = OrtRunner(spec, b.read(file), target=target, providers=providers, threads=threads,
                        name=f"onnxruntime-{target}")
-    model = Model(b, spec, name, target, runner)
+    model = Model(b, spec, name, target, open_variant(b, runner, file))
     if target == "cuda" and "CUDAExecutionProvider" not in model.providers:
         raise TargetUnavailableError(
             f"requested target cuda; onnxruntime opened the session with {model.providers} only. "

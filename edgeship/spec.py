@@ -121,7 +121,7 @@ def parse_input(text: str) -> TensorSpec:
         return TensorSpec(name, dtype, ())
     dims = []
     for piece in parts[1].lower().split("x"):
-        if not piece.isdigit() or int(piece) <= 0:
+        if not (piece.isascii() and piece.isdigit()) or int(piece) <= 0:
             raise SpecError(
                 f"cannot read shape {parts[1]!r} of input {name!r}: each axis must be a positive "
                 f"integer, separated by 'x' ({INPUT_SYNTAX}); mark symbolic axes with --dynamic."
@@ -135,7 +135,7 @@ def parse_dynamic(text: str) -> tuple[str, int, str]:
     m = re.fullmatch(r"([^:=]+):(-?\d+)(?:=([A-Za-z_][A-Za-z0-9_]*))?", text.strip())
     if not m:
         raise SpecError(f"cannot read dynamic axis {text!r}: expected {DYNAMIC_SYNTAX}.")
-    name, axis, symbol = m.group(1), int(m.group(2)), m.group(3)
+    name, axis, symbol = check_name(m.group(1)), int(m.group(2)), m.group(3)
     return name, axis, symbol or f"{name}_dim{axis}"
 
 
@@ -187,9 +187,10 @@ def validate_feeds(specs: tuple[TensorSpec, ...], feeds: dict) -> None:
                 f"input {s.name!r} must be a numpy.ndarray of {s.dtype}{format_shape(s.shape)}; "
                 f"got {type(a).__name__}. Convert it with numpy.asarray(value, dtype='{s.dtype}')."
             )
-        if a.dtype.name != s.dtype:
+        if a.dtype.name != s.dtype or not a.dtype.isnative:
+            got = a.dtype.name if a.dtype.isnative else f"{a.dtype.name} in non-native byte order ({a.dtype.str})"
             raise SpecError(
-                f"input {s.name!r} expects dtype {s.dtype}, got {a.dtype.name} "
+                f"input {s.name!r} expects dtype {s.dtype}, got {got} "
                 f"(shape {format_shape(a.shape)}); convert it with .astype('{s.dtype}')."
             )
         if a.ndim != len(s.shape) or any(

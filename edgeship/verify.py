@@ -7,6 +7,7 @@ golden inputs (and needs torch).
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.bundle import open_bundle
-from edgeship.errors import BundleError
+from edgeship.errors import BundleError, SpecError
 from edgeship.golden import Sample, load_npz_samples
 from edgeship.parity import TOLERANCE_KEYS, ParityReport, Tolerance, Tolerances, run_parity, tolerance_for
+from edgeship.runtime import open_variant
 from edgeship.runtimes.ort import OrtRunner
-from edgeship.spec import IOSpec
+from edgeship.spec import IOSpec, validate_feeds
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         targets: onnxruntime targets (``cpu``, ``cuda``, a provider name).
         variants: variant names; empty means all of them.
         against: a model file to re-run with PyTorch as the reference too.
-        load_options: ``LoadOptions`` for ``against`` (default: the bundle's recorded ``--arch``).
+        load_options: ``LoadOptions`` for ``against`` (``--arch`` etc.). The bundle's recorded
+            ``--arch`` is never used on its own: the error for a state_dict quotes it.
         tolerances: scoped overrides, e.g. ``{"fp32": {"atol": 1e-3}, "int8/logits": {"min_top1": 0.95}}``;
             they win over the tolerances recorded in the bundle.
 
@@ -58,6 +61,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
     outputs = _npz(b, m["golden"]["outputs"])
     if len(inputs) != len(outputs) or not inputs:
         raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
+    _check_golden(b, spec, inputs, outputs)
     labels = [s.get("label", str(i)) for i, s in enumerate(m["golden"].get("samples", []))]
     labels += [str(i) for i in range(len(labels), len(inputs))]
     sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(inputs)
@@ -73,11 +77,29 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         v = m["variants"][name]
         tol = _tolerance(v, overrides)
         data = b.read(v["file"])
-        runners = [OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}") for t in targets]
+        runners = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v["file"])
+                   for t in targets]
         report = report.merged(run_parity(runners, samples, outputs, tol, name))
         for r in runners:
             r.close()
     return report
+
+
+def _check_golden(b, spec: IOSpec, inputs: list[dict], outputs: list[dict]) -> None:
+    """Golden samples must fit the io spec; NaN/Inf in them is left to parity, which reports it."""
+    names = spec.output_names
+    for i, (feeds, refs) in enumerate(zip(inputs, outputs)):
+        try:
+            validate_feeds(spec.inputs, feeds)
+        except SpecError as e:
+            raise BundleError(f"bundle {b.path}: golden sample {i} does not fit the bundle's inputs: {e}") from e
+        if sorted(refs) != sorted(names):
+            raise BundleError(
+                f"bundle {b.path}: golden sample {i} has outputs {sorted(refs)}, the bundle's outputs are {names}."
+            )
+        nonfinite = [k for k, a in feeds.items() if a.dtype.kind == "f" and not np.isfinite(a).all()]
+        if nonfinite:
+            log.warning("bundle %s: golden sample %d has NaN/Inf in %s", b.path, i, ", ".join(nonfinite))
 
 
 def _tolerance(variant: dict, overrides: Tolerances):
@@ -94,14 +116,29 @@ def _tolerance(variant: dict, overrides: Tolerances):
 
 
 def _check_reference(b, spec, samples, outputs, against, load_options) -> ParityReport:
-    """Re-run the PyTorch model on the golden inputs and compare with the stored outputs."""
+    """Re-run the PyTorch model on the golden inputs and compare with the stored outputs.
+
+    The ``--arch`` recorded in the manifest is only quoted, never imported or called: the
+    manifest is not signed, and an edited one could name any callable (``os:system``).
+    """
+    from edgeship.errors import ModelLoadError
     from edgeship.exporters.loading import LoadOptions, load_model
     from edgeship.runtimes.torch_eager import TorchEagerRunner
 
-    if load_options is None:
-        src = b.manifest.get("source") or {}
-        load_options = LoadOptions(arch=src.get("arch"), arch_kwargs=src.get("arch_kwargs") or {})
-    loaded = load_model(Path(against), load_options)
+    try:
+        loaded = load_model(Path(against), load_options or LoadOptions())
+    except ModelLoadError as e:
+        src = b.manifest.get("source") if isinstance(b.manifest.get("source"), dict) else {}
+        recorded = src.get("arch")
+        if load_options is None and isinstance(recorded, str) and "--arch" in str(e):
+            kwargs = src.get("arch_kwargs")
+            raise ModelLoadError(
+                f"{e} The bundle records --arch {recorded!r}"
+                f"{f' with --arch-kwargs {json.dumps(kwargs)}' if kwargs else ''}; it is not used "
+                "automatically, because a bundle is not trusted to name code to run: pass it "
+                "yourself if you trust it."
+            ) from e
+        raise
     if loaded.module is None:
         raise BundleError(f"--against {against} is an ONNX file; pass the PyTorch model the bundle came from.")
     runner = TorchEagerRunner(spec, loaded.module, name="torch-eager")

@@ -202,3 +202,24 @@ class OutlierChannel(nn.Module):
 
     def forward(self, x):
         return self.fc4(torch.relu(self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))))
+
+
+class Fp16Overflow(nn.Module):
+    """fc1's outputs reach ~1e5, beyond float16's 65504; fc2 scales them back down. Fine in fp32,
+    inf in an fp16 variant: parity must catch it and name fc1's node as the first divergence."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.fc0 = nn.Linear(8, 8)
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+        with torch.no_grad():
+            for fc in (self.fc0, self.fc1, self.fc2):
+                fc.weight.copy_(torch.randn(fc.weight.shape, generator=g) / fc.in_features ** 0.5)
+                fc.bias.zero_()
+            self.fc1.bias.fill_(1e5)
+            self.fc2.weight.mul_(1e-5)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(torch.relu(self.fc0(x)))))

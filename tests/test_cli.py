@@ -73,7 +73,7 @@ def test_check_is_quiet_in_ci(cli, mlp_bundle, monkeypatch):
 
 
 def test_check_against_the_pytorch_model(cli, mlp_bundle, files):
-    code, out = cli("check", mlp_bundle, "--against", files["dir"] / "mlp_state.pt", "--table")
+    code, out = cli("check", mlp_bundle, "--against", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--table")
     assert code == 0, out
     assert "torch-eager" in out
 

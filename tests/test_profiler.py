@@ -338,7 +338,8 @@ def test_cli_baseline_reports_unmatched_configurations(cli, mlp_bundle, tmp_path
     monkeypatch.setattr(profiler, "ort_harness", _sleeper({1: 0.001, 2: 0.001, 3: 0.001}))
     base = tmp_path / "base.json"
     assert cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "-n", "10", "--json", base)[0] == 0
-    code, out = cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,3", "-n", "10", "--baseline", base, "--max-regression", "50")
+    code, out = cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,3", "-n", "10",
+        "--baseline", base, "--max-regression", "50")
     assert code == 0, out
     assert "1 configuration(s) in the baseline but not measured now: cpu/fp32 threads=2 batch=1" in out
     assert "1 configuration(s) measured now but not in the baseline: cpu/fp32 threads=3 batch=1" in out

@@ -155,3 +155,16 @@ def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
     assert count_quantized(out) > 0 and "Wrote" in text
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "int3")
     assert code == 2 and "use dynamic, static or fp16" in text
+
+
+def test_badly_calibrated_layer_is_localised(files, tmp_path):
+    """Calibrated on inputs 100x smaller than real ones: the first quantized node saturates."""
+    np.savez(tmp_path / "tiny.npz", x=np.random.default_rng(0).standard_normal((16, 4, 10)).astype(np.float32) * 0.01)
+    cfg = _cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:4x10",), quantize=("static",),
+               calibration=str(tmp_path / "tiny.npz"), fallback=False)
+    r = export(cfg)
+    assert "int8_static" not in r.variants
+    where = json.loads((r.bundle / "report.json").read_text())["divergence"]["int8_static"]
+    assert where["node"] == "/net/net.0/Gemm" and where["op_type"] == "Gemm+Relu"  # the quantizer fused them
+    assert where["cosine"] < 0.99 and "calibrat" in where["hint"]
+    assert any("first divergent node /net/net.0/Gemm (Gemm+Relu)" in n for n in r.notes)

@@ -3,14 +3,18 @@
 | format                        | detected by                           | loads with                          |
 |-------------------------------|---------------------------------------|-------------------------------------|
 | TorchScript archive           | zip with ``code/`` or ``constants.pkl`` | ``torch.jit.load`` (runs TorchScript) |
-| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``            |
+| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``, safe unpickling only |
 | state_dict / checkpoint dict  | ``torch.save`` zip or legacy pickle    | ``torch.load(weights_only=True)`` + ``--arch`` |
 | whole pickled ``nn.Module``   | weights-only load refuses a global     | refused unless ``--trust-pickle``   |
 | ONNX model                    | protobuf ``ModelProto`` with a graph   | torch stages skipped                |
+
+ONNX files have their external-data references checked (``onnx_guard``) before anything reads
+them, and torch/onnx below their version floors (``floors``) are refused before they are used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -66,6 +70,8 @@ def sniff_format(path: Path) -> str:
             f"{path} is a directory; pass a model file (TorchScript, ExportedProgram, state_dict, "
             "checkpoint or ONNX)."
         )
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is not a regular file (a device, pipe or socket); pass a model file.")
     size = path.stat().st_size
     if size == 0:
         raise ModelLoadError(f"model file {path} is empty (0 bytes); re-save the model.")
@@ -93,22 +99,31 @@ def sniff_format(path: Path) -> str:
         )
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return STATE_DICT  # a legacy (non-zip) torch.save pickle
-    if head[:1] == b"\x08" and _looks_like_onnx(path):
-        return ONNX
+    if head[:1] == b"\x08":
+        model = _read_onnx(path)
+        if model is not None:
+            from edgeship.exporters.onnx_guard import check_external_data
+
+            check_external_data(model, path)  # before anything reads external data
+            return ONNX
     raise ModelLoadError(
         f"cannot recognise the format of {path} ({size} bytes, starting {head.hex()}): it is not "
         "a TorchScript archive, an ExportedProgram, a torch.save file or an ONNX model."
     )
 
 
-def _looks_like_onnx(path: Path) -> bool:
+def _read_onnx(path: Path):
+    """The ``ModelProto`` (without external data) when the file parses as an ONNX model, else None."""
+    from edgeship.exporters.floors import require
+
+    require("onnx")
     try:
         import onnx
 
         m = onnx.load(str(path), load_external_data=False)
-        return len(m.graph.node) > 0 or len(m.graph.output) > 0
     except Exception:
-        return False
+        return None
+    return m if len(m.graph.node) > 0 or len(m.graph.output) > 0 else None
 
 
 def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> LoadedModel:
@@ -122,6 +137,9 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
     fmt = sniff_format(path)
     if fmt == ONNX:
         return LoadedModel(path, ONNX, notes=("ONNX input: TorchScript and ONNX export skipped",))
+    from edgeship.exporters.floors import require
+
+    require("torch")
     import torch
 
     if fmt == TORCHSCRIPT:
@@ -133,15 +151,60 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         notes += _force_eval(module)
         return LoadedModel(path, TORCHSCRIPT, module, module, notes=tuple(notes))
     if fmt == EXPORTED_PROGRAM:
+        refused: list[str] = []
         try:
-            ep = torch.export.load(str(path))
+            with contextlib.nullcontext() if options.trust_pickle else _only_safe_unpickling(refused):
+                ep = torch.export.load(str(path))
         except Exception as e:
-            raise ModelLoadError(f"torch.export.load could not read {path}: {e}") from e
+            if refused:
+                raise UnsafeModelError(
+                    f"{path} is an ExportedProgram whose archive holds pickled Python objects that the "
+                    f"safe loader refuses ({refused[0]}); torch.export.load would unpickle them with "
+                    "weights_only=False and run any code they carry, so it was refused. Re-save it with "
+                    "torch.export.save from code you trust, or, only if you trust the file, pass --trust-pickle."
+                ) from e
+            raise ModelLoadError(f"torch.export.load could not read {path}: {_first_line(e)}") from e
         module = ep.module()
         notes = _eval_exported(module)
         example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
         return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes))
     return _load_pickle(path, options)
+
+
+@contextlib.contextmanager
+def _only_safe_unpickling(refused: list):
+    """While ``torch.export.load`` runs, allow no unpickling that could execute code.
+
+    torch 2.13 unpickles parts of a .pt2 with ``weights_only=False``: the sample inputs (after a
+    failed safe load, silently), weights and constants marked ``use_pickle``, and "opaque"
+    constants with plain ``pickle.loads``. Here every ``torch.load`` is forced to
+    ``weights_only=True`` and raw unpickling is refused; what was refused lands in ``refused``.
+    A .pt2 that torch.export.save wrote from ordinary tensors needs none of it. The patches are
+    process-wide for the duration of the call (export is single-threaded).
+    """
+    import pickle
+
+    import torch
+
+    real_load, real_loads, real_obj = torch.load, pickle.loads, torch._C._pickle_load_obj
+
+    def safe_load(f, *args, **kwargs):
+        kwargs["weights_only"] = True
+        try:
+            return real_load(f, *args, **kwargs)
+        except pickle.UnpicklingError as e:
+            refused.append(_first_line(e))
+            raise
+
+    def refuse(*args, **kwargs):
+        refused.append("a raw pickled object")
+        raise pickle.UnpicklingError("edgeship refused to unpickle a raw object from the archive")
+
+    torch.load, pickle.loads, torch._C._pickle_load_obj = safe_load, refuse, refuse
+    try:
+        yield
+    finally:
+        torch.load, pickle.loads, torch._C._pickle_load_obj = real_load, real_loads, real_obj
 
 
 def _force_eval(module) -> list[str]:

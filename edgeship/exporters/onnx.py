@@ -12,11 +12,13 @@ import contextlib
 import io
 import logging
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.errors import ExportError
+from edgeship.exporters.onnx_guard import external_tensors
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -72,8 +74,43 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             log.info("%s exporter failed: %s", name, reason)
             if len(order) > 1:
                 notes.append(f"{name} exporter failed ({reason}); fell back")
-    hint = _hint(" ".join(errors))
-    raise ExportError("ONNX export failed. " + " | ".join(errors) + (f". Hint: {hint}" if hint else ""))
+    hint = _hint(" ".join(errors), order)
+    ops = unsupported_ops(" ".join(errors))
+    what = f" (unsupported op: {', '.join(ops)})" if ops else ""
+    body = " | ".join(errors).rstrip(". ")
+    raise ExportError(f"ONNX export failed{what}. {body}" + (f". Hint: {hint}." if hint else "."))
+
+
+def copy_onnx(src: Path, dst: Path) -> int | None:
+    """Copy a user's ONNX file (checked by ``onnx_guard``) to ``dst`` as one self-contained file.
+
+    External data is read from beside ``src`` and inlined below 2 GB (kept external above it),
+    so the copy does not depend on files left in the user's folder. Returns the default opset.
+    """
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in external_tensors(model)):
+        model = onnx.load(str(src))  # only after onnx_guard accepted every location
+        big = sum(t.ByteSize() for t in external_tensors(model)) >= _TWO_GB
+        onnx.save(model, str(dst), save_as_external_data=big, location=dst.name + ".data")
+    else:
+        shutil.copyfile(src, dst)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+@contextlib.contextmanager
+def _quiet_torch_onnx_log():
+    """torch's TorchScript-based exporter turns its C++ log on and prints the whole IR graph to
+    stdout when an op fails; send that to the debug log instead."""
+    import torch
+
+    original = torch._C._jit_onnx_log
+    torch._C._jit_onnx_log = lambda *parts: log.debug("torch.onnx: %s", " ".join(map(str, parts))[:4000])
+    try:
+        yield
+    finally:
+        torch._C._jit_onnx_log = original
 
 
 def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> None:
@@ -82,7 +119,8 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
     dynamic_axes = {t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs) if t.dynamic_axes}
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+            _quiet_torch_onnx_log():
         warnings.simplefilter("ignore")
         kwargs = dict(
             input_names=spec.input_names, output_names=spec.output_names, opset_version=opset,
@@ -163,21 +201,41 @@ def _check(path: Path, spec: IOSpec) -> None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
+_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
 
 
 def _short(e: Exception) -> str:
-    """The exception without colour codes or torch's boilerplate; the full text goes to -v."""
+    """The exception without colour codes or torch's boilerplate; the full text goes to -v.
+
+    The dynamo exporter puts the cause (the op it could not translate) under "Exception summary",
+    after a paragraph of generic advice: keep the summary.
+    """
     log.debug("exporter error in full: %s", e)
-    lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("This is step", "(Refer to the full stack", "Traceback"))]
+    text = _ANSI.sub("", str(e))
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1]
+    text = _CLASS.sub(r"\1", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("This is step", "(Refer to the full stack", "Traceback", "⬆"))]
     text = " ".join(useful) or type(e).__name__
     return (text[:600] + "... (-v for the full message)") if len(text) > 600 else text
 
 
-def _hint(text: str) -> str:
-    if "Unsupported" in text or "not supported" in text or "No decomposition" in text:
-        return ("an op has no ONNX translation at this opset: try --opset 18 or higher, "
-                "--exporter torchscript, or replace the op in the model")
+def unsupported_ops(text: str) -> list[str]:
+    """The ops an exporter said it cannot translate (``aten::...`` or ``prims....``), in order."""
+    return list(dict.fromkeys(a or b for a, b in _OPS.findall(text)))
+
+
+def _hint(text: str, tried: list[str] | None = None) -> str:
+    untried = [x for x in ("dynamo", "torchscript") if x not in (tried or [])]
+    ops = unsupported_ops(text)
+    if ops or "Unsupported" in text or "not supported" in text or "No decomposition" in text:
+        other = f", try --exporter {untried[0]}" if untried else ""
+        return ("an op has no ONNX translation at this opset: replace it in the model (or compute it "
+                f"outside the exported part), try a higher --opset{other}, or register a translation "
+                "(custom_translation_table= for the dynamo exporter, torch.onnx.register_custom_op_symbolic "
+                "for the TorchScript-based one)")
     if "specialised" in text or "Constraints violated" in text:
         return ("the model's code fixes a size you marked dynamic (e.g. x.view(1, -1)); use "
                 "x.flatten(1) / x.reshape(x.shape[0], -1), or drop the dynamic axis")

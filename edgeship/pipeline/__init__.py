@@ -68,6 +68,9 @@ def export(config: ExportConfig, progress: Callable = _silent) -> ExportResult:
     Raises:
         EdgeshipError: a required stage failed (nothing was written to the output path).
     """
+    from edgeship.exporters.floors import require
+
+    require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     with tempfile.TemporaryDirectory(prefix="edgeship-") as work:
         ctx = Context(config=config, workdir=Path(work))
         for name, fn, required in STAGES:

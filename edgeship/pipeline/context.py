@@ -39,6 +39,7 @@ class Context:
     variants: dict = field(default_factory=dict)     # name -> {"file": Path, "precision": ...}
     defaults: dict = field(default_factory=dict)     # target -> variant name
     rejected: dict = field(default_factory=dict)     # variant name -> why it is not shipped
+    divergence: dict = field(default_factory=dict)   # variant name -> first divergent node
     latency: dict = field(default_factory=dict)      # (variant, target) -> p50 ms at selection
     calibration: object = None                       # calibration.Calibration
     manifest_variants: dict = field(default_factory=dict)  # what package wrote for each variant

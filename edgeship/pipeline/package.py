@@ -51,6 +51,7 @@ def report_dict(ctx: Context) -> dict:
         "rejected": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.rejected.items()},
         "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
         "calibration": ctx.calibration.to_dict() if ctx.calibration else None,
+        "divergence": ctx.divergence,
         **({"profile": ctx.profile.to_dict()} if ctx.profile is not None else {}),
     }
 

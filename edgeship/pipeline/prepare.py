@@ -8,13 +8,14 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
-from edgeship.golden import make_samples
+from edgeship.golden import make_samples, npz_arrays
 from edgeship.pipeline.context import Context
 from edgeship.spec import (
     INPUT_SYNTAX, IOSpec, TensorSpec, apply_dynamic, check_name, format_shape, parse_input,
 )
 
 log = logging.getLogger(__name__)
+NONDETERMINISTIC = "model is nondeterministic"
 
 
 def load_stage(ctx: Context) -> str:
@@ -96,7 +97,7 @@ def _describe(feeds: dict) -> str:
 def _read_example(path) -> dict:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return npz_arrays(data)
     except Exception as e:
         raise SpecError(f"--example-inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
 
@@ -244,7 +245,7 @@ def _check_deterministic(ctx: Context, reference, inputs) -> None:
     again = dict(reference(ctx.samples[0].feeds, inputs))
     for name, (_, arr) in zip(ctx.spec.output_names, again.items()):
         if not np.array_equal(arr, ctx.references[0][name], equal_nan=True):
-            ctx.note(f"model is nondeterministic: two identical eager calls gave different {name!r} "
+            ctx.note(f"{NONDETERMINISTIC}: two identical eager calls gave different {name!r} "
                      "(dropout or random ops left on?); parity is measured against the first call")
             log.warning("the model is nondeterministic: two identical calls gave different %r", name)
             return

@@ -102,7 +102,16 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
         def build(exclude):
             return q.build_fp16(fp32, out, exclude)
 
-    build([])
+    if kind == "fp16":
+        overflow = _fp16_range(ctx, name, fp32)
+        if overflow and not cfg.fallback:
+            return None
+        build(overflow)
+        if overflow:
+            ctx.note(f"{name}: kept {len(overflow)} node(s) in fp32 whose outputs exceed float16's range: "
+                     + ", ".join(overflow[:6]))
+    else:
+        build([])
     if precision == "int8" and q.count_quantized(out) == 0:
         ctx.note(f"{name}: nothing to quantize in this graph (no MatMul/Gemm/Conv/LSTM/Attention); not built")
         out.unlink(missing_ok=True)
@@ -116,12 +125,15 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
         ctx.note(f"{name}: the fallback had to keep every node in fp32; not shipped")
         ctx.rejected[name] = {"reason": "nothing left quantized after the fallback", "excluded_nodes": excluded}
         return None
+    if kind == "fp16":
+        excluded = overflow + excluded
     info = {"file": out, "precision": precision, "kind": kind, "excluded_nodes": excluded,
             "error_before_fallback": before if excluded else None, "error": _worst(report)}
     if not report.passed:
         bad = report.failures()[0]
         ctx.note(f"{name} fails parity and is not shipped: {bad.output}: {bad.reason}"
                  + (f" (after keeping {len(excluded)} node(s) in fp32)" if excluded else ""))
+        _localise(ctx, name, precision, ref, out, bad)
         kept = ctx.workdir / "rejected" / out.name
         kept.parent.mkdir(exist_ok=True)
         shutil.move(out, kept)
@@ -132,6 +144,39 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
                  + (" ..." if len(excluded) > 6 else ""))
     ctx.variants[name] = info
     return info
+
+
+def _fp16_range(ctx: Context, name: str, fp32: Path) -> list[str]:
+    """Nodes whose fp32 outputs exceed float16's range on the golden samples. Without the
+    fallback the variant is refused, naming the first; with it they stay in fp32."""
+    from edgeship.localize import describe, fp16_overflows, hint
+
+    over = fp16_overflows(fp32, [s.feeds for s in ctx.samples])
+    if over and not ctx.config.fallback:
+        where = {**over[0].to_dict(), "precision": "fp16", "hint": hint(over[0], "fp16"), "compared_tensors": None}
+        ctx.divergence[name] = where
+        ctx.rejected[name] = {"reason": f"float16 overflow at {over[0].node}"}
+        ctx.note(f"{name} fails parity and is not shipped: NaN/Inf in float16 ({describe(where)})")
+    if not over:
+        return []
+    import onnx  # consumers of an overflowing tensor must stay fp32 too: the cast into them overflows
+
+    hot = {e.output for e in over}
+    nodes = onnx.load(str(fp32), load_external_data=False).graph.node
+    blocked = [e.node for e in over] + [n.name for n in nodes if hot & set(n.input)]
+    return list(dict.fromkeys(blocked))
+
+
+def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad) -> None:
+    """Say where the variant first leaves the fp32 graph, on the sample that failed."""
+    from edgeship.localize import describe, explain
+
+    sample = next((s for s in ctx.samples if s.label == bad.sample), ctx.samples[0])
+    tol = ctx.config.tolerance_set().get(precision, bad.output)
+    where = explain(ref, out, [sample.feeds], precision, tol)
+    if where:
+        ctx.divergence[name] = where
+        ctx.note(f"{name}: {describe(where)}")
 
 
 def _fallback(ctx, name, kind, precision, ref, out, build, report):

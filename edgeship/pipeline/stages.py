@@ -4,12 +4,12 @@ returns a one-line detail; raising ``EdgeshipError`` fails it."""
 from __future__ import annotations
 
 import logging
-import shutil
 
 from edgeship.errors import ExportError, ParityError
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX
 from edgeship.parity import ParityReport, run_parity
 from edgeship.pipeline.context import Context
+from edgeship.pipeline.prepare import NONDETERMINISTIC
 from edgeship.runtimes.ort import OrtRunner, available_providers
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,9 @@ def torchscript_stage(ctx: Context) -> str:
 def onnx_stage(ctx: Context) -> str:
     raw = ctx.workdir / "raw.onnx"
     if ctx.loaded.format == ONNX:
-        shutil.copyfile(ctx.loaded.path, raw)
-        from edgeship.exporters.onnx import OnnxExport
-        import onnx
+        from edgeship.exporters.onnx import OnnxExport, copy_onnx
 
-        opset = next((o.version for o in onnx.load(str(raw), load_external_data=False).opset_import
-                      if o.domain in ("", "ai.onnx")), None)
+        opset = copy_onnx(ctx.loaded.path, raw)
         ctx.onnx_export = OnnxExport(raw, "none (ONNX input)", opset)
     else:
         from edgeship.exporters.onnx import export_onnx
@@ -144,9 +141,10 @@ def parity_stage(ctx: Context) -> str:
                        for t in ctx.targets}
         if name == "fp32" and not report.passed:
             bad = report.failures()[0]
+            cause = next((f" Likely cause: the {n}." for n in ctx.notes if n.startswith(NONDETERMINISTIC)), "")
             err = ParityError(
                 f"fp32 ONNX parity failed: {bad.runner} output {bad.output!r} on sample {bad.sample}: "
-                f"{bad.reason}. Nothing was written."
+                f"{bad.reason}.{cause} Nothing was written."
             )
             err.report = ctx.parity  # so --json/--junit still get written
             raise err

@@ -20,6 +20,11 @@ TARGET_PROVIDERS = {
 }
 
 
+_ORT_DTYPES = {f"tensor({k})": v for k, v in {
+    "float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16", "int64": "int64",
+    "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}.items()}
+
+
 def available_providers() -> list[str]:
     import onnxruntime as ort
 
@@ -92,6 +97,26 @@ class OrtRunner(Runner):
             ) from e
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
+
+    def io_problems(self) -> list[str]:
+        """Where the opened model's inputs and outputs disagree with the spec (names, dtypes,
+        ranks, fixed sizes); empty when they agree. A symbolic axis in the model accepts any size."""
+        problems = []
+        for label, specs, args in (("input", self.spec.inputs, self.session.get_inputs()),
+                                   ("output", self.spec.outputs, self.session.get_outputs())):
+            got = {a.name: a for a in args}
+            if [t.name for t in specs] != [a.name for a in args]:
+                problems.append(f"{label}s are {[a.name for a in args]} in the model, {[t.name for t in specs]} in the spec")
+                continue
+            for t in specs:
+                a = got[t.name]
+                dtype = _ORT_DTYPES.get(a.type, a.type)
+                if dtype != t.dtype:
+                    problems.append(f"{label} {t.name!r} is {dtype} in the model, {t.dtype} in the spec")
+                elif label == "input" and (len(a.shape) != len(t.shape) or any(
+                        isinstance(m, int) and m != d for m, d in zip(a.shape, t.shape))):
+                    problems.append(f"input {t.name!r} has shape {list(a.shape)} in the model, {list(t.shape)} in the spec")
+        return problems
 
     @property
     def active_providers(self) -> list[str]:

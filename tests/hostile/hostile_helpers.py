@@ -1,0 +1,113 @@
+"""Shared checks of the hostile-input suite: nothing written, nothing executed, nothing opened."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgeship
+from edgeship.bundle import MANIFEST, sha256_file
+
+REPO = Path(edgeship.__file__).resolve().parents[1]
+
+
+def snapshot(path: Path) -> dict:
+    """Every file under ``path`` (or ``path`` itself) -> sha256; {} when absent."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    if path.is_file():
+        return {".": hashlib.sha256(path.read_bytes()).hexdigest()}
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def temps_beside(out: Path) -> list[Path]:
+    """Temporary siblings a bundle writer may leave (``.NAME.tmp-PID-...``)."""
+    return sorted(Path(out).parent.glob(f".{Path(out).name}.tmp-*"))
+
+
+def assert_untouched(out: Path, before: dict) -> None:
+    """``out`` holds exactly what it held before (or is still absent), and no temporary is left."""
+    assert snapshot(out) == before, f"{out} changed"
+    assert not temps_beside(out), temps_beside(out)
+
+
+def evil_payload(sentinel: Path):
+    """An object whose unpickling would create ``sentinel``."""
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    return Evil()
+
+
+def edit_manifest(bundle: Path, **changes) -> dict:
+    m = json.loads((bundle / MANIFEST).read_text())
+    m.update(changes)
+    (bundle / MANIFEST).write_text(json.dumps(m))
+    return m
+
+
+def resign(bundle: Path, rel: str) -> None:
+    """Update the manifest's sha256/size of ``rel``, as someone who edits a bundle on purpose would."""
+    m = json.loads((bundle / MANIFEST).read_text())
+    path = bundle / rel
+    m["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    (bundle / MANIFEST).write_text(json.dumps(m))
+
+
+def zip_tree(src: Path, dst: Path) -> Path:
+    """Zip a bundle folder as a bundle writer would."""
+    import zipfile
+
+    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(src).as_posix())
+    return dst
+
+
+class OrtSpy:
+    """Records every onnxruntime.InferenceSession created while installed."""
+
+    def __init__(self, monkeypatch):
+        import onnxruntime as ort
+
+        self.calls = []
+        real = ort.InferenceSession
+
+        def spy(*args, **kwargs):
+            self.calls.append(args[0] if isinstance(args[0], str) else f"<{len(args[0])} bytes>")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ort, "InferenceSession", spy)
+
+
+def python_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+PY = sys.executable
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    """A file that hostile payloads try to create; the test fails if one ever does."""
+    path = tmp_path / "SENTINEL-code-was-executed"
+    yield path
+    assert not path.exists(), "a hostile input executed code"
