@@ -65,9 +65,21 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parit
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output.")]
 TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
 CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
 CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
 CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
+
+
+def _tolerances(items) -> dict:
+    """Project file, then --tolerance options (which win); says where the file values came from."""
+    from edgeship.config import project_tolerances
+    from edgeship.parity import Tolerances, tolerances_from_options
+
+    from_file, source = project_tolerances()
+    if source:
+        log.info("tolerances from %s: %s", source, from_file)
+    return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
 
 
 def _load_options(arch, arch_kwargs, trust_pickle, imports, code):
@@ -100,6 +112,7 @@ def export(
     quantize: Annotated[list[str], typer.Option("--quantize", "-q", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
     calibration: CalibOpt = None, calibration_method: CalibMethodOpt = "minmax", calibration_samples: CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
+    tolerance: TolOpt = None,
     profile: Annotated[bool, typer.Option("--profile", help="Profile every variant on every target before packaging; adds the results to report.json and a report.html with charts to the bundle.")] = False,
     json_out: JsonOpt = None, junit: JunitOpt = None, verbose: VerboseOpt = False,
 ) -> None:
@@ -115,7 +128,7 @@ def export(
         targets=tuple(_split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(_split(quantize)), calibration=calibration,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
-        profile=profile,
+        profile=profile, tolerances=_tolerances(tolerance),
     )
     from edgeship import render
 
@@ -129,6 +142,7 @@ def export(
                 _write_reports(e.report, json_out, junit)
             raise
     render.parity_table(console, result.parity)
+    render.tolerance_table(console, result.parity)
     render.variant_table(console, result.variants, result.defaults)
     if result.profile is not None:
         render.profile_table(console, result.profile)
@@ -195,8 +209,9 @@ def check(
     target: TargetOpt = ["cpu"],  # noqa: B006
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants to check, comma-separated (default: all).")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", help="Re-run this PyTorch model on the golden inputs too (needs torch).")] = None,
+    inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Your own inputs (.npz: one array per input, or <i>/<input> keys for several samples) in place of the golden ones; needs --against for the reference outputs.")] = None,
     arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
-    imports: ImportOpt = None, code: CodeOpt = None,
+    imports: ImportOpt = None, code: CodeOpt = None, tolerance: TolOpt = None,
     json_out: JsonOpt = None, junit: JunitOpt = None,
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", help="Print one line instead of the table (default: quiet when CI=true).")] = None,
     verbose: VerboseOpt = False,
@@ -207,16 +222,42 @@ def check(
     from edgeship.verify import check as run_check
 
     opts = _load_options(arch, arch_kwargs, trust_pickle, imports, code) if (arch or trust_pickle) else None
-    report = run_check(bundle, tuple(_split(target)), tuple(_split(variant)), against, opts)
+    report = run_check(bundle, tuple(_split(target)), tuple(_split(variant)), against, opts,
+                       tolerances=_tolerances(tolerance), inputs=inputs)
     _write_reports(report, json_out, junit)
     console = _console()
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if not quiet or not report.passed:
         render.parity_table(console, report, failures_only=quiet)
+        render.tolerance_table(console, report)
     status = "passed" if report.passed else "FAILED"
     console.print(f"check {status}: {bundle} ({len(report.summary())} runner × variant × output checks)",
                   markup=False)
+    if not report.passed:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(help="The reference: a bundle or an .onnx file (e.g. yesterday's release).")],
+    b: Annotated[Path, typer.Argument(help="The candidate: a bundle or an .onnx file (e.g. today's build).")],
+    variant_a: Annotated[str, typer.Option("--variant-a", help="Variant of A when it is a bundle (default: its CPU default).")] = "auto",
+    variant_b: Annotated[str, typer.Option("--variant-b", help="Variant of B when it is a bundle.")] = "auto",
+    inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Inputs (.npz); default: A's golden inputs, else B's, else seeded random ones.")] = None,
+    tolerance: TolOpt = None, json_out: JsonOpt = None, junit: JunitOpt = None, verbose: VerboseOpt = False,
+) -> None:
+    """Run A and B on the same inputs and judge B against A: same metrics, tolerances and localisation as parity."""
+    _setup_logging(verbose)
+    from edgeship import render
+    from edgeship.compare import compare as run_compare
+
+    report = run_compare(a, b, variant_a=variant_a, variant_b=variant_b, inputs=inputs, tolerances=_tolerances(tolerance))
+    _write_reports(report, json_out, junit)
+    console = _console()
+    render.parity_table(console, report, title=f"{b.name} vs {a.name}")
+    render.tolerance_table(console, report)
+    console.print(f"compare {'passed' if report.passed else 'FAILED'}: {b} vs {a}", markup=False)
     if not report.passed:
         raise typer.Exit(EXIT_GATE_FAILED)
 

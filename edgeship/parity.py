@@ -230,6 +230,7 @@ class ParityReport:
 
     checks: tuple[OutputCheck, ...]
     tolerances: dict = field(default_factory=dict)
+    divergence: dict = field(default_factory=dict)  # variant -> first divergent node (localize.explain)
 
     @property
     def passed(self) -> bool:
@@ -254,11 +255,15 @@ class ParityReport:
         return list(rows.values())
 
     def to_dict(self) -> dict:
-        return {"passed": self.passed, "tolerances": self.tolerances,
+        return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
                 "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
 
     def merged(self, other: ParityReport) -> ParityReport:
-        return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances})
+        return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},
+                            {**self.divergence, **other.divergence})
+
+    def with_divergence(self, variant: str, where: dict | None) -> ParityReport:
+        return replace(self, divergence={**self.divergence, variant: where}) if where else self
 
 
 def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict, got: dict,
@@ -332,7 +337,9 @@ def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity"
                                                           "nonfinite_ref") if k in r)
         if not r["passed"]:
             f = ET.SubElement(tc, "failure", message=r["reason"] or "parity failed", type="ParityError")
-            f.text = f"{r['reason']}\n{figures}"
+            where = report.divergence.get(r["variant"])
+            f.text = f"{r['reason']}\n{figures}" + (f"\nfirst divergent node: {where['node']} ({where['op_type']}): "
+                                                   f"{where['hint']}" if where else "")
         else:
             ET.SubElement(tc, "system-out").text = figures
     root = ET.Element("testsuites")

@@ -53,13 +53,13 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def parity_table(console: Console, report, failures_only: bool = False) -> None:
+def parity_table(console: Console, report, failures_only: bool = False, title: str = "Parity vs eager reference") -> None:
     rows = report.summary()
     if failures_only:
         rows = [r for r in rows if not r["passed"]]
     if not rows:
         return
-    t = Table(title="Parity vs eager reference", title_justify="left")
+    t = Table(title=Text(title), title_justify="left")
     for col in ("runner", "variant", "output", "max abs", "max rel", "cosine", "SNR dB", "top-1", "result"):
         t.add_column(col, justify="right" if col not in ("runner", "variant", "output", "result") else "left")
     failed = []
@@ -74,6 +74,20 @@ def parity_table(console: Console, report, failures_only: bool = False) -> None:
     console.print(t)
     for i, r in enumerate(failed, 1):
         console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
+    from edgeship.localize import describe
+
+    for variant, where in (report.divergence or {}).items():
+        if where:
+            console.print(Text.assemble(("where: ", "yellow"), f"{variant}: {describe(where)}"))
+
+
+def tolerance_table(console: Console, report) -> None:
+    """The effective tolerances, per variant and output, as applied."""
+    rows = [(v, o, tol) for v, per in (report.tolerances or {}).items() for o, tol in per.items()]
+    if not rows:
+        return
+    line = "; ".join(f"{v}/{o}: " + ", ".join(f"{k}={val:g}" for k, val in tol.items()) for v, o, tol in rows)
+    console.print(Text(f"tolerances: {line}", "dim"))
 
 
 def variant_table(console: Console, variants: dict, defaults: dict) -> None:

@@ -37,7 +37,8 @@ def _npz(bundle, rel: str) -> list[dict]:
 
 def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
           against: str | os.PathLike | None = None, load_options=None,
-          tolerances: dict | None = None) -> ParityReport:
+          tolerances: dict | None = None, inputs: str | os.PathLike | None = None,
+          localise: bool = True) -> ParityReport:
     """Run every (or the named) variant on every target over the golden inputs.
 
     Args:
@@ -49,6 +50,11 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
             ``--arch`` is never used on its own: the error for a state_dict quotes it.
         tolerances: scoped overrides, e.g. ``{"fp32": {"atol": 1e-3}, "int8/logits": {"min_top1": 0.95}}``;
             they win over the tolerances recorded in the bundle.
+        inputs: an .npz of your own inputs (one array per input name, or ``<i>/<name>`` keys for
+            several samples) used in place of the golden inputs; the reference outputs then come
+            from ``against`` (required).
+        localise: for a failing quantized/fp16 variant, name the first node where it leaves the
+            bundle's fp32 variant (needs the onnx package; skipped without it).
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
@@ -57,20 +63,27 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
     b = open_bundle(bundle)
     m = b.manifest
     spec = IOSpec.from_dict(m["io"])
-    inputs = _npz(b, m["golden"]["inputs"])
-    outputs = _npz(b, m["golden"]["outputs"])
-    if len(inputs) != len(outputs) or not inputs:
-        raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
-    _check_golden(b, spec, inputs, outputs)
-    labels = [s.get("label", str(i)) for i, s in enumerate(m["golden"].get("samples", []))]
-    labels += [str(i) for i in range(len(labels), len(inputs))]
-    sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(inputs)
-    samples = [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(inputs)]
+    report = ParityReport(())
+    if inputs is not None:
+        if against is None:
+            raise SpecError(f"--inputs {inputs}: reference outputs for your own inputs come from the PyTorch "
+                            "model; pass --against model.pt too.")
+        samples = [Sample(f"inputs-{i}", feeds, {}) for i, feeds in enumerate(read_inputs(inputs, spec))]
+        outputs = _reference_outputs(spec, samples, against, load_options, b)
+    else:
+        golden_in = _npz(b, m["golden"]["inputs"])
+        outputs = _npz(b, m["golden"]["outputs"])
+        if len(golden_in) != len(outputs) or not golden_in:
+            raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
+        _check_golden(b, spec, golden_in, outputs)
+        labels = [s.get("label", str(i)) for i, s in enumerate(m["golden"].get("samples", []))]
+        labels += [str(i) for i in range(len(labels), len(golden_in))]
+        sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(golden_in)
+        samples = [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(golden_in)]
+        if against is not None:
+            report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
     names = list(variants) or list(m["variants"])
     overrides = Tolerances.from_dict(tolerances or {})
-    report = ParityReport(())
-    if against is not None:
-        report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
     for name in names:
         if name not in m["variants"]:
             raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(m['variants'])}.")
@@ -79,10 +92,68 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         data = b.read(v["file"])
         runners = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v["file"])
                    for t in targets]
-        report = report.merged(run_parity(runners, samples, outputs, tol, name))
+        variant_report = run_parity(runners, samples, outputs, tol, name)
+        report = report.merged(variant_report)
         for r in runners:
             r.close()
+        if localise and not variant_report.passed and name != "fp32" and "fp32" in m["variants"]:
+            bad = variant_report.failures()[0]
+            sample = next((s for s in samples if s.label == bad.sample), samples[0])
+            where = _localise(b, m["variants"]["fp32"]["file"], v["file"], sample.feeds,
+                              v.get("precision", "fp32"), tol(bad.output))
+            report = report.with_divergence(name, where)
     return report
+
+
+def _localise(b, ref_file: str, cand_file: str, feeds: dict, precision: str, tol) -> dict | None:
+    """Compare the variant with the bundle's fp32 tensor by tensor (needs onnx; best effort)."""
+    import tempfile
+
+    try:
+        import onnx  # noqa: F401 - the localiser edits graphs with it
+    except ImportError:
+        log.info("install onnx to locate the first divergent node")
+        return None
+    from edgeship.localize import explain
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-check-") as tmp:
+        ref, cand = Path(tmp) / "fp32.onnx", Path(tmp) / "variant.onnx"
+        ref.write_bytes(b.read(ref_file))
+        cand.write_bytes(b.read(cand_file))
+        return explain(ref, cand, [feeds], precision, tol)
+
+
+def read_inputs(path: str | os.PathLike, spec: IOSpec) -> list[dict]:
+    """Samples from an .npz: plain input names (one sample) or ``<i>/<name>`` keys (several)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except Exception as e:
+        raise SpecError(f"--inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
+    if arrays and all("/" in k for k in arrays):
+        class _Data:
+            files = list(arrays)
+
+            def __getitem__(self, k):
+                return arrays[k]
+
+        samples = load_npz_samples(_Data())
+    else:
+        samples = [arrays]
+    for i, feeds in enumerate(samples):
+        try:
+            validate_feeds(spec.inputs, feeds)
+        except SpecError as e:
+            raise SpecError(f"--inputs {path}, sample {i}: {e}") from e
+    return samples
+
+
+def _reference_outputs(spec, samples, against, load_options, b) -> list[dict]:
+    from edgeship.runtimes.torch_eager import TorchEagerRunner
+
+    module = _load_against(b, against, load_options)
+    runner = TorchEagerRunner(spec, module, name="torch-eager")
+    return [runner.infer(s.feeds) for s in samples]
 
 
 def _check_golden(b, spec: IOSpec, inputs: list[dict], outputs: list[dict]) -> None:
@@ -121,9 +192,15 @@ def _check_reference(b, spec, samples, outputs, against, load_options) -> Parity
     The ``--arch`` recorded in the manifest is only quoted, never imported or called: the
     manifest is not signed, and an edited one could name any callable (``os:system``).
     """
+    from edgeship.runtimes.torch_eager import TorchEagerRunner
+
+    runner = TorchEagerRunner(spec, _load_against(b, against, load_options), name="torch-eager")
+    return run_parity([runner], samples, outputs, tolerance_for("fp32"), "reference")
+
+
+def _load_against(b, against, load_options):
     from edgeship.errors import ModelLoadError
     from edgeship.exporters.loading import LoadOptions, load_model
-    from edgeship.runtimes.torch_eager import TorchEagerRunner
 
     try:
         loaded = load_model(Path(against), load_options or LoadOptions())
@@ -141,5 +218,4 @@ def _check_reference(b, spec, samples, outputs, against, load_options) -> Parity
         raise
     if loaded.module is None:
         raise BundleError(f"--against {against} is an ONNX file; pass the PyTorch model the bundle came from.")
-    runner = TorchEagerRunner(spec, loaded.module, name="torch-eager")
-    return run_parity([runner], samples, outputs, tolerance_for("fp32"), "reference")
+    return loaded.module

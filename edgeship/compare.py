@@ -1,0 +1,111 @@
+"""``edgeship compare A B``: two ONNX models or bundles on the same inputs (yesterday's release
+vs today's build). A is the reference; B is judged with the same metrics and tolerances as
+parity, and a failure names the first node where B leaves A (when their tensor names match).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeship.errors import SpecError
+from edgeship.golden import Sample, make_samples
+from edgeship.parity import ParityReport, Tolerances, run_parity
+from edgeship.runtimes.ort import OrtRunner
+from edgeship.spec import IOSpec, TensorSpec
+
+
+@dataclass(frozen=True)
+class Side:
+    """One model to compare: its bytes, io spec, a label and (for bundles) golden samples."""
+
+    label: str
+    data: bytes
+    spec: IOSpec
+    precision: str
+    samples: tuple = ()
+
+
+def _side(path: Path, variant: str) -> Side:
+    from edgeship.bundle import open_bundle
+    from edgeship.runtime import choose_variant
+
+    if path.is_dir() or path.name.endswith(".zip"):
+        b = open_bundle(path)
+        name = choose_variant(b.manifest, "cpu", variant)
+        v = b.manifest["variants"][name]
+        from edgeship.verify import _npz
+
+        golden = _npz(b, b.manifest["golden"]["inputs"])
+        samples = tuple(Sample(f"golden-{i}", feeds, {}) for i, feeds in enumerate(golden))
+        return Side(f"{path.name}:{name}", b.read(v["file"]), IOSpec.from_dict(b.manifest["io"]),
+                    v.get("precision", "fp32"), samples)
+    from edgeship.inspection import _io_from_session
+
+    if not path.is_file():
+        raise SpecError(f"{path} does not exist; pass a bundle or an .onnx file.")
+    data = path.read_bytes()  # from bytes, onnxruntime reads no external data files
+    try:
+        io = _io_from_session(data)
+    except Exception as e:
+        raise SpecError(f"{path} is not an ONNX model onnxruntime can open: {e}") from e
+    specs = tuple(TensorSpec(t["name"], t["dtype"], tuple(d if isinstance(d, int) and d > 0 else (d or f"{t['name']}_dim{k}")
+                                                          for k, d in enumerate(t["shape"])))
+                  for t in io["inputs"])
+    return Side(path.name, data, IOSpec(specs, tuple(TensorSpec(t["name"], t["dtype"]) for t in io["outputs"])), "fp32")
+
+
+def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "auto", variant_b: str = "auto",
+            inputs: str | os.PathLike | None = None, tolerances: dict | None = None, seed: int = 0,
+            localise: bool = True) -> ParityReport:
+    """Run A and B on the same inputs and judge B against A.
+
+    Inputs: ``inputs`` (.npz), else A's golden inputs when A is a bundle, else B's, else seeded
+    random feeds from A's input spec (symbolic axes at 1 and 2).
+
+    Raises:
+        SpecError: the two models do not take the same inputs, or the inputs do not fit.
+    """
+    left, right = _side(Path(a), variant_a), _side(Path(b), variant_b)
+    if [(t.name, t.dtype) for t in left.spec.inputs] != [(t.name, t.dtype) for t in right.spec.inputs]:
+        raise SpecError(
+            f"{left.label} and {right.label} take different inputs: "
+            f"{[(t.name, t.dtype) for t in left.spec.inputs]} vs {[(t.name, t.dtype) for t in right.spec.inputs]}."
+        )
+    if inputs is not None:
+        from edgeship.verify import read_inputs
+
+        samples = [Sample(f"inputs-{i}", f, {}) for i, f in enumerate(read_inputs(inputs, left.spec))]
+    else:
+        samples = list(left.samples or right.samples) or make_samples(left.spec.inputs, seed=seed)
+    ref_runner = OrtRunner(IOSpec(left.spec.inputs), left.data, target="cpu", name=left.label)
+    with ref_runner:
+        references = [ref_runner.infer(s.feeds) for s in samples]
+    names = list(references[0])
+    cand_spec = IOSpec(right.spec.inputs, tuple(TensorSpec(n) for n in names))
+    tols = Tolerances.from_dict(tolerances or {})
+    precision = right.precision if right.precision != "fp32" else left.precision
+    with OrtRunner(cand_spec, right.data, target="cpu", name=right.label) as cand:
+        report = run_parity([cand], samples, references, tols.for_precision(precision), right.label)
+    if localise and not report.passed:
+        bad = report.failures()[0]
+        sample = next((s for s in samples if s.label == bad.sample), samples[0])
+        report = report.with_divergence(right.label, _explain(left, right, sample.feeds, precision,
+                                                              tols.get(precision, bad.output)))
+    return report
+
+
+def _explain(left: Side, right: Side, feeds: dict, precision: str, tol) -> dict | None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return None
+    from edgeship.localize import explain
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-compare-") as tmp:
+        pa, pb = Path(tmp) / "a.onnx", Path(tmp) / "b.onnx"
+        pa.write_bytes(left.data)
+        pb.write_bytes(right.data)
+        return explain(pa, pb, [feeds], precision, tol)
