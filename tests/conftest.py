@@ -13,6 +13,18 @@ sys.path.insert(0, str(TESTS))
 MODELS_PY = TESTS / "models.py"
 
 
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests run only where onnxruntime has a CUDA execution provider."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    skip = pytest.mark.skip(reason="no CUDAExecutionProvider (install onnxruntime-gpu on a CUDA machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def arch(name: str) -> str:
     return f"{MODELS_PY}:{name}"
 

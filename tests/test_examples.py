@@ -65,3 +65,35 @@ def test_minilm_int8_embeddings_match_fp32(tmp_path):
     assert _figure(out, r"vs eager: max abs ([0-9.e+-]+)") <= 1e-4
     assert _figure(out, r"min cosine ([0-9.]+)") >= 0.99
     assert _figure(out, r"int8's top 3 for ([0-9]+)%") == 100
+
+
+def test_ci_gate_script(tmp_path):
+    """examples/ci/gate.sh, as the workflow runs it: export, check with JUnit, and a latency gate."""
+    import os
+
+    from junitparser import JUnitXml
+
+    src = ROOT / "examples" / "simplenet"
+    for f in ("model.py", "train.py"):
+        shutil.copy(src / f, tmp_path / f)
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True, capture_output=True)
+    env = {**os.environ, "EDGESHIP": f"{sys.executable} -m edgeship", "CI": "true"}
+    gate = str(ROOT / "examples" / "ci" / "gate.sh")
+    r = subprocess.run(["bash", gate, "simplenet_state.pt", "out", "--arch", "model.py:SimpleNet", "--input", "x:1x10",
+                        "--dynamic-batch"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    cases = [c for suite in JUnitXml.fromfile(str(tmp_path / "out" / "parity.xml")) for c in suite]
+    assert cases and all(c.is_passed for c in cases)
+    base = tmp_path / "out" / "base.json"
+    subprocess.run([*EDGESHIP, "profile", "out/model.edgeship", "-n", "20", "--json", str(base)], cwd=tmp_path, check=True,
+                   capture_output=True)
+    r = subprocess.run(["bash", gate, "out/model.edgeship", "out2"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**env, "BASELINE": str(base), "MAX_REGRESSION": "500%"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # a bundle with one changed byte fails the gate with exit 2 (corrupt), before any parity run
+    onnx_file = tmp_path / "out" / "model.edgeship" / "models" / "fp32.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-50] ^= 1
+    onnx_file.write_bytes(bytes(data))
+    r = subprocess.run(["bash", gate, "out/model.edgeship", "out3"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "sha256" in r.stdout + r.stderr
