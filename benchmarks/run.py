@@ -250,7 +250,8 @@ def report(b3: dict, b6: dict, command: str, load: tuple, quick: bool, b5: dict 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=BENCH / "results.md")
-    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, ~30 s)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    p.add_argument("--no-quant", action="store_true", help="skip B1, B2, B4, B7 (bench_quant.py)")
     args = p.parse_args()
     command = " ".join(["python", *sys.argv])
     load = os.getloadavg()
@@ -266,6 +267,12 @@ def main() -> int:
     b5 = bench_profiler.bench_b5(bundle, bench_profiler.build_cnn_bundle(cli()), args.quick)
 
     text = report(b3, b6, command, load, args.quick, b5)
+    if not args.no_quant:
+        print("B1, B2, B4, B7: quantized variants, speedups, export cost, accuracy (a few minutes) ...", flush=True)
+        import bench_quant
+
+        text += ("\n## Quantization, speed-up, export cost, accuracy (B1, B2, B4, B7)\n\n"
+                 + bench_quant.table(bench_quant.run(args.quick)) + "\n\n" + bench_quant.__doc__.split("\n\n", 2)[2] + "\n")
     args.out.write_text(text)
     print(text)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")

@@ -51,7 +51,7 @@ def test_dynamo_is_tried_first_and_recorded(files, tmp_path):
     result = export(cfg)
     report = json.loads((result.bundle / "report.json").read_text())
     manifest = json.loads((result.bundle / "manifest.json").read_text())
-    assert manifest["source"]["exporter"] == "dynamo" and manifest["source"]["opset"] == 18
+    assert manifest["source"]["exporter"] == "dynamo" and manifest["source"]["opset"] == 20
     assert [s["name"] for s in report["stages"]] == ["load", "torchscript", "onnx", "optimize", "quantize", "parity", "select"]
     assert all(s["seconds"] >= 0 for s in report["stages"])
 

@@ -94,7 +94,7 @@ def test_fallback_keeps_harmful_nodes_in_fp32_and_reports_them(tmp_path):
 def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
     from edgeship.pipeline import stages
 
-    monkeypatch.setattr(stages, "quick_p50", lambda runner, feeds, **kw: 0.001 if "int8" in str(runner.model) else 1.0)
+    monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: 0.001 if "int8" in n else 1.0 for n in runners})
     path = _save(models.OutlierChannel(), tmp_path)
     r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
     assert set(r.variants) == {"fp32"} and r.defaults == {"cpu": "fp32"}
@@ -106,7 +106,7 @@ def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
     from edgeship.pipeline import stages
 
-    monkeypatch.setattr(stages, "quick_p50", lambda runner, feeds, **kw: int8_ms if "int8" in str(runner.model) else 1.0)
+    monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: int8_ms if "int8" in n else 1.0 for n in runners})
     r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
     assert r.defaults["cpu"] == default
     assert r.variants["int8_dynamic"]["latency_ms"]["cpu"] == int8_ms

@@ -315,20 +315,28 @@ def _import_user_code(options: LoadOptions) -> None:
 
 
 def _import_file(file: Path, flag: str = "--code"):
+    """Run a user's Python file as a module.
+
+    Only ``--code`` files are registered where a pickle looks for their classes (``sys.modules``
+    under the file's stem, and ``__main__`` for pickles a script made); ``--arch`` and
+    ``--calibration`` files get a private module name, so two ``model.py`` files never clash.
+    """
     if not file.is_file():
         raise ModelLoadError(f"{flag} {file}: no such file.")
-    spec = importlib.util.spec_from_file_location(file.stem, file)
+    public = flag == "--code"
+    name = file.stem if public else f"edgeship_user_{file.stem}_{abs(hash(str(file.resolve()))):x}"
+    spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[file.stem] = module
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as e:
         raise ModelLoadError(f"{flag} {file}: running it failed: {e}") from e
-    # pickles made by a script reference classes as __main__.Name
-    main = sys.modules["__main__"]
-    for k, v in vars(module).items():
-        if isinstance(v, type) and not hasattr(main, k):
-            setattr(main, k, v)
+    if public:  # pickles made by a script reference classes as __main__.Name
+        main = sys.modules["__main__"]
+        for k, v in vars(module).items():
+            if isinstance(v, type) and not hasattr(main, k):
+                setattr(main, k, v)
     return module
 
 

@@ -23,7 +23,7 @@ from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
+DEFAULT_OPSET = {"dynamo": 20, "torchscript": 17}
 EXPORTERS = ("auto", "dynamo", "torchscript")
 _TWO_GB = 2 * 1024**3
 

@@ -156,21 +156,36 @@ def parity_stage(ctx: Context) -> str:
         f"{n} {'pass' if all(v['parity'].values()) else 'partial'}" for n, v in ctx.variants.items())
 
 
-def quick_p50(runner: OrtRunner, feeds: dict, budget_s: float = 0.4, min_runs: int = 15) -> float:
-    """p50 latency in ms of ``runner`` on ``feeds``: a few warm-up runs, then up to ``budget_s``."""
+def quick_p50s(runners: dict, feeds: dict, rounds: int = 7, block_s: float = 0.025, min_calls: int = 3) -> dict:
+    """p50 latency in ms of each runner on ``feeds``, measured interleaved.
+
+    The variants take turns in short blocks (a new order each round), and each figure is the
+    median of its block medians: on a shared machine a burst of load then hits every variant
+    alike instead of whichever happened to be timed during it.
+    """
+    import random
     import time
 
     import numpy as np
 
-    run, names = runner.session.run, runner.output_names
-    for _ in range(3):
-        run(names, feeds)
-    times, start = [], time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget_s and len(times) < 2000):
-        t0 = time.perf_counter()
-        run(names, feeds)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    calls = {n: (r.session.run, r.output_names) for n, r in runners.items()}
+    for run, names in calls.values():  # warm-up
+        for _ in range(3):
+            run(names, feeds)
+    blocks: dict = {n: [] for n in calls}
+    order = list(calls)
+    rng = random.Random(0)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for n in order:
+            run, names = calls[n]
+            times, start = [], time.perf_counter()
+            while len(times) < min_calls or time.perf_counter() - start < block_s:
+                t0 = time.perf_counter()
+                run(names, feeds)
+                times.append(time.perf_counter() - t0)
+            blocks[n].append(float(np.median(times)))
+    return {n: float(np.median(b) * 1e3) for n, b in blocks.items()}
 
 
 # a quantized variant must beat fp32 by this much to be the default: at equal speed, keep fp32
@@ -183,11 +198,15 @@ def select_stage(ctx: Context) -> str:
     why = []
     for t in ctx.targets:
         passing = [n for n, v in ctx.variants.items() if v.get("parity", {}).get(t)]
-        for n in passing:
-            with OrtRunner(ctx.spec, ctx.variants[n]["file"], target=t) as r:
-                ctx.latency[(n, t)] = quick_p50(r, feeds)
         if not passing:
             continue
+        runners = {n: OrtRunner(ctx.spec, ctx.variants[n]["file"], target=t).load() for n in passing}
+        try:
+            for n, ms in quick_p50s(runners, feeds).items():
+                ctx.latency[(n, t)] = ms
+        finally:
+            for r in runners.values():
+                r.close()
         base = ctx.latency.get(("fp32", t))
         best = min(passing, key=lambda n: ctx.latency[(n, t)])
         if base is not None and best != "fp32" and ctx.latency[(best, t)] * MIN_SPEEDUP > base:

@@ -43,7 +43,7 @@ def test_train_mode_dropout_batchnorm_is_exported_in_eval_and_reported(tmp_path,
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
     with torch.no_grad():
         ref = m.eval()(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(edgeship.load(out)(x), ref, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(edgeship.load(out, variant="fp32")(x), ref, atol=1e-4, rtol=1e-3)
 
 
 def test_nondeterministic_model_fails_parity_and_says_why(tmp_path, cli):
@@ -97,7 +97,7 @@ def test_int64_ids_with_open_ended_slicing_pass_at_two_sizes(tmp_path):
     ids = np.random.default_rng(1).integers(0, 20, (3, 11))
     with torch.no_grad():
         ref = m.eval()(torch.from_numpy(ids)).numpy()
-    np.testing.assert_allclose(edgeship.load(out)(ids), ref, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(edgeship.load(out, variant="fp32")(ids), ref, atol=1e-4, rtol=1e-3)
     assert edgeship.check(out).passed
 
 

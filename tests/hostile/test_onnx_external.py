@@ -163,7 +163,7 @@ def test_legitimate_external_data_exports_to_a_self_contained_bundle(tmp_path, c
     out = tmp_path / "ext.edgeship"
     code, msg = cli("export", path, "--input", "x:2x4", "-o", out)
     assert code == 0, msg
-    m = edgeship.load(out)
+    m = edgeship.load(out, variant="fp32")
     np.testing.assert_allclose(m(np.ones((3, 4), np.float32)), 1 + np.tile(W, (3, 1)))
     shipped = onnx.load(str(out / "models" / "fp32.onnx"), load_external_data=False)
     assert all(t.data_location != TensorProto.EXTERNAL for t in shipped.graph.initializer)
