@@ -14,7 +14,6 @@ calibration starts; a bad one stops the export with the input named and nothing 
 
 from __future__ import annotations
 
-import importlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,18 +136,10 @@ def _from_folder(path: Path, inputs, limit: int) -> list[dict]:
 
 
 def _from_function(spec: str, limit: int) -> list[dict]:
-    from edgeship.exporters.loading import _import_file  # one way to import user code
+    from edgeship.exporters.loading import import_callable
 
-    mod_name, _, attr = spec.rpartition(":")
-    try:
-        module = _import_file(Path(mod_name), "--calibration") if mod_name.endswith(".py") else importlib.import_module(mod_name)
-    except SpecError:
-        raise
-    except Exception as e:
-        raise SpecError(f"--calibration {spec}: could not import {mod_name}: {e}") from e
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise SpecError(f"--calibration {spec}: {mod_name} has no callable {attr!r}.")
+    fn = import_callable(spec, "--calibration", SpecError)
+    attr = spec.rpartition(":")[2]
     try:
         samples = list(itertools.islice(iter(fn()), limit))
     except Exception as e:

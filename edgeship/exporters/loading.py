@@ -340,6 +340,25 @@ def _import_file(file: Path, flag: str = "--code"):
     return module
 
 
+def import_callable(spec: str, flag: str, error=ModelLoadError):
+    """The callable named by ``module:attr`` or ``file.py:attr`` (a user's --arch, --calibration).
+
+    Raises:
+        ``error``: the module cannot be imported or has no such callable.
+    """
+    mod_name, _, attr = spec.rpartition(":")
+    try:
+        module = _import_file(Path(mod_name), flag) if mod_name.endswith(".py") else importlib.import_module(mod_name)
+    except ModelLoadError as e:
+        raise error(str(e)) from e
+    except Exception as e:
+        raise error(f"{flag} {spec}: could not import {mod_name}: {e}") from e
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise error(f"{flag} {spec}: {mod_name} has no callable {attr!r}.")
+    return fn
+
+
 def build_arch(options: LoadOptions):
     """Build the module from ``--arch module:factory`` or ``path/to/file.py:factory``."""
     import torch
@@ -352,18 +371,7 @@ def build_arch(options: LoadOptions):
             "models.py:Net)."
         )
     _import_user_code(options)
-    try:
-        if mod_name.endswith(".py"):
-            module = _import_file(Path(mod_name), "--arch")
-        else:
-            module = importlib.import_module(mod_name)
-    except ModelLoadError:
-        raise
-    except Exception as e:
-        raise ModelLoadError(f"--arch {arch}: could not import {mod_name}: {e}") from e
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ModelLoadError(f"--arch {arch}: {mod_name} has no callable {attr!r}.")
+    factory = import_callable(arch, "--arch", ModelLoadError)
     try:
         model = factory(**options.arch_kwargs)
     except Exception as e:
