@@ -1,4 +1,4 @@
-"""Stages 2-7: torchscript, onnx, optimize, parity, select. Each takes the context and
+"""Stages torchscript, onnx, optimize, parity and select. Each takes the context and
 returns a one-line detail; raising ``EdgeshipError`` fails it."""
 
 from __future__ import annotations
@@ -47,13 +47,8 @@ def _parity(ctx: Context, runners, variant: str, tol) -> ParityReport:
 
 
 def _worst(report: ParityReport) -> str:
-    rows = report.summary()
-    max_abs = max((r.get("max_abs", float("inf")) for r in rows), default=0.0)
-    return f"max abs {max_abs:.2e} over {len(ctx_samples(report))} sample(s)"
-
-
-def ctx_samples(report: ParityReport) -> set:
-    return {c.sample for c in report.checks}
+    max_abs = max((r.get("max_abs", float("inf")) for r in report.summary()), default=0.0)
+    return f"max abs {max_abs:.2e} over {len({c.sample for c in report.checks})} sample(s)"
 
 
 def torchscript_stage(ctx: Context) -> str:
@@ -195,7 +190,6 @@ MIN_SPEEDUP = 1.05
 def select_stage(ctx: Context) -> str:
     """Per target, the default is the fastest variant that passes there (measured p50)."""
     feeds = ctx.samples[0].feeds
-    why = []
     for t in ctx.targets:
         passing = [n for n, v in ctx.variants.items() if v.get("parity", {}).get(t)]
         if not passing:
@@ -218,5 +212,4 @@ def select_stage(ctx: Context) -> str:
             reason = (f"{t}: fp32 ({base:.3g} ms) is the default: " + (", ".join(slower) if slower else
                       "no quantized variant is at least 5% faster") + " on this machine")
             ctx.note(reason)
-            why.append(reason)
     return ", ".join(f"{t}: {v}" for t, v in ctx.defaults.items())
