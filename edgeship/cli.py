@@ -18,7 +18,7 @@ from edgeship.errors import EXIT_BAD_INPUT, EXIT_GATE_FAILED, EdgeshipError, Qua
 
 app = typer.Typer(
     name="edgeship", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-    help="Ship trained PyTorch models to the edge: export, check, inspect and run bundles.",
+    help="Ship trained PyTorch models to the edge: export, quantize, check, compare, inspect, run and profile bundles.",
 )
 log = logging.getLogger("edgeship")
 
@@ -102,7 +102,7 @@ def export(
     arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
     imports: ImportOpt = None, code: CodeOpt = None,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: auto (dynamo, then the TorchScript-based one), dynamo or torchscript.")] = "auto",
-    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 18 for dynamo, 17 for the TorchScript-based exporter).")] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 20 for dynamo, where onnxruntime fuses Gelu; 17 for the TorchScript-based exporter).")] = None,
     target: TargetOpt = ["auto"],  # noqa: B006 - typer needs a literal default
     atol: Annotated[Optional[float], typer.Option("--atol", help="fp32 absolute tolerance (default 1e-4).")] = None,
     rtol: Annotated[Optional[float], typer.Option("--rtol", help="fp32 relative tolerance (default 1e-3).")] = None,

@@ -22,7 +22,7 @@ class ExportConfig:
         output_names: names for the model's outputs (default: dict keys, else output/output_N).
         load: how to load the file (``--arch``, ``--trust-pickle``, ...).
         exporter: ``auto`` (dynamo, TorchScript-based fallback), ``dynamo`` or ``torchscript``.
-        opset: ONNX opset; default 18 for dynamo, 17 for the TorchScript-based exporter.
+        opset: ONNX opset; default 20 for dynamo (onnxruntime fuses its Gelu), 17 for the TorchScript-based exporter.
         targets: where to check parity: ``cpu``, ``cuda``; ``auto`` adds CUDA when present.
         atol, rtol: fp32 tolerances (default 1e-4, 1e-3).
         samples: golden samples at the example's sizes (one more per dynamic size change).
