@@ -6,12 +6,12 @@ parity, and a failure names the first node where B leaves A (when their tensor n
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.errors import SpecError
 from edgeship.golden import Sample, make_samples
+from edgeship.localize import explain_models
 from edgeship.parity import ParityReport, Tolerances, run_parity
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.spec import IOSpec, TensorSpec
@@ -92,20 +92,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "aut
     if localise and not report.passed:
         bad = report.failures()[0]
         sample = next((s for s in samples if s.label == bad.sample), samples[0])
-        report = report.with_divergence(right.label, _explain(left, right, sample.feeds, precision,
+        report = report.with_divergence(right.label, explain_models(left.data, right.data, [sample.feeds], precision,
                                                               tols.get(precision, bad.output)))
     return report
 
-
-def _explain(left: Side, right: Side, feeds: dict, precision: str, tol) -> dict | None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        return None
-    from edgeship.localize import explain
-
-    with tempfile.TemporaryDirectory(prefix="edgeship-compare-") as tmp:
-        pa, pb = Path(tmp) / "a.onnx", Path(tmp) / "b.onnx"
-        pa.write_bytes(left.data)
-        pb.write_bytes(right.data)
-        return explain(pa, pb, [feeds], precision, tol)

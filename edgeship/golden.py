@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeship.spec import TensorSpec, concrete_shape, format_shape
+from edgeship.spec import TensorSpec, concrete_shape
 
 DEFAULT_SEED = 0
 
@@ -148,13 +148,10 @@ def npz_arrays(data) -> dict:
 
 
 def load_npz_samples(data) -> list[dict]:
-    """Inverse of :func:`save_samples`: a list of dicts, one per sample index."""
+    """Inverse of :func:`save_samples`: a list of dicts, one per sample index. ``data`` is an
+    opened .npz or a dict of its arrays."""
     out: dict[int, dict] = {}
-    for key, value in npz_arrays(data).items():
+    for key, value in (data if isinstance(data, dict) else npz_arrays(data)).items():
         i, _, name = key.partition("/")
         out.setdefault(int(i), {})[name] = value
     return [out[i] for i in sorted(out)]
-
-
-def describe_feeds(feeds: dict) -> str:
-    return ", ".join(f"{k}: {v.dtype}{format_shape(v.shape)}" for k, v in feeds.items())

@@ -240,6 +240,21 @@ def explain(reference: Path, candidate: Path, feeds: list[dict], precision: str,
             "compared_tensors": len(errors)}
 
 
+def explain_models(reference: bytes, candidate: bytes, feeds: list[dict], precision: str, tol) -> dict | None:
+    """:func:`explain` for two models held as bytes (a bundle's variants, compare's inputs).
+    Needs the onnx package; returns None without it, since localisation is best effort."""
+    try:
+        import onnx  # noqa: F401 - the localiser edits graphs with it
+    except ImportError:
+        log.info("install onnx to locate the first divergent node")
+        return None
+    with tempfile.TemporaryDirectory(prefix="edgeship-explain-") as tmp:
+        ref, cand = Path(tmp) / "reference.onnx", Path(tmp) / "candidate.onnx"
+        ref.write_bytes(reference)
+        cand.write_bytes(candidate)
+        return explain(ref, cand, feeds, precision, tol)
+
+
 def describe(d: dict) -> str:
     """One line for the console: node, op, error, hint."""
     what = (f"{d['nonfinite']} NaN/Inf values" if d["nonfinite"] else

@@ -31,7 +31,6 @@ import io
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,9 +180,10 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
     feeds = {b: batch_feeds(src, b) for b in batches}
     ops_runs, ops_warm = config.per_op_runs, min(config.warmup, 5)
     plan = []
+    models = {v: src.model(v) for v in variants}  # read and verified once, whatever the targets
     for target, providers in targets:
         for v in variants:
-            model = src.model(v)
+            model = models[v]
             plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
                            partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
                      for t in threads for b in batches]
@@ -255,16 +255,10 @@ def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> li
 def host_info() -> dict:
     import onnxruntime as ort
 
+    from edgeship.host import host_info as machine
     from edgeship.runtimes.ort import available_providers
 
-    cpu = platform.processor()
-    try:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"machine": platform.machine(), "system": platform.system(), "cpu": cpu, "cpus": os.cpu_count(),
-            "python": platform.python_version(), "onnxruntime": ort.__version__, "providers": available_providers()}
+    return {**machine(), "onnxruntime": ort.__version__, "providers": available_providers()}
 
 
 # ----------------------------------------------------------------------------- files

@@ -162,9 +162,6 @@ def concrete_shape(spec: TensorSpec, sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(sizes[d] if isinstance(d, str) else d for d in spec.shape)
 
 
-def describe_array(a: np.ndarray) -> str:
-    return f"{a.dtype}{format_shape(a.shape)}"
-
 
 def validate_feeds(specs: tuple[TensorSpec, ...], feeds: dict) -> None:
     """Check names, dtypes, ranks and fixed axes of ``feeds`` against ``specs``.

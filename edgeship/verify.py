@@ -16,7 +16,8 @@ import numpy as np
 
 from edgeship.bundle import open_bundle
 from edgeship.errors import BundleError, SpecError
-from edgeship.golden import Sample, load_npz_samples
+from edgeship.golden import Sample, load_npz_samples, npz_arrays
+from edgeship.localize import explain_models
 from edgeship.parity import TOLERANCE_KEYS, ParityReport, Tolerance, Tolerances, run_parity, tolerance_for
 from edgeship.runtime import open_variant
 from edgeship.runtimes.ort import OrtRunner
@@ -99,45 +100,21 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         if localise and not variant_report.passed and name != "fp32" and "fp32" in m["variants"]:
             bad = variant_report.failures()[0]
             sample = next((s for s in samples if s.label == bad.sample), samples[0])
-            where = _localise(b, m["variants"]["fp32"]["file"], v["file"], sample.feeds,
-                              v.get("precision", "fp32"), tol(bad.output))
+            where = explain_models(b.read(m["variants"]["fp32"]["file"]), data, [sample.feeds],
+                                   v.get("precision", "fp32"), tol(bad.output))
             report = report.with_divergence(name, where)
     return report
-
-
-def _localise(b, ref_file: str, cand_file: str, feeds: dict, precision: str, tol) -> dict | None:
-    """Compare the variant with the bundle's fp32 tensor by tensor (needs onnx; best effort)."""
-    import tempfile
-
-    try:
-        import onnx  # noqa: F401 - the localiser edits graphs with it
-    except ImportError:
-        log.info("install onnx to locate the first divergent node")
-        return None
-    from edgeship.localize import explain
-
-    with tempfile.TemporaryDirectory(prefix="edgeship-check-") as tmp:
-        ref, cand = Path(tmp) / "fp32.onnx", Path(tmp) / "variant.onnx"
-        ref.write_bytes(b.read(ref_file))
-        cand.write_bytes(b.read(cand_file))
-        return explain(ref, cand, [feeds], precision, tol)
 
 
 def read_inputs(path: str | os.PathLike, spec: IOSpec) -> list[dict]:
     """Samples from an .npz: plain input names (one sample) or ``<i>/<name>`` keys (several)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+            arrays = npz_arrays(data)
     except Exception as e:
         raise SpecError(f"--inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
     if arrays and all("/" in k for k in arrays):
-        class _Data:
-            files = list(arrays)
-
-            def __getitem__(self, k):
-                return arrays[k]
-
-        samples = load_npz_samples(_Data())
+        samples = load_npz_samples(arrays)
     else:
         samples = [arrays]
     for i, feeds in enumerate(samples):

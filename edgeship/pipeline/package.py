@@ -10,11 +10,8 @@ from pathlib import Path
 
 from edgeship.bundle import sha256_file, write_bundle
 from edgeship.golden import save_samples
+from edgeship.host import host_info
 from edgeship.pipeline.context import Context
-
-CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
-             "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
-
 
 def tool_versions() -> dict:
     out = {"python": platform.python_version()}
@@ -26,23 +23,10 @@ def tool_versions() -> dict:
     return out
 
 
-def host_info() -> dict:
-    """The machine's CPU flags that int8 and fp16 speed depends on (VNNI, AMX, ...)."""
-    flags = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"machine": platform.machine(), "system": platform.system(),
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags]}
-
-
-def report_dict(ctx: Context) -> dict:
+def report_dict(ctx: Context, source: dict) -> dict:
     return {
         "name": ctx.config.bundle_name,
-        "source": source_info(ctx),
+        "source": source,
         "stages": [s.to_dict() for s in ctx.stages],
         "notes": list(ctx.notes),
         "parity": ctx.parity.to_dict(),
@@ -70,6 +54,7 @@ def source_info(ctx: Context) -> dict:
 
 
 def package_stage(ctx: Context) -> str:
+    source = source_info(ctx)  # hashes the user's model file: once
     golden = ctx.workdir / "golden"
     golden.mkdir(exist_ok=True)
     save_samples(golden / "inputs.npz", ctx.samples, lambda s: s.feeds)
@@ -102,7 +87,7 @@ def package_stage(ctx: Context) -> str:
     report = ctx.workdir / "report.json"
     # the package stage's own timing is recorded by the runner after this; the report shows
     # every stage up to here
-    report.write_text(json.dumps(report_dict(ctx), indent=2, default=str))
+    report.write_text(json.dumps(report_dict(ctx, source), indent=2, default=str))
     files["report.json"] = report
     if ctx.profile is not None:  # export --profile: the same report for people, with charts
         from edgeship.report_html import write_html
@@ -119,7 +104,7 @@ def package_stage(ctx: Context) -> str:
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
                    "samples": [{"label": s.label, "sizes": s.sizes} for s in ctx.samples]},
         "torchscript": "torchscript/model.pt" if ctx.torchscript_path else None,
-        "source": source_info(ctx),
+        "source": source,
         "host": host_info(),
         "notes": list(ctx.notes),
     }

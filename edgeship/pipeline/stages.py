@@ -89,7 +89,6 @@ def onnx_stage(ctx: Context) -> str:
                                       exporter=ctx.config.exporter, opset=ctx.config.opset)
         for n in ctx.onnx_export.notes:
             ctx.note(n)
-    OrtRunner(ctx.spec, raw, target="cpu").load().close()  # an ORT session must open
     e = ctx.onnx_export
     return f"{e.exporter} exporter, opset {e.opset}, {raw.stat().st_size / 1e6:.2f} MB"
 
@@ -151,36 +150,30 @@ def parity_stage(ctx: Context) -> str:
         f"{n} {'pass' if all(v['parity'].values()) else 'partial'}" for n, v in ctx.variants.items())
 
 
-def quick_p50s(runners: dict, feeds: dict, rounds: int = 7, block_s: float = 0.025, min_calls: int = 3) -> dict:
+def quick_p50s(runners: dict, feeds: dict, rounds: int = 7, block_s: float = 0.025) -> dict:
     """p50 latency in ms of each runner on ``feeds``, measured interleaved.
 
-    The variants take turns in short blocks (a new order each round), and each figure is the
-    median of its block medians: on a shared machine a burst of load then hits every variant
-    alike instead of whichever happened to be timed during it.
+    The variants take turns in short blocks (a new order each round; the profiler's timing loop),
+    and each figure is the median of its block medians: on a shared machine a burst of load then
+    hits every variant alike instead of whichever happened to be timed during it.
     """
     import random
-    import time
 
     import numpy as np
 
-    calls = {n: (r.session.run, r.output_names) for n, r in runners.items()}
-    for run, names in calls.values():  # warm-up
-        for _ in range(3):
-            run(names, feeds)
+    from edgeship.latency import time_calls
+
+    calls = {n: (r.session.run, (r.output_names, feeds)) for n, r in runners.items()}
     blocks: dict = {n: [] for n in calls}
     order = list(calls)
     rng = random.Random(0)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         rng.shuffle(order)
         for n in order:
-            run, names = calls[n]
-            times, start = [], time.perf_counter()
-            while len(times) < min_calls or time.perf_counter() - start < block_s:
-                t0 = time.perf_counter()
-                run(names, feeds)
-                times.append(time.perf_counter() - t0)
-            blocks[n].append(float(np.median(times)))
-    return {n: float(np.median(b) * 1e3) for n, b in blocks.items()}
+            run, args = calls[n]
+            ns = time_calls(run, args, warmup=3 if round_ == 0 else 0, iterations=None, duration=block_s)
+            blocks[n].append(float(np.median(ns)))
+    return {n: float(np.median(b) / 1e6) for n, b in blocks.items()}
 
 
 # a quantized variant must beat fp32 by this much to be the default: at equal speed, keep fp32

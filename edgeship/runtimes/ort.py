@@ -95,6 +95,14 @@ class OrtRunner(Runner):
                 "invalid or uses an op this onnxruntime does not support; try another --opset or "
                 "--exporter."
             ) from e
+        active = self.session.get_providers()
+        if providers[0] not in active:  # onnxruntime falls back to CPU silently; a check must not
+            self.session = None
+            raise TargetUnavailableError(
+                f"requested target {self.target} ({providers[0]}); onnxruntime opened the session with "
+                f"{', '.join(active)} only. Check the libraries {providers[0]} needs (for CUDA: the CUDA "
+                "and cuDNN versions onnxruntime-gpu was built for)."
+            )
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._run = self.session.run
 
