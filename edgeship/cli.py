@@ -370,7 +370,7 @@ def profile_command(
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts.")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
-    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch (and the bundle's TorchScript) rows for this model file (needs torch; --arch defaults to the bundle's).")] = None,
+    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch (and the bundle's TorchScript) rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
     arch: ArchOpt = None, arch_kwargs: ArchKwOpt = None, trust_pickle: TrustOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 
 from edgeship.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.config import ProfileConfig
-from edgeship.errors import EdgeshipError, ModelLoadError, SpecError
+from edgeship.errors import EdgeshipError, SpecError
 from edgeship.latency import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
 from edgeship.profile_source import Source, batch_feeds, natural_batch, open_source
 
@@ -237,13 +237,12 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
     import torch  # imported here, so no configuration's cold start pays for it
 
-    from edgeship.exporters.loading import LoadOptions, load_model
+    from edgeship.exporters.loading import load_reference
 
     path = Path(cfg.compare_torch)
-    opts = cfg.load or LoadOptions(arch=src.recorded.get("arch"), arch_kwargs=src.recorded.get("arch_kwargs") or {})
-    if load_model(path, opts).module is None:  # every loading error surfaces before any timing
-        raise ModelLoadError(f"--compare-torch {path} is an ONNX model; pass the PyTorch model it was exported from.")
-    loaders = {"torch-eager": lambda: load_model(path, opts).module}
+    # every loading error surfaces before any timing; the bundle's recorded --arch is never used
+    load_reference(path, cfg.load, src.recorded, "--compare-torch")
+    loaders = {"torch-eager": lambda: load_reference(path, cfg.load, src.recorded, "--compare-torch")}
     if src.torchscript is not None:
         data = src.torchscript()
         loaders["torchscript"] = lambda: torch.jit.load(io.BytesIO(data), map_location="cpu").eval()

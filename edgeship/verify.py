@@ -7,7 +7,6 @@ golden inputs (and needs torch).
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from pathlib import Path
@@ -176,23 +175,7 @@ def _check_reference(b, spec, samples, outputs, against, load_options) -> Parity
 
 
 def _load_against(b, against, load_options):
-    from edgeship.errors import ModelLoadError
-    from edgeship.exporters.loading import LoadOptions, load_model
+    from edgeship.exporters.loading import load_reference
 
-    try:
-        loaded = load_model(Path(against), load_options or LoadOptions())
-    except ModelLoadError as e:
-        src = b.manifest.get("source") if isinstance(b.manifest.get("source"), dict) else {}
-        recorded = src.get("arch")
-        if load_options is None and isinstance(recorded, str) and "--arch" in str(e):
-            kwargs = src.get("arch_kwargs")
-            raise ModelLoadError(
-                f"{e} The bundle records --arch {recorded!r}"
-                f"{f' with --arch-kwargs {json.dumps(kwargs)}' if kwargs else ''}; it is not used "
-                "automatically, because a bundle is not trusted to name code to run: pass it "
-                "yourself if you trust it."
-            ) from e
-        raise
-    if loaded.module is None:
-        raise BundleError(f"--against {against} is an ONNX file; pass the PyTorch model the bundle came from.")
-    return loaded.module
+    src = b.manifest.get("source")
+    return load_reference(Path(against), load_options, src if isinstance(src, dict) else {})

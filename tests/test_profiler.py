@@ -162,9 +162,15 @@ def test_aggregate_synthetic_profile_exactly():
 
 
 def test_compare_torch_rows(mlp_bundle, files):
-    r = profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt", **FAST))
+    from conftest import arch
+    from edgeship.exporters.loading import LoadOptions
+
+    with pytest.raises(ModelLoadError, match="records --arch .* not used automatically"):
+        profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt", **FAST))
+    r = profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt",
+                                          load=LoadOptions(arch=arch("MLP")), **FAST))
     rows = {x.variant: x for x in r.results}
-    assert set(rows) == {"fp32", "torch-eager", "torchscript"}  # arch from the bundle's manifest
+    assert set(rows) == {"fp32", "torch-eager", "torchscript"}
     assert rows["torch-eager"].runtime == rows["torchscript"].runtime == "torch"
     assert r.speedup(rows["fp32"]) == pytest.approx(rows["torch-eager"].stats.p50 / rows["fp32"].stats.p50)
     assert r.speedup(rows["torch-eager"]) is None

@@ -405,3 +405,31 @@ def apply_state_dict(module, state_dict: dict, arch: str) -> None:
             + ". Check --arch and --arch-kwargs match the model that was trained."
         )
     module.load_state_dict(state_dict, strict=True)
+
+
+def load_reference(path: Path, options: LoadOptions | None, recorded: dict | None, flag: str = "--against"):
+    """The eager module of a PyTorch model file named beside a bundle (``check --against``,
+    ``profile --compare-torch``).
+
+    The ``--arch`` a bundle records is only quoted in the error, never imported: the manifest is
+    not signed, and an edited one could name any callable (``os:system``).
+
+    Raises:
+        ModelLoadError: the file cannot be loaded (quoting the recorded ``--arch``), or is ONNX.
+    """
+    try:
+        loaded = load_model(Path(path), options or LoadOptions())
+    except ModelLoadError as e:
+        arch = (recorded or {}).get("arch")
+        if options is None and isinstance(arch, str) and "--arch" in str(e):
+            kwargs = (recorded or {}).get("arch_kwargs")
+            raise ModelLoadError(
+                f"{e} The bundle records --arch {arch!r}"
+                f"{f' with --arch-kwargs {json.dumps(kwargs)}' if kwargs else ''}; it is not used "
+                "automatically, because a bundle is not trusted to name code to run: pass it "
+                "yourself if you trust it."
+            ) from e
+        raise
+    if loaded.module is None:
+        raise ModelLoadError(f"{flag} {path} is an ONNX model; pass the PyTorch model the bundle came from.")
+    return loaded.module
