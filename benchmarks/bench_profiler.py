@@ -6,9 +6,9 @@ Models: SimpleNet (the bundle run.py builds) and ResNetish from tests/models.py 
 ResNet-style CNN, 1×3×32×32, exported with the edgeship CLI into benchmarks/out/).
 
 For each model one session is opened exactly as ``edgeship profile`` opens it
-(``edgeship.latency.ort_harness``, one intra-op thread per core) with the profiler's feeds
-(``edgeship.profile_source.batch_feeds``). Then, interleaved with the order alternated each
-repeat: the profiler's own timing loop (``edgeship.latency.time_calls``, the loop ``profile()``
+(``edgeship.profiling.timing.ort_harness``, one intra-op thread per core) with the profiler's feeds
+(``edgeship.profiling.source.batch_feeds``). Then, interleaved with the order alternated each
+repeat: the profiler's own timing loop (``edgeship.profiling.timing.time_calls``, the loop ``profile()``
 runs) gives a p50 over N single calls, and ``timeit.Timer("run(names, feeds)").repeat(N, number=1)``
 on the same session object gives N single-call times and their median (gc off in both). B5 is the
 median over repeats of the profiler's p50 ÷ the same of timeit's. Target: 0.95 to 1.05.
@@ -48,8 +48,8 @@ def build_cnn_bundle(cli: list[str]) -> Path:
 
 
 def measure(bundle: Path, repeats: int, calls: int) -> dict:
-    from edgeship.latency import Stats, ort_harness, time_calls
-    from edgeship.profile_source import batch_feeds, open_source
+    from edgeship.profiling.source import batch_feeds, open_source
+    from edgeship.profiling.timing import Stats, ort_harness, time_calls
     from edgeship.runtimes.ort import providers_for
 
     src = open_source(bundle)
@@ -103,7 +103,7 @@ def note(b5: dict) -> str:
     paired = ", ".join(f"{k} {v['paired']:.3f}" for k, v in b5.items())
     return (f"B5: ratio of medians over {m['repeats']} interleaved repeats per model (SimpleNet "
             f"{b5['SimpleNet']['calls']}, ResNetish {b5['ResNetish']['calls']} calls each; median of per-repeat "
-            f"ratios: {paired}); the profiler's loop (`edgeship.latency.time_calls`) and `timeit.Timer.repeat(number=1)` "
+            f"ratios: {paired}); the profiler's loop (`edgeship.profiling.timing.time_calls`) and `timeit.Timer.repeat(number=1)` "
             f"each time single calls of `run` on one session opened as `edgeship profile` opens it "
             f"(intra_op_num_threads={os.cpu_count()}). B5a compares means, which the shared machine's outliers dominate.")
 

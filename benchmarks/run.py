@@ -27,10 +27,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+import bench_profiler  # benchmarks/bench_profiler.py: B5
 import numpy as np
 import onnxruntime as ort
-
-import bench_profiler  # benchmarks/bench_profiler.py: B5
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"

@@ -5,32 +5,43 @@ torch (or onnx):
 
     edgeship.load(bundle, target="cpu", variant="auto") -> Model
     edgeship.export(ExportConfig(...)) -> ExportResult
+    edgeship.quantize(model.onnx, "dynamic") -> QuantizeResult
     edgeship.check(bundle, targets=("cpu",)) -> ParityReport
+    edgeship.compare(a, b) -> ParityReport
     edgeship.profile(bundle_or_onnx, ProfileConfig(...)) -> ProfileReport
 """
 
 from __future__ import annotations
 
-from edgeship.errors import EdgeshipError
+import importlib
+from typing import Any
+
+from edgeship.errors import (
+    BundleError, EdgeshipError, ExportError, ModelLoadError, ParityError, QuantizationError, RegressionError,
+    SpecError, TargetUnavailableError, UnsafeModelError,
+)
 
 __version__ = "0.1.0"
-__all__ = ["EdgeshipError", "ExportConfig", "ProfileConfig", "__version__", "check", "export", "load", "profile"]
 
 _LAZY = {
-    "load": ("edgeship.runtime", "load"),
-    "Model": ("edgeship.runtime", "Model"),
+    "load": ("edgeship.model", "load"),
+    "Model": ("edgeship.model", "Model"),
     "export": ("edgeship.pipeline", "export"),
+    "quantize": ("edgeship.pipeline", "quantize_model"),
     "ExportConfig": ("edgeship.config", "ExportConfig"),
-    "check": ("edgeship.verify", "check"),
-    "profile": ("edgeship.profiler", "profile"),
+    "LoadOptions": ("edgeship.config", "LoadOptions"),
     "ProfileConfig": ("edgeship.config", "ProfileConfig"),
+    "check": ("edgeship.parity.check", "check"),
+    "compare": ("edgeship.parity.compare", "compare"),
+    "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
+__all__ = ["BundleError", "EdgeshipError", "ExportError", "ModelLoadError", "ParityError", "QuantizationError",
+           "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__", *_LAZY]
 
-def __getattr__(name: str):
+
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgeship.exporters.loading import LoadOptions
+if TYPE_CHECKING:
+    from edgeship.parity.tolerances import Tolerances
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to turn the file into a module (the CLI's loading flags)."""
+
+    arch: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    trust_pickle: bool = False
+    imports: tuple[str, ...] = ()
+    code: tuple[str, ...] = ()
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -62,15 +73,15 @@ class ExportConfig:
     calibration_samples: int = 64
     fallback: bool = True
     tolerances: dict = field(default_factory=dict)
+    profile: bool = False
 
-    def tolerance_set(self):
+    def tolerance_set(self) -> Tolerances:
         """The effective tolerances: defaults, ``tolerances`` (config file, then --tolerance), and
         --atol/--rtol for fp32 last."""
-        from edgeship.parity import Tolerances
+        from edgeship.parity.tolerances import Tolerances
 
         fp32 = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol)) if v is not None}
         return Tolerances.from_dict(self.tolerances).merged({"fp32": fp32} if fp32 else {})
-    profile: bool = False
 
     @property
     def bundle_name(self) -> str:
@@ -84,7 +95,6 @@ class ExportConfig:
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path.cwd() / f"{self.bundle_name}.edgeship"
 
-
 def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
     """Tolerances from ``edgeship.toml`` ([tolerances]) or ``pyproject.toml`` ([tool.edgeship.tolerances])
     in ``folder`` (default: the current directory). Returns (scope -> values, the file it came from).
@@ -93,7 +103,7 @@ def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
         SpecError: the file is not valid TOML or the table is malformed.
     """
     from edgeship.errors import SpecError
-    from edgeship.parity import Tolerances
+    from edgeship.parity.tolerances import Tolerances
 
     try:
         import tomllib

@@ -3,19 +3,35 @@
 Every user-facing failure is an :class:`EdgeshipError` whose message says what was asked,
 what was found and what to do. The CLI prints it without a traceback and exits with
 ``exit_code``: 1 when a gate failed (parity, latency regression), 2 for bad usage or bad input.
+Any other exception is a bug: the CLI prints its traceback and exits 3.
 """
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgeship.parity.report import ParityReport
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 3
 
 
 class EdgeshipError(Exception):
-    """Base class of every error edgeship reports to users."""
+    """Base class of every error edgeship reports to users.
+
+    ``report``: the parity checks made before the failure, where there were any (a failed fp32
+    gate, a quantized variant that did not pass), so the CLI can still print and write them.
+    """
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str = "", report: ParityReport | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 class ModelLoadError(EdgeshipError):
@@ -58,19 +74,34 @@ class TargetUnavailableError(EdgeshipError):
     """The requested execution target (e.g. CUDA) is not available on this machine."""
 
 
-def brief(e: BaseException, limit: int = 300) -> str:
-    """One readable line from a library exception: no interpreter traces or C++ source paths."""
-    import re
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
+_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+ [\w:~<>]+\([^)]*\)\s*")
+_NOISE = ("This is step", "(Refer to the full stack", "Traceback", "⬆")
 
-    text = str(e).strip()
+
+def brief(e: BaseException, limit: int = 300) -> str:
+    """One readable line from a library exception: no interpreter traces, colour codes or C++
+    source paths. The one place that shortens onnxruntime's, torch's and the exporters' messages.
+
+    - onnxruntime: the node and the reason after "Status Message:";
+    - torch.onnx's dynamo exporter: its "Exception summary" (the op it could not translate), not
+      the paragraph of generic advice before it;
+    - torch.load's weights-only refusal: the "Unsupported global" line naming the class;
+    - any other multi-line text (a TorchScript or Python trace): its last line.
+    """
+    text = _ANSI.sub("", str(e)).strip()
     if "Status Message:" in text:  # onnxruntime: keep the node and the reason
         head, _, msg = text.partition("Status Message:")
         head = head.replace("[ONNXRuntimeError] : ", "").split(": ", 2)[-1]
-        msg = re.sub(r"/onnxruntime_src/\S+ [\w:~<>]+\([^)]*\)\s*", "", msg)
-        text = f"{head.strip()} {msg.strip()}"
+        text = f"{head.strip()} {_ORT_SOURCE.sub('', msg).strip()}"
+    elif "## Exception summary" in text:
+        summary = text.split("## Exception summary", 1)[1]
+        text = " ".join(ln.strip() for ln in _CLASS.sub(r"\1", summary).splitlines()
+                        if ln.strip() and not ln.strip().startswith(_NOISE))
     else:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        if len(lines) > 1:  # a TorchScript or Python trace: the last line says what went wrong
-            text = lines[-1]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(_NOISE)]
+        wanted = [ln for ln in lines if "Unsupported global" in ln]
+        text = (wanted or lines[-1:] or [""])[0]
     text = " ".join(text.split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

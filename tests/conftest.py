@@ -53,9 +53,8 @@ def cli(capsys):
 @pytest.fixture(scope="session")
 def files(tmp_path_factory):
     """One MLP saved in every supported format, plus the feeds to call it with."""
-    import torch
-
     import models
+    import torch
 
     d = tmp_path_factory.mktemp("files")
     m = models.trained(models.MLP())
@@ -75,8 +74,7 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mlp_bundle(files, tmp_path_factory):
     """A bundle of the MLP (state_dict + --arch, dynamic batch) exported once per session."""
-    from edgeship.config import ExportConfig
-    from edgeship.exporters.loading import LoadOptions
+    from edgeship.config import ExportConfig, LoadOptions
     from edgeship.pipeline import export
 
     out = tmp_path_factory.mktemp("bundles") / "mlp.edgeship"

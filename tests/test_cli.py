@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import onnx
 import pytest
+from conftest import arch
 from onnx import numpy_helper
 
-from conftest import arch
 from edgeship.bundle import MANIFEST, sha256_file
 
 

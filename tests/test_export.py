@@ -2,16 +2,15 @@
 
 import json
 
+import models
 import numpy as np
 import pytest
 import torch
+from conftest import arch
 
 import edgeship
-import models
-from conftest import arch
-from edgeship.config import ExportConfig
+from edgeship.config import ExportConfig, LoadOptions
 from edgeship.errors import ParityError, SpecError
-from edgeship.exporters.loading import LoadOptions
 from edgeship.pipeline import export
 
 

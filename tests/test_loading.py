@@ -4,11 +4,17 @@ import os
 
 import pytest
 import torch
-
 from conftest import arch
+
 from edgeship.errors import ModelLoadError, UnsafeModelError
 from edgeship.exporters.loading import (
-    EXPORTED_PROGRAM, ONNX, PICKLED_MODULE, STATE_DICT, TORCHSCRIPT, LoadOptions, load_model,
+    EXPORTED_PROGRAM,
+    ONNX,
+    PICKLED_MODULE,
+    STATE_DICT,
+    TORCHSCRIPT,
+    LoadOptions,
+    load_model,
 )
 
 

@@ -7,14 +7,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import arch
 from junitparser import JUnitXml
 from onnx import numpy_helper
 
-from conftest import arch
 from edgeship.bundle import MANIFEST, sha256_file
 from edgeship.config import project_tolerances
 from edgeship.errors import SpecError
-from edgeship.parity import Tolerances, parse_tolerance, tolerances_from_options
+from edgeship.parity.tolerances import Tolerances, parse_tolerance, tolerances_from_options
 
 
 def test_tolerance_scopes_from_weakest_to_strongest():

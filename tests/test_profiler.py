@@ -14,13 +14,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import edgeship.profiler as profiler
+import edgeship.profiling.profiler as profiler
 from edgeship.bundle import open_bundle
 from edgeship.config import ProfileConfig
 from edgeship.errors import ModelLoadError, RegressionError, SpecError, TargetUnavailableError
-from edgeship.latency import Harness, PeakRss, Stats, aggregate_ort_profile, bind_io, time_calls
-from edgeship.profile_source import batch_feeds, open_source
-from edgeship.profiler import compare, parse_percent, profile
+from edgeship.profiling.profiler import compare, parse_percent, profile
+from edgeship.profiling.source import batch_feeds, open_source
+from edgeship.profiling.timing import Harness, PeakRss, Stats, aggregate_ort_profile, bind_io, time_calls
 
 FAST_ONNX = {"warmup": 2, "iterations": 20}
 FAST = {**FAST_ONNX, "variants": ("fp32",)}  # the MLP bundle also has int8_dynamic
@@ -163,7 +163,8 @@ def test_aggregate_synthetic_profile_exactly():
 
 def test_compare_torch_rows(mlp_bundle, files):
     from conftest import arch
-    from edgeship.exporters.loading import LoadOptions
+
+    from edgeship.config import LoadOptions
 
     with pytest.raises(ModelLoadError, match="records --arch .* not used automatically"):
         profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt", **FAST))
@@ -368,8 +369,7 @@ def test_regression_error_is_a_failed_gate():
 def test_export_profile_puts_report_html_in_the_bundle(files, tmp_path):
     from conftest import arch
 
-    from edgeship.config import ExportConfig
-    from edgeship.exporters.loading import LoadOptions
+    from edgeship.config import ExportConfig, LoadOptions
     from edgeship.pipeline import export
 
     out = tmp_path / "p.edgeship"

@@ -2,17 +2,16 @@
 
 import json
 
+import models
 import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import arch
 
 import edgeship
-import models
-from conftest import arch
-from edgeship.config import ExportConfig
+from edgeship.config import ExportConfig, LoadOptions
 from edgeship.errors import SpecError
-from edgeship.exporters.loading import LoadOptions
 from edgeship.exporters.quantize import count_quantized
 from edgeship.pipeline import export
 
@@ -32,12 +31,12 @@ def test_dynamic_int8_is_per_channel_and_passes(tmp_path):
     path = _save(models.trained(models.BertStyle()), tmp_path)
     names = ("input_ids", "attention_mask", "token_type_ids")
     r = export(_cfg(tmp_path, path, "BertStyle", tuple(f"{n}:2x8:int64" for n in names), quantize=("dynamic",)))
-    assert "int8_dynamic" in r.variants and r.variants["int8_dynamic"]["parity"]["passed"]["cpu"]
+    assert "int8_dynamic" in r.variants and r.variants["int8_dynamic"].passed["cpu"]
     model = onnx.load(str(r.bundle / "models" / "int8_dynamic.onnx"))
     assert count_quantized(r.bundle / "models" / "int8_dynamic.onnx") > 0
     scales = [i for i in model.graph.initializer if i.name.endswith("_scale") and len(i.dims) == 1 and i.dims[0] > 1]
     assert scales, "expected per-channel weight scales"
-    assert r.variants["int8_dynamic"]["size"] < r.variants["fp32"]["size"]
+    assert r.variants["int8_dynamic"].size < r.variants["fp32"].size
 
 
 def test_static_int8_with_calibration_npz(tmp_path):
@@ -73,7 +72,7 @@ def test_auto_builds_dynamic_but_not_uncalibrated_static(files, tmp_path):
 def test_fp16_keeps_fp32_io_and_passes(tmp_path):
     path = _save(models.trained(models.MobileNetish()), tmp_path)
     r = export(_cfg(tmp_path, path, "MobileNetish", ("x:1x3x16x16",), quantize=("fp16",)))
-    assert r.variants["fp16"]["parity"]["passed"]["cpu"]
+    assert r.variants["fp16"].passed["cpu"]
     m = edgeship.load(r.bundle, variant="fp16")
     assert m.inputs[0].dtype == "float32"
     assert m(np.ones((1, 3, 16, 16), np.float32)).dtype == np.float32
@@ -83,16 +82,16 @@ def test_fallback_keeps_harmful_nodes_in_fp32_and_reports_them(tmp_path):
     path = _save(models.OutlierChannel(), tmp_path)
     r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",)))
     v = r.variants["int8_static"]
-    assert v["parity"]["passed"]["cpu"]
-    assert v["excluded_nodes"]
-    assert v["error_before_fallback"]["min_top1"] < 0.99 <= v["error_after_fallback"]["min_top1"]
+    assert v.passed["cpu"]
+    assert v.excluded_nodes
+    assert v.error_before_fallback["min_top1"] < 0.99 <= v.error_after_fallback["min_top1"]
     assert count_quantized(r.bundle / "models" / "int8_static.onnx") > 0  # still an int8 model
     manifest = json.loads((r.bundle / "manifest.json").read_text())
-    assert manifest["variants"]["int8_static"]["excluded_nodes"] == v["excluded_nodes"]
+    assert manifest["variants"]["int8_static"]["excluded_nodes"] == list(v.excluded_nodes)
 
 
 def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
-    from edgeship.pipeline import stages
+    from edgeship.pipeline import select as stages
 
     monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: 0.001 if "int8" in n else 1.0 for n in runners})
     path = _save(models.OutlierChannel(), tmp_path)
@@ -104,12 +103,12 @@ def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch
 
 @pytest.mark.parametrize("int8_ms, default", [(0.5, "int8_dynamic"), (3.0, "fp32"), (0.98, "fp32")])
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
-    from edgeship.pipeline import stages
+    from edgeship.pipeline import select as stages
 
     monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: int8_ms if "int8" in n else 1.0 for n in runners})
     r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
     assert r.defaults["cpu"] == default
-    assert r.variants["int8_dynamic"]["latency_ms"]["cpu"] == int8_ms
+    assert r.variants["int8_dynamic"].latency_ms["cpu"] == int8_ms
     if default == "fp32":
         assert any("fp32 (1 ms) is the default" in n for n in r.notes)
     assert edgeship.load(r.bundle).variant == default

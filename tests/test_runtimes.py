@@ -1,11 +1,11 @@
 """Conformance: every runner gives the same outputs on the same small models and feeds."""
 
+import models
 import numpy as np
 import pytest
 
-import models
+from edgeship.bundle.golden import make_samples
 from edgeship.errors import SpecError
-from edgeship.golden import make_samples
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.runtimes.torch_eager import TorchEagerRunner
 from edgeship.runtimes.torchscript import TorchScriptRunner

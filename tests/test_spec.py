@@ -3,7 +3,12 @@ import pytest
 
 from edgeship.errors import SpecError
 from edgeship.spec import (
-    IOSpec, TensorSpec, apply_dynamic, parse_dynamic, parse_input, validate_feeds,
+    IOSpec,
+    TensorSpec,
+    apply_dynamic,
+    parse_dynamic,
+    parse_input,
+    validate_feeds,
 )
 
 

@@ -21,10 +21,11 @@ import json
 import logging
 import sys
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeship.errors import ModelLoadError, UnsafeModelError
+from edgeship.config import LoadOptions
+from edgeship.errors import ModelLoadError, UnsafeModelError, brief
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +33,6 @@ TORCHSCRIPT, EXPORTED_PROGRAM, STATE_DICT, PICKLED_MODULE, ONNX = (
     "torchscript", "exported_program", "state_dict", "pickled_module", "onnx",
 )
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """How to turn the file into a module (the CLI's loading flags)."""
-
-    arch: str | None = None
-    arch_kwargs: dict = field(default_factory=dict)
-    trust_pickle: bool = False
-    imports: tuple[str, ...] = ()
-    code: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,7 +153,7 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                     "weights_only=False and run any code they carry, so it was refused. Re-save it with "
                     "torch.export.save from code you trust, or, only if you trust the file, pass --trust-pickle."
                 ) from e
-            raise ModelLoadError(f"torch.export.load could not read {path}: {_first_line(e)}") from e
+            raise ModelLoadError(f"torch.export.load could not read {path}: {brief(e)}") from e
         module = ep.module()
         notes = _eval_exported(module)
         example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
@@ -193,7 +183,7 @@ def _only_safe_unpickling(refused: list):
         try:
             return real_load(f, *args, **kwargs)
         except pickle.UnpicklingError as e:
-            refused.append(_first_line(e))
+            refused.append(brief(e))
             raise
 
     def refuse(*args, **kwargs):
@@ -236,7 +226,7 @@ def _load_pickle(path: Path, options: LoadOptions) -> LoadedModel:
             raise UnsafeModelError(
                 f"{path} is a pickled Python object (most likely a whole nn.Module saved with "
                 f"torch.save(model)); loading it would run arbitrary code, so it was refused. "
-                f"The safe loader said: {_first_line(e)}. Either save a state_dict "
+                f"The safe loader said: {brief(e)}. Either save a state_dict "
                 "(torch.save(model.state_dict(), ...)) and pass --arch module:factory, save "
                 "TorchScript or an ExportedProgram, or, only if you trust the file, pass "
                 "--trust-pickle (with --import MODULE or --code FILE.py so its classes can be found)."
@@ -252,7 +242,7 @@ def _load_pickle(path: Path, options: LoadOptions) -> LoadedModel:
         trusted = True
     except Exception as e:
         raise ModelLoadError(
-            f"torch.load could not read {path}: {_first_line(e)}; the file is truncated or corrupt."
+            f"torch.load could not read {path}: {brief(e)}; the file is truncated or corrupt."
         ) from e
     notes = ["whole pickled module loaded with --trust-pickle (executes code)"] if trusted else []
     if isinstance(obj, torch.nn.Module):
@@ -269,12 +259,6 @@ def _load_pickle(path: Path, options: LoadOptions) -> LoadedModel:
     apply_state_dict(module, state_dict, options.arch)
     module.eval()  # a freshly built module starts in train mode: not worth a note
     return LoadedModel(path, STATE_DICT, module, module, notes=tuple(notes))
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "Unsupported global" in ln or "GLOBAL" in ln]
-    return (useful or lines or [type(e).__name__])[0][:300]
 
 
 def extract_state_dict(obj, path: Path) -> dict:

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeship.errors import ExportError
+from edgeship.errors import ExportError, brief
 from edgeship.exporters.onnx_guard import external_tensors
 from edgeship.spec import IOSpec
 
@@ -58,7 +58,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             "--exporter dynamo cannot export a TorchScript archive (torch.export does not take "
             "ScriptModules); use --exporter torchscript or auto."
         )
-    notes, errors = [], []
+    notes, errors, raw = [], [], []
     for name in order:
         chosen = opset or DEFAULT_OPSET[name]
         model = source.module() if (is_ep and name == "torchscript") else source
@@ -69,13 +69,15 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
                 notes.append("TorchScript input: exported with the TorchScript-based exporter")
             return OnnxExport(path, name, chosen, tuple(notes))
         except Exception as e:
-            reason = _short(e)
+            log.debug("exporter error in full: %s", e)
+            reason = brief(e, limit=600)
             errors.append(f"{name} exporter: {reason}")
+            raw.append(str(e))
             log.info("%s exporter failed: %s", name, reason)
             if len(order) > 1:
                 notes.append(f"{name} exporter failed ({reason}); fell back")
-    hint = _hint(" ".join(errors), order)
-    ops = unsupported_ops(" ".join(errors))
+    hint = _hint(" ".join(raw), order)
+    ops = unsupported_ops(" ".join(raw))
     what = f" (unsupported op: {', '.join(ops)})" if ops else ""
     body = " | ".join(errors).rstrip(". ")
     raise ExportError(f"ONNX export failed{what}. {body}" + (f". Hint: {hint}." if hint else "."))
@@ -200,26 +202,7 @@ def _check(path: Path, spec: IOSpec) -> None:
                 )
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
-_CLASS = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
 _OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
-
-
-def _short(e: Exception) -> str:
-    """The exception without colour codes or torch's boilerplate; the full text goes to -v.
-
-    The dynamo exporter puts the cause (the op it could not translate) under "Exception summary",
-    after a paragraph of generic advice: keep the summary.
-    """
-    log.debug("exporter error in full: %s", e)
-    text = _ANSI.sub("", str(e))
-    if "## Exception summary" in text:
-        text = text.split("## Exception summary", 1)[1]
-    text = _CLASS.sub(r"\1", text)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("This is step", "(Refer to the full stack", "Traceback", "⬆"))]
-    text = " ".join(useful) or type(e).__name__
-    return (text[:600] + "... (-v for the full message)") if len(text) > 600 else text
 
 
 def unsupported_ops(text: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeship.errors import ExportError
+from edgeship.errors import ExportError, brief
 
 
 def optimize_onnx(src: Path, dst: Path) -> str:
@@ -23,29 +23,17 @@ def optimize_onnx(src: Path, dst: Path) -> str:
     import shutil
 
     import onnx
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(dst)
-    so.log_severity_level = 4
-    try:
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ExportError(f"onnxruntime could not optimise {src.name}: {e}") from e
+    from edgeship.runtimes.ort import open_session, session_options
+
+    open_session(src, options=session_options(basic_level=True, optimized_path=str(dst)), what=src.name)
     try:
         onnx.shape_inference.infer_shapes_path(str(dst), str(dst))
     except Exception:  # shape inference is best effort: ORT already validated the graph
         pass
-    check = ort.SessionOptions()
-    check.log_severity_level = 4
     try:
-        ort.InferenceSession(str(dst), check, providers=["CPUExecutionProvider"])
-    except Exception as e:
+        open_session(dst, what="its optimised file")
+    except ExportError as e:
         shutil.copyfile(src, dst)
-        return f"kept the exported graph: onnxruntime could not reload its optimised file ({_first(e)})"
+        return f"kept the exported graph: onnxruntime could not reload its optimised file ({brief(e.__cause__ or e)})"
     return "onnxruntime basic level + shape inference"
-
-
-def _first(e: Exception) -> str:
-    return " ".join(str(e).split())[:200]

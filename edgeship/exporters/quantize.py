@@ -43,15 +43,15 @@ def _quiet():
         log.debug("onnxruntime.quantization said: %s", sink.getvalue()[-2000:])
 
 
-def quantizable_nodes(path: Path, kind: str) -> set[str]:
+def quantizable_nodes(path: Path, kind: str, graph=None) -> set[str]:
     """Names of the nodes quantization may touch for ``kind``: for dynamic int8 the ops in
     onnxruntime's integer-ops registry; for static QDQ and fp16 every node (QDQ wraps more ops
-    than its registry lists, Mul among them)."""
+    than its registry lists, Mul among them). ``graph``: the file's graph when already parsed."""
     import onnx
     from onnxruntime.quantization import registry
 
     ops = {"dynamic": set(registry.IntegerOpsRegistry) | {"Gemm"}}.get(kind)
-    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    nodes = (graph if graph is not None else onnx.load(str(path), load_external_data=False).graph).node
     return {n.name for n in nodes if n.name and (ops is None or n.op_type in ops)}
 
 
@@ -98,7 +98,11 @@ def preprocess(src: Path, dst: Path) -> Path:
 def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude: list[str] = ()) -> Path:
     """Static QDQ int8 of an already pre-processed ``src``, calibrated on ``samples`` (feed dicts)."""
     from onnxruntime.quantization import (
-        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
 
     if method not in CALIBRATION_METHODS:

@@ -1,13 +1,44 @@
-"""The one context the export stages share, and what each stage reports."""
+"""The typed context the export stages share, what each stage reports, and the built variants.
+
+Each stage is ``stage(ctx) -> str`` (a one-line detail for the progress line and the report);
+its docstring says which context fields it reads and which it adds. Fields a later stage
+needs are read through :func:`required`, so a stage run out of order fails loudly.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
+from edgeship.bundle.golden import Sample
+from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
-from edgeship.parity import ParityReport
+from edgeship.parity.report import ParityReport
 from edgeship.spec import IOSpec
+
+if TYPE_CHECKING:
+    from edgeship.exporters.calibration import Calibration
+    from edgeship.exporters.loading import LoadedModel
+    from edgeship.exporters.onnx import OnnxExport
+    from edgeship.profiling.profiler import ProfileReport
+
+T = TypeVar("T")
+NONDETERMINISTIC = "model is nondeterministic"  # the start of the load stage's note, matched by parity
+Outputs = dict[str, np.ndarray]
+
+
+class Skip(Exception):
+    """Raised by a stage that does not apply; its message says why."""
+
+
+def required(value: T | None, what: str) -> T:
+    """``value``, which an earlier stage must have set."""
+    if value is None:
+        raise RuntimeError(f"pipeline bug: {what} is not set; a stage ran out of order")
+    return value
 
 
 @dataclass(frozen=True)
@@ -23,32 +54,56 @@ class StageResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One built model file: fp32 or a quantized/fp16 variant of it, in the work folder.
+
+    ``passed`` (target -> parity passed there) is added by the parity stage; the package stage
+    turns each shipped variant into the manifest's :class:`VariantResult`.
+    """
+
+    name: str
+    file: Path
+    precision: str
+    kind: str = "fp32"
+    excluded_nodes: tuple[str, ...] = ()
+    error_before_fallback: dict | None = None
+    error: dict | None = None
+    passed: dict[str, bool] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """What report.json records of a variant (no work-folder path)."""
+        d = asdict(self)
+        d.pop("file")
+        return d
+
+
 @dataclass
 class Context:
     """Mutable state threaded through the stages, in order."""
 
     config: ExportConfig
     workdir: Path
-    loaded: object = None             # exporters.loading.LoadedModel
-    spec: IOSpec | None = None
-    example_args: tuple = ()          # torch tensors of sample 0, for tracing and export
-    samples: list = field(default_factory=list)      # golden.Sample
-    references: list = field(default_factory=list)   # eager outputs per sample
-    torchscript_path: Path | None = None
-    onnx_export: object = None        # exporters.onnx.OnnxExport
-    variants: dict = field(default_factory=dict)     # name -> {"file": Path, "precision": ...}
-    defaults: dict = field(default_factory=dict)     # target -> variant name
-    rejected: dict = field(default_factory=dict)     # variant name -> why it is not shipped
-    divergence: dict = field(default_factory=dict)   # variant name -> first divergent node
-    latency: dict = field(default_factory=dict)      # (variant, target) -> p50 ms at selection
-    calibration: object = None                       # calibration.Calibration
-    manifest_variants: dict = field(default_factory=dict)  # what package wrote for each variant
-    targets: list = field(default_factory=list)
+    loaded: LoadedModel | None = None                  # load
+    spec: IOSpec | None = None                         # load
+    example_args: tuple = ()                           # load: torch tensors of sample 0
+    samples: list[Sample] = field(default_factory=list)         # load
+    references: list[Outputs] = field(default_factory=list)     # load: eager outputs per sample
+    torchscript_path: Path | None = None               # torchscript
+    onnx_export: OnnxExport | None = None              # onnx
+    targets: list[str] = field(default_factory=list)   # quantize or parity
+    variants: dict[str, Variant] = field(default_factory=dict)  # optimize, quantize; parity drops failures
+    rejected: dict[str, dict] = field(default_factory=dict)     # variant -> why it is not shipped
+    divergence: dict[str, dict] = field(default_factory=dict)   # variant -> first divergent node
+    calibration: Calibration | None = None             # quantize (static int8)
     parity: ParityReport = field(default_factory=lambda: ParityReport(()))
-    stages: list = field(default_factory=list)       # StageResult
-    notes: list = field(default_factory=list)
-    bundle_path: Path | None = None
-    profile: object = None            # profiler.ProfileReport, with --profile
+    latency: dict[tuple[str, str], float] = field(default_factory=dict)  # select: (variant, target) -> p50 ms
+    defaults: dict[str, str] = field(default_factory=dict)      # select: target -> variant
+    profile: ProfileReport | None = None               # profile (with --profile)
+    manifest_variants: dict[str, VariantResult] = field(default_factory=dict)  # package
+    bundle_path: Path | None = None                    # package
+    stages: list[StageResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

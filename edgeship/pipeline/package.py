@@ -1,4 +1,8 @@
-"""Stage 8, package: golden files, report.json and the manifest, written atomically."""
+"""Stage 9, package: golden files, report.json and the manifest, written atomically.
+
+Reads everything the earlier stages added; adds ``manifest_variants`` (one
+:class:`~edgeship.bundle.manifest.VariantResult` per shipped variant) and ``bundle_path``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from edgeship.bundle import sha256_file, write_bundle
-from edgeship.golden import save_samples
+from edgeship.bundle.golden import save_samples
+from edgeship.bundle.layout import sha256_file
+from edgeship.bundle.manifest import VariantResult
+from edgeship.bundle.write import write_bundle
 from edgeship.host import host_info
-from edgeship.pipeline.context import Context
+from edgeship.pipeline.context import Context, Variant, required
+
 
 def tool_versions() -> dict:
     out = {"python": platform.python_version()}
@@ -31,8 +38,8 @@ def report_dict(ctx: Context, source: dict) -> dict:
         "notes": list(ctx.notes),
         "parity": ctx.parity.to_dict(),
         "defaults": ctx.defaults,
-        "variants": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.variants.items()},
-        "rejected": {n: {k: v for k, v in info.items() if k != "file"} for n, info in ctx.rejected.items()},
+        "variants": {n: v.summary() for n, v in ctx.variants.items()},
+        "rejected": ctx.rejected,
         "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
         "calibration": ctx.calibration.to_dict() if ctx.calibration else None,
         "divergence": ctx.divergence,
@@ -45,7 +52,7 @@ def source_info(ctx: Context) -> dict:
     return {
         "file": Path(ctx.config.model).name,
         "sha256": sha256_file(Path(ctx.config.model)),
-        "format": ctx.loaded.format,
+        "format": required(ctx.loaded, "loaded").format,
         "arch": ctx.config.load.arch,
         "arch_kwargs": ctx.config.load.arch_kwargs,
         "exporter": e.exporter if e else None,
@@ -60,29 +67,12 @@ def package_stage(ctx: Context) -> str:
     save_samples(golden / "inputs.npz", ctx.samples, lambda s: s.feeds)
     refs = dict(zip((id(s) for s in ctx.samples), ctx.references))
     save_samples(golden / "outputs.npz", ctx.samples, lambda s: refs[id(s)])
-    files = {f"models/{n}.onnx": v["file"] for n, v in ctx.variants.items()}
+    files: dict[str, Path] = {f"models/{n}.onnx": v.file for n, v in ctx.variants.items()}
     if ctx.torchscript_path:
         files["torchscript/model.pt"] = ctx.torchscript_path
     files["golden/inputs.npz"] = golden / "inputs.npz"
     files["golden/outputs.npz"] = golden / "outputs.npz"
-    rows = {(r["runner"], r["variant"]): r for r in ctx.parity.summary()}
-    variants = {}
-    for n, v in ctx.variants.items():
-        summary = [r for (runner, variant), r in rows.items() if variant == n]
-        variants[n] = {
-            "file": f"models/{n}.onnx",
-            "precision": v["precision"],
-            "size": Path(v["file"]).stat().st_size,
-            "parity": {"passed": v.get("parity", {}),
-                       "max_abs": max((r.get("max_abs", 0.0) for r in summary), default=None),
-                       "min_cosine": min((r.get("cosine", 1.0) for r in summary), default=None)},
-            "tolerance": ctx.parity.tolerances.get(n, {}),
-            "latency_ms": {t: round(ctx.latency[(n, t)], 4) for t in ctx.targets if (n, t) in ctx.latency},
-        }
-        if v.get("excluded_nodes"):
-            variants[n]["excluded_nodes"] = v["excluded_nodes"]
-            variants[n]["error_before_fallback"] = v.get("error_before_fallback")
-            variants[n]["error_after_fallback"] = v.get("error")
+    variants = {n: _variant_result(ctx, v) for n, v in ctx.variants.items()}
     ctx.manifest_variants = variants
     report = ctx.workdir / "report.json"
     # the package stage's own timing is recorded by the runner after this; the report shows
@@ -90,7 +80,7 @@ def package_stage(ctx: Context) -> str:
     report.write_text(json.dumps(report_dict(ctx, source), indent=2, default=str))
     files["report.json"] = report
     if ctx.profile is not None:  # export --profile: the same report for people, with charts
-        from edgeship.report_html import write_html
+        from edgeship.profiling.html import write_html
 
         export = {"stages": [s.to_dict() for s in ctx.stages], "parity": ctx.parity.summary()}
         files["report.html"] = write_html(ctx.workdir / "report.html", ctx.profile, export=export)
@@ -98,8 +88,8 @@ def package_stage(ctx: Context) -> str:
         "name": ctx.config.bundle_name,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "tools": tool_versions(),
-        "io": ctx.spec.to_dict(),
-        "variants": variants,
+        "io": required(ctx.spec, "spec").to_dict(),
+        "variants": {n: v.to_dict() for n, v in variants.items()},
         "defaults": ctx.defaults,
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
                    "samples": [{"label": s.label, "sizes": s.sizes} for s in ctx.samples]},
@@ -110,3 +100,16 @@ def package_stage(ctx: Context) -> str:
     }
     ctx.bundle_path = write_bundle(ctx.config.output_path, files, manifest)
     return str(ctx.bundle_path)
+
+
+def _variant_result(ctx: Context, v: Variant) -> VariantResult:
+    rows = [r for r in ctx.parity.summary() if r["variant"] == v.name]
+    return VariantResult(
+        name=v.name, file=f"models/{v.name}.onnx", precision=v.precision, size=v.file.stat().st_size,
+        passed=dict(v.passed), max_abs=max((r.get("max_abs", 0.0) for r in rows), default=None),
+        min_cosine=min((r.get("cosine", 1.0) for r in rows), default=None),
+        tolerance=ctx.parity.tolerances.get(v.name, {}),
+        latency_ms={t: round(ctx.latency[(v.name, t)], 4) for t in ctx.targets if (v.name, t) in ctx.latency},
+        excluded_nodes=v.excluded_nodes, error_before_fallback=v.error_before_fallback if v.excluded_nodes else None,
+        error_after_fallback=v.error if v.excluded_nodes else None,
+    )

@@ -1,5 +1,9 @@
 """Stage 5, quantize: build the requested variants, prove each, and fall back where int8 hurts.
 
+Reads ``spec``, ``samples``, ``references`` and the ``fp32`` variant; adds ``targets``, one
+:class:`Variant` per variant that passes, ``rejected`` for the others, ``calibration`` (static
+int8) and ``divergence`` (where a failing variant first leaves fp32).
+
 ``auto`` builds dynamic int8 always, static int8 when ``--calibration`` gives real data (a
 variant calibrated on random noise is never picked silently), and fp16 where CUDA is a target.
 Every variant is checked on the golden samples against the eager reference; an int8 variant
@@ -13,12 +17,15 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgeship.errors import QuantizationError, SpecError
-from edgeship.parity import run_parity
-from edgeship.pipeline.context import Context
-from edgeship.runtimes.ort import OrtRunner
+from edgeship.parity.evaluate import run_parity
+from edgeship.parity.localize import ReferenceGraph
+from edgeship.parity.report import OutputCheck, ParityReport
+from edgeship.pipeline.context import Context, Skip, Variant, required
+from edgeship.runtimes.ort import OrtRunner, resolve_targets
 
 log = logging.getLogger(__name__)
 
@@ -39,69 +46,72 @@ def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: b
     return [k for k in dict.fromkeys(kinds) if k != "fp32"]
 
 
-def _worst(report) -> dict:
+def _worst(report: ParityReport) -> dict:
     rows = report.summary()
     return {"min_cosine": min((r.get("cosine", 0.0) for r in rows), default=0.0),
             "max_abs": max((r.get("max_abs", math.inf) for r in rows), default=math.inf),
             "min_top1": min((r["top1"] for r in rows if "top1" in r), default=None)}
 
 
-def _check(ctx: Context, path: Path, name: str, precision: str):
+def _check(ctx: Context, path: Path, name: str, precision: str) -> ParityReport:
     tol = ctx.config.tolerance_set().for_precision(precision)
-    with OrtRunner(ctx.spec, path, target="cpu", name="onnxruntime-cpu") as runner:
+    with OrtRunner(required(ctx.spec, "spec"), path, target="cpu", name="onnxruntime-cpu") as runner:
         return run_parity([runner], ctx.samples, ctx.references, tol, name)
 
 
 def quantize_stage(ctx: Context) -> str:
-    from edgeship.pipeline.stages import Skip, resolve_targets
-
     cfg = ctx.config
     ctx.targets = resolve_targets(cfg.targets)
     kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None)
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")
-    fp32 = ctx.variants["fp32"]["file"]
+    fp32 = ctx.variants["fp32"].file
     done = []
     for kind in kinds:
         name, precision = VARIANT[kind]
         try:
-            info = _build(ctx, kind, name, precision, fp32)
+            built = _build(ctx, kind, name, precision, fp32)
         except QuantizationError as e:
             ctx.note(f"{name} not built: {e}")
             ctx.rejected[name] = {"reason": str(e)}
             continue
-        if info is None:
-            continue
-        done.append(name)
+        if built is not None:
+            done.append(name)
     return ", ".join(done) + " built" if done else "no quantized variant passed"
 
 
-def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> dict | None:
+Build = Callable[[Sequence[str]], Path]
+
+
+def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Variant | None:
     from edgeship.exporters import quantize as q
 
     cfg = ctx.config
     out = ctx.workdir / "models" / f"{name}.onnx"
     ref = fp32
+    build: Build
     if kind == "dynamic":
-        def build(exclude):
+        def build(exclude: Sequence[str]) -> Path:
             return q.build_dynamic(fp32, out, exclude)
     elif kind == "static":
-        from edgeship.calibration import load_calibration
+        from edgeship.exporters.calibration import load_calibration
 
         example = ctx.samples[0].feeds if ctx.samples[0].label == "example" else None
-        calib = load_calibration(cfg.calibration, ctx.spec.inputs, cfg.calibration_samples, cfg.seed, example)
+        calib = load_calibration(cfg.calibration, required(ctx.spec, "spec").inputs, cfg.calibration_samples,
+                                 cfg.seed, example)
         ctx.calibration = calib
         if calib.synthetic:
             ctx.note(f"WARNING: {name}: " + calib.to_dict()["warning"])
             log.warning("%s: %s", name, calib.to_dict()["warning"])
         ref = q.preprocess(fp32, ctx.workdir / "preprocessed.onnx")
 
-        def build(exclude):
+        def build(exclude: Sequence[str]) -> Path:
             return q.build_static(ref, out, calib.samples, cfg.calibration_method, exclude)
     else:
-        def build(exclude):
+        def build(exclude: Sequence[str]) -> Path:
             return q.build_fp16(fp32, out, exclude)
 
+    overflow: list[str] = []
     if kind == "fp16":
         overflow = _fp16_range(ctx, name, fp32)
         if overflow and not cfg.fallback:
@@ -125,10 +135,8 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
         ctx.note(f"{name}: the fallback had to keep every node in fp32; not shipped")
         ctx.rejected[name] = {"reason": "nothing left quantized after the fallback", "excluded_nodes": excluded}
         return None
-    if kind == "fp16":
-        excluded = overflow + excluded
-    info = {"file": out, "precision": precision, "kind": kind, "excluded_nodes": excluded,
-            "error_before_fallback": before if excluded else None, "error": _worst(report)}
+    excluded = overflow + excluded
+    variant = Variant(name, out, precision, kind, tuple(excluded), before if excluded else None, _worst(report))
     if not report.passed:
         bad = report.failures()[0]
         ctx.note(f"{name} fails parity and is not shipped: {bad.output}: {bad.reason}"
@@ -137,21 +145,22 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> di
         kept = ctx.workdir / "rejected" / out.name
         kept.parent.mkdir(exist_ok=True)
         shutil.move(out, kept)
-        ctx.rejected[name] = {**info, "file": None, "reason": bad.reason}
+        ctx.rejected[name] = {**variant.summary(), "reason": bad.reason}
         return None
     if excluded:
         ctx.note(f"{name}: kept {len(excluded)} node(s) in fp32 to pass parity: {', '.join(excluded[:6])}"
                  + (" ..." if len(excluded) > 6 else ""))
-    ctx.variants[name] = info
-    return info
+    ctx.variants[name] = variant
+    return variant
 
 
 def _fp16_range(ctx: Context, name: str, fp32: Path) -> list[str]:
     """Nodes whose fp32 outputs exceed float16's range on the golden samples. Without the
     fallback the variant is refused, naming the first; with it they stay in fp32."""
-    from edgeship.localize import describe, fp16_overflows, hint
+    from edgeship.parity.localize import describe, hint
 
-    over = fp16_overflows(fp32, [s.feeds for s in ctx.samples])
+    graph = ReferenceGraph(fp32, [s.feeds for s in ctx.samples])
+    over = graph.fp16_overflows()
     if over and not ctx.config.fallback:
         where = {**over[0].to_dict(), "precision": "fp16", "hint": hint(over[0], "fp16"), "compared_tensors": None}
         ctx.divergence[name] = where
@@ -159,17 +168,15 @@ def _fp16_range(ctx: Context, name: str, fp32: Path) -> list[str]:
         ctx.note(f"{name} fails parity and is not shipped: NaN/Inf in float16 ({describe(where)})")
     if not over:
         return []
-    import onnx  # consumers of an overflowing tensor must stay fp32 too: the cast into them overflows
-
+    # consumers of an overflowing tensor must stay fp32 too: the cast into them overflows
     hot = {e.output for e in over}
-    nodes = onnx.load(str(fp32), load_external_data=False).graph.node
-    blocked = [e.node for e in over] + [n.name for n in nodes if hot & set(n.input)]
+    blocked = [e.node for e in over] + [n.name for n in graph.graph.node if hot & set(n.input)]
     return list(dict.fromkeys(blocked))
 
 
-def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad) -> None:
+def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad: OutputCheck) -> None:
     """Say where the variant first leaves the fp32 graph, on the sample that failed."""
-    from edgeship.localize import describe, explain
+    from edgeship.parity.localize import describe, explain
 
     sample = next((s for s in ctx.samples if s.label == bad.sample), ctx.samples[0])
     tol = ctx.config.tolerance_set().get(precision, bad.output)
@@ -179,7 +186,15 @@ def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad
         ctx.note(f"{name}: {describe(where)}")
 
 
-def _fallback(ctx, name, kind, precision, ref, out, build, report):
+def fallback_sizes(candidates: int, rounds: int = MAX_ROUNDS) -> list[int]:
+    """How many nodes each fallback round keeps in fp32 in all: 5% of the candidates first
+    (at least one), doubling each round, so even a large graph needs few rounds."""
+    k = max(1, math.ceil(candidates * 0.05))
+    return [k * 2**r for r in range(rounds)]
+
+
+def _fallback(ctx: Context, name: str, kind: str, precision: str, ref: Path, out: Path, build: Build,
+              report: ParityReport) -> tuple[ParityReport, list[str]]:
     """Keep the most harmful nodes in fp32, more each round, until parity passes or stops improving.
 
     Static QDQ: harm is measured per quantize/dequantize pair (and per int8 weight), so the
@@ -187,19 +202,17 @@ def _fallback(ctx, name, kind, precision, ref, out, build, report):
     the error each node adds to its output compared with the fp32 graph, tensor by tensor.
     """
     from edgeship.exporters.quantize import count_quantized, quantizable_nodes
-    from edgeship.localize import graph_producers, harmful_nodes, node_errors, qdq_harm
+    from edgeship.parity.localize import harmful_nodes
 
-    candidates = quantizable_nodes(ref, kind)
-    producers = graph_producers(ref)
-    k = max(1, math.ceil(len(candidates) * 0.05))
-    feeds = [s.feeds for s in ctx.samples[:2]]
+    graph = ReferenceGraph(ref, [s.feeds for s in ctx.samples[:2]])  # parsed and run once for every round
+    candidates = quantizable_nodes(ref, kind, graph.graph)
+    producers = graph.producers()
     excluded: list[str] = []
     best, stale = _score(_worst(report)), 0
-    for round_ in range(MAX_ROUNDS):
-        want = k * 2**round_  # 5% of the candidates first, doubling: few rounds even on large graphs
+    for round_, want in enumerate(fallback_sizes(len(candidates))):
+        worst: list[str] = []
         if kind == "static":
-            groups = sorted(qdq_harm(ref, out, feeds).items(), key=lambda kv: -kv[1])
-            worst = []
+            groups = sorted(graph.qdq_harm(out).items(), key=lambda kv: -kv[1])
             for nodes, h in groups:
                 new = [n for n in nodes if n in candidates and n not in excluded and n not in worst]
                 if h > 0 and new:
@@ -207,7 +220,7 @@ def _fallback(ctx, name, kind, precision, ref, out, build, report):
                 if len(worst) >= want:
                     break
         else:
-            worst = harmful_nodes(node_errors(ref, out, feeds), candidates - set(excluded), want, producers)
+            worst = harmful_nodes(graph.node_errors(out), candidates - set(excluded), want, producers)
         if not worst:
             break
         excluded += worst

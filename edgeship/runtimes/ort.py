@@ -1,15 +1,23 @@
-"""onnxruntime runner for any execution provider list (CPU, CUDA, TensorRT, ...). Torch-free."""
+"""onnxruntime: THE session factory, target resolution and the runner. Torch-free.
+
+Every place in edgeship that opens an onnxruntime session does it through :func:`open_session`:
+one set of session options, one provider-fallback check (onnxruntime falls back to the CPU
+silently; a check or a benchmark must not), one error wrapping. Targets resolve to provider
+lists in :func:`providers_for` (``auto`` in :func:`resolve_target` / :func:`resolve_targets`),
+and :func:`io_specs` turns a session's inputs and outputs into edgeship's ``TensorSpec``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 
-from edgeship.errors import ExportError, TargetUnavailableError
+from edgeship.errors import EdgeshipError, ExportError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
-from edgeship.spec import IOSpec
+from edgeship.spec import IOSpec, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +27,13 @@ TARGET_PROVIDERS = {
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 
-
-_ORT_DTYPES = {f"tensor({k})": v for k, v in {
+# onnxruntime's type strings -> numpy dtype names
+ORT_DTYPES = {f"tensor({k})": v for k, v in {
     "float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16", "int64": "int64",
-    "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}.items()}
+    "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "uint16": "uint16", "uint32": "uint32",
+    "uint64": "uint64", "bool": "bool"}.items()}
+
+_warned_auto = False
 
 
 def available_providers() -> list[str]:
@@ -35,11 +46,11 @@ def providers_for(target: str) -> list[str]:
     """Map a target (``cpu``, ``cuda``, ``tensorrt`` or a provider name) to a provider list.
 
     Raises:
-        TargetUnavailableError: the target's first provider is not installed.
+        TargetUnavailableError: the target is unknown or its first provider is not installed.
     """
     providers = TARGET_PROVIDERS.get(target.lower())
-    if providers is None:
-        providers = [target] if target.endswith("ExecutionProvider") else None
+    if providers is None and target.endswith("ExecutionProvider"):
+        providers = [target]
     if providers is None:
         raise TargetUnavailableError(
             f"unknown target {target!r}; use cpu, cuda, tensorrt or an onnxruntime provider name "
@@ -49,23 +60,102 @@ def providers_for(target: str) -> list[str]:
     if providers[0] not in have:
         gpu = "CUDA" in providers[0] or "Tensorrt" in providers[0]
         hint = "install onnxruntime-gpu in place of onnxruntime" if gpu else "install an onnxruntime build that has it"
-        raise TargetUnavailableError(
-            f"requested target {target} ({providers[0]}); available: {', '.join(have)}; {hint}."
-        )
+        raise TargetUnavailableError(f"requested target {target} ({providers[0]}); available: {', '.join(have)}; {hint}.")
     return providers
 
 
-def session_options(threads: int | None = None, *, profile_prefix: str | None = None):
+def resolve_target(target: str) -> tuple[str, list[str]]:
+    """One target and its providers; ``auto`` is CUDA where usable, else CPU (said once)."""
+    global _warned_auto
+    if target != "auto":
+        return target, providers_for(target)
+    if "CUDAExecutionProvider" in available_providers():
+        return "cuda", providers_for("cuda")
+    if not _warned_auto:
+        log.warning("target='auto': no CUDA execution provider here, running on CPU.")
+        _warned_auto = True
+    return "cpu", providers_for("cpu")
+
+
+def resolve_targets(requested: tuple[str, ...] | list[str]) -> list[str]:
+    """Several targets, in order and without repeats; ``auto`` is cpu plus cuda where present."""
+    have_cuda = "CUDAExecutionProvider" in available_providers() if "auto" in requested else False
+    names: list[str] = []
+    for t in requested:
+        names += (["cpu"] + (["cuda"] if have_cuda else [])) if t == "auto" else [t]
+    return list(dict.fromkeys(names))
+
+
+def session_options(threads: int | None = None, *, profile_prefix: str | None = None,
+                    optimized_path: str | None = None, basic_level: bool = False) -> Any:
+    """edgeship's onnxruntime session options.
+
+    Args:
+        threads: intra-op threads (default: one per core; a default session ran like a one-thread
+            session on 2-core machines, so it is set explicitly).
+        profile_prefix: turn on onnxruntime's profiler, writing JSON with this prefix.
+        optimized_path: write the optimised model here (offline optimisation).
+        basic_level: provider-independent optimisations only (a portable optimised file).
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
-    # A default session ran like a one-thread session on these machines: be explicit.
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
+    if basic_level:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
     return so
+
+
+def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", providers: list[str] | None = None,
+                 options: Any = None, error: type[EdgeshipError] = ExportError, what: str | None = None) -> Any:
+    """Open an onnxruntime ``InferenceSession`` on ``model`` (its bytes or a path).
+
+    Args:
+        target: resolved with :func:`providers_for` unless ``providers`` is given.
+        options: from :func:`session_options` (default: its defaults).
+        error: the EdgeshipError class a failure to open is reported as.
+        what: how to name the model in messages (default: the path, or "the model bytes").
+
+    Raises:
+        error: onnxruntime cannot open the model.
+        TargetUnavailableError: the target is not installed, or onnxruntime fell back from it.
+    """
+    import onnxruntime as ort
+
+    providers = providers or providers_for(target)
+    src = model if isinstance(model, bytes) else os.fspath(model)
+    name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
+    try:
+        session = ort.InferenceSession(src, options if options is not None else session_options(),
+                                       providers=providers)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        raise error(f"onnxruntime could not open {name} with {', '.join(providers)}: {brief(e)}") from e
+    active = session.get_providers()
+    if providers[0] not in active:  # onnxruntime falls back to CPU silently; a check must not
+        raise TargetUnavailableError(
+            f"requested target {target} ({providers[0]}); onnxruntime opened the session with "
+            f"{', '.join(active)} only. Check the libraries {providers[0]} needs (for CUDA: the CUDA "
+            "and cuDNN versions onnxruntime-gpu was built for)."
+        )
+    return session
+
+
+def io_specs(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """A session's inputs and outputs as TensorSpecs: fixed sizes stay, symbolic axes keep their
+    name and unnamed ones become ``<tensor>_dim<axis>``; a type edgeship cannot feed keeps
+    onnxruntime's own name (e.g. ``seq(tensor(float))``)."""
+    def spec(args) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(a.name, ORT_DTYPES.get(a.type, a.type), tuple(
+            d if (isinstance(d, int) and d > 0) or (isinstance(d, str) and d) else f"{a.name}_dim{k}"
+            for k, d in enumerate(a.shape or ()))) for a in args)
+
+    return spec(session.get_inputs()), spec(session.get_outputs())
 
 
 class OrtRunner(Runner):
@@ -79,48 +169,31 @@ class OrtRunner(Runner):
         self.providers = providers
         self.threads = threads
         self.name = name or f"onnxruntime-{target}"
-        self.session = None
+        self.session: Any = None
+        self.output_names: list[str] = []
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
-        providers = self.providers or providers_for(self.target)
-        model = self.model if isinstance(self.model, bytes) else os.fspath(self.model)
-        try:
-            self.session = ort.InferenceSession(model, session_options(self.threads), providers=providers)
-        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            where = "the model bytes" if isinstance(self.model, bytes) else str(self.model)
-            raise ExportError(
-                f"onnxruntime could not open {where} with {providers}: {e}. The ONNX file is "
-                "invalid or uses an op this onnxruntime does not support; try another --opset or "
-                "--exporter."
-            ) from e
-        active = self.session.get_providers()
-        if providers[0] not in active:  # onnxruntime falls back to CPU silently; a check must not
-            self.session = None
-            raise TargetUnavailableError(
-                f"requested target {self.target} ({providers[0]}); onnxruntime opened the session with "
-                f"{', '.join(active)} only. Check the libraries {providers[0]} needs (for CUDA: the CUDA "
-                "and cuDNN versions onnxruntime-gpu was built for)."
-            )
+        self.session = open_session(self.model, target=self.target, providers=self.providers,
+                                    options=session_options(self.threads))
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._run = self.session.run
+
+    def loaded_session(self) -> Any:
+        """The open session (opening it first)."""
+        self.load()
+        return self.session
 
     def io_problems(self) -> list[str]:
         """Where the opened model's inputs and outputs disagree with the spec (names, dtypes,
         ranks, fixed sizes); empty when they agree. A symbolic axis in the model accepts any size."""
         problems = []
-        for label, specs, args in (("input", self.spec.inputs, self.session.get_inputs()),
-                                   ("output", self.spec.outputs, self.session.get_outputs())):
-            got = {a.name: a for a in args}
-            if [t.name for t in specs] != [a.name for a in args]:
-                problems.append(f"{label}s are {[a.name for a in args]} in the model, {[t.name for t in specs]} in the spec")
+        inputs, outputs = io_specs(self.loaded_session())
+        for label, specs, got in (("input", self.spec.inputs, inputs), ("output", self.spec.outputs, outputs)):
+            if [t.name for t in specs] != [a.name for a in got]:
+                problems.append(f"{label}s are {[a.name for a in got]} in the model, {[t.name for t in specs]} in the spec")
                 continue
-            for t in specs:
-                a = got[t.name]
-                dtype = _ORT_DTYPES.get(a.type, a.type)
-                if dtype != t.dtype:
-                    problems.append(f"{label} {t.name!r} is {dtype} in the model, {t.dtype} in the spec")
+            for t, a in zip(specs, got):
+                if a.dtype != t.dtype:
+                    problems.append(f"{label} {t.name!r} is {a.dtype} in the model, {t.dtype} in the spec")
                 elif label == "input" and (len(a.shape) != len(t.shape) or any(
                         isinstance(m, int) and m != d for m, d in zip(a.shape, t.shape))):
                     problems.append(f"input {t.name!r} has shape {list(a.shape)} in the model, {list(t.shape)} in the spec")
@@ -131,7 +204,7 @@ class OrtRunner(Runner):
         return list(self.session.get_providers()) if self.session else []
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self._run(self.output_names, feeds)))
+        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
     def _close(self) -> None:
         self.session = None

@@ -16,11 +16,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from hostile_helpers import OrtSpy, edit_manifest, evil_payload, resign, sentinel, snapshot, zip_tree  # noqa: F401
 
 import edgeship
 from edgeship.bundle import MANIFEST, open_bundle
 from edgeship.errors import BundleError, EdgeshipError
-from hostile_helpers import OrtSpy, edit_manifest, evil_payload, resign, sentinel, snapshot, zip_tree  # noqa: F401
 
 
 def _flip(path, offset=-100):

@@ -12,12 +12,13 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from conftest import arch
+from hostile_helpers import assert_untouched, resign
 
 import edgeship
-from conftest import arch
 from edgeship.errors import ParityError, SpecError
-from edgeship.parity import judge, metrics, tolerance_for
-from hostile_helpers import assert_untouched, resign
+from edgeship.parity.metrics import judge, metrics
+from edgeship.parity.tolerances import tolerance_for
 
 X = np.ones((2, 10), np.float32)
 
@@ -108,8 +109,7 @@ def test_check_reports_nan_golden_inputs_exit_1(bundle_copy, cli, tmp_path):
 
 
 def test_export_with_nan_example_inputs_fails_parity_and_writes_nothing(files, tmp_path):
-    from edgeship.config import ExportConfig
-    from edgeship.exporters.loading import LoadOptions
+    from edgeship.config import ExportConfig, LoadOptions
     from edgeship.pipeline import export
 
     x = X.copy()

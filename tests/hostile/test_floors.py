@@ -4,12 +4,13 @@ import re
 from importlib import metadata
 
 import pytest
-
 from conftest import arch
+from hostile_helpers import assert_untouched
+
+from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError
 from edgeship.exporters import floors
-from edgeship.exporters.loading import LoadOptions, load_model
-from hostile_helpers import assert_untouched
+from edgeship.exporters.loading import load_model
 
 
 def _pretend(monkeypatch, **versions):

@@ -12,12 +12,12 @@ import shutil
 
 import numpy as np
 import pytest
+from hostile_helpers import resign, zip_tree
 
 import edgeship
 from edgeship.bundle import MANIFEST
+from edgeship.bundle.inspect import inspect_path
 from edgeship.errors import EdgeshipError
-from edgeship.inspection import inspect_path
-from hostile_helpers import resign, zip_tree
 
 ROUNDS = 200
 POOL = [None, True, 0, -1, 2**63, 1e308, float("nan"), "", "x" * 300, "../../etc/passwd", "/abs", "models/fp32.onnx",

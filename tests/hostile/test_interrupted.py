@@ -11,12 +11,12 @@ import time
 import zipfile
 
 import pytest
-
-import edgeship.bundle as B
 from conftest import arch
+from hostile_helpers import PY, assert_untouched, python_env, snapshot, temps_beside
+
+import edgeship.bundle.write as B
 from edgeship.bundle import MANIFEST, open_bundle, write_bundle
 from edgeship.errors import BundleError
-from hostile_helpers import PY, assert_untouched, python_env, snapshot, temps_beside
 
 
 def _files(bundle):
@@ -42,7 +42,7 @@ def old_bundle(request, mlp_bundle, tmp_path):
 KILL_SCRIPT = r"""
 import json, shutil, sys, time, zipfile
 from pathlib import Path
-import edgeship.bundle as B
+import edgeship.bundle.write as B
 
 out, src, ready = map(Path, sys.argv[1:4])
 files = {p.relative_to(src).as_posix(): p for p in sorted(src.rglob("*")) if p.is_file() and p.name != "manifest.json"}

@@ -3,18 +3,17 @@
 import json
 from pathlib import Path
 
+import models
 import numpy as np
 import pytest
 import torch
+from conftest import arch
+from hostile_helpers import assert_untouched
 
 import edgeship
-import models
-from conftest import arch
-from edgeship.config import ExportConfig
+from edgeship.config import ExportConfig, LoadOptions
 from edgeship.errors import ExportError, ParityError
-from edgeship.exporters.loading import LoadOptions
 from edgeship.pipeline import export
-from hostile_helpers import assert_untouched
 
 HOSTILE_MODELS = Path(__file__).with_name("hostile_models.py")
 
@@ -104,8 +103,8 @@ def test_int64_ids_with_open_ended_slicing_pass_at_two_sizes(tmp_path):
 @pytest.mark.parametrize("fallback", [False, True])
 def test_fp16_variant_that_overflows_is_caught_by_parity(tmp_path, fallback):
     import models
-    from edgeship.config import ExportConfig
-    from edgeship.exporters.loading import LoadOptions
+
+    from edgeship.config import ExportConfig, LoadOptions
     from edgeship.pipeline import export
 
     path = tmp_path / "overflow.pt"
@@ -116,7 +115,7 @@ def test_fp16_variant_that_overflows_is_caught_by_parity(tmp_path, fallback):
     r = export(cfg)
     if fallback:  # the overflowing node and its consumers stay in fp32; the rest is float16
         v = r.variants["fp16"]
-        assert v["excluded_nodes"][0] == "/fc1/Gemm" and "/fc0/Gemm" not in v["excluded_nodes"]
+        assert v.excluded_nodes[0] == "/fc1/Gemm" and "/fc0/Gemm" not in v.excluded_nodes
         y = edgeship.load(r.bundle, variant="fp16")(np.ones((4, 8), np.float32))
         assert np.isfinite(y).all()
         return

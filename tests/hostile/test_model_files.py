@@ -11,12 +11,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import arch
-from edgeship.errors import ModelLoadError, SpecError, UnsafeModelError
-from edgeship.exporters.loading import EXPORTED_PROGRAM, TORCHSCRIPT, LoadOptions, load_model, sniff_format
 from hostile_helpers import assert_untouched, evil_payload, sentinel  # noqa: F401
 
+from edgeship.config import LoadOptions
+from edgeship.errors import ModelLoadError, SpecError, UnsafeModelError
+from edgeship.exporters.loading import EXPORTED_PROGRAM, TORCHSCRIPT, load_model, sniff_format
 
 # ----------------------------------------------------------------------------- pickles
 

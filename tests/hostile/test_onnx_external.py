@@ -6,13 +6,14 @@ import re
 import numpy as np
 import onnx
 import pytest
+from hostile_helpers import OrtSpy, assert_untouched
 from onnx import TensorProto, helper, numpy_helper
 
 import edgeship
+from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError
-from edgeship.exporters.loading import ONNX, LoadOptions, load_model
+from edgeship.exporters.loading import ONNX, load_model
 from edgeship.exporters.onnx_guard import check_external_data
-from hostile_helpers import OrtSpy, assert_untouched
 
 W = np.arange(4, dtype=np.float32)
 

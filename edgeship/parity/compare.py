@@ -9,10 +9,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeship.bundle.golden import Sample, make_samples
 from edgeship.errors import SpecError
-from edgeship.golden import Sample, make_samples
-from edgeship.localize import explain_models
-from edgeship.parity import ParityReport, Tolerances, run_parity
+from edgeship.parity.evaluate import run_parity
+from edgeship.parity.localize import explain_models
+from edgeship.parity.report import ParityReport
+from edgeship.parity.tolerances import Tolerances
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.spec import IOSpec, TensorSpec
 
@@ -30,31 +32,21 @@ class Side:
 
 def _side(path: Path, variant: str) -> Side:
     from edgeship.bundle import open_bundle
-    from edgeship.runtime import choose_variant
+    from edgeship.bundle.golden import read_bundle_npz
+    from edgeship.bundle.inspect import onnx_io
+    from edgeship.model import choose_variant
 
     if path.is_dir() or path.name.endswith(".zip"):
         b = open_bundle(path)
-        name = choose_variant(b.manifest, "cpu", variant)
-        v = b.manifest["variants"][name]
-        from edgeship.verify import _npz
-
-        golden = _npz(b, b.manifest["golden"]["inputs"])
+        v = choose_variant(b.manifest, "cpu", variant)
+        golden = read_bundle_npz(b, b.manifest["golden"]["inputs"])
         samples = tuple(Sample(f"golden-{i}", feeds, {}) for i, feeds in enumerate(golden))
-        return Side(f"{path.name}:{name}", b.read(v["file"]), IOSpec.from_dict(b.manifest["io"]),
-                    v.get("precision", "fp32"), samples)
-    from edgeship.inspection import _io_from_session
-
+        return Side(f"{path.name}:{v.name}", b.read(v.file), IOSpec.from_dict(b.manifest["io"]), v.precision, samples)
     if not path.is_file():
         raise SpecError(f"{path} does not exist; pass a bundle or an .onnx file.")
     data = path.read_bytes()  # from bytes, onnxruntime reads no external data files
-    try:
-        io = _io_from_session(data)
-    except Exception as e:
-        raise SpecError(f"{path} is not an ONNX model onnxruntime can open: {e}") from e
-    specs = tuple(TensorSpec(t["name"], t["dtype"], tuple(d if isinstance(d, int) and d > 0 else (d or f"{t['name']}_dim{k}")
-                                                          for k, d in enumerate(t["shape"])))
-                  for t in io["inputs"])
-    return Side(path.name, data, IOSpec(specs, tuple(TensorSpec(t["name"], t["dtype"]) for t in io["outputs"])), "fp32")
+    io = onnx_io(data, str(path))
+    return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), "fp32")
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "auto", variant_b: str = "auto",
@@ -75,7 +67,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "aut
             f"{[(t.name, t.dtype) for t in left.spec.inputs]} vs {[(t.name, t.dtype) for t in right.spec.inputs]}."
         )
     if inputs is not None:
-        from edgeship.verify import read_inputs
+        from edgeship.parity.check import read_inputs
 
         samples = [Sample(f"inputs-{i}", f, {}) for i, f in enumerate(read_inputs(inputs, left.spec))]
     else:

@@ -1,4 +1,4 @@
-"""Stage ``profile`` (with ``--profile``): latency of every variant on every target, into the bundle.
+"""Stage 8, ``profile`` (with ``--profile``): latency of every variant on every target, into the bundle.
 
 It runs after select and before package, not after package as a ninth step: its results go
 into report.json and a report.html, and those must be listed in the manifest with their
@@ -12,17 +12,19 @@ Settings: the export's targets, every variant, one thread per core, the golden s
 
 from __future__ import annotations
 
-from edgeship.pipeline.context import Context
+from edgeship.pipeline.context import Context, required
 
 
 def profile_stage(ctx: Context) -> str:
+    """Reads ``spec``, ``samples``, ``variants``, ``targets``; adds ``profile``."""
     from edgeship.config import ProfileConfig
-    from edgeship.latency import format_ms
-    from edgeship.profiler import Source, profile
+    from edgeship.profiling.profiler import profile
+    from edgeship.profiling.source import Source
+    from edgeship.profiling.timing import format_ms
 
-    files = {n: str(v["file"]) for n, v in ctx.variants.items()}
-    src = Source(ctx.config.bundle_name, "export", str(ctx.config.output_path), ctx.spec, tuple(files), files.__getitem__,
-                 dict(ctx.samples[0].feeds) if ctx.samples else None)
-    ctx.profile = profile(src, ProfileConfig(targets=tuple(ctx.targets) or ("cpu",), per_op=True))
+    files = {n: str(v.file) for n, v in ctx.variants.items()}
+    src = Source(ctx.config.bundle_name, "export", str(ctx.config.output_path), required(ctx.spec, "spec"),
+                 tuple(files), files.__getitem__, dict(ctx.samples[0].feeds) if ctx.samples else None)
+    report = ctx.profile = profile(src, ProfileConfig(targets=tuple(ctx.targets) or ("cpu",), per_op=True))
     return "; ".join(f"{r.target}/{r.variant} p50 {format_ms(r.stats.p50)} (batch {r.batch}, {r.threads} threads)"
-                     for r in ctx.profile.results)
+                     for r in report.results)

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from edgeship.errors import BundleError, ModelLoadError
+from edgeship.spec import IOSpec
 
 
 def onnx_summary(data: bytes) -> dict:
@@ -19,17 +20,17 @@ def onnx_summary(data: bytes) -> dict:
     return {"opset": opset, "ops": dict(Counter(n.op_type for n in m.graph.node))}
 
 
-def _io_from_session(data: bytes) -> dict:
-    import onnxruntime as ort
+def onnx_io(data: bytes, what: str) -> IOSpec:
+    """The inputs and outputs of an ONNX model held as bytes (onnxruntime reads no external data
+    files from bytes).
 
-    s = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    Raises:
+        ModelLoadError: onnxruntime cannot open it.
+    """
+    from edgeship.runtimes.ort import io_specs, open_session
 
-    def conv(x):
-        dtype = x.type.removeprefix("tensor(").removesuffix(")").replace("float)", "float32")
-        dtype = {"float": "float32", "double": "float64"}.get(dtype, dtype)
-        return {"name": x.name, "dtype": dtype, "shape": list(x.shape)}
-
-    return {"inputs": [conv(i) for i in s.get_inputs()], "outputs": [conv(o) for o in s.get_outputs()]}
+    inputs, outputs = io_specs(open_session(data, error=ModelLoadError, what=what))
+    return IOSpec(inputs, outputs)
 
 
 def inspect_path(path: str | Path) -> dict:
@@ -56,10 +57,7 @@ def inspect_path(path: str | Path) -> dict:
                 "defaults": m.get("defaults", {}), "torchscript": m.get("torchscript"),
                 "created_at": m.get("created_at"), "tools": m.get("tools"), "source": m.get("source")}
     data = path.read_bytes()
-    try:
-        io = _io_from_session(data)
-    except Exception as e:
-        raise ModelLoadError(f"{path} is not an ONNX model onnxruntime can open: {e}") from e
+    io = onnx_io(data, str(path))
     s = onnx_summary(data)
-    return {"path": str(path), "kind": "onnx", "size_mb": len(data) / 1e6, **io,
+    return {"path": str(path), "kind": "onnx", "size_mb": len(data) / 1e6, **io.to_dict(),
             "variants": {"model": {"precision": "?", "size": len(data), **s}}}

@@ -6,33 +6,27 @@ golden inputs (and needs torch).
 
 from __future__ import annotations
 
-import io
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from edgeship.bundle import open_bundle
+from edgeship.bundle.golden import Sample, load_npz_samples, npz_arrays, read_bundle_npz
+from edgeship.bundle.manifest import VariantResult, variants_of
+from edgeship.bundle.read import open_bundle
 from edgeship.errors import BundleError, SpecError
-from edgeship.golden import Sample, load_npz_samples, npz_arrays
-from edgeship.localize import explain_models
-from edgeship.parity import TOLERANCE_KEYS, ParityReport, Tolerance, Tolerances, run_parity, tolerance_for
-from edgeship.runtime import open_variant
+from edgeship.model import open_variant
+from edgeship.parity.evaluate import run_parity
+from edgeship.parity.localize import explain_models
+from edgeship.parity.report import ParityReport
+from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
+from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.spec import IOSpec, validate_feeds
 
 log = logging.getLogger(__name__)
-
-
-def _npz(bundle, rel: str) -> list[dict]:
-    try:
-        with np.load(io.BytesIO(bundle.read(rel)), allow_pickle=False) as data:
-            return load_npz_samples(data)
-    except BundleError:
-        raise
-    except Exception as e:
-        raise BundleError(f"bundle {bundle.path}: {rel} is not a readable .npz ({e}).") from e
 
 
 def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
@@ -71,8 +65,8 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         samples = [Sample(f"inputs-{i}", feeds, {}) for i, feeds in enumerate(read_inputs(inputs, spec))]
         outputs = _reference_outputs(spec, samples, against, load_options, b)
     else:
-        golden_in = _npz(b, m["golden"]["inputs"])
-        outputs = _npz(b, m["golden"]["outputs"])
+        golden_in = read_bundle_npz(b, m["golden"]["inputs"])
+        outputs = read_bundle_npz(b, m["golden"]["outputs"])
         if len(golden_in) != len(outputs) or not golden_in:
             raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
         _check_golden(b, spec, golden_in, outputs)
@@ -82,25 +76,24 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         samples = [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(golden_in)]
         if against is not None:
             report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
-    names = list(variants) or list(m["variants"])
+    shipped = variants_of(m)
     overrides = Tolerances.from_dict(tolerances or {})
-    for name in names:
-        if name not in m["variants"]:
-            raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(m['variants'])}.")
-        v = m["variants"][name]
+    for name in list(variants) or list(shipped):
+        if name not in shipped:
+            raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(shipped)}.")
+        v = shipped[name]
         tol = _tolerance(v, overrides)
-        data = b.read(v["file"])
-        runners = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v["file"])
-                   for t in targets]
+        data = b.read(v.file)
+        runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file)
+                                 for t in targets]
         variant_report = run_parity(runners, samples, outputs, tol, name)
         report = report.merged(variant_report)
         for r in runners:
             r.close()
-        if localise and not variant_report.passed and name != "fp32" and "fp32" in m["variants"]:
+        if localise and not variant_report.passed and name != "fp32" and "fp32" in shipped:
             bad = variant_report.failures()[0]
             sample = next((s for s in samples if s.label == bad.sample), samples[0])
-            where = explain_models(b.read(m["variants"]["fp32"]["file"]), data, [sample.feeds],
-                                   v.get("precision", "fp32"), tol(bad.output))
+            where = explain_models(b.read(shipped["fp32"].file), data, [sample.feeds], v.precision, tol(bad.output))
             report = report.with_divergence(name, where)
     return report
 
@@ -149,10 +142,10 @@ def _check_golden(b, spec: IOSpec, inputs: list[dict], outputs: list[dict]) -> N
             log.warning("bundle %s: golden sample %d has NaN/Inf in %s", b.path, i, ", ".join(nonfinite))
 
 
-def _tolerance(variant: dict, overrides: Tolerances):
+def _tolerance(variant: VariantResult, overrides: Tolerances) -> Callable[[str], Tolerance]:
     """Per output: the tolerance the bundle was exported with, then the caller's overrides."""
-    precision = variant.get("precision", "fp32")
-    stored = variant.get("tolerance") or {}
+    precision = variant.precision
+    stored = variant.tolerance
 
     def tol_of(output: str) -> Tolerance:
         values = stored.get(output) if isinstance(stored.get(output), dict) else None

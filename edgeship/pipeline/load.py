@@ -1,4 +1,8 @@
-"""Stage 1, load: the model, its IOSpec, the golden inputs and the eager reference outputs."""
+"""Stage 1, load: the model, its IOSpec, the golden inputs and the eager reference outputs.
+
+Reads the config; adds ``loaded``, ``spec``, ``samples``, ``references`` and (for torch models)
+``example_args``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,21 @@ import logging
 
 import numpy as np
 
+from edgeship.bundle.golden import make_samples, npz_arrays, random_feeds
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
-from edgeship.golden import make_samples, npz_arrays
-from edgeship.pipeline.context import Context
+from edgeship.pipeline.context import NONDETERMINISTIC, Context
 from edgeship.spec import (
-    INPUT_SYNTAX, IOSpec, TensorSpec, apply_dynamic, check_name, format_shape, parse_input,
+    INPUT_SYNTAX,
+    IOSpec,
+    TensorSpec,
+    apply_dynamic,
+    check_name,
+    format_shape,
+    parse_input,
 )
 
 log = logging.getLogger(__name__)
-NONDETERMINISTIC = "model is nondeterministic"
 
 
 def load_stage(ctx: Context) -> str:
@@ -169,8 +178,6 @@ def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
 
 
 def _example_for_onnx(graph_specs, given, seed: int) -> dict:
-    from edgeship.golden import random_feeds
-
     by_name = {t.name: t for t in graph_specs}
     for g in given:
         t = by_name.get(g.name)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import ModelLoadError, SpecError, brief
-from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
+from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,6 @@ class Source:
     recorded: dict = field(default_factory=dict)  # manifest["source"]: arch, arch_kwargs
 
 
-_ORT_DTYPES = {"float": "float32", "double": "float64", "float16": "float16", "bfloat16": "bfloat16", "int64": "int64",
-               "int32": "int32", "int16": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool"}
-
-
 def open_source(path: str | os.PathLike) -> Source:
     """A bundle (folder or zip, fully verified) or an ONNX file, recognised by content."""
     p = Path(path)
@@ -54,7 +50,7 @@ def open_source(path: str | os.PathLike) -> Source:
 
 def _bundle_source(p: Path) -> Source:
     from edgeship.bundle import open_bundle
-    from edgeship.golden import load_npz_samples
+    from edgeship.bundle.golden import load_npz_samples
 
     b = open_bundle(p)
     m = b.manifest
@@ -70,26 +66,17 @@ def _bundle_source(p: Path) -> Source:
 
 
 def _onnx_source(p: Path) -> Source:
-    import onnxruntime as ort
-
-    from edgeship.runtimes.ort import session_options
+    from edgeship.runtimes.ort import io_specs, open_session, session_options
 
     try:
-        s = ort.InferenceSession(str(p), session_options(1), providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e)}") from e
-
-    def spec(args) -> tuple[TensorSpec, ...]:
-        out = []
-        for a in args:
-            dtype = _ORT_DTYPES.get(a.type.removeprefix("tensor(").rstrip(")"))
-            if dtype is None:
-                raise SpecError(f"{p}: {a.name} has type {a.type}, which the profiler cannot feed.")
-            shape = tuple(d if isinstance(d, (int, str)) and d != "" else f"{a.name}_dim{k}" for k, d in enumerate(a.shape))
-            out.append(TensorSpec(a.name, dtype, shape))
-        return tuple(out)
-
-    return Source(p.stem, "onnx", str(p), IOSpec(spec(s.get_inputs()), spec(s.get_outputs())), ("onnx",), lambda v: str(p))
+        s = open_session(p, options=session_options(1), error=ModelLoadError)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e.__cause__ or e)}") from e
+    inputs, outputs = io_specs(s)
+    for t in inputs + outputs:
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise SpecError(f"{p}: {t.name} has type {t.dtype}, which the profiler cannot feed.")
+    return Source(p.stem, "onnx", str(p), IOSpec(inputs, outputs), ("onnx",), lambda v: str(p))
 
 
 # ----------------------------------------------------------------------------- batch
@@ -123,7 +110,7 @@ def batch_feeds(src: Source, batch: int) -> dict[str, np.ndarray]:
             raise SpecError(f"{src.name} has a fixed batch axis ({ins}), so --batch {batch} cannot run; profile "
                             f"--batch {fixed}, or re-export with --dynamic-batch (or --dynamic NAME:0=batch).")
     if sample is None:
-        from edgeship.golden import random_feeds
+        from edgeship.bundle.golden import random_feeds
 
         sizes = {d: 1 for t in spec.inputs for d in t.shape if isinstance(d, str)}
         if sym is not None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeship.bundle.golden import base_sizes, random_feeds
 from edgeship.errors import SpecError
-from edgeship.golden import base_sizes, random_feeds
 from edgeship.spec import TensorSpec, format_shape, validate_feeds
 
 SYNTHETIC_WARNING = (

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgeship.errors import ModelLoadError, TargetUnavailableError, brief
+from edgeship.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -202,22 +202,11 @@ def bind_io(session, feeds: dict, output_names: list[str], device: str = "cuda",
 def ort_harness(model, target: str, providers: list[str], threads: int, feeds: dict,
                 profile_prefix: str | None = None) -> Harness:
     """Open an onnxruntime session for ``model`` (bytes or path) and prepare its timed call."""
-    import onnxruntime as ort
+    from edgeship.runtimes.ort import open_session, session_options
 
-    from edgeship.runtimes.ort import session_options
-
-    try:
-        session = ort.InferenceSession(model if isinstance(model, bytes) else os.fspath(model),
-                                       session_options(threads, profile_prefix=profile_prefix),
-                                       providers=providers)
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        raise ModelLoadError(f"onnxruntime could not open the model with {providers}: {brief(e)}") from e
+    session = open_session(model, target=target, providers=providers, error=ModelLoadError,
+                           options=session_options(threads, profile_prefix=profile_prefix), what="the model")
     active = tuple(session.get_providers())
-    if providers[0] not in active:
-        raise TargetUnavailableError(
-            f"requested target {target} ({providers[0]}); onnxruntime opened the session with "
-            f"{', '.join(active)} only. Check the libraries {providers[0]} needs."
-        )
     names = [o.name for o in session.get_outputs()]
     if target != "cpu" and "CUDAExecutionProvider" in active:
         call, args, keep = bind_io(session, feeds, names, "cuda")

@@ -20,13 +20,13 @@ import os
 
 import numpy as np
 
-from edgeship.bundle import Bundle, open_bundle
+from edgeship.bundle.manifest import VariantResult, variants_of
+from edgeship.bundle.read import Bundle, open_bundle
 from edgeship.errors import BundleError, ExportError, SpecError, brief
-from edgeship.runtimes.ort import OrtRunner, available_providers, providers_for
+from edgeship.runtimes.ort import OrtRunner, resolve_target
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
-_warned_fallback = False
 
 
 def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
@@ -148,30 +148,23 @@ def _np_dtype(name: str):
         return None
 
 
-def resolve_target(target: str) -> tuple[str, list[str]]:
-    """``auto`` picks CUDA when usable and says once that it fell back to CPU otherwise."""
-    global _warned_fallback
-    if target != "auto":
-        return target, providers_for(target)
-    if "CUDAExecutionProvider" in available_providers():
-        return "cuda", providers_for("cuda")
-    if not _warned_fallback:
-        log.warning("target='auto': no CUDA execution provider here, running on CPU.")
-        _warned_fallback = True
-    return "cpu", providers_for("cpu")
+def choose_variant(manifest: dict, target: str, variant: str) -> VariantResult:
+    """The named variant, or for ``auto`` the bundle's default for ``target`` (else for cpu,
+    else its first variant).
 
-
-def choose_variant(manifest: dict, target: str, variant: str) -> str:
-    variants = manifest.get("variants") or {}
+    Raises:
+        BundleError: the bundle has no such variant.
+    """
+    variants = variants_of(manifest)
     if variant == "auto":
         defaults = manifest.get("defaults") or {}
-        variant = defaults.get(target) or defaults.get("cpu") or next(iter(variants), None)
+        variant = defaults.get(target) or defaults.get("cpu") or next(iter(variants), "")
     if variant not in variants:
         raise BundleError(
             f"variant {variant!r} is not in bundle {manifest.get('name')!r}; it has "
             f"{', '.join(variants) or 'none'}."
         )
-    return variant
+    return variants[variant]
 
 
 def load(bundle: str | os.PathLike, target: str = "cpu", variant: str = "auto",
@@ -190,9 +183,8 @@ def load(bundle: str | os.PathLike, target: str = "cpu", variant: str = "auto",
     """
     b = open_bundle(bundle)
     target, providers = resolve_target(target)
-    name = choose_variant(b.manifest, target, variant)
+    v = choose_variant(b.manifest, target, variant)
     spec = IOSpec.from_dict(b.manifest["io"])
-    file = b.manifest["variants"][name]["file"]
-    runner = OrtRunner(spec, b.read(file), target=target, providers=providers, threads=threads,
+    runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads,
                        name=f"onnxruntime-{target}")
-    return Model(b, spec, name, target, open_variant(b, runner, file))
+    return Model(b, spec, v.name, target, open_variant(b, runner, v.file))

@@ -6,7 +6,7 @@
     compare(report, "baseline.json", max_regression=0.10).check()   # RegressionError: exit 1
 
 For each target × variant × threads × batch it opens a fresh onnxruntime session and measures
-the cold start (session creation + first run), then times each call (``edgeship.latency``
+the cold start (session creation + first run), then times each call (``edgeship.profiling.timing``
 describes the loop: feeds built once, ``perf_counter_ns`` around the call only, IO binding on
 CUDA) and reports mean, std, min, p50, p90, p95, p99, max, throughput (batch ÷ mean latency,
 items/s) and the peak RSS of the process while that configuration ran.
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
-from edgeship.latency import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
-from edgeship.profile_source import Source, batch_feeds, natural_batch, open_source
+from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
+from edgeship.profiling.source import Source, batch_feeds, natural_batch, open_source
+from edgeship.profiling.timing import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
 
 log = logging.getLogger(__name__)
 __all__ = ["Comparison", "ConfigResult", "ProfileReport", "Source", "compare", "open_source", "parse_percent",
@@ -148,13 +148,10 @@ def _check(cfg: ProfileConfig) -> None:
         raise SpecError("nothing to profile: give at least one --target, --threads and --batch value.")
 
 
-def _targets(requested) -> list[tuple[str, list[str]]]:
-    from edgeship.runtimes.ort import available_providers, providers_for
+def _targets(requested: tuple[str, ...]) -> list[tuple[str, list[str]]]:
+    from edgeship.runtimes.ort import providers_for, resolve_targets
 
-    names = []
-    for t in requested:
-        names += (["cpu"] + (["cuda"] if "CUDAExecutionProvider" in available_providers() else [])) if t == "auto" else [t]
-    return [(t, providers_for(t)) for t in dict.fromkeys(names)]
+    return [(t, providers_for(t)) for t in resolve_targets(requested)]
 
 
 def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileConfig(),

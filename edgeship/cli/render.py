@@ -1,4 +1,5 @@
-"""Console rendering for the CLI (rich). The only place that prints."""
+"""Console rendering for the CLI (rich): tables, progress lines, notes. Commands print through
+these helpers; the library itself never prints (it logs)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from edgeship.latency import format_ms
+from edgeship.bundle.manifest import VariantResult
+from edgeship.profiling.timing import format_ms
 from edgeship.spec import format_shape
 
 _MARK = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
@@ -74,7 +76,7 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
     console.print(t)
     for i, r in enumerate(failed, 1):
         console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
-    from edgeship.localize import describe
+    from edgeship.parity.localize import describe
 
     for variant, where in (report.divergence or {}).items():
         if where:
@@ -90,11 +92,11 @@ def tolerance_table(console: Console, report) -> None:
     console.print(Text(f"tolerances: {line}", "dim"))
 
 
-def variant_table(console: Console, variants: dict, defaults: dict) -> None:
+def variant_table(console: Console, variants: dict[str, VariantResult], defaults: dict[str, str]) -> None:
     """Variant × target: size, parity, p50 at selection, the default marked."""
     if not variants:
         return
-    targets = sorted({t for v in variants.values() for t in v.get("parity", {}).get("passed", {})})
+    targets = sorted({t for v in variants.values() for t in v.passed})
     t = Table(title="Variants", title_justify="left")
     t.add_column("variant")
     t.add_column("precision")
@@ -103,16 +105,17 @@ def variant_table(console: Console, variants: dict, defaults: dict) -> None:
         t.add_column(f"{target} parity")
         t.add_column(f"{target} p50 ms", justify="right")
     for name, v in variants.items():
-        row = [Text(name), v.get("precision", "?"), f"{v.get('size', 0) / 1e6:.3f}"]
+        row = [Text(name), v.precision, f"{v.size / 1e6:.3f}"]
         for target in targets:
-            ok = v["parity"]["passed"].get(target)
+            ok = v.passed.get(target)
             row.append(Text("pass", "green") if ok else Text("FAIL", "red"))
-            ms = v.get("latency_ms", {}).get(target)
+            ms = v.latency_ms.get(target)
             mark = " ★" if defaults.get(target) == name else ""
             row.append(Text(("—" if ms is None else f"{ms:.3g}") + mark, "bold" if mark else ""))
         t.add_row(*row)
     console.print(t)
-    console.print(Text("★ default for the target (fastest variant that passes parity)", "dim"))
+    if any(defaults.get(target) in variants for target in targets):
+        console.print(Text("★ default for the target (fastest variant that passes parity)", "dim"))
 
 
 def notes(console: Console, items) -> None:

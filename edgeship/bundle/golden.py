@@ -1,4 +1,6 @@
-"""Golden inputs: seeded samples from the spec, every dynamic axis at two sizes.
+"""Golden files: the bundle's reference inputs and outputs, and the seeded samples they start as.
+
+Golden inputs: seeded samples from the spec, every dynamic axis at two sizes.
 
 Sample 0 is the example (the user's ``--example-inputs`` or seeded data at the spec's sizes),
 sample 1 is more data at the same sizes, and the last sample puts every symbolic axis at a
@@ -13,11 +15,17 @@ types alike).
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeship.errors import BundleError
 from edgeship.spec import TensorSpec, concrete_shape
+
+if TYPE_CHECKING:
+    from edgeship.bundle.read import Bundle
 
 DEFAULT_SEED = 0
 
@@ -155,3 +163,14 @@ def load_npz_samples(data) -> list[dict]:
         i, _, name = key.partition("/")
         out.setdefault(int(i), {})[name] = value
     return [out[i] for i in sorted(out)]
+
+
+def read_bundle_npz(bundle: Bundle, rel: str) -> list[dict]:
+    """The samples of a golden .npz inside a verified bundle."""
+    try:
+        with np.load(io.BytesIO(bundle.read(rel)), allow_pickle=False) as data:
+            return load_npz_samples(data)
+    except BundleError:
+        raise
+    except Exception as e:
+        raise BundleError(f"bundle {bundle.path}: {rel} is not a readable .npz ({e}).") from e

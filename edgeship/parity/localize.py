@@ -45,7 +45,8 @@ class NodeError:
 
 def _activations(model_path: Path, feeds: list[dict], workdir: Path) -> dict[str, list[np.ndarray]]:
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations, modify_model_output_intermediate_tensors,
+        collect_activations,
+        modify_model_output_intermediate_tensors,
     )
 
     aug = workdir / f"{model_path.stem}.all_outputs.onnx"
@@ -53,14 +54,56 @@ def _activations(model_path: Path, feeds: list[dict], workdir: Path) -> dict[str
     return collect_activations(str(aug), feeds)
 
 
+class ReferenceGraph:
+    """The reference (fp32) graph of a comparison: parsed once, its intermediate activations on
+    ``feeds`` computed once, however many candidates are compared with it (the int8 fallback
+    compares a new candidate each round)."""
+
+    def __init__(self, path: Path, feeds: list[dict]):
+        self.path = Path(path)
+        self.feeds = feeds
+        self._graph = None
+        self._acts: dict[str, list[np.ndarray]] | None = None
+
+    @property
+    def graph(self):
+        if self._graph is None:
+            import onnx
+
+            self._graph = onnx.load(str(self.path), load_external_data=False).graph
+        return self._graph
+
+    @property
+    def activations(self) -> dict[str, list[np.ndarray]]:
+        if self._acts is None:
+            with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
+                self._acts = _activations(self.path, self.feeds, Path(tmp))
+        return self._acts
+
+    def producers(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """tensor name -> (producing node's name, its inputs)."""
+        return {out: (n.name or out, tuple(n.input)) for n in self.graph.node for out in n.output}
+
+    def node_errors(self, candidate: Path) -> list[NodeError]:
+        """Per-node errors of ``candidate`` against the reference, in topological order."""
+        ref = self.activations
+        with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
+            got = _activations(Path(candidate), self.feeds, Path(tmp))
+        return _node_errors(self.graph, ref, got)
+
+    def qdq_harm(self, qdq_model: Path) -> dict[tuple[str, ...], float]:
+        return _qdq_harm(self.path, self.graph, qdq_model, self.feeds)
+
+    def fp16_overflows(self) -> list[NodeError]:
+        return _fp16_overflows(self.graph, self.activations)
+
+
 def node_errors(reference: Path, candidate: Path, feeds: list[dict]) -> list[NodeError]:
     """Per-node errors of ``candidate`` against ``reference``, in topological order."""
-    import onnx
+    return ReferenceGraph(reference, feeds).node_errors(candidate)
 
-    with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
-        ref = _activations(Path(reference), feeds, Path(tmp))
-        got = _activations(Path(candidate), feeds, Path(tmp))
-    graph = onnx.load(str(reference), load_external_data=False).graph
+
+def _node_errors(graph, ref: dict[str, list[np.ndarray]], got: dict[str, list[np.ndarray]]) -> list[NodeError]:
     producer = {o: n for n in graph.node for o in n.output}
     rel: dict[str, float] = {}
     errors = []
@@ -145,14 +188,6 @@ def first_divergence(errors: list[NodeError], min_cosine: float | None = None, a
     return None
 
 
-def graph_producers(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """tensor name -> (producing node's name, its inputs)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return {out: (n.name or out, tuple(n.input)) for n in graph.node for out in n.output}
-
-
 def _nearest_candidates(tensors, producers, candidates: set[str], limit: int = 64) -> set[str]:
     """The candidate nodes nearest upstream of ``tensors``, walking through non-candidates."""
     found, seen, frontier = set(), set(), list(tensors)
@@ -187,19 +222,17 @@ def harmful_nodes(errors: list[NodeError], candidates: set[str], k: int,
     return [n for n, _ in sorted(harm.items(), key=lambda kv: -kv[1])[:k]]
 
 
-def qdq_harm(reference: Path, qdq_model: Path, feeds: list[dict]) -> dict[tuple[str, ...], float]:
+def _qdq_harm(reference: Path, graph, qdq_model: Path, feeds: list[dict]) -> dict[tuple[str, ...], float]:
     """Static QDQ only: the error each quantize/dequantize pair adds by itself.
 
     Uses onnxruntime's own matching of each activation before and after its QDQ pair, and of
     each float weight with its dequantized int8 copy. Returns {nodes to keep in fp32 to remove
     that pair: harm}, where harm is :func:`off_fraction` of the pair.
     """
-    import onnx
     from onnxruntime.quantization.qdq_loss_debug import create_activation_matching, create_weight_matching
 
     with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
         acts = _activations(Path(qdq_model), feeds, Path(tmp))
-    graph = onnx.load(str(reference), load_external_data=False).graph
     producer = {o: n.name for n in graph.node for o in n.output}
     relu_out = {o for n in graph.node if n.op_type == "Relu" for o in n.output}
     consumers: dict[str, list[str]] = {}
@@ -263,19 +296,15 @@ def describe(d: dict) -> str:
             f"{', '.join(d['inputs'][:3])}{'...' if len(d['inputs']) > 3 else ''}: {what}; {d['hint']}")
 
 
-def fp16_overflows(reference: Path, feeds: list[dict]) -> list[NodeError]:
-    """Nodes of the fp32 graph whose outputs exceed float16's range on ``feeds``, in order.
+def _fp16_overflows(graph, acts: dict[str, list[np.ndarray]]) -> list[NodeError]:
+    """Nodes of the fp32 graph whose outputs exceed float16's range on the feeds, in order.
 
     onnxruntime on CPU computes many float16 ops in float32 (it inserts casts and removes
     cast pairs), so an fp16 variant can pass parity there and still overflow on a GPU; this
     reads the fp32 activations themselves.
     """
-    import onnx
-
-    with tempfile.TemporaryDirectory(prefix="edgeship-localize-") as tmp:
-        acts = _activations(Path(reference), feeds, Path(tmp))
     out = []
-    for node in onnx.load(str(reference), load_external_data=False).graph.node:
+    for node in graph.node:
         for o in node.output:
             if o in acts:
                 peak = max(float(np.nanmax(np.abs(a))) if a.size else 0.0 for a in acts[o])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.latency import format_ms
+from edgeship.profiling.timing import format_ms
 
 _PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#a463f2", "#97bbf5", "#9c6b4e")
 _CSS = """

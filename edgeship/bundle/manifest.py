@@ -1,0 +1,144 @@
+"""manifest.json: parsing and the schema of every field the readers use."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath
+from edgeship.errors import BundleError
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One shipped variant as manifest.json records it: written by the package stage, read by
+    ``edgeship.load``, ``check``, ``compare``, ``inspect`` and the profiler.
+
+    JSON shape (schema 1): ``{"file", "precision", "size", "parity": {"passed": {target: bool},
+    "max_abs", "min_cosine"}, "tolerance": {output: {criterion: value}}, "latency_ms": {target: ms},
+    "excluded_nodes", "error_before_fallback", "error_after_fallback"}`` (the last three only
+    after an accuracy fallback).
+    """
+
+    name: str
+    file: str
+    precision: str = "fp32"
+    size: int = 0
+    passed: dict[str, bool] = field(default_factory=dict)
+    max_abs: float | None = None
+    min_cosine: float | None = None
+    tolerance: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    excluded_nodes: tuple[str, ...] = ()
+    error_before_fallback: dict | None = None
+    error_after_fallback: dict | None = None
+
+    def to_dict(self) -> dict:
+        d: dict = {"file": self.file, "precision": self.precision, "size": self.size,
+                   "parity": {"passed": dict(self.passed), "max_abs": self.max_abs, "min_cosine": self.min_cosine},
+                   "tolerance": self.tolerance, "latency_ms": self.latency_ms}
+        if self.excluded_nodes:
+            d.update(excluded_nodes=list(self.excluded_nodes), error_before_fallback=self.error_before_fallback,
+                     error_after_fallback=self.error_after_fallback)
+        return d
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> VariantResult:
+        """From a manifest entry that :func:`parse_manifest` has checked (missing fields take defaults)."""
+        parity = d.get("parity") if isinstance(d.get("parity"), dict) else {}
+        return cls(name=name, file=d["file"], precision=d.get("precision", "fp32"), size=d.get("size") or 0,
+                   passed=dict(parity.get("passed") or {}), max_abs=parity.get("max_abs"),
+                   min_cosine=parity.get("min_cosine"), tolerance=d.get("tolerance") or {},
+                   latency_ms=d.get("latency_ms") or {}, excluded_nodes=tuple(d.get("excluded_nodes") or ()),
+                   error_before_fallback=d.get("error_before_fallback"),
+                   error_after_fallback=d.get("error_after_fallback"))
+
+
+def variants_of(manifest: dict) -> dict[str, VariantResult]:
+    """The manifest's variants, by name, in the order it lists them."""
+    return {n: VariantResult.from_dict(n, v) for n, v in manifest["variants"].items()}
+
+
+def parse_manifest(data: bytes, where: Path) -> dict:
+    """Parse manifest.json and check the schema of every field the readers use.
+
+    Raises:
+        BundleError: not JSON, an unknown schema version, or a field of the wrong shape.
+    """
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise BundleError(f"bundle {where}: manifest.json is not valid JSON ({str(e)[:200]}); the bundle is corrupt.") from e
+    if not isinstance(manifest, dict):
+        raise BundleError(f"bundle {where}: manifest.json is not a JSON object.")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle {where}: schema_version {version!r} is not supported (this edgeship reads "
+            f"{SCHEMA_VERSION}); upgrade edgeship or re-export the bundle."
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"bundle {where}: manifest.json lists no files.")
+    for rel, meta in files.items():
+        check_relpath(rel)
+        if rel == MANIFEST or not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
+                or not isinstance(meta.get("size"), int):
+            raise BundleError(f"bundle {where}: manifest entry {rel!r} is malformed.")
+    _check_fields(manifest, where)
+    return manifest
+
+
+def _check_fields(m: dict, where: Path) -> None:
+    """The io, variants, defaults and golden fields, as the runtime and ``check`` read them."""
+    from edgeship.errors import SpecError
+    from edgeship.spec import IOSpec
+
+    def bad(what: str):
+        raise BundleError(f"bundle {where}: manifest.json {what}; the bundle is corrupt or was edited.")
+
+    def listed(rel, what: str) -> None:
+        if not isinstance(rel, str) or rel not in m["files"]:
+            bad(f"{what} names {rel!r}, which is not among its listed files")
+
+    io = m.get("io")
+    if not isinstance(io, dict) or not all(isinstance(io.get(k), list) for k in ("inputs", "outputs")) \
+            or not all(isinstance(t, dict) for k in ("inputs", "outputs") for t in io[k]):
+        bad("has no valid 'io' (inputs and outputs lists)")
+    try:
+        IOSpec.from_dict(io)
+    except SpecError as e:
+        bad(f"'io' is malformed: {e}")
+    variants = m.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        bad("lists no variants")
+    for name, v in variants.items():
+        if not isinstance(v, dict):
+            bad(f"variant {name!r} is not an object")
+        listed(v.get("file"), f"variant {name!r}")
+        if not isinstance(v.get("precision", "fp32"), str):
+            bad(f"variant {name!r} has a malformed precision")
+        tol = v.get("tolerance") or {}  # output -> {criterion: number}
+        if not isinstance(tol, dict) or not all(
+                isinstance(per, dict) and all(
+                    x is None or (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x))
+                    for x in per.values())
+                for per in tol.values()):
+            bad(f"variant {name!r} has a malformed tolerance")
+    defaults = m.get("defaults") or {}
+    if not isinstance(defaults, dict) or not all(isinstance(v, str) and v in variants for v in defaults.values()):
+        bad("'defaults' names a variant it does not have")
+    golden = m.get("golden")
+    if not isinstance(golden, dict):
+        bad("has no 'golden' section")
+    listed(golden.get("inputs"), "golden inputs")
+    listed(golden.get("outputs"), "golden outputs")
+    samples = golden.get("samples", [])
+    if not isinstance(samples, list) or not all(
+            isinstance(x, dict) and isinstance(x.get("label", ""), str) and isinstance(x.get("sizes", {}), dict)
+            for x in samples):
+        bad("has malformed golden samples")
+    if not isinstance(m.get("name", ""), str):
+        bad("has a name that is not a string")

@@ -1,0 +1,76 @@
+"""``edgeship export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeship.cli import options as opt
+from edgeship.cli.app import app, console, setup_logging
+from edgeship.config import LoadOptions
+from edgeship.errors import EdgeshipError
+
+
+@app.command()
+@opt.with_load_options
+def export(
+    model: Annotated[Path, typer.Argument(help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle) or ONNX. Detected by content.")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
+    example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz with one array per input name: the example (and first golden sample).")] = None,
+    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Make axis 0 of every input the symbolic 'batch' axis.")] = False,
+    output_names: Annotated[Optional[list[str]], typer.Option("--output-names", help="Names for the outputs, comma-separated (default: dict keys, else output / output_N).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle path (default ./<model name>.edgeship; end it in .zip for a zipped bundle).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: the model file's stem).")] = None,
+    exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: auto (dynamo, then the TorchScript-based one), dynamo or torchscript.")] = "auto",
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset (default 20 for dynamo, where onnxruntime fuses Gelu; 17 for the TorchScript-based exporter).")] = None,
+    target: opt.TargetOpt = ["auto"],  # noqa: B006 - typer needs a literal default
+    atol: Annotated[Optional[float], typer.Option("--atol", help="fp32 absolute tolerance (default 1e-4).")] = None,
+    rtol: Annotated[Optional[float], typer.Option("--rtol", help="fp32 relative tolerance (default 1e-3).")] = None,
+    samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
+    no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
+    quantize: Annotated[list[str], typer.Option("--quantize", "-q", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
+    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
+    tolerance: opt.TolOpt = None,
+    profile: Annotated[bool, typer.Option("--profile", help="Profile every variant on every target before packaging; adds the results to report.json and a report.html with charts to the bundle.")] = False,
+    json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None, verbose: opt.VerboseOpt = False,
+    load: Optional[LoadOptions] = None,
+) -> None:
+    """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
+    setup_logging(verbose)
+    from edgeship.config import ExportConfig
+    from edgeship.pipeline import export as run_export
+
+    cfg = ExportConfig(
+        model=model, output=output, name=name, inputs=tuple(input or ()), example_inputs=example_inputs,
+        dynamic=tuple(dynamic or ()), dynamic_batch=dynamic_batch, output_names=tuple(opt.split(output_names)),
+        load=load or LoadOptions(), exporter=exporter, opset=opset,
+        targets=tuple(opt.split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
+        torchscript=not no_torchscript, quantize=tuple(opt.split(quantize)), calibration=calibration,
+        calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
+        profile=profile, tolerances=opt.tolerances(tolerance),
+    )
+    from edgeship.cli import render
+
+    out = console()
+    with render.StageProgress(out) as progress:
+        try:
+            result = run_export(cfg, progress)
+        except EdgeshipError as e:
+            if e.report is not None:
+                render.parity_table(out, e.report, failures_only=True)
+                opt.write_reports(e.report, json_out, junit)
+            raise
+    render.parity_table(out, result.parity)
+    render.tolerance_table(out, result.parity)
+    render.variant_table(out, result.variants, result.defaults)
+    if result.profile is not None:
+        render.profile_table(out, result.profile)
+    render.notes(out, result.notes)
+    opt.write_reports(result.parity, json_out, junit)
+    defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())
+    out.print(f"\nBundle: {Path(result.bundle).resolve()}  (default variant: {defaults})", markup=False)

@@ -1,0 +1,108 @@
+"""Options shared by several commands, and turning option values into library arguments.
+
+The model-loading options (``--arch``, ``--arch-kwargs``, ``--trust-pickle``, ``--import``,
+``--code``) are one group: :func:`with_load_options` adds them to a command, which receives
+them as a single ``load: LoadOptions | None`` (None when none was given).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from edgeship.config import LoadOptions
+from edgeship.errors import SpecError
+
+log = logging.getLogger("edgeship")
+F = TypeVar("F", bound=Callable[..., Any])
+
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file.")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output.")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
+CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
+CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
+CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
+
+_LOAD_PARAMS = [
+    inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]),
+    inspect.Parameter("arch_kwargs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]),
+    inspect.Parameter("trust_pickle", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]),
+    inspect.Parameter("imports", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]),
+    inspect.Parameter("code", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--code", help="Python file to run before unpickling, defining the model's classes (repeatable).")]),
+]
+
+
+def with_load_options(fn: F) -> F:
+    """Give command ``fn`` the model-loading options; it takes them as ``load: LoadOptions | None``."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "load"]
+    keyword = [p for p in params if p.kind == inspect.Parameter.KEYWORD_ONLY]
+    params = [p for p in params if p.kind != inspect.Parameter.KEYWORD_ONLY]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params] + keyword + _LOAD_PARAMS
+
+    @functools.wraps(fn)
+    def command(*, arch: str | None = None, arch_kwargs: str | None = None, trust_pickle: bool = False,
+                imports: list[str] | None = None, code: list[str] | None = None, **kwargs: Any) -> Any:
+        given = arch or arch_kwargs or trust_pickle or imports or code
+        load = LoadOptions(arch=arch, arch_kwargs=json_kwargs(arch_kwargs), trust_pickle=trust_pickle,
+                           imports=tuple(imports or ()), code=tuple(code or ())) if given else None
+        return fn(load=load, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    return command  # type: ignore[return-value]
+
+
+def split(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated option values as one list."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def ints(values: list[str] | None, flag: str) -> tuple[int | None, ...]:
+    """Comma-separated whole numbers; ``(None,)`` (the default) when none were given."""
+    try:
+        return tuple(int(v) for v in split(values)) or (None,)
+    except ValueError as e:
+        raise SpecError(f"{flag} takes whole numbers, comma-separated (e.g. {flag} 1,2); got {', '.join(values or [])}.") from e
+
+
+def json_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise SpecError(f"--arch-kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}'; got {text!r} ({e}).") from e
+    if not isinstance(value, dict):
+        raise SpecError(f"--arch-kwargs must be a JSON object; got {type(value).__name__}.")
+    return value
+
+
+def tolerances(items: list[str] | None) -> dict:
+    """Project file, then --tolerance options (which win); says where the file values came from."""
+    from edgeship.config import project_tolerances
+    from edgeship.parity.tolerances import Tolerances, tolerances_from_options
+
+    from_file, source = project_tolerances()
+    if source:
+        log.info("tolerances from %s: %s", source, from_file)
+    return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
+
+
+def write_reports(report: Any, json_out: Path | None, junit: Path | None) -> None:
+    """The parity report as JSON and/or JUnit XML, where asked."""
+    from edgeship.parity.report import write_json, write_junit
+
+    if json_out:
+        write_json(report, json_out)
+    if junit:
+        write_junit(report, junit)

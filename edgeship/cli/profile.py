@@ -1,0 +1,63 @@
+"""``edgeship profile``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeship.cli import options as opt
+from edgeship.cli.app import app, console, setup_logging
+from edgeship.config import LoadOptions
+
+
+@app.command("profile")
+@opt.with_load_options
+def profile_command(
+    source: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
+    target: opt.TargetOpt = ["cpu"],  # noqa: B006
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants, comma-separated (default: every variant of the bundle).")] = None,
+    threads: Annotated[Optional[list[str]], typer.Option("--threads", help="Intra-op thread counts, comma-separated, e.g. 1,2,4 (default: one per core).")] = None,
+    batch: Annotated[Optional[list[str]], typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8 (default: the golden sample's batch).")] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing each configuration.")] = 10,
+    iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Timed calls per configuration (default 200).")] = None,
+    duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed calls per configuration, in place of --iterations.")] = None,
+    per_op: Annotated[bool, typer.Option("--per-op", help="Also aggregate onnxruntime's profiler output: top op types and nodes by time.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Rows in the per-op tables.")] = 10,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (every call's latency goes to an .npz beside it); usable as a --baseline later.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV row per configuration.")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
+    max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
+    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch (and the bundle's TorchScript) rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
+    verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
+) -> None:
+    """Measure latency of a bundle or .onnx file per target × variant × threads × batch. Exit 1 on a regression against --baseline."""
+    setup_logging(verbose)
+    from edgeship.cli import render
+    from edgeship.config import ProfileConfig
+    from edgeship.profiling.profiler import compare, parse_percent, profile, write_csv, write_json
+
+    limit = parse_percent(max_regression)
+    cfg = ProfileConfig(targets=tuple(opt.split(target)), variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
+                        batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
+                        per_op=per_op, top=top, compare_torch=compare_torch, load=load)
+    out = console()
+    with render.ProfileProgress(out) as progress:
+        report = profile(source, cfg, progress)
+    comparison = compare(report, baseline, limit) if baseline else None
+    render.profile_table(out, report)
+    if comparison is not None:
+        render.comparison_table(out, comparison)
+    if json_out:
+        write_json(report, json_out, comparison)
+    if csv_out:
+        write_csv(report, csv_out)
+    if html_out:
+        from edgeship.profiling.html import write_html
+
+        write_html(html_out, report, comparison)
+    if comparison is not None:
+        comparison.check()  # RegressionError: exit 1, naming each configuration and both p50s
+        out.print(f"baseline passed: {comparison.message()}", markup=False)

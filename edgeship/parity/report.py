@@ -1,0 +1,98 @@
+"""Parity reports: one check per candidate × output × sample, their summary, JSON and JUnit."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """One output of one candidate on one sample."""
+
+    runner: str
+    variant: str
+    output: str
+    sample: str
+    passed: bool
+    metrics: dict = field(default_factory=dict)
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """All checks of a run, with the tolerances that applied."""
+
+    checks: tuple[OutputCheck, ...]
+    tolerances: dict = field(default_factory=dict)
+    divergence: dict = field(default_factory=dict)  # variant -> first divergent node (localize.explain)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def failures(self) -> list[OutputCheck]:
+        return [c for c in self.checks if not c.passed]
+
+    def summary(self) -> list[dict]:
+        """One row per runner × variant × output: the worst figure over samples."""
+        rows: dict[tuple, dict] = {}
+        for c in self.checks:
+            key = (c.runner, c.variant, c.output)
+            row = rows.setdefault(key, {"runner": c.runner, "variant": c.variant, "output": c.output,
+                                        "samples": 0, "passed": True, "reason": None})
+            row["samples"] += 1
+            for k, v in c.metrics.items():
+                worse = min if k in ("cosine", "snr_db", "top1") else max
+                row[k] = worse(row[k], v) if k in row else v
+            if not c.passed and row["passed"]:
+                row["passed"], row["reason"] = False, f"[{c.sample}] {c.reason}"
+        return list(rows.values())
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
+                "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
+
+    def merged(self, other: ParityReport) -> ParityReport:
+        return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},
+                            {**self.divergence, **other.divergence})
+
+    def with_divergence(self, variant: str, where: dict | None) -> ParityReport:
+        return replace(self, divergence={**self.divergence, variant: where}) if where else self
+
+
+def write_json(report: ParityReport, path: Path) -> None:
+    Path(path).write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity") -> None:
+    """One testcase per runner × variant × output; failures carry the metrics."""
+    rows = report.summary()
+    ts = ET.Element("testsuite", name=suite, tests=str(len(rows)),
+                    failures=str(sum(not r["passed"] for r in rows)), errors="0", skipped="0")
+    for r in rows:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{r['runner']}.{r['variant']}", name=r["output"])
+        figures = ", ".join(f"{k}={r[k]:.6g}" for k in ("max_abs", "max_rel", "cosine", "snr_db", "top1", "outlier_frac",
+                                                          "nonfinite_ref") if k in r)
+        if not r["passed"]:
+            f = ET.SubElement(tc, "failure", message=r["reason"] or "parity failed", type="ParityError")
+            where = report.divergence.get(r["variant"])
+            f.text = f"{r['reason']}\n{figures}" + (f"\nfirst divergent node: {where['node']} ({where['op_type']}): "
+                                                   f"{where['hint']}" if where else "")
+        else:
+            ET.SubElement(tc, "system-out").text = figures
+    root = ET.Element("testsuites")
+    root.append(ts)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,131 @@
+"""Tolerances: defaults per precision, scoped overrides per output, and their parsing.
+
+Scopes, from weakest to strongest: ``fp32`` (a precision), ``*/logits`` (an output in every
+precision), ``int8/logits`` (an output in one precision). Values come from the built-in
+defaults, then the project's config file, then the command line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+from edgeship.errors import SpecError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass criteria; ``None`` means the criterion is not applied."""
+
+    atol: float | None = None
+    rtol: float | None = None
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    max_outlier_frac: float | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance(atol=1e-4, rtol=1e-3, max_outlier_frac=0.0),
+    "fp16": Tolerance(min_cosine=0.999),
+    "int8": Tolerance(min_cosine=0.99, min_top1=0.99),
+}
+
+
+TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "max_outlier_frac")
+TOLERANCE_SYNTAX = "[PRECISION[/OUTPUT]:|*/OUTPUT:]KEY=VALUE, e.g. int8/logits:min_top1=0.98 or fp32:atol=1e-3"
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    """The default tolerance of a precision (fp32's for an unknown one)."""
+    return DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Per precision and per output tolerances: defaults, then scoped overrides.
+
+    Scopes, from weakest to strongest: ``fp32`` (a precision), ``*/logits`` (an output in every
+    precision), ``int8/logits`` (an output in one precision). Values come from the built-in
+    defaults, then the project's config file, then the command line.
+    """
+
+    overrides: dict = field(default_factory=dict)  # scope -> {key: value}
+
+    def get(self, precision: str, output: str) -> Tolerance:
+        return self.apply(tolerance_for(precision), precision, output)
+
+    def apply(self, tol: Tolerance, precision: str, output: str) -> Tolerance:
+        """``tol`` with this set's overrides for (precision, output) on top."""
+        for scope in (precision, f"*/{output}", f"{precision}/{output}"):
+            if scope in self.overrides:
+                tol = replace(tol, **self.overrides[scope])
+        return tol
+
+    def for_precision(self, precision: str):
+        """A callable output -> Tolerance, for :func:`run_parity`."""
+        return lambda output: self.get(precision, output)
+
+    def merged(self, other: Tolerances | dict) -> Tolerances:
+        """``other`` wins where both set a key."""
+        extra = other.overrides if isinstance(other, Tolerances) else other
+        out = {k: dict(v) for k, v in self.overrides.items()}
+        for scope, values in extra.items():
+            out.setdefault(scope, {}).update(values)
+        return Tolerances(out)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "tolerances") -> Tolerances:
+        if not isinstance(data, dict):
+            raise SpecError(f"{where} must be a table of scopes (fp32, int8/logits, */embedding, ...).")
+        out = {}
+        for scope, values in data.items():
+            _check_scope(scope, where)
+            if not isinstance(values, dict):
+                raise SpecError(f"{where}.{scope} must be a table of {', '.join(TOLERANCE_KEYS)}.")
+            out[scope] = {k: _check_value(k, v, f"{where}.{scope}") for k, v in values.items()}
+        return cls(out)
+
+
+def _check_scope(scope: str, where: str) -> None:
+    precision, _, output = scope.partition("/")
+    if precision not in (*DEFAULT_TOLERANCES, "*") or (precision == "*" and not output):
+        raise SpecError(f"{where}: scope {scope!r} must be a precision ({', '.join(DEFAULT_TOLERANCES)}), "
+                        "PRECISION/OUTPUT or */OUTPUT.")
+
+
+def _check_value(key: str, value, where: str) -> float:
+    if key not in TOLERANCE_KEYS:
+        raise SpecError(f"{where}: unknown tolerance {key!r}; use {', '.join(TOLERANCE_KEYS)}.")
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"{where}: {key} must be a number, got {value!r}.") from e
+    if not math.isfinite(v) or v < 0 or (key.startswith("min_") or key == "max_outlier_frac") and v > 1:
+        raise SpecError(f"{where}: {key}={value!r} is out of range (must be ≥ 0{', ≤ 1' if key != 'atol' and key != 'rtol' else ''}).")
+    return v
+
+
+def parse_tolerance(text: str) -> tuple[str, str, float]:
+    """``int8/logits:min_top1=0.98`` -> ("int8/logits", "min_top1", 0.98); no scope means every precision."""
+    scope, sep, rest = text.rpartition(":")
+    key, eq, value = rest.partition("=")
+    if not eq or not key:
+        raise SpecError(f"cannot read --tolerance {text!r}: expected {TOLERANCE_SYNTAX}.")
+    key = key.strip()
+    if sep:
+        _check_scope(scope, "--tolerance")
+    return (scope if sep else "*"), key, _check_value(key, value.strip(), "--tolerance")
+
+
+def tolerances_from_options(items: list[str]) -> dict:
+    """Repeated --tolerance options as a scope -> {key: value} dict (``*`` = every precision)."""
+    out: dict = {}
+    for item in items:
+        scope, key, value = parse_tolerance(item)
+        scopes = list(DEFAULT_TOLERANCES) if scope == "*" else [scope]
+        for sc in scopes:
+            out.setdefault(sc, {})[key] = value
+    return out

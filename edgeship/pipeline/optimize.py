@@ -1,0 +1,18 @@
+"""Stage 4, optimize: onnxruntime's offline graph optimisation (basic level, portable across
+execution providers). Reads ``onnx_export``; adds the ``fp32`` variant."""
+
+from __future__ import annotations
+
+from edgeship.pipeline.context import Context, Variant, required
+
+
+def optimize_stage(ctx: Context) -> str:
+    from edgeship.exporters.optimize import optimize_onnx
+
+    dst = ctx.workdir / "models" / "fp32.onnx"
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    how = optimize_onnx(required(ctx.onnx_export, "onnx_export").path, dst)
+    if how.startswith("kept"):
+        ctx.note(f"optimize: {how}")
+    ctx.variants["fp32"] = Variant("fp32", dst, "fp32")
+    return f"{how}, {dst.stat().st_size / 1e6:.2f} MB"

@@ -1,0 +1,91 @@
+"""Stage 6, parity: every variant on every target against the eager reference.
+
+Reads ``spec``, ``samples``, ``references``, ``variants`` (and ``targets`` when quantize set them);
+adds ``targets``, each variant's ``passed`` per target and the checks to ``parity``; drops a
+variant that fails on every target (recorded in ``rejected``). fp32 must pass everywhere.
+Also the helpers the other stages use to parity-check what they build.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from edgeship.bundle.golden import Sample
+from edgeship.errors import ParityError
+from edgeship.parity.evaluate import run_parity
+from edgeship.parity.report import ParityReport
+from edgeship.parity.tolerances import Tolerance
+from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.runtimes.base import Runner
+from edgeship.runtimes.ort import OrtRunner, providers_for, resolve_targets
+
+log = logging.getLogger(__name__)
+
+
+def fp32_tolerance(ctx: Context) -> Callable[[str], Tolerance]:
+    return ctx.config.tolerance_set().for_precision("fp32")
+
+
+def dynamic_note(ctx: Context) -> Callable[[Sample], str]:
+    """For failures on the second-size sample: name the axes and sizes that changed."""
+    base = ctx.samples[0].sizes
+    spec = required(ctx.spec, "spec")
+
+    def note(sample: Sample) -> str:
+        changed = {k: v for k, v in sample.sizes.items() if base.get(k) != v}
+        if not changed:
+            return ""
+        axes = [f"{t.name}:{ax} ({sym}={changed[sym]}, exported at {base[sym]})"
+                for t in spec.inputs for ax, sym in t.dynamic_axes.items() if sym in changed]
+        return ("the export does not follow the dynamic axis " + ", ".join(axes) + ": the trace "
+                "specialised that size (e.g. a view/reshape with a fixed size); fix the model code "
+                "or drop the axis from --dynamic/--dynamic-batch")
+
+    return note
+
+
+def check_parity(ctx: Context, runners: list[Runner], variant: str, tol: Callable[[str], Tolerance]) -> ParityReport:
+    """Run ``runners`` on the golden samples, judge them against the eager reference, and add
+    the checks to ``ctx.parity``."""
+    report = run_parity(runners, ctx.samples, ctx.references, tol, variant, dynamic_note(ctx))
+    ctx.parity = ctx.parity.merged(report)
+    return report
+
+
+def worst_text(report: ParityReport) -> str:
+    max_abs = max((r.get("max_abs", float("inf")) for r in report.summary()), default=0.0)
+    return f"max abs {max_abs:.2e} over {len({c.sample for c in report.checks})} sample(s)"
+
+
+def parity_stage(ctx: Context) -> str:
+    """Every variant on every target against the eager reference. fp32 must pass; another
+    variant that fails on a target is not made that target's default (and is dropped when it
+    fails everywhere)."""
+    spec = required(ctx.spec, "spec")
+    ctx.targets = ctx.targets or resolve_targets(ctx.config.targets)
+    for t in ctx.targets:
+        providers_for(t)  # TargetUnavailableError before any work
+    for name, v in list(ctx.variants.items()):
+        tol = ctx.config.tolerance_set().for_precision(v.precision)
+        runners: list[Runner] = [OrtRunner(spec, v.file, target=t, name=f"onnxruntime-{t}") for t in ctx.targets]
+        report = check_parity(ctx, runners, name, tol)
+        for r in runners:
+            r.close()
+        passed = {t: all(c.passed for c in report.checks if c.runner == f"onnxruntime-{t}") for t in ctx.targets}
+        ctx.variants[name] = v = replace(v, passed=passed)
+        if name == "fp32" and not report.passed:
+            bad = report.failures()[0]
+            cause = next((f" Likely cause: the {n}." for n in ctx.notes if n.startswith(NONDETERMINISTIC)), "")
+            raise ParityError(
+                f"fp32 ONNX parity failed: {bad.runner} output {bad.output!r} on sample {bad.sample}: "
+                f"{bad.reason}.{cause} Nothing was written.",
+                report=ctx.parity,  # so --json/--junit still get written
+            )
+        if not any(passed.values()):
+            ctx.rejected[name] = {"reason": report.failures()[0].reason}
+            del ctx.variants[name]
+            ctx.note(f"{name} fails parity on every target and is not shipped")
+    return f"{len(ctx.variants)} variant(s) × {', '.join(ctx.targets)}: " + ", ".join(
+        f"{n} {'pass' if all(v.passed.values()) else 'partial'}" for n, v in ctx.variants.items())

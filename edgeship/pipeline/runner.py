@@ -1,0 +1,157 @@
+"""The export pipeline: ordered stages over one context, each timed and recorded.
+
+A failed optional stage (TorchScript, a quantized variant) is recorded and the pipeline goes on;
+a failed required stage (load, ONNX export, optimisation, fp32 parity, packaging) or bad input
+anywhere (bad calibration data) stops it, and nothing is written to the output path: all work
+happens in a temporary folder until the atomic write.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeship.bundle.manifest import VariantResult
+from edgeship.config import ExportConfig
+from edgeship.errors import EdgeshipError, ExportError, QuantizationError, SpecError
+from edgeship.parity.report import ParityReport
+from edgeship.pipeline.context import Context, Skip, StageResult, required
+from edgeship.pipeline.load import load_stage
+from edgeship.pipeline.onnx import onnx_stage
+from edgeship.pipeline.optimize import optimize_stage
+from edgeship.pipeline.package import package_stage
+from edgeship.pipeline.parity import parity_stage
+from edgeship.pipeline.profile import profile_stage
+from edgeship.pipeline.quantize import quantize_stage
+from edgeship.pipeline.select import select_stage
+from edgeship.pipeline.torchscript import torchscript_stage
+from edgeship.spec import IOSpec
+
+if TYPE_CHECKING:
+    from edgeship.profiling.profiler import ProfileReport
+
+log = logging.getLogger(__name__)
+
+# (name, function, required)
+STAGES: list[tuple[str, Callable[[Context], str], bool]] = [
+    ("load", load_stage, True),
+    ("torchscript", torchscript_stage, False),
+    ("onnx", onnx_stage, True),
+    ("optimize", optimize_stage, True),
+    ("quantize", quantize_stage, False),
+    ("parity", parity_stage, True),
+    ("select", select_stage, True),
+    ("profile", profile_stage, False),  # before package, so its report files are in the manifest
+    ("package", package_stage, True),
+]
+# stages that run only when the config asks for them (no "skipped" line otherwise)
+OPT_IN: dict[str, Callable[[ExportConfig], bool]] = {"profile": lambda cfg: cfg.profile}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``edgeship export`` produced."""
+
+    bundle: Path
+    stages: tuple[StageResult, ...]
+    parity: ParityReport
+    defaults: dict[str, str]
+    notes: tuple[str, ...]
+    spec: IOSpec
+    variants: dict[str, VariantResult]
+    profile: ProfileReport | None = None  # with --profile
+
+
+Progress = Callable[[str, str, "StageResult | None"], None]
+
+
+def _silent(event: str, name: str, result: StageResult | None = None) -> None:
+    pass
+
+
+def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
+    """Run every stage on ``config``; ``progress(event, stage, result)`` sees start/end events.
+
+    Raises:
+        EdgeshipError: a required stage failed (nothing was written to the output path).
+    """
+    from edgeship.exporters.floors import require
+
+    require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
+    with tempfile.TemporaryDirectory(prefix="edgeship-") as work:
+        ctx = Context(config=config, workdir=Path(work))
+        for name, fn, must in STAGES:
+            if name in OPT_IN and not OPT_IN[name](config):
+                continue
+            progress("start", name, None)
+            t0 = time.perf_counter()
+            try:
+                detail, status = fn(ctx), "ok"
+            except Skip as s:
+                detail, status = str(s), "skipped"
+            except EdgeshipError as e:
+                # an optional stage may fail on its own work; bad input (a SpecError such as bad
+                # calibration data) stops the export whatever the stage
+                if must or not isinstance(e, (ExportError, QuantizationError)):
+                    ctx.stages.append(StageResult(name, "failed", time.perf_counter() - t0, str(e)))
+                    progress("end", name, ctx.stages[-1])
+                    raise
+                detail, status = str(e), "failed"
+                ctx.note(f"optional stage {name} failed: {e}")
+            result = StageResult(name, status, time.perf_counter() - t0, detail)
+            ctx.stages.append(result)
+            progress("end", name, result)
+        return ExportResult(required(ctx.bundle_path, "bundle_path"), tuple(ctx.stages), ctx.parity, dict(ctx.defaults),
+                            tuple(ctx.notes), required(ctx.spec, "spec"), dict(ctx.manifest_variants), ctx.profile)
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What ``edgeship quantize`` produced: the written file and the evidence for it."""
+
+    output: Path
+    variant: VariantResult
+    parity: ParityReport
+    stages: tuple[StageResult, ...]
+    notes: tuple[str, ...]
+
+
+def quantize_model(model: str | os.PathLike, method: str = "dynamic", output: str | os.PathLike | None = None, *,
+                   inputs: tuple[str, ...] = (), example_inputs: str | os.PathLike | None = None,
+                   calibration: str | None = None, calibration_method: str = "minmax", calibration_samples: int = 64,
+                   fallback: bool = True, tolerances: dict | None = None,
+                   progress: Progress = _silent) -> QuantizeResult:
+    """Quantize an fp32 ONNX model on its own: the export pipeline with one variant, parity-checked
+    against the fp32 model, written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).
+
+    Raises:
+        SpecError: an unknown ``method``.
+        QuantizationError: the variant could not be built or failed parity (``report`` holds the checks).
+    """
+    from edgeship.pipeline.quantize import VARIANT
+
+    if method not in VARIANT:
+        raise SpecError(f"--method {method!r}: use dynamic, static or fp16.")
+    name = VARIANT[method][0]
+    model = Path(model)
+    out = Path(output) if output is not None else model.with_name(f"{model.stem}.{name}.onnx")
+    with tempfile.TemporaryDirectory(prefix="edgeship-quantize-") as tmp:
+        cfg = ExportConfig(model=model, output=Path(tmp) / "q.edgeship", inputs=inputs,
+                           example_inputs=Path(example_inputs) if example_inputs else None, quantize=(method,),
+                           calibration=calibration, calibration_method=calibration_method,
+                           calibration_samples=calibration_samples, fallback=fallback, targets=("cpu",),
+                           torchscript=False, tolerances=tolerances or {})
+        result = export(cfg, progress)
+        if name not in result.variants:
+            why = next((n for n in result.notes if n.startswith(name)), "see the notes above")
+            raise QuantizationError(f"{name} of {model} was not written: {why}", report=result.parity)
+        v = result.variants[name]
+        shutil.copyfile(result.bundle / v.file, out)
+    return QuantizeResult(out, v, result.parity, result.stages, result.notes)
