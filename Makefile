@@ -1,4 +1,5 @@
 # make demo | make test | make bench — each creates .venv and installs on its own.
+# make test runs the linters (ruff, mypy) first, then the suite; CI (.ci/run) runs make test.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,14 +17,15 @@ demo: $(STAMP)
 	cd examples/simplenet && ../../$(PY) train.py && ../../$(VENV)/bin/edgeship export simplenet_state.pt \
 		--arch model.py:SimpleNet --input x:1x10 --dynamic-batch -o simplenet.edgeship
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edgeship tests
+	$(VENV)/bin/ruff check edgeship tests benchmarks examples
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,10 +106,10 @@ def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
     from edgeship.errors import SpecError
     from edgeship.parity.tolerances import Tolerances
 
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    else:  # Python 3.10
+        import tomli as tomllib
 
     folder = Path(folder or Path.cwd())
     for name, keys in (("edgeship.toml", ("tolerances",)), ("pyproject.toml", ("tool", "edgeship", "tolerances"))):

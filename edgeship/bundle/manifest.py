@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath
 from edgeship.errors import BundleError
@@ -47,13 +48,26 @@ class VariantResult:
     @classmethod
     def from_dict(cls, name: str, d: dict) -> VariantResult:
         """From a manifest entry that :func:`parse_manifest` has checked (missing fields take defaults)."""
-        parity = d.get("parity") if isinstance(d.get("parity"), dict) else {}
-        return cls(name=name, file=d["file"], precision=d.get("precision", "fp32"), size=d.get("size") or 0,
-                   passed=dict(parity.get("passed") or {}), max_abs=parity.get("max_abs"),
-                   min_cosine=parity.get("min_cosine"), tolerance=d.get("tolerance") or {},
-                   latency_ms=d.get("latency_ms") or {}, excluded_nodes=tuple(d.get("excluded_nodes") or ()),
-                   error_before_fallback=d.get("error_before_fallback"),
-                   error_after_fallback=d.get("error_after_fallback"))
+        parity = _table(d.get("parity"))
+        excluded = d.get("excluded_nodes")
+        return cls(name=name, file=d["file"], precision=d.get("precision", "fp32"), size=int(_number(d.get("size")) or 0),
+                   passed={t: ok for t, ok in _table(parity.get("passed")).items() if isinstance(ok, bool)},
+                   max_abs=_number(parity.get("max_abs")), min_cosine=_number(parity.get("min_cosine")),
+                   tolerance=_table(d.get("tolerance")),
+                   latency_ms={t: ms for t, ms in _table(d.get("latency_ms")).items() if _number(ms) is not None},
+                   excluded_nodes=tuple(n for n in excluded if isinstance(n, str)) if isinstance(excluded, list) else (),
+                   error_before_fallback=_table(d.get("error_before_fallback")) or None,
+                   error_after_fallback=_table(d.get("error_after_fallback")) or None)
+
+
+def _table(value: object) -> dict:
+    """A JSON object from an unverified field, or {} (the informational fields of a crafted
+    manifest never reach code that would fail on another type)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def variants_of(manifest: dict) -> dict[str, VariantResult]:
@@ -96,7 +110,7 @@ def _check_fields(m: dict, where: Path) -> None:
     from edgeship.errors import SpecError
     from edgeship.spec import IOSpec
 
-    def bad(what: str):
+    def bad(what: str) -> NoReturn:
         raise BundleError(f"bundle {where}: manifest.json {what}; the bundle is corrupt or was edited.")
 
     def listed(rel, what: str) -> None:

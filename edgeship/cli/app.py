@@ -60,8 +60,9 @@ def main() -> None:
     except Exception as e:
         # typer ships its own copy of click's exceptions: recognise them by shape
         if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code)
+            code = int(getattr(e, "exit_code"))
+            getattr(e, "show")()
+            sys.exit(EXIT_BAD_INPUT if code == 2 else code)
         traceback.print_exc()
         print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
               "please report it with the traceback above.", file=sys.stderr)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.progress import TaskID
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -21,7 +23,7 @@ class StageProgress:
 
     def __init__(self, console: Console):
         self.console = console
-        self._status = None
+        self._status: Status | None = None
 
     def __enter__(self):
         return self
@@ -64,7 +66,7 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
     t = Table(title=Text(title), title_justify="left")
     for col in ("runner", "variant", "output", "max abs", "max rel", "cosine", "SNR dB", "top-1", "result"):
         t.add_column(col, justify="right" if col not in ("runner", "variant", "output", "result") else "left")
-    failed = []
+    failed: list[dict] = []
     for r in rows:
         result = Text("pass", "green") if r["passed"] else Text(f"FAIL ({len(failed) + 1})", "red")
         if r.get("nonfinite_ref"):
@@ -105,7 +107,7 @@ def variant_table(console: Console, variants: dict[str, VariantResult], defaults
         t.add_column(f"{target} parity")
         t.add_column(f"{target} p50 ms", justify="right")
     for name, v in variants.items():
-        row = [Text(name), v.precision, f"{v.size / 1e6:.3f}"]
+        row: list[Text | str] = [Text(name), v.precision, f"{v.size / 1e6:.3f}"]
         for target in targets:
             ok = v.passed.get(target)
             row.append(Text("pass", "green") if ok else Text("FAIL", "red"))
@@ -169,7 +171,7 @@ class ProfileProgress:
 
         self._progress = Progress(TextColumn("[bold]profile[/]"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=True)
-        self._task = None
+        self._task: TaskID | None = None
 
     def __enter__(self):
         self._progress.start()
@@ -201,7 +203,7 @@ def profile_table(console: Console, report) -> None:
         t.add_column(col, justify="left" if col == "target/variant" else "right", no_wrap=True)
     for r in report.results:
         st = r.stats
-        row = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
+        row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
                f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
                _rate(r.throughput), f"{r.peak_rss_mb:,.0f}"]
         if eager:

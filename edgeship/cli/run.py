@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -29,7 +29,8 @@ def run(
     model = load(bundle, target=target, variant=variant)
     outputs = model.run(feeds)
     if output:
-        np.savez(output, **outputs)
+        arrays: dict[str, Any] = dict(outputs)
+        np.savez(output, **arrays)
     render.outputs(console(), model, outputs, output)
 
 

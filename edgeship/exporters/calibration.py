@@ -61,22 +61,23 @@ def load_calibration(source: str | Path | None, inputs: tuple[TensorSpec, ...], 
         return Calibration(samples, "synthetic", True)
     text = str(source)
     path = Path(text)
+    rows: list[dict]
     if path.is_dir():
-        samples = _from_folder(path, inputs, limit)
+        rows = _from_folder(path, inputs, limit)
     elif path.suffix == ".npz" or path.is_file():
-        samples = _from_npz(path, inputs, limit)
+        rows = _from_npz(path, inputs, limit)
     elif ":" in text:
-        samples = _from_function(text, limit)
+        rows = _from_function(text, limit)
     else:
         raise SpecError(f"--calibration {text}: no such file or folder, and not a module:function.")
-    if not samples:
+    if not rows:
         raise SpecError(f"--calibration {text} holds no samples; give at least one.")
-    for i, feeds in enumerate(samples):
+    for i, feeds in enumerate(rows):
         try:
             validate_feeds(inputs, feeds)
         except SpecError as e:
             raise SpecError(f"calibration sample {i} from {text}: {e}") from e
-    return Calibration(tuple(samples), text, False)
+    return Calibration(tuple(rows), text, False)
 
 
 def _from_npz(path: Path, inputs, limit: int) -> list[dict]:

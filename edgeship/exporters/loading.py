@@ -310,6 +310,8 @@ def _import_file(file: Path, flag: str = "--code"):
     public = flag == "--code"
     name = file.stem if public else f"edgeship_user_{file.stem}_{abs(hash(str(file.resolve()))):x}"
     spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise ModelLoadError(f"{flag} {file}: Python cannot import it as a module (is it a .py file?).")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

@@ -16,6 +16,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeship.errors import ExportError, brief
 from edgeship.exporters.onnx_guard import external_tensors
@@ -32,7 +33,7 @@ _TWO_GB = 2 * 1024**3
 class OnnxExport:
     path: Path
     exporter: str
-    opset: int
+    opset: int | None
     notes: tuple[str, ...] = ()
 
 
@@ -124,7 +125,7 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
     with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
             _quiet_torch_onnx_log():
         warnings.simplefilter("ignore")
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             input_names=spec.input_names, output_names=spec.output_names, opset_version=opset,
             dynamic_axes=dynamic_axes or None,
         )

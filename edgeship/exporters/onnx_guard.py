@@ -113,7 +113,8 @@ def _check_location(location: str, tensor: str, model_path: Path, folder: Path) 
     names = [p for p in parts if p not in ("", ".")]
     if not names:
         refuse("names no file")
-    here, st = folder, None
+    here = folder
+    st = os.lstat(folder)
     for part in names:
         here = here / part
         try:

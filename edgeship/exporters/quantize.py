@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from edgeship.errors import QuantizationError, brief
@@ -64,7 +65,7 @@ def count_quantized(path: Path) -> int:
     return sum(n.op_type in ops for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def build_dynamic(src: Path, dst: Path, exclude: list[str] = ()) -> Path:
+def build_dynamic(src: Path, dst: Path, exclude: Sequence[str] = ()) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     try:
@@ -95,7 +96,7 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude: list[str] = ()) -> Path:
+def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude: Sequence[str] = ()) -> Path:
     """Static QDQ int8 of an already pre-processed ``src``, calibrated on ``samples`` (feed dicts)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -127,7 +128,7 @@ def build_static(src: Path, dst: Path, samples, method: str = "minmax", exclude:
     return dst
 
 
-def build_fp16(src: Path, dst: Path, exclude: list[str] = ()) -> Path:
+def build_fp16(src: Path, dst: Path, exclude: Sequence[str] = ()) -> Path:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 

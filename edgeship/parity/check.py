@@ -18,7 +18,7 @@ from edgeship.bundle.manifest import VariantResult, variants_of
 from edgeship.bundle.read import open_bundle
 from edgeship.errors import BundleError, SpecError
 from edgeship.model import open_variant
-from edgeship.parity.evaluate import run_parity
+from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
@@ -122,7 +122,7 @@ def _reference_outputs(spec, samples, against, load_options, b) -> list[dict]:
 
     module = _load_against(b, against, load_options)
     runner = TorchEagerRunner(spec, module, name="torch-eager")
-    return [runner.infer(s.feeds) for s in samples]
+    return reference_outputs(runner, samples)
 
 
 def _check_golden(b, spec: IOSpec, inputs: list[dict], outputs: list[dict]) -> None:

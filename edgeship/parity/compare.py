@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeship.bundle.golden import Sample, make_samples
 from edgeship.errors import SpecError
-from edgeship.parity.evaluate import run_parity
+from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerances
@@ -74,7 +74,7 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "aut
         samples = list(left.samples or right.samples) or make_samples(left.spec.inputs, seed=seed)
     ref_runner = OrtRunner(IOSpec(left.spec.inputs), left.data, target="cpu", name=left.label)
     with ref_runner:
-        references = [ref_runner.infer(s.feeds) for s in samples]
+        references = reference_outputs(ref_runner, samples)
     names = list(references[0])
     cand_spec = IOSpec(right.spec.inputs, tuple(TensorSpec(n) for n in names))
     tols = Tolerances.from_dict(tolerances or {})

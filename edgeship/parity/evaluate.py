@@ -7,14 +7,65 @@ tolerances. :func:`run_parity` is the two in a row.
 
 from __future__ import annotations
 
-from edgeship.errors import brief
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeship.bundle.golden import Sample
+from edgeship.errors import SpecError, brief
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.report import OutputCheck, ParityReport
+from edgeship.parity.tolerances import Tolerance
+from edgeship.runtimes.base import Runner
 from edgeship.spec import format_shape
 
 
-def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict, got: dict,
-                    tol_of, note: str = "") -> list[OutputCheck]:
+ToleranceOf = Callable[[str], Tolerance]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one runner returned on one sample: its outputs, or why it failed."""
+
+    runner: str
+    index: int  # of the sample, in the order collected
+    sample: Sample
+    outputs: dict[str, np.ndarray] | None
+    error: str | None = None
+
+
+def collect_outputs(runners: Sequence[Runner], samples: Sequence[Sample]) -> list[RunResult]:
+    """Run every runner on every sample and keep what came back. A runner that raises on a
+    sample is recorded with the reason (the sample's axis sizes included), not raised."""
+    results = []
+    for runner in runners:
+        for i, sample in enumerate(samples):
+            try:
+                results.append(RunResult(runner.name, i, sample, runner.infer(sample.feeds)))
+            except Exception as e:
+                why = f"{runner.name} failed on sample {sample.label} ({sample.describe()}): {brief(e)}"
+                results.append(RunResult(runner.name, i, sample, None, why))
+    return results
+
+
+def reference_outputs(runner: Runner, samples: Sequence[Sample]) -> list[dict[str, np.ndarray]]:
+    """The reference's outputs on every sample (for check --inputs and compare).
+
+    Raises:
+        SpecError: the reference itself fails on a sample.
+    """
+    outputs = []
+    for r in collect_outputs([runner], samples):
+        if r.outputs is None:
+            raise SpecError(f"the reference could not run: {r.error}; check that the inputs fit it.")
+        outputs.append(r.outputs)
+    return outputs
+
+
+def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dict[str, np.ndarray],
+                    got: dict[str, np.ndarray], tol_of: ToleranceOf, note: str = "") -> list[OutputCheck]:
+    """Judge one runner's outputs on one sample against the reference's, output by output."""
     checks = []
     for name, r in ref.items():
         tol = tol_of(name)
@@ -35,29 +86,32 @@ def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dic
     return checks
 
 
-def run_parity(candidates, samples, references: list[dict], tol, variant: str = "fp32",
-               dynamic_note=None) -> ParityReport:
-    """Run each candidate runner on every sample and compare with ``references``.
+def judge_outputs(results: Sequence[RunResult], references: Sequence[dict[str, np.ndarray]], tol: Tolerance | ToleranceOf,
+                  variant: str = "fp32", dynamic_note: Callable[[Sample], str] | None = None) -> ParityReport:
+    """Judge collected outputs against ``references`` (one dict per sample, in the order the
+    samples were collected) under ``tol`` (one Tolerance, or output name -> Tolerance).
 
-    ``tol`` is one Tolerance for every output, or a callable output name -> Tolerance.
-
-    A runner that raises on a sample fails every output for it, with the sample's axis sizes
-    in the reason (that is how a trace specialised to batch 1 shows up).
+    A run that failed on a sample fails every output for it; ``dynamic_note(sample)`` adds why
+    when the sample put a dynamic axis at a second size (that is how a trace specialised to
+    batch 1 shows up).
     """
-    tol_of = tol if callable(tol) else (lambda _output: tol)
-    checks = []
-    for runner in candidates:
-        for sample, ref in zip(samples, references):
-            sizes = sample.describe()
-            try:
-                got = runner.infer(sample.feeds)
-            except Exception as e:
-                why = f"{runner.name} failed on sample {sample.label} ({sizes}): {brief(e)}"
-                if dynamic_note:
-                    why += "; " + dynamic_note(sample)
-                checks += [OutputCheck(runner.name, variant, n, sample.label, False, reason=why) for n in ref]
-                continue
-            note = dynamic_note(sample) if dynamic_note else ""
-            checks += compare_outputs(runner.name, variant, sample.label, sizes, ref, got, tol_of, note)
+    tol_of: ToleranceOf = tol if callable(tol) else (lambda _output: tol)
+    checks: list[OutputCheck] = []
+    for r in results:
+        ref = references[r.index]
+        note = dynamic_note(r.sample) if dynamic_note else ""
+        if r.outputs is None:
+            why = f"{r.error}; {note}" if note else str(r.error)
+            checks += [OutputCheck(r.runner, variant, n, r.sample.label, False, reason=why) for n in ref]
+            continue
+        checks += compare_outputs(r.runner, variant, r.sample.label, r.sample.describe(), ref, r.outputs, tol_of, note)
     outputs = list(references[0]) if references else []
     return ParityReport(tuple(checks), {variant: {o: tol_of(o).to_dict() for o in outputs}})
+
+
+def run_parity(candidates: Sequence[Runner], samples: Sequence[Sample], references: Sequence[dict[str, np.ndarray]],
+               tol: Tolerance | ToleranceOf, variant: str = "fp32",
+               dynamic_note: Callable[[Sample], str] | None = None) -> ParityReport:
+    """:func:`collect_outputs` then :func:`judge_outputs`: every candidate on every sample,
+    compared with ``references``."""
+    return judge_outputs(collect_outputs(candidates, samples), references, tol, variant, dynamic_note)

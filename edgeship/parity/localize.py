@@ -190,7 +190,9 @@ def first_divergence(errors: list[NodeError], min_cosine: float | None = None, a
 
 def _nearest_candidates(tensors, producers, candidates: set[str], limit: int = 64) -> set[str]:
     """The candidate nodes nearest upstream of ``tensors``, walking through non-candidates."""
-    found, seen, frontier = set(), set(), list(tensors)
+    found: set[str] = set()
+    seen: set[str] = set()
+    frontier = list(tensors)
     while frontier and len(seen) < limit:
         t = frontier.pop()
         if t in seen or t not in producers:

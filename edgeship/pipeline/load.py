@@ -13,7 +13,7 @@ import numpy as np
 from edgeship.bundle.golden import make_samples, npz_arrays, random_feeds
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
-from edgeship.pipeline.context import NONDETERMINISTIC, Context
+from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
 from edgeship.spec import (
     INPUT_SYNTAX,
     IOSpec,
@@ -48,10 +48,10 @@ def load_stage(ctx: Context) -> str:
     else:
         reference = _eager_reference(loaded.module)
         ctx.example_args = _to_torch(ctx.samples[0].feeds, inputs)
-    ctx.references = []
+    pairs: list[list[tuple[str, np.ndarray]]] = []  # (name, array) per output, per sample
     for s in ctx.samples:
         try:
-            ctx.references.append(reference(s.feeds, inputs))
+            pairs.append(reference(s.feeds, inputs))
         except EdgeshipError:
             raise
         except Exception as e:
@@ -61,7 +61,7 @@ def load_stage(ctx: Context) -> str:
                 f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
                 f"{brief(e)}.{hint} Check --input shapes and dtypes."
             ) from e
-    first = ctx.references[0]
+    first = pairs[0]
     names = list(cfg.output_names) or [n for n, _ in first]
     if len(names) != len(first):
         raise SpecError(
@@ -72,7 +72,7 @@ def load_stage(ctx: Context) -> str:
         check_name(n, "output")
     if len(set(names)) != len(names):
         raise SpecError(f"output names must be unique; got {', '.join(names)}.")
-    ctx.references = [dict(zip(names, (a for _, a in ref))) for ref in ctx.references]
+    ctx.references = [dict(zip(names, (a for _, a in ref))) for ref in pairs]
     ctx.spec = IOSpec(inputs, _output_specs(names, ctx.samples, ctx.references))
     if loaded.format != ONNX:
         _check_deterministic(ctx, reference, inputs)
@@ -250,7 +250,7 @@ def _output_specs(names, samples, references) -> tuple[TensorSpec, ...]:
 
 def _check_deterministic(ctx: Context, reference, inputs) -> None:
     again = dict(reference(ctx.samples[0].feeds, inputs))
-    for name, (_, arr) in zip(ctx.spec.output_names, again.items()):
+    for name, (_, arr) in zip(required(ctx.spec, "spec").output_names, again.items()):
         if not np.array_equal(arr, ctx.references[0][name], equal_nan=True):
             ctx.note(f"{NONDETERMINISTIC}: two identical eager calls gave different {name!r} "
                      "(dropout or random ops left on?); parity is measured against the first call")

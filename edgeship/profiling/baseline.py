@@ -100,7 +100,7 @@ class Comparison:
                 "rows": [r.to_dict() for r in self.rows]}
 
 
-def read_baseline(path: str | os.PathLike) -> dict[tuple, float]:
+def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str, int, int], float]:
     """p50 (ms) by (target, variant, threads, batch) from a ``profile --json`` file."""
     try:
         data = json.loads(Path(path).read_text())
@@ -126,5 +126,5 @@ def compare(report, baseline: str | os.PathLike, max_regression: float = 0.10) -
     for k in list(now) + [k for k in base if k not in now]:
         b, c = base.get(k), now.get(k)
         status = "missing" if c is None else "new" if b is None else "regressed" if c > b * (1 + max_regression) else "ok"
-        rows.append(Delta(*k, b, c, status))
+        rows.append(Delta(k[0], k[1], k[2], k[3], b, c, status))
     return Comparison(str(baseline), max_regression, tuple(rows))

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -236,6 +237,8 @@ def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> li
 
     from edgeship.exporters.loading import load_reference
 
+    if cfg.compare_torch is None:
+        return []
     path = Path(cfg.compare_torch)
     # every loading error surfaces before any timing; the bundle's recorded --arch is never used
     load_reference(path, cfg.load, src.recorded, "--compare-torch")
@@ -273,7 +276,8 @@ def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Compa
         d["comparison"] = comparison.to_dict()
     _write(path, json.dumps(d, indent=2, default=str))
     with open(npz, "wb") as f:
-        np.savez(f, **{r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None})
+        arrays: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
+        np.savez(f, **arrays)
     return path
 
 

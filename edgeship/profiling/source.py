@@ -95,7 +95,7 @@ def natural_batch(spec: IOSpec, sample: dict | None) -> int:
             if sym is not None and d == sym and sample is not None and t.name in sample:
                 return int(sample[t.name].shape[ax])
     if sym is None:
-        return next((t.shape[0] for t in spec.inputs if t.shape), 1)
+        return next((d for t in spec.inputs for d in t.shape[:1] if isinstance(d, int)), 1)
     return 1
 
 

@@ -27,6 +27,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class Harness:
     providers: tuple[str, ...] = ()
     io_binding: bool = False
     close: Callable[[], None] = _noop
-    session: object = None  # the onnxruntime session, for end_profiling()
+    session: Any = None  # the onnxruntime session, for end_profiling()
 
 
 @dataclass(frozen=True)

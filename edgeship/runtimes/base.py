@@ -8,10 +8,14 @@ validates feed names, dtypes and shapes against the IOSpec before the runtime se
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TypeVar
 
 import numpy as np
 
 from edgeship.spec import IOSpec, validate_feeds
+
+
+R = TypeVar("R", bound="Runner")
 
 
 class Runner(ABC):
@@ -23,7 +27,7 @@ class Runner(ABC):
         self.spec = spec
         self._loaded = False
 
-    def load(self) -> Runner:
+    def load(self: R) -> R:
         if not self._loaded:
             self._load()
             self._loaded = True
@@ -40,7 +44,7 @@ class Runner(ABC):
             self._close()
             self._loaded = False
 
-    def __enter__(self) -> Runner:
+    def __enter__(self: R) -> R:
         return self.load()
 
     def __exit__(self, *exc) -> None:

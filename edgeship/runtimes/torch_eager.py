@@ -19,7 +19,7 @@ def flatten_outputs(out) -> list[tuple[str | None, object]]:
     if isinstance(out, torch.Tensor):
         return [(None, out)]
     if isinstance(out, dict):
-        pairs = []
+        pairs: list[tuple[str | None, object]] = []
         for k, v in out.items():
             inner = flatten_outputs(v)
             pairs += [((str(k) if ik is None else f"{k}.{ik}"), t) for ik, t in inner]
