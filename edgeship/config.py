@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from edgeship.parity.tolerances import Tolerances
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -76,14 +72,6 @@ class ExportConfig:
     tolerances: dict = field(default_factory=dict)
     profile: bool = False
 
-    def tolerance_set(self) -> Tolerances:
-        """The effective tolerances: defaults, ``tolerances`` (config file, then --tolerance), and
-        --atol/--rtol for fp32 last."""
-        from edgeship.parity.tolerances import Tolerances
-
-        fp32 = {k: v for k, v in (("atol", self.atol), ("rtol", self.rtol)) if v is not None}
-        return Tolerances.from_dict(self.tolerances).merged({"fp32": fp32} if fp32 else {})
-
     @property
     def bundle_name(self) -> str:
         if self.name:
@@ -96,36 +84,6 @@ class ExportConfig:
     def output_path(self) -> Path:
         return Path(self.output) if self.output else Path.cwd() / f"{self.bundle_name}.edgeship"
 
-def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
-    """Tolerances from ``edgeship.toml`` ([tolerances]) or ``pyproject.toml`` ([tool.edgeship.tolerances])
-    in ``folder`` (default: the current directory). Returns (scope -> values, the file it came from).
-
-    Raises:
-        SpecError: the file is not valid TOML or the table is malformed.
-    """
-    from edgeship.errors import SpecError
-    from edgeship.parity.tolerances import Tolerances
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
-
-    folder = Path(folder or Path.cwd())
-    for name, keys in (("edgeship.toml", ("tolerances",)), ("pyproject.toml", ("tool", "edgeship", "tolerances"))):
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            data = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise SpecError(f"{path} is not valid TOML: {e}") from e
-        for k in keys:
-            data = data.get(k) if isinstance(data, dict) else None
-        if data is not None:
-            where = f"{path.name} [{'.'.join(keys)}]"
-            return Tolerances.from_dict(data, where).overrides, str(path)
-    return {}, None
 @dataclass(frozen=True)
 class ProfileConfig:
     """What ``edgeship profile`` measures: every target × variant × threads × batch.

@@ -12,9 +12,8 @@ from junitparser import JUnitXml
 from onnx import numpy_helper
 
 from edgeship.bundle import MANIFEST, sha256_file
-from edgeship.config import project_tolerances
 from edgeship.errors import SpecError
-from edgeship.parity.tolerances import Tolerances, parse_tolerance, tolerances_from_options
+from edgeship.parity.tolerances import Tolerances, parse_tolerance, project_tolerances, tolerances_from_options
 
 
 def test_tolerance_scopes_from_weakest_to_strongest():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from typing import Any
 
 import typer
 
@@ -59,10 +60,10 @@ def main() -> None:
         sys.exit(130)
     except Exception as e:
         # typer ships its own copy of click's exceptions: recognise them by shape
-        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
-            code = int(getattr(e, "exit_code"))
-            getattr(e, "show")()
-            sys.exit(EXIT_BAD_INPUT if code == 2 else code)
+        usage: Any = e
+        if hasattr(usage, "show") and isinstance(getattr(usage, "exit_code", None), int):
+            usage.show()
+            sys.exit(EXIT_BAD_INPUT if usage.exit_code == 2 else usage.exit_code)
         traceback.print_exc()
         print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
               "please report it with the traceback above.", file=sys.stderr)

@@ -89,8 +89,7 @@ def json_kwargs(text: str | None) -> dict:
 
 def tolerances(items: list[str] | None) -> dict:
     """Project file, then --tolerance options (which win); says where the file values came from."""
-    from edgeship.config import project_tolerances
-    from edgeship.parity.tolerances import Tolerances, tolerances_from_options
+    from edgeship.parity.tolerances import Tolerances, project_tolerances, tolerances_from_options
 
     from_file, source = project_tolerances()
     if source:

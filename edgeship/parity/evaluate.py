@@ -20,7 +20,6 @@ from edgeship.parity.tolerances import Tolerance
 from edgeship.runtimes.base import Runner
 from edgeship.spec import format_shape
 
-
 ToleranceOf = Callable[[str], Tolerance]
 
 

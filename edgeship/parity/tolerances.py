@@ -8,8 +8,11 @@ defaults, then the project's config file, then the command line.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
+from edgeship.config import ExportConfig
 from edgeship.errors import SpecError
 
 
@@ -129,3 +132,39 @@ def tolerances_from_options(items: list[str]) -> dict:
         for sc in scopes:
             out.setdefault(sc, {})[key] = value
     return out
+
+
+def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
+    """Tolerances from ``edgeship.toml`` ([tolerances]) or ``pyproject.toml`` ([tool.edgeship.tolerances])
+    in ``folder`` (default: the current directory). Returns (scope -> values, the file it came from).
+
+    Raises:
+        SpecError: the file is not valid TOML or the table is malformed.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+
+    folder = Path(folder or Path.cwd())
+    for name, keys in (("edgeship.toml", ("tolerances",)), ("pyproject.toml", ("tool", "edgeship", "tolerances"))):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise SpecError(f"{path} is not valid TOML: {e}") from e
+        for k in keys:
+            data = data.get(k) if isinstance(data, dict) else None
+        if data is not None:
+            where = f"{path.name} [{'.'.join(keys)}]"
+            return Tolerances.from_dict(data, where).overrides, str(path)
+    return {}, None
+
+
+def effective_tolerances(config: ExportConfig) -> Tolerances:
+    """An export's tolerances: defaults, ``config.tolerances`` (config file, then --tolerance),
+    and --atol/--rtol for fp32 last."""
+    fp32 = {k: v for k, v in (("atol", config.atol), ("rtol", config.rtol)) if v is not None}
+    return Tolerances.from_dict(config.tolerances).merged({"fp32": fp32} if fp32 else {})

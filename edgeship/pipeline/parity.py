@@ -16,7 +16,7 @@ from edgeship.bundle.golden import Sample
 from edgeship.errors import ParityError
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.report import ParityReport
-from edgeship.parity.tolerances import Tolerance
+from edgeship.parity.tolerances import Tolerance, effective_tolerances
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner, providers_for, resolve_targets
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def fp32_tolerance(ctx: Context) -> Callable[[str], Tolerance]:
-    return ctx.config.tolerance_set().for_precision("fp32")
+    return effective_tolerances(ctx.config).for_precision("fp32")
 
 
 def dynamic_note(ctx: Context) -> Callable[[Sample], str]:
@@ -68,7 +68,7 @@ def parity_stage(ctx: Context) -> str:
     for t in ctx.targets:
         providers_for(t)  # TargetUnavailableError before any work
     for name, v in list(ctx.variants.items()):
-        tol = ctx.config.tolerance_set().for_precision(v.precision)
+        tol = effective_tolerances(ctx.config).for_precision(v.precision)
         runners: list[Runner] = [OrtRunner(spec, v.file, target=t, name=f"onnxruntime-{t}") for t in ctx.targets]
         report = check_parity(ctx, runners, name, tol)
         for r in runners:

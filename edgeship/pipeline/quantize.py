@@ -24,6 +24,7 @@ from edgeship.errors import QuantizationError, SpecError
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
+from edgeship.parity.tolerances import effective_tolerances
 from edgeship.pipeline.context import Context, Skip, Variant, required
 from edgeship.runtimes.ort import OrtRunner, resolve_targets
 
@@ -54,7 +55,7 @@ def _worst(report: ParityReport) -> dict:
 
 
 def _check(ctx: Context, path: Path, name: str, precision: str) -> ParityReport:
-    tol = ctx.config.tolerance_set().for_precision(precision)
+    tol = effective_tolerances(ctx.config).for_precision(precision)
     with OrtRunner(required(ctx.spec, "spec"), path, target="cpu", name="onnxruntime-cpu") as runner:
         return run_parity([runner], ctx.samples, ctx.references, tol, name)
 
@@ -179,7 +180,7 @@ def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad
     from edgeship.parity.localize import describe, explain
 
     sample = next((s for s in ctx.samples if s.label == bad.sample), ctx.samples[0])
-    tol = ctx.config.tolerance_set().get(precision, bad.output)
+    tol = effective_tolerances(ctx.config).get(precision, bad.output)
     where = explain(ref, out, [sample.feeds], precision, tol)
     if where:
         ctx.divergence[name] = where

@@ -14,7 +14,6 @@ import numpy as np
 
 from edgeship.spec import IOSpec, validate_feeds
 
-
 R = TypeVar("R", bound="Runner")
 
 
