@@ -1,4 +1,4 @@
-"""edgeship quantization benchmarks B1, B2, B4, B7 (see DESIGN.md "Performance"), side by side in one run.
+"""edgeship quantization benchmarks B1, B2, B4, B7 (see benchmarks/README.md), side by side in one run.
 
     .venv/bin/python benchmarks/bench_quant.py [--quick] [--out FILE.md]
 

@@ -1,4 +1,4 @@
-"""edgeship benchmarks: side-by-side ratios in one run (see README.md and DESIGN.md "Performance").
+"""edgeship benchmarks: side-by-side ratios in one run (see README.md, "Performance", and benchmarks/README.md).
 
     python benchmarks/run.py --out benchmarks/results.md [--quick]
 

@@ -101,7 +101,8 @@ class ProfileConfig:
         per_op_runs: profiled inferences for ``per_op`` (after ``min(warmup, 5)`` unprofiled ones).
         top: rows kept in the per-op tables.
         compare_torch: a PyTorch model file; adds eager PyTorch (and the bundle's TorchScript) rows.
-        load: how to load ``compare_torch``; default: the ``--arch`` the bundle recorded.
+        load: how to load ``compare_torch`` (``--arch`` etc.); the bundle's recorded ``--arch`` is
+            only quoted in the error for a state_dict, never imported.
     """
 
     targets: tuple[str, ...] = ("cpu",)

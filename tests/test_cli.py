@@ -1,4 +1,4 @@
-"""The CLI: export, check, inspect, run; exit codes 0 / 1 / 2 as in DESIGN."""
+"""The CLI: export, check, inspect, run; exit codes 0 / 1 / 2 / 3 (see the README, "Exit codes")."""
 
 import json
 import xml.etree.ElementTree as ET
