@@ -65,7 +65,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
         model = source.module() if (is_ep and name == "torchscript") else source
         try:
             _run_exporter(name, model, args, spec, path, chosen)
-            _check(path, spec)
+            _check(path, spec, rename=name == "dynamo")
             if is_script:
                 notes.append("TorchScript input: exported with the TorchScript-based exporter")
             return OnnxExport(path, name, chosen, tuple(notes))
@@ -139,21 +139,17 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
                 kwargs["dynamic_axes"] = {k: v for k, v in kwargs["dynamic_axes"].items() if k in spec.input_names}
             big = _param_bytes(model) >= _TWO_GB
             torch.onnx.export(model, args, str(path), dynamo=True, external_data=big, **kwargs)
-            rename_outputs(path, spec.output_names)
         else:
             torch.onnx.export(model, args, str(path), dynamo=False, **kwargs)
     log.debug("torch.onnx (%s) said: %s", name, sink.getvalue()[-2000:])
 
 
-def rename_outputs(path: Path, names: list[str]) -> None:
-    """Give the graph's outputs ``names``, moving any internal value that already has one aside."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    graph = model.graph
+def rename_outputs(graph: Any, names: list[str]) -> bool:
+    """Give the graph's outputs ``names``, moving any internal value that already has one aside.
+    Returns whether anything changed."""
     old = [o.name for o in graph.output]
     if old == list(names) or len(old) != len(names):
-        return
+        return False
     mapping = dict(zip(old, names))
     taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.input} \
         | {i.name for i in graph.initializer}
@@ -174,7 +170,7 @@ def rename_outputs(path: Path, names: list[str]) -> None:
             vi.name = mapping.get(vi.name, vi.name)
     for init in graph.initializer:
         init.name = mapping.get(init.name, init.name)
-    onnx.save(model, str(path))
+    return True
 
 
 def _param_bytes(model) -> int:
@@ -184,12 +180,16 @@ def _param_bytes(model) -> int:
         return 0
 
 
-def _check(path: Path, spec: IOSpec) -> None:
-    """Full onnx.checker pass, names as asked, and every requested dynamic axis still symbolic."""
+def _check(path: Path, spec: IOSpec, rename: bool) -> None:
+    """Output names as asked (``rename``: the dynamo exporter's own names are replaced), a full
+    onnx.checker pass, and every requested dynamic axis still symbolic. The file is parsed once."""
     import onnx
 
-    onnx.checker.check_model(str(path), full_check=True)
     model = onnx.load(str(path), load_external_data=False)
+    if rename and rename_outputs(model.graph, spec.output_names):
+        onnx.save(model, str(path))
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in external_tensors(model))
+    onnx.checker.check_model(str(path) if external else model, full_check=True)  # > 2 GB: by path
     graph_inputs = {i.name: i for i in model.graph.input}
     for t in spec.inputs:
         if t.name not in graph_inputs:
