@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from edgeship.exporters.loading import LoadedModel
     from edgeship.exporters.onnx import OnnxExport
     from edgeship.profiling.profiler import ProfileReport
+    from edgeship.runtimes.torch_eager import Binding
 
 T = TypeVar("T")
 NONDETERMINISTIC = "model is nondeterministic"  # the start of the load stage's note, matched by parity
@@ -87,6 +88,7 @@ class Context:
     loaded: LoadedModel | None = None                  # load
     spec: IOSpec | None = None                         # load
     example_args: tuple = ()                           # load: torch tensors of sample 0
+    binding: Binding | None = None                     # load: how inputs reach forward() (torch models)
     samples: list[Sample] = field(default_factory=list)         # load
     references: list[Outputs] = field(default_factory=list)     # load: eager outputs per sample
     torchscript_path: Path | None = None               # torchscript
@@ -104,6 +106,16 @@ class Context:
     bundle_path: Path | None = None                    # package
     stages: list[StageResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def export_module(self) -> object:
+        """What tracing and the ONNX exporters take: the loaded model, wrapped when its inputs
+        bind to forward() by name (see runtimes.torch_eager.bind_inputs)."""
+        from edgeship.runtimes.torch_eager import by_name_module
+
+        loaded = required(self.loaded, "loaded")
+        if self.binding is None:
+            return loaded.source
+        return by_name_module(loaded.source, self.binding, required(self.spec, "spec").input_names)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -14,6 +14,7 @@ from edgeship.bundle.golden import make_samples, npz_arrays, random_feeds
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.runtimes.torch_eager import Binding, bind_inputs
 from edgeship.spec import (
     INPUT_SYNTAX,
     IOSpec,
@@ -46,7 +47,11 @@ def load_stage(ctx: Context) -> str:
     if loaded.format == ONNX:
         reference = _onnx_reference(loaded.path, inputs)
     else:
-        reference = _eager_reference(loaded.module)
+        if loaded.format != EXPORTED_PROGRAM:  # a program's inputs are its own placeholders, in order
+            ctx.binding = bind_inputs(loaded.module, [t.name for t in inputs])
+            if ctx.binding.note:
+                ctx.note(ctx.binding.note)
+        reference = _eager_reference(loaded.module, ctx.binding or Binding((None,) * len(inputs)))
         ctx.example_args = _to_torch(ctx.samples[0].feeds, inputs)
     pairs: list[list[tuple[str, np.ndarray]]] = []  # (name, array) per output, per sample
     for s in ctx.samples:
@@ -198,14 +203,14 @@ def _to_torch(feeds: dict, inputs) -> tuple:
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs)
 
 
-def _eager_reference(module):
+def _eager_reference(module, binding: Binding):
     def run(feeds, inputs):
         import torch
 
         from edgeship.runtimes.torch_eager import flatten_outputs, to_numpy
 
         with torch.inference_mode():
-            out = module(*_to_torch(feeds, inputs))
+            out = binding.call(module, _to_torch(feeds, inputs))
         pairs = flatten_outputs(out)
         if not pairs:
             raise SpecError("the model returned no tensors; edgeship exports models that return tensors.")

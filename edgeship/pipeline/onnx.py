@@ -20,7 +20,7 @@ def onnx_stage(ctx: Context) -> str:
     else:
         from edgeship.exporters.onnx import export_onnx
 
-        e = export_onnx(loaded.source, ctx.example_args, required(ctx.spec, "spec"), raw,
+        e = export_onnx(ctx.export_module(), ctx.example_args, required(ctx.spec, "spec"), raw,
                         exporter=ctx.config.exporter, opset=ctx.config.opset)
         for n in e.notes:
             ctx.note(n)

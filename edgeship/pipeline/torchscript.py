@@ -25,7 +25,7 @@ def torchscript_stage(ctx: Context) -> str:
     from edgeship.exporters.torchscript import to_torchscript
     from edgeship.runtimes.torchscript import TorchScriptRunner
 
-    sm, how = to_torchscript(loaded.module, ctx.example_args)
+    sm, how = to_torchscript(ctx.export_module(), ctx.example_args)
     report = check_parity(ctx, [TorchScriptRunner(required(ctx.spec, "spec"), sm)], "torchscript", fp32_tolerance(ctx))
     if not report.passed:
         bad = report.failures()[0]

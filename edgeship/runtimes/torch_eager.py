@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+
+from edgeship.errors import SpecError
 
 from edgeship.runtimes.base import Runner
 from edgeship.spec import IOSpec
@@ -40,9 +47,10 @@ class TorchEagerRunner(Runner):
 
     name = "torch-eager"
 
-    def __init__(self, spec: IOSpec, module, name: str | None = None):
+    def __init__(self, spec: IOSpec, module: Any, name: str | None = None, binding: Binding | None = None):
         super().__init__(spec)
         self.module = module
+        self.binding = binding
         if name:
             self.name = name
 
@@ -53,15 +61,107 @@ class TorchEagerRunner(Runner):
         import torch
 
         args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in self.spec.inputs]
+        if self.binding is None:
+            self.binding = bind_inputs(self.module, self.spec.input_names)
         with torch.inference_mode():
-            out = self.module(*args)
+            out = self.binding.call(self.module, args)
         tensors = [to_numpy(t) for _, t in flatten_outputs(out)]
         names = self.spec.output_names
         if len(tensors) != len(names):
-            from edgeship.errors import SpecError
-
             raise SpecError(
                 f"{self.name} returned {len(tensors)} outputs, but the spec names {len(names)} "
                 f"({', '.join(names)})."
             )
         return dict(zip(names, tensors))
+
+
+@dataclass(frozen=True)
+class Binding:
+    """How the spec's inputs, in order, reach ``forward()``: ``keywords[i]`` is the parameter input
+    ``i`` binds to by keyword, or None where it goes by position. ``note`` says what was decided
+    when it is not the plain positional case."""
+
+    keywords: tuple[str | None, ...]
+    note: str | None = None
+
+    @property
+    def positional(self) -> bool:
+        return all(k is None for k in self.keywords)
+
+    def call(self, module: Any, tensors: Sequence[Any]) -> Any:
+        args = [t for t, k in zip(tensors, self.keywords) if k is None]
+        kwargs = {k: t for t, k in zip(tensors, self.keywords) if k is not None}
+        return module(*args, **kwargs)
+
+
+def forward_params(module: Any) -> list[tuple[str, str]] | None:
+    """``(name, kind)`` of each parameter of ``module.forward`` (TorchScript: its schema), kind as
+    in :class:`inspect.Parameter` (``POSITIONAL_OR_KEYWORD``, ``VAR_POSITIONAL``...); None when it
+    cannot be read."""
+    schema = getattr(getattr(module, "forward", None), "schema", None)
+    if schema is not None:  # a TorchScript method: no *args or keyword-only parameters
+        return [(a.name, "POSITIONAL_OR_KEYWORD") for a in schema.arguments if a.name != "self"]
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return [(p.name, p.kind.name) for p in sig.parameters.values() if p.name != "self"]
+
+
+def bind_inputs(module: Any, names: Sequence[str]) -> Binding:
+    """Bind inputs to ``forward()`` parameters by name, by position where names do not match.
+
+    Inputs named like the first parameters, in order, go by position as before. Otherwise each
+    input whose name is a parameter goes by keyword (GPT-2's ``attention_mask`` must not land in
+    ``past_key_values``) and the others fill the leading positional parameters, with a note.
+
+    Raises:
+        SpecError: an input names no parameter and no positional slot is left for it.
+    """
+    params = forward_params(module)
+    if params is None:
+        return Binding((None,) * len(names))
+    plain = [n for n, kind in params if kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")]
+    by_keyword = {n for n, kind in params if kind in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")}
+    varargs = any(kind == "VAR_POSITIONAL" for _, kind in params)
+    if list(names) == plain[:len(names)] or not any(n in by_keyword for n in names):
+        if not varargs and len(names) > len(plain):
+            raise SpecError(f"the model takes {len(plain)} inputs ({', '.join(plain) or 'none'}), but "
+                            f"{len(names)} were given ({', '.join(names)}); pass one --input per forward() parameter.")
+        matched = list(names) == plain[:len(names)]
+        note = None if matched or not plain else (
+            f"inputs {', '.join(names)} name no forward() parameter (it takes {', '.join(n for n, _ in params)}): "
+            "passed by position")
+        return Binding((None,) * len(names), note)
+    keywords = tuple(n if n in by_keyword else None for n in names)
+    loose = [n for n, k in zip(names, keywords) if k is None]
+    slots = plain[:len(loose)]
+    if len(slots) < len(loose) and not varargs or any(s in names for s in slots):
+        raise SpecError(
+            f"input(s) {', '.join(loose)} match no parameter of the model's forward(), which takes "
+            f"{', '.join(n for n, _ in params)}; name each --input after the parameter it feeds.")
+    note = (f"inputs {', '.join(n for n in names if n in by_keyword)} are passed to forward() by name"
+            + (f"; {', '.join(loose)} by position (as {', '.join(slots)})" if loose else ""))
+    return Binding(keywords, note)
+
+
+def by_name_module(module: Any, binding: Binding, names: Sequence[str]) -> Any:
+    """``module`` itself when its inputs go by position; otherwise a wrapper whose ``forward``
+    takes the inputs positionally in spec order (parameters named after them, so tracing and both
+    ONNX exporters see the input names) and calls ``module`` with ``binding``."""
+    if binding.positional:
+        return module
+    import torch
+
+    class ByName(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = module
+
+        def forward(self, *args: Any) -> Any:
+            return binding.call(self.model, args)
+
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ByName.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("self", kind)] + [inspect.Parameter(n, kind) for n in names])
+    return ByName().eval()
