@@ -17,8 +17,16 @@ import importlib
 from typing import Any
 
 from edgeship.errors import (
-    BundleError, EdgeshipError, ExportError, ModelLoadError, ParityError, QuantizationError, RegressionError,
-    SpecError, TargetUnavailableError, UnsafeModelError,
+    BundleError,
+    EdgeshipError,
+    ExportError,
+    ModelLoadError,
+    ParityError,
+    QuantizationError,
+    RegressionError,
+    SpecError,
+    TargetUnavailableError,
+    UnsafeModelError,
 )
 
 __version__ = "0.1.0"
