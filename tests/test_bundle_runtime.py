@@ -53,6 +53,36 @@ def test_load_zip_bundle(mlp_bundle, tmp_path, files):
     np.testing.assert_array_equal(edgeship.load(z)(files["x"]), edgeship.load(mlp_bundle)(files["x"]))
 
 
+@pytest.mark.parametrize("variant", ["auto", "fp32", "int8_dynamic"])
+def test_load_hands_onnxruntime_the_verified_bytes_not_a_path(mlp_bundle, monkeypatch, variant):
+    import hashlib
+
+    import onnxruntime as ort
+
+    from edgeship.bundle.read import Bundle
+
+    opened, verified = [], []
+    real_session, real_read = ort.InferenceSession, Bundle.read
+
+    def session(model, *args, **kwargs):
+        opened.append(model)
+        return real_session(model, *args, **kwargs)
+
+    def read(self, rel):
+        verified.append(real_read(self, rel))  # bytes that passed the sha256 check
+        return verified[-1]
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(Bundle, "read", read)
+    m = edgeship.load(mlp_bundle, variant=variant)
+    manifest = json.loads((mlp_bundle / MANIFEST).read_text())
+    rel = manifest["variants"][m.variant]["file"]
+    (model,) = opened  # one session, opened on the very bytes that were verified: nothing re-reads the file
+    assert type(model) is bytes and any(model is data for data in verified)
+    assert model == (mlp_bundle / rel).read_bytes()
+    assert hashlib.sha256(model).hexdigest() == manifest["files"][rel]["sha256"]
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda m: m(np.zeros((1, 10))), "expects dtype float32, got float64"),
     (lambda m: m(np.zeros((1, 9), np.float32)), r"expects shape \[batch, 10\], got \[1, 9\]"),
@@ -64,15 +94,16 @@ def test_bad_feeds_name_the_input(mlp_bundle, call, match):
         call(edgeship.load(mlp_bundle))
 
 
-def test_unknown_variant_and_cuda_target(mlp_bundle):
+def test_unknown_variant(mlp_bundle):
     with pytest.raises(BundleError, match="variant 'int8' is not in bundle"):
         edgeship.load(mlp_bundle, variant="int8")
-    import onnxruntime as ort
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(TargetUnavailableError, match="available: .*CPUExecutionProvider.*onnxruntime-gpu"):
-            edgeship.load(mlp_bundle, target="cuda")
-        assert edgeship.load(mlp_bundle, target="auto").target == "cpu"
+
+@pytest.mark.no_cuda
+def test_cuda_target_without_cuda(mlp_bundle):
+    with pytest.raises(TargetUnavailableError, match="available: .*CPUExecutionProvider.*onnxruntime-gpu"):
+        edgeship.load(mlp_bundle, target="cuda")
+    assert edgeship.load(mlp_bundle, target="auto").target == "cpu"
 
 
 def _flip(path: Path, offset: int = -100) -> None:

@@ -114,9 +114,13 @@ def test_nondeterministic_model_is_reported(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "noisy.pt"
     torch.save(models.Noisy().state_dict(), path)
-    with pytest.raises(ParityError):
+    with pytest.raises(ParityError, match=r"fp32 ONNX parity failed: .* Likely cause: the model is nondeterministic: "
+                                          r"two identical eager calls gave different 'output' \(dropout or random ops "
+                                          r"left on\?\).* Nothing was written") as e:
         export(ExportConfig(model=path, output=tmp_path / "n.edgeship", inputs=("x:1x4",),
                             load=LoadOptions(arch=arch("Noisy")), exporter="torchscript"))
+    assert e.value.report is not None and not e.value.report.passed  # for --json/--junit
+    assert not (tmp_path / "n.edgeship").exists()
 
 
 def test_missing_input_spec_shows_the_syntax(files, tmp_path):

@@ -10,10 +10,12 @@ import torch
 from conftest import arch
 
 import edgeship
+from edgeship.bundle.golden import Sample
 from edgeship.config import ExportConfig, LoadOptions
 from edgeship.errors import SpecError
 from edgeship.exporters.quantize import count_quantized
 from edgeship.pipeline import export
+from edgeship.pipeline.context import Context
 
 
 def _save(model, tmp_path, name="m.pt"):
@@ -90,6 +92,69 @@ def test_fallback_keeps_harmful_nodes_in_fp32_and_reports_them(tmp_path):
     assert manifest["variants"]["int8_static"]["excluded_nodes"] == list(v.excluded_nodes)
 
 
+@pytest.mark.parametrize("candidates, sizes", [(1, [1, 2, 4, 8, 16]), (20, [1, 2, 4, 8, 16]), (21, [2, 4, 8, 16, 32]),
+                                               (40, [2, 4, 8, 16, 32]), (60, [3, 6, 12, 24, 48]),
+                                               (1000, [50, 100, 200, 400, 800])])
+def test_fallback_sizes_start_at_5_percent_and_double(candidates, sizes):
+    from edgeship.pipeline.quantize import MAX_ROUNDS, fallback_sizes
+
+    assert MAX_ROUNDS == 5 and fallback_sizes(candidates) == sizes  # 5% rounded up, at least one node
+    assert fallback_sizes(candidates, rounds=2) == sizes[:2]
+
+
+class _FailingReport:
+    """A parity report that never passes but improves on every check (so no round stops as stale)."""
+
+    passed = False
+
+    def __init__(self, cosine):
+        self.cosine = cosine
+
+    def summary(self):
+        return [{"cosine": self.cosine, "max_abs": 1.0}]
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "static"])
+def test_fallback_rounds_follow_the_schedule(tmp_path, monkeypatch, kind):
+    from edgeship.exporters import quantize as q
+    from edgeship.parity import localize
+    from edgeship.pipeline import quantize as stage
+
+    nodes = [f"n{i}" for i in range(40)]  # 40 candidates: 2 first (5%), then 4, 8, 16, and the 10 left
+    asked, built, checks = [], [], iter(range(1, 100))
+
+    class Graph:  # stands in for the fp32 graph run on the samples; every node does some harm
+        def __init__(self, path, feeds):
+            self.graph = None
+
+        def producers(self):
+            return {}
+
+        def node_errors(self, out):
+            return []
+
+        def qdq_harm(self, out):
+            return {(n,): 1.0 - i / 100 for i, n in enumerate(nodes)}
+
+    def harmful(errors, candidates, k, producers=None):
+        asked.append(k)
+        return sorted(candidates, key=nodes.index)[:k]
+
+    monkeypatch.setattr(stage, "ReferenceGraph", Graph)
+    monkeypatch.setattr(stage, "_check", lambda ctx, out, name, precision: _FailingReport(0.9 + next(checks) / 1000))
+    monkeypatch.setattr(q, "quantizable_nodes", lambda path, kind, graph=None: set(nodes))
+    monkeypatch.setattr(q, "count_quantized", lambda path: 1)
+    monkeypatch.setattr(localize, "harmful_nodes", harmful)
+    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",)), tmp_path,
+                  samples=[Sample("0", {"x": np.zeros((1, 10), np.float32)}, {})])
+    report, excluded = stage._fallback(ctx, "int8", kind, "int8", tmp_path / "ref.onnx", tmp_path / "out.onnx",
+                                       lambda exclude: built.append(list(exclude)), _FailingReport(0.9))
+    if kind == "dynamic":
+        assert asked == [2, 4, 8, 16, 32]
+    assert [len(b) for b in built] == [2, 6, 14, 30, 40]  # kept in fp32 in all after each round
+    assert excluded == built[-1] == nodes and not report.passed
+
+
 def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
     from edgeship.pipeline import select as stages
 
@@ -108,10 +173,56 @@ def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, in
     monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: int8_ms if "int8" in n else 1.0 for n in runners})
     r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
     assert r.defaults["cpu"] == default
-    assert r.variants["int8_dynamic"].latency_ms["cpu"] == int8_ms
+    manifest = json.loads((r.bundle / "manifest.json").read_text())
+    assert manifest["defaults"] == {"cpu": default}
     if default == "fp32":
         assert any("fp32 (1 ms) is the default" in n for n in r.notes)
     assert edgeship.load(r.bundle).variant == default
+
+
+class _TimedRunner:
+    """Stands in for OrtRunner in the select stage: records the target it was opened for."""
+
+    def __init__(self, spec, file, target="cpu"):
+        self.file, self.target = file, target
+
+    def load(self):
+        return self
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("dynamic_ms, cpu_default", [(0.5, "int8_dynamic"), (0.95, "int8_dynamic"), (0.96, "fp32"),
+                                                     (2.0, "fp32")])
+def test_select_picks_the_fastest_variant_that_passes_on_each_target(tmp_path, monkeypatch, dynamic_ms, cpu_default):
+    from edgeship.pipeline import select as stages
+    from edgeship.pipeline.context import Variant
+    from edgeship.spec import IOSpec, TensorSpec
+
+    p50 = {"fp32": 1.0, "int8_static": 0.1, "int8_dynamic": dynamic_ms, "fp16": 3.0}  # int8_static fails on cpu
+    timed = []
+
+    def quick_p50s(runners, feeds, **kw):
+        (target,) = {r.target for r in runners.values()}
+        timed.append((target, sorted(runners)))
+        return {n: p50[n] for n in runners}
+
+    monkeypatch.setattr(stages, "OrtRunner", _TimedRunner)
+    monkeypatch.setattr(stages, "quick_p50s", quick_p50s)
+    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",)), tmp_path,
+                  spec=IOSpec((TensorSpec("x", "float32", (1, 10)),), (TensorSpec("y", "float32", (1, 4)),)),
+                  samples=[Sample("0", {"x": np.zeros((1, 10), np.float32)}, {})], targets=["cpu", "cuda"])
+    passed = {"fp32": {"cpu": True, "cuda": True}, "int8_static": {"cpu": False, "cuda": True},
+              "int8_dynamic": {"cpu": True, "cuda": False}, "fp16": {"cpu": True, "cuda": True}}
+    ctx.variants = {n: Variant(n, tmp_path / f"{n}.onnx", n[:4], passed=passed[n]) for n in passed}
+    stages.select_stage(ctx)
+    assert timed == [("cpu", ["fp16", "fp32", "int8_dynamic"]), ("cuda", ["fp16", "fp32", "int8_static"])]  # what passes there
+    # a quantized variant must be at least 5% faster than fp32 (0.95 × 1.05 < 1 < 0.96 × 1.05)
+    assert ctx.defaults == {"cpu": cpu_default, "cuda": "int8_static"}
+    assert ctx.latency == {("fp32", "cpu"): 1.0, ("int8_dynamic", "cpu"): dynamic_ms, ("fp16", "cpu"): 3.0,
+                           ("fp32", "cuda"): 1.0, ("int8_static", "cuda"): 0.1, ("fp16", "cuda"): 3.0}
+    assert any(n.startswith("cpu: fp32 (1 ms) is the default") for n in ctx.notes) == (cpu_default == "fp32")
 
 
 @pytest.mark.parametrize("make, match", [

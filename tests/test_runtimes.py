@@ -60,12 +60,18 @@ def test_every_runner_validates_feeds(case, tmp_path):
             r.infer({})
 
 
-def test_ort_runner_unknown_and_missing_targets():
+def test_ort_runner_unknown_target():
     from edgeship.errors import TargetUnavailableError
-    from edgeship.runtimes.ort import available_providers, providers_for
+    from edgeship.runtimes.ort import providers_for
 
     with pytest.raises(TargetUnavailableError, match="unknown target 'gpu9'"):
         providers_for("gpu9")
-    if "CUDAExecutionProvider" not in available_providers():
-        with pytest.raises(TargetUnavailableError, match="install onnxruntime-gpu"):
-            providers_for("cuda")
+
+
+@pytest.mark.no_cuda
+def test_ort_runner_missing_cuda_target():
+    from edgeship.errors import TargetUnavailableError
+    from edgeship.runtimes.ort import providers_for
+
+    with pytest.raises(TargetUnavailableError, match="install onnxruntime-gpu"):
+        providers_for("cuda")

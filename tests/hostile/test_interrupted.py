@@ -75,10 +75,8 @@ def test_killed_writer_leaves_old_bundle_and_next_run_cleans_up(old_bundle, mlp_
     ready = tmp_path / "ready"
     proc = subprocess.Popen([PY, "-c", KILL_SCRIPT, str(out), str(mlp_bundle), str(ready)], env=python_env(),
                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "the writer never reached the middle of the write"
+    while not ready.exists():  # no wall-clock bound: the writer either gets there or ends
+        assert proc.poll() is None, "the writer ended before the middle of the write: " + proc.stderr.read().decode()
         time.sleep(0.02)
     assert temps_beside(out), "the writer should be mid-write, with its temporary beside the bundle"
     os.kill(proc.pid, signal.SIGKILL)
