@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from edgeship.errors import SpecError
-
 from edgeship.runtimes.base import Runner
 from edgeship.spec import IOSpec
 
