@@ -223,3 +223,30 @@ class Fp16Overflow(nn.Module):
 
     def forward(self, x):
         return self.fc2(torch.relu(self.fc1(torch.relu(self.fc0(x)))))
+
+
+class PastKV(nn.Module):
+    """A GPT-2-like signature: ``forward(input_ids, past=None, attention_mask=None)``; passing the
+    mask by position would land it in ``past``."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.out = nn.Linear(8, 5)
+
+    def forward(self, input_ids, past=None, attention_mask=None):
+        if past is not None:
+            raise TypeError("'Tensor' object has no attribute 'get_seq_length'")
+        h = self.emb(input_ids) * attention_mask.unsqueeze(-1).to(torch.float32)
+        return self.out(h.mean(1))
+
+
+class ConcatBatch(nn.Module):
+    """Two inputs concatenated on the batch axis: their batch sizes are independent."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, a, b):
+        return self.fc(torch.cat([a, b], 0))

@@ -7,10 +7,12 @@ Reads the config; adds ``loaded``, ``spec``, ``samples``, ``references`` and (fo
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from edgeship.bundle.golden import make_samples, npz_arrays, random_feeds
+from edgeship.bundle.golden import Sample, make_samples, npz_arrays, random_feeds, resample, second_sizes
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
@@ -42,8 +44,6 @@ def load_stage(ctx: Context) -> str:
         inputs = _input_specs(cfg, example, loaded)
     concrete = inputs
     inputs = apply_dynamic(inputs, list(cfg.dynamic), cfg.dynamic_batch)
-    ctx.samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples,
-                               sizes=_given_sizes(concrete, inputs))
     if loaded.format == ONNX:
         reference = _onnx_reference(loaded.path, inputs)
     else:
@@ -52,20 +52,28 @@ def load_stage(ctx: Context) -> str:
             if ctx.binding.note:
                 ctx.note(ctx.binding.note)
         reference = _eager_reference(loaded.module, ctx.binding or Binding((None,) * len(inputs)))
-        ctx.example_args = _to_torch(ctx.samples[0].feeds, inputs)
-    pairs: list[list[tuple[str, np.ndarray]]] = []  # (name, array) per output, per sample
-    for s in ctx.samples:
-        try:
-            pairs.append(reference(s.feeds, inputs))
-        except EdgeshipError:
-            raise
-        except Exception as e:
-            hint = (f" The reference model fails at {s.describe()}: an axis marked dynamic is not dynamic "
-                    "in the model itself; drop it from --dynamic." if s.label.startswith("dynamic") else "")
-            raise SpecError(
-                f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
-                f"{brief(e)}.{hint} Check --input shapes and dtypes."
-            ) from e
+    samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples, sizes=_given_sizes(concrete, inputs))
+    pairs, failed = _run_reference(reference, samples, inputs)
+    if failed is not None and failed[0].label.startswith("dynamic"):
+        tied = _tie_equal_axes(inputs, samples[0].sizes)
+        if tied is not None:
+            tied_inputs, groups = tied
+            tied_samples = make_samples(tied_inputs, example, seed=cfg.seed, count=cfg.samples,
+                                        sizes=_given_sizes(concrete, tied_inputs))
+            tied_pairs, still = _run_reference(reference, tied_samples, tied_inputs)
+            if still is None:
+                inputs, samples, pairs, failed = tied_inputs, tied_samples, tied_pairs, None
+                for sym, axes in groups.items():
+                    ctx.note(f"{', '.join(axes)} must be equal: exported as one symbol {sym!r}")
+        if failed is not None:
+            raise _static_axis_error(reference, inputs, example, samples, failed, cfg.seed)
+    if failed is not None:
+        s, e = failed
+        raise SpecError(f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
+                        f"{brief(e)}. Check --input shapes and dtypes.") from e
+    ctx.samples = samples
+    if loaded.format != ONNX:
+        ctx.example_args = _to_torch(samples[0].feeds, inputs)
     first = pairs[0]
     names = list(cfg.output_names) or [n for n, _ in first]
     if len(names) != len(first):
@@ -82,6 +90,83 @@ def load_stage(ctx: Context) -> str:
     if loaded.format != ONNX:
         _check_deterministic(ctx, reference, inputs)
     return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
+
+
+Reference = Callable[[dict, tuple[TensorSpec, ...]], list[tuple[str, np.ndarray]]]
+
+
+def _run_reference(reference: Reference, samples: list[Sample], inputs: tuple[TensorSpec, ...]
+                   ) -> tuple[list[list[tuple[str, np.ndarray]]], tuple[Sample, Exception] | None]:
+    """The reference's (name, array) outputs per sample, or the first sample it failed on."""
+    pairs = []
+    for s in samples:
+        try:
+            pairs.append(reference(s.feeds, inputs))
+        except EdgeshipError:
+            raise
+        except Exception as e:
+            return pairs, (s, e)
+    return pairs, None
+
+
+def _auto_symbol(t: TensorSpec, axis: int, sym: str) -> bool:
+    """Whether ``sym`` is the name --dynamic NAME:AXIS gives an axis when no symbol is named."""
+    return sym == f"{t.name}_dim{axis}"
+
+
+def _tie_equal_axes(inputs: tuple[TensorSpec, ...], sizes: dict[str, int]
+                    ) -> tuple[tuple[TensorSpec, ...], dict[str, list[str]]] | None:
+    """Unnamed dynamic axes that had one size in the example, tied to one symbol per size
+    (``input_ids:1`` and ``attention_mask:1`` of a BERT must grow together). Returns the new
+    specs and {symbol: ["input:axis", ...]}, or None when no two unnamed axes share a size."""
+    by_size: dict[int, list[tuple[str, int, str]]] = {}
+    for t in inputs:
+        for axis, sym in t.dynamic_axes.items():
+            if _auto_symbol(t, axis, sym):
+                by_size.setdefault(sizes[sym], []).append((t.name, axis, sym))
+    taken = {sym for t in inputs for sym in t.dynamic_axes.values()}
+    rename: dict[str, str] = {}
+    groups: dict[str, list[str]] = {}
+    for members in by_size.values():
+        if len(members) < 2:
+            continue
+        axes = {axis for _, axis, _ in members}
+        name = {0: "batch", 1: "seq"}.get(next(iter(axes)), "") if len(axes) == 1 else ""
+        if not name or name in taken:
+            name = members[0][2]
+        taken.add(name)
+        for _, _, sym in members:
+            rename[sym] = name
+        groups[name] = [f"{n}:{axis}" for n, axis, _ in members]
+    if not rename:
+        return None
+    tied = tuple(replace(t, shape=tuple(rename.get(d, d) if isinstance(d, str) else d for d in t.shape)) for t in inputs)
+    return tied, groups
+
+
+def _static_axis_error(reference: Reference, inputs: tuple[TensorSpec, ...], example: dict | None,
+                       samples: list[Sample], failed: tuple[Sample, Exception], seed: int) -> SpecError:
+    """The reference fails when dynamic axes change size: find the axis that cannot change on
+    its own (each symbol alone at its second size) and say which one to drop."""
+    base = samples[0].sizes
+    rng = np.random.default_rng(seed)
+    for sym, size in base.items():
+        alt = {**base, sym: second_sizes({sym: size})[sym]}
+        feeds = resample(inputs, example, base, alt, rng) if example is not None else random_feeds(inputs, alt, rng)
+        try:
+            reference(feeds, inputs)
+        except EdgeshipError:
+            raise
+        except Exception as e:
+            axes = [f"{t.name}:{axis}" for t in inputs for axis, s in t.dynamic_axes.items() if s == sym]
+            return SpecError(
+                f"the model fails when only {', '.join(axes)} (symbol {sym!r}) changes size ({size} -> {alt[sym]}): "
+                f"{brief(e)}. That axis is not dynamic in the model itself; drop it from --dynamic "
+                "(or give axes that must stay equal one symbol: --dynamic NAME:AXIS=SYMBOL).")
+    sample, error = failed
+    return SpecError(f"running the model on the golden sample {sample.label} ({sample.describe()}) failed: {brief(error)}; "
+                     "every dynamic axis runs on its own, so some must change together: give those one symbol "
+                     "(--dynamic NAME:AXIS=SYMBOL).")
 
 
 def _given_sizes(concrete, dynamic) -> dict[str, int]:

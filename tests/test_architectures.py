@@ -1,0 +1,96 @@
+"""Real architectures typed as users type them (issue 11): equal dynamic axes tied, inputs bound
+to forward() by name, a really static axis named. Small models of our own with the same patterns."""
+
+import json
+
+import models
+import numpy as np
+import pytest
+import torch
+from conftest import arch
+
+import edgeship
+from edgeship.config import ExportConfig, LoadOptions
+from edgeship.errors import SpecError
+from edgeship.pipeline import export
+
+
+def _state(model, tmp_path, name):
+    path = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_unnamed_equal_axes_are_tied_to_one_symbol(tmp_path):
+    """--dynamic input_ids:1 --dynamic attention_mask:1 --dynamic token_type_ids:1, no symbol names:
+    the encoder needs the three equal, so they are exported as one symbol and said so."""
+    path = _state(models.trained(models.BertStyle()), tmp_path, "bert")
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    cfg = ExportConfig(model=path, output=tmp_path / "b.edgeship", inputs=tuple(f"{n}:2x16:int64" for n in names),
+                       dynamic=tuple(f"{n}:1" for n in names), load=LoadOptions(arch=arch("BertStyle")),
+                       quantize=("fp32",), torchscript=False)
+    r = export(cfg)
+    assert "input_ids:1, attention_mask:1, token_type_ids:1 must be equal: exported as one symbol 'seq'" in r.notes
+    assert [t.shape for t in r.spec.inputs] == [(2, "seq")] * 3
+    samples = json.loads((r.bundle / "manifest.json").read_text())["golden"]["samples"]
+    assert samples[-1]["sizes"] == {"seq": 8}
+    assert r.parity.passed
+
+
+def test_independent_axes_are_not_tied(tmp_path):
+    path = _state(models.ConcatBatch(), tmp_path, "cat")
+    cfg = ExportConfig(model=path, output=tmp_path / "c.edgeship", inputs=("a:2x6", "b:2x6"),
+                       dynamic=("a:0", "b:0"), load=LoadOptions(arch=arch("ConcatBatch")), quantize=("fp32",),
+                       torchscript=False)
+    r = export(cfg)
+    assert not any("must be equal" in n for n in r.notes)
+    assert [t.shape for t in r.spec.inputs] == [("a_dim0", 6), ("b_dim0", 6)]
+    m = edgeship.load(r.bundle)
+    y = m(np.ones((3, 6), np.float32), np.ones((5, 6), np.float32))
+    assert y.shape == (8, 3)
+
+
+def test_an_axis_that_is_really_static_is_named(tmp_path):
+    """x is reshaped to a fixed size: tying x:0 with y:0 (same size) does not help, and the
+    message names x:0, the axis that cannot change, not y:0."""
+    class FixedBatch(torch.nn.Module):
+        def forward(self, x, y):
+            return x.reshape(2, 3) * y.sum()
+
+    path = tmp_path / "fixed.pt"
+    torch.jit.save(torch.jit.script(FixedBatch()), path)
+    cfg = ExportConfig(model=path, output=tmp_path / "f.edgeship", inputs=("x:2x3", "y:2x3"), dynamic=("x:0", "y:0"))
+    with pytest.raises(SpecError, match=r"fails when only x:0 \(symbol 'x_dim0'\) changes size \(2 -> 4\).*drop it from --dynamic"):
+        export(cfg)
+    assert not (tmp_path / "f.edgeship").exists()
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_inputs_are_bound_to_forward_by_name(tmp_path, exporter):
+    """forward(input_ids, past=None, attention_mask=None) with inputs input_ids, attention_mask:
+    the mask goes to attention_mask, not to past, in eager, tracing and both ONNX exporters."""
+    path = _state(models.PastKV(), tmp_path, "gpt")
+    cfg = ExportConfig(model=path, output=tmp_path / "g.edgeship", inputs=("input_ids:2x7:int64", "attention_mask:2x7:int64"),
+                       dynamic_batch=True, load=LoadOptions(arch=arch("PastKV")), quantize=("fp32",), exporter=exporter)
+    r = export(cfg)
+    assert any("attention_mask are passed to forward() by name" in n for n in r.notes)
+    assert {s.name: s.status for s in r.stages}["torchscript"] == "ok"
+    assert r.parity.passed and {c.runner for c in r.parity.checks} >= {"torchscript", "onnxruntime-cpu"}
+    m = edgeship.load(r.bundle)
+    assert [t.name for t in m.inputs] == ["input_ids", "attention_mask"]
+    ids = np.array([[1, 2, 3, 4, 5, 6, 7]] * 3)
+    mask = np.ones_like(ids)
+    eager = models.PastKV()
+    eager.load_state_dict(torch.load(path))
+    with torch.no_grad():
+        want = eager(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).numpy()
+    np.testing.assert_allclose(m(ids, mask), want, atol=1e-5)
+
+
+def test_an_input_named_after_no_parameter_is_refused(tmp_path):
+    path = _state(models.PastKV(), tmp_path, "gpt")
+    cfg = ExportConfig(model=path, output=tmp_path / "g.edgeship", inputs=("input_ids:2x7:int64", "mask:2x7:int64"),
+                       load=LoadOptions(arch=arch("PastKV")))
+    with pytest.raises(SpecError, match=r"input\(s\) mask match no parameter .* takes input_ids, past, attention_mask"):
+        export(cfg)
