@@ -74,7 +74,7 @@ def main() -> None:
     names = ("input_ids", "attention_mask", "token_type_ids")
     cmd = [sys.executable, "-m", "edgeship", "export", str(args.out / "minilm_state.pt"),
            "--arch", f"{HERE / 'model.py'}:SentenceEncoder", "--example-inputs", str(args.out / "example.npz"),
-           "--dynamic-batch", *[a for n in names for a in ("--dynamic", f"{n}:1=seq")],
+           "--dynamic-batch", *[a for n in names for a in ("--dynamic", f"{n}:1")],  # no symbol names: tied by edgeship
            "--output-names", "embedding", "--quantize", "fp32,dynamic", "--no-torchscript", "-o", str(bundle)]
     subprocess.run(cmd, check=True)
 
