@@ -94,3 +94,73 @@ def test_an_input_named_after_no_parameter_is_refused(tmp_path):
                        load=LoadOptions(arch=arch("PastKV")))
     with pytest.raises(SpecError, match=r"input\(s\) mask match no parameter .* takes input_ids, past, attention_mask"):
         export(cfg)
+
+
+def _program(tmp_path, dynamic: bool):
+    m = models.MultiIO().eval()
+    feats, ids = torch.randn(2, 6), torch.randint(0, 10, (2, 3))
+    shapes = {"feats": {0: torch.export.Dim("b", min=1, max=32)}, "ids": {0: torch.export.Dim("b", min=1, max=32)}}
+    ep = torch.export.export(m, (feats, ids), dynamic_shapes=shapes if dynamic else None)
+    path = tmp_path / "prog.pt2"
+    torch.export.save(ep, path)
+    return path
+
+
+def test_exported_program_keeps_its_own_dynamic_batch_without_flags(tmp_path):
+    r = export(ExportConfig(model=_program(tmp_path, True), output=tmp_path / "p.edgeship", quantize=("fp32",)))
+    assert [t.shape[0] for t in r.spec.inputs] == ["batch", "batch"]
+    assert any("keeps its own dynamic axes feats:0=batch, ids:0=batch" in n for n in r.notes)
+    samples = json.loads((r.bundle / "manifest.json").read_text())["golden"]["samples"]
+    assert [s["sizes"] for s in samples][-1] == {"batch": 4}
+    m = edgeship.load(r.bundle)
+    out = m(np.ones((5, 6), np.float32), np.ones((5, 3), np.int64))
+    assert all(o.shape[0] == 5 for o in (out if isinstance(out, tuple) else (out,)))
+
+
+def test_a_flag_on_an_axis_the_program_fixed_is_refused(tmp_path):
+    path = _program(tmp_path, False)
+    with pytest.raises(SpecError, match=r"--dynamic-batch\): the \.pt2 itself fixed feats:0 .*dynamic axes are none"):
+        export(ExportConfig(model=path, output=tmp_path / "p.edgeship", dynamic_batch=True))
+    assert not (tmp_path / "p.edgeship").exists()
+
+
+OUTPUT_CLASS = """
+from dataclasses import dataclass
+import torch
+
+@dataclass
+class Scores:
+    logits: torch.Tensor
+    probs: torch.Tensor
+
+torch.export.register_dataclass(Scores, serialized_type_name="scoresmod.Scores")
+
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return Scores(y, torch.softmax(y, -1))
+"""
+
+
+@pytest.mark.slow
+def test_a_program_returning_a_registered_dataclass_needs_import_first(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "scoresmod.py").write_text(OUTPUT_CLASS)
+    save = ("import torch, scoresmod; ep = torch.export.export(scoresmod.Head().eval(), (torch.randn(2, 4),)); "
+            "torch.export.save(ep, 'head.pt2')")
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, check=True, capture_output=True)
+    cmd = [sys.executable, "-m", "edgeship", "export", "head.pt2", "-o", "head.edgeship", "--quantize", "fp32"]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the program returns scoresmod.Scores" in r.stderr and "--import scoresmod" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "head.edgeship").exists()
+    r = subprocess.run(cmd + ["--import", "scoresmod"], cwd=tmp_path, capture_output=True, text=True,
+                       env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [t.name for t in edgeship.load(tmp_path / "head.edgeship").outputs] == ["logits", "probs"]

@@ -58,12 +58,16 @@ def base_sizes(specs: tuple[TensorSpec, ...], example: dict | None, given: dict 
     return sizes
 
 
-def second_sizes(sizes: dict[str, int]) -> dict[str, int]:
-    """A second size per symbol, with distinct (first, second) pairs so outputs map back to symbols."""
+def second_sizes(sizes: dict[str, int], ranges: dict[str, tuple[int, int]] | None = None) -> dict[str, int]:
+    """A second size per symbol, with distinct (first, second) pairs so outputs map back to symbols,
+    inside each symbol's (lower, upper) range where one is given (an ExportedProgram's own)."""
     used, alt = set(), {}
     for k, v in sizes.items():
+        lo, hi = (ranges or {}).get(k, (1, 2**31 - 1))
         a = second_size(v)
-        while (v, a) in used:
+        if not lo <= a <= hi:
+            a = v + 1 if v + 1 <= hi else max(lo, v - 1)
+        while (v, a) in used and a + 1 <= hi:
             a += 1
         used.add((v, a))
         alt[k] = a
@@ -89,10 +93,12 @@ def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None
 
 
 def make_samples(specs: tuple[TensorSpec, ...], example: dict | None = None,
-                 seed: int = DEFAULT_SEED, count: int = 2, sizes: dict | None = None) -> list[Sample]:
+                 seed: int = DEFAULT_SEED, count: int = 2, sizes: dict | None = None,
+                 ranges: dict[str, tuple[int, int]] | None = None) -> list[Sample]:
     """Build ``count`` samples at the example's sizes plus one at second sizes when dynamic.
 
-    ``sizes`` gives each symbol's first size where there is no example (from ``--input``).
+    ``sizes`` gives each symbol's first size where there is no example (from ``--input``);
+    ``ranges`` bounds each symbol's second size.
     """
     rng = np.random.default_rng(seed)
     sizes = base_sizes(specs, example, sizes)
@@ -104,7 +110,7 @@ def make_samples(specs: tuple[TensorSpec, ...], example: dict | None = None,
                  else random_feeds(specs, sizes, rng))
         samples.append(Sample(f"{'resampled' if example is not None else 'seed' + str(seed)}-{len(samples)}", feeds, sizes))
     if sizes:
-        alt = second_sizes(sizes)
+        alt = second_sizes(sizes, ranges)
         feeds = resample(specs, example, sizes, alt, rng) if example is not None else random_feeds(specs, alt, rng)
         samples.append(Sample("dynamic-" + "-".join(f"{k}{v}" for k, v in alt.items()), feeds, alt))
     return samples

@@ -19,10 +19,13 @@ import importlib
 import importlib.util
 import json
 import logging
+import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError, brief
@@ -45,6 +48,9 @@ class LoadedModel:
     source: object = None  # what the exporters take: nn.Module, ScriptModule, ExportedProgram
     example_inputs: tuple = ()
     notes: tuple[str, ...] = ()
+    # an ExportedProgram's own symbolic dims: (input, axis, symbol), and each symbol's size range
+    dynamic_axes: tuple[tuple[str, int, str], ...] = ()
+    ranges: tuple[tuple[str, int, int], ...] = ()
 
 
 def sniff_format(path: Path) -> str:
@@ -141,9 +147,12 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         notes += _force_eval(module)
         return LoadedModel(path, TORCHSCRIPT, module, module, notes=tuple(notes))
     if fmt == EXPORTED_PROGRAM:
+        _import_user_code(options)  # --import/--code first: pytree must know the program's output classes
         refused: list[str] = []
+        said: list[str] = []  # torch.export.load logs the real cause as a warning, then raises a generic error
         try:
-            with contextlib.nullcontext() if options.trust_pickle else _only_safe_unpickling(refused):
+            with contextlib.nullcontext() if options.trust_pickle else _only_safe_unpickling(refused), \
+                    _captured_log("torch.export", said):
                 ep = torch.export.load(str(path))
         except Exception as e:
             if refused:
@@ -153,12 +162,80 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                     "weights_only=False and run any code they carry, so it was refused. Re-save it with "
                     "torch.export.save from code you trust, or, only if you trust the file, pass --trust-pickle."
                 ) from e
+            missing = re.search(r"Deserializing ([\w.]+) in pytree is not registered", " ".join([str(e), *said]))
+            if missing:
+                raise ModelLoadError(
+                    f"{path}: the program returns {missing.group(1)}, a class torch's pytree does not know "
+                    f"until its module is imported; pass --import {missing.group(1).rsplit('.', 1)[0].split('.')[0]} "
+                    "(or --import the module that defines it) so torch.export.load can rebuild its outputs.") from e
             raise ModelLoadError(f"torch.export.load could not read {path}: {brief(e)}") from e
-        module = ep.module()
+        try:
+            module = ep.module()
+        except Exception as e:
+            raise ModelLoadError(
+                f"{path}: torch could not turn the ExportedProgram back into a module for the eager reference "
+                f"(ExportedProgram.module() failed: {brief(e)}); this is a torch limitation. Export the original "
+                "nn.Module instead (a state_dict with --arch), or re-export the program with a newer torch.") from e
         notes = _eval_exported(module)
         example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
-        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes))
+        dynamic, ranges = program_dims(ep)
+        if dynamic:
+            notes.append("ExportedProgram: keeps its own dynamic axes " + ", ".join(f"{n}:{a}={s}" for n, a, s in dynamic))
+        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes), dynamic, ranges)
     return _load_pickle(path, options)
+
+
+def program_dims(ep: Any) -> tuple[tuple[tuple[str, int, str], ...], tuple[tuple[str, int, int], ...]]:
+    """An ExportedProgram's symbolic input axes, read from its placeholders, and their ranges.
+
+    Each plain symbol gets one name: ``batch`` where it is some input's axis 0, else
+    ``<input>_dim<axis>`` of its first use. Derived sizes (``2*s0``) are not inputs of their own
+    and are left out. Returns ((input, axis, symbol), ...) and ((symbol, lower, upper), ...)."""
+    names: dict[str, str] = {}
+    axes: list[tuple[str, int, str]] = []
+    user = set(ep.graph_signature.user_inputs)
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user]
+    for node in placeholders:
+        val = node.meta.get("val")
+        for axis, d in enumerate(getattr(val, "shape", ())):
+            expr = getattr(getattr(d, "node", None), "expr", None)
+            if expr is None or not getattr(expr, "is_Symbol", False):
+                continue
+            key = str(expr)
+            if key not in names:
+                wanted = "batch" if axis == 0 and "batch" not in names.values() else f"{node.name}_dim{axis}"
+                names[key] = wanted
+            axes.append((node.name, axis, names[key]))
+    ranges = []
+    for sym, vr in getattr(ep, "range_constraints", {}).items():
+        if str(sym) in names:
+            ranges.append((names[str(sym)], _bound(vr.lower, 1), _bound(vr.upper, 2**31 - 1)))
+    return tuple(axes), tuple(ranges)
+
+
+@contextlib.contextmanager
+def _captured_log(name: str, into: list[str]) -> Iterator[None]:
+    """Collect what logger ``name`` says (with tracebacks) into ``into`` instead of printing it."""
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            into.append(self.format(record) + (logging.Formatter().formatException(record.exc_info)
+                                               if record.exc_info else ""))
+
+    logger = logging.getLogger(name)
+    handlers, propagate = logger.handlers, logger.propagate  # torch attaches its own handler here
+    logger.handlers, logger.propagate = [Collect()], False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+        log.debug("%s said: %s", name, "\n".join(into)[-4000:])
+
+
+def _bound(value: Any, default: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):  # sympy's infinities
+        return default
 
 
 @contextlib.contextmanager

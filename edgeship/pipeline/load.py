@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeship.bundle.golden import Sample, make_samples, npz_arrays, random_feeds, resample, second_sizes
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
-from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, load_model
+from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, LoadedModel, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
 from edgeship.runtimes.torch_eager import Binding, bind_inputs
 from edgeship.spec import (
@@ -24,6 +24,7 @@ from edgeship.spec import (
     apply_dynamic,
     check_name,
     format_shape,
+    parse_dynamic,
     parse_input,
 )
 
@@ -43,7 +44,9 @@ def load_stage(ctx: Context) -> str:
     else:
         inputs = _input_specs(cfg, example, loaded)
     concrete = inputs
-    inputs = apply_dynamic(inputs, list(cfg.dynamic), cfg.dynamic_batch)
+    inputs = apply_dynamic(inputs, _program_dynamic(loaded, inputs, cfg.dynamic, cfg.dynamic_batch) + list(cfg.dynamic),
+                           cfg.dynamic_batch)
+    ranges = {sym: (lo, hi) for sym, lo, hi in loaded.ranges}
     if loaded.format == ONNX:
         reference = _onnx_reference(loaded.path, inputs)
     else:
@@ -52,14 +55,15 @@ def load_stage(ctx: Context) -> str:
             if ctx.binding.note:
                 ctx.note(ctx.binding.note)
         reference = _eager_reference(loaded.module, ctx.binding or Binding((None,) * len(inputs)))
-    samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples, sizes=_given_sizes(concrete, inputs))
+    samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples, sizes=_given_sizes(concrete, inputs),
+                           ranges=ranges)
     pairs, failed = _run_reference(reference, samples, inputs)
     if failed is not None and failed[0].label.startswith("dynamic"):
         tied = _tie_equal_axes(inputs, samples[0].sizes)
         if tied is not None:
             tied_inputs, groups = tied
             tied_samples = make_samples(tied_inputs, example, seed=cfg.seed, count=cfg.samples,
-                                        sizes=_given_sizes(concrete, tied_inputs))
+                                        sizes=_given_sizes(concrete, tied_inputs), ranges=ranges)
             tied_pairs, still = _run_reference(reference, tied_samples, tied_inputs)
             if still is None:
                 inputs, samples, pairs, failed = tied_inputs, tied_samples, tied_pairs, None
@@ -90,6 +94,28 @@ def load_stage(ctx: Context) -> str:
     if loaded.format != ONNX:
         _check_deterministic(ctx, reference, inputs)
     return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
+
+
+def _program_dynamic(loaded: LoadedModel, inputs: tuple[TensorSpec, ...], flags: tuple[str, ...], batch: bool) -> list[str]:
+    """An ExportedProgram's own dynamic axes as --dynamic entries (the flags add to them); a flag
+    on an axis the program fixed is refused, since the exported graph cannot follow it.
+
+    Raises:
+        SpecError: a --dynamic flag names an axis the .pt2 fixed.
+    """
+    if loaded.format != EXPORTED_PROGRAM:
+        return []
+    own = {(name, axis) for name, axis, _ in loaded.dynamic_axes}
+    if batch:  # --dynamic-batch means axis 0 of every input
+        flags = flags + tuple(f"{t.name}:0" for t in inputs)
+    for flag in flags:
+        name, axis, _ = parse_dynamic(flag)
+        if (name, axis) not in own:
+            raise SpecError(
+                f"--dynamic {flag} (or --dynamic-batch): the .pt2 itself fixed {name}:{axis} (torch.export specialised that size when the "
+                f"program was exported); its dynamic axes are {', '.join(f'{n}:{a}' for n, a in sorted(own)) or 'none'}. "
+                "Re-export the program with a torch.export.Dim for that axis, or drop the flag.")
+    return [f"{name}:{axis}={sym}" for name, axis, sym in loaded.dynamic_axes]
 
 
 Reference = Callable[[dict, tuple[TensorSpec, ...]], list[tuple[str, np.ndarray]]]

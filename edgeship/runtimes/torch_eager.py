@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ def flatten_outputs(out) -> list[tuple[str | None, object]]:
         return pairs
     if isinstance(out, (tuple, list)):
         return [p for v in out for p in flatten_outputs(v)]
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):  # e.g. an ExportedProgram's registered output class
+        return flatten_outputs({f.name: getattr(out, f.name) for f in dataclasses.fields(out)})
     if out is None:
         return []
     raise TypeError(f"unsupported model output type {type(out).__name__}")
