@@ -1,6 +1,6 @@
 """Options shared by several commands, and turning option values into library arguments.
 
-The model-loading options (``--arch``, ``--arch-kwargs``, ``--trust-pickle``, ``--import``,
+The model-loading options (``--arch``, ``--arch-kwargs``, ``--trust-pickle``, ``--trust-ops``, ``--import``,
 ``--code``) are one group: :func:`with_load_options` adds them to a command, which receives
 them as a single ``load: LoadOptions | None`` (None when none was given).
 """
@@ -36,6 +36,7 @@ _LOAD_PARAMS = [
     inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]),
     inspect.Parameter("arch_kwargs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]),
     inspect.Parameter("trust_pickle", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]),
+    inspect.Parameter("trust_ops", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-ops", help="Run an ExportedProgram (.pt2) whose graph calls ops outside edgeship's allow-list of pure aten/prims ops (such ops can read or write files: only for files you trust).")]),
     inspect.Parameter("imports", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]),
     inspect.Parameter("code", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--code", help="Python file to run before unpickling, defining the model's classes (repeatable).")]),
 ]
@@ -51,10 +52,11 @@ def with_load_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def command(*, arch: str | None = None, arch_kwargs: str | None = None, trust_pickle: bool = False,
-                imports: list[str] | None = None, code: list[str] | None = None, **kwargs: Any) -> Any:
-        given = arch or arch_kwargs or trust_pickle or imports or code
+                trust_ops: bool = False, imports: list[str] | None = None, code: list[str] | None = None,
+                **kwargs: Any) -> Any:
+        given = arch or arch_kwargs or trust_pickle or trust_ops or imports or code
         load = LoadOptions(arch=arch, arch_kwargs=json_kwargs(arch_kwargs), trust_pickle=trust_pickle,
-                           imports=tuple(imports or ()), code=tuple(code or ())) if given else None
+                           trust_ops=trust_ops, imports=tuple(imports or ()), code=tuple(code or ())) if given else None
         return fn(load=load, **kwargs)
 
     command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]

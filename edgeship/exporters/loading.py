@@ -3,7 +3,7 @@
 | format                        | detected by                           | loads with                          |
 |-------------------------------|---------------------------------------|-------------------------------------|
 | TorchScript archive           | zip with ``code/`` or ``constants.pkl`` | ``torch.jit.load`` (runs TorchScript) |
-| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``, safe unpickling only |
+| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``, safe unpickling, pure ops only |
 | state_dict / checkpoint dict  | ``torch.save`` zip or legacy pickle    | ``torch.load(weights_only=True)`` + ``--arch`` |
 | whole pickled ``nn.Module``   | weights-only load refuses a global     | refused unless ``--trust-pickle``   |
 | ONNX model                    | protobuf ``ModelProto`` with a graph   | torch stages skipped                |
@@ -154,6 +154,10 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                     "torch.export.save from code you trust, or, only if you trust the file, pass --trust-pickle."
                 ) from e
             raise ModelLoadError(f"torch.export.load could not read {path}: {brief(e)}") from e
+        if not options.trust_ops:
+            from edgeship.exporters.graph_ops import check_graph_ops
+
+            check_graph_ops(ep, path)  # before anything runs the graph
         module = ep.module()
         notes = _eval_exported(module)
         example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
