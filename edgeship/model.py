@@ -23,6 +23,7 @@ import numpy as np
 from edgeship.bundle.manifest import VariantResult, variants_of
 from edgeship.bundle.read import Bundle, open_bundle
 from edgeship.errors import BundleError, ExportError, SpecError, brief
+from edgeship.runtimes.external_data import refuse_external_data
 from edgeship.runtimes.ort import OrtRunner, resolve_target
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
@@ -33,8 +34,11 @@ def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
     """Open a verified variant and check that the model agrees with the manifest's io spec.
 
     Raises:
-        BundleError: onnxruntime cannot open the file, or its inputs/outputs differ from the manifest.
+        BundleError: the file names external data, onnxruntime cannot open it, or its inputs/outputs
+            differ from the manifest.
     """
+    if isinstance(runner.model, bytes):  # before onnxruntime sees a byte (it would read from the cwd)
+        refuse_external_data(runner.model, file, BundleError, where=f"bundle {bundle.path}: ")
     try:
         runner.load()
     except ExportError as e:

@@ -7,11 +7,12 @@ them as a single ``load: LoadOptions | None`` (None when none was given).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -100,11 +101,23 @@ def tolerances(items: list[str] | None) -> dict:
     return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
 
 
+@contextlib.contextmanager
+def writing(path: Path, flag: str) -> Iterator[Path]:
+    """Turn a failure to write ``path`` (a missing folder, a full disk) into a usage error."""
+    try:
+        yield path
+    except OSError as e:
+        raise SpecError(f"{flag} {path}: cannot write it ({e.strerror or e}); check that its folder exists "
+                        "and is writable, and that the disk has room.") from e
+
+
 def write_reports(report: Any, json_out: Path | None, junit: Path | None) -> None:
     """The parity report as JSON and/or JUnit XML, where asked."""
     from edgeship.parity.report import write_json, write_junit
 
     if json_out:
-        write_json(report, json_out)
+        with writing(json_out, "--json"):
+            write_json(report, json_out)
     if junit:
-        write_junit(report, junit)
+        with writing(junit, "--junit"):
+            write_junit(report, junit)

@@ -124,13 +124,18 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
 
     Raises:
         error: onnxruntime cannot open the model.
+        UnsafeModelError: model bytes that name external data (see ``runtimes.external_data``).
         TargetUnavailableError: the target is not installed, or onnxruntime fell back from it.
     """
     import onnxruntime as ort
 
+    from edgeship.runtimes.external_data import refuse_external_data
+
     providers = providers or providers_for(target)
     src = model if isinstance(model, bytes) else os.fspath(model)
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
+    if isinstance(model, bytes):  # onnxruntime would resolve external data against the cwd
+        refuse_external_data(model, name)
     try:
         session = ort.InferenceSession(src, options if options is not None else session_options(),
                                        providers=providers)
