@@ -17,8 +17,17 @@ import importlib
 from typing import Any
 
 from edgeship.errors import (
-    BundleError, EdgeshipError, ExportError, ModelLoadError, ParityError, QuantizationError, RegressionError,
-    SpecError, TargetUnavailableError, UnsafeModelError,
+    BundleError,
+    EdgeshipError,
+    ExportError,
+    InferenceError,
+    ModelLoadError,
+    ParityError,
+    QuantizationError,
+    RegressionError,
+    SpecError,
+    TargetUnavailableError,
+    UnsafeModelError,
 )
 
 __version__ = "0.1.0"
@@ -36,7 +45,7 @@ _LAZY = {
     "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
-__all__ = ["BundleError", "EdgeshipError", "ExportError", "ModelLoadError", "ParityError", "QuantizationError",
+__all__ = ["BundleError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError", "ParityError", "QuantizationError",
            "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__", *_LAZY]
 
 

@@ -45,6 +45,18 @@ class Bundle:
         return data
 
 
+def identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """What changes when a writer replaces a bundle: the inode of the folder (or zip) and of its
+    manifest.json, and the manifest's size and mtime; None when absent."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        mst = os.stat(p / MANIFEST) if stat.S_ISDIR(st.st_mode) else st
+    except OSError:
+        return None
+    return st.st_ino, mst.st_ino, mst.st_size, mst.st_mtime_ns
+
+
 def open_bundle(path: str | os.PathLike) -> Bundle:
     """Open and fully verify a bundle: manifest, schema, paths, links, sizes and every sha256.
 

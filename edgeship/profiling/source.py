@@ -9,6 +9,7 @@ fixed runs only at that size. Torch-free.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -104,10 +105,29 @@ def natural_batch(spec: IOSpec, sample: dict | None) -> int:
     return 1
 
 
+MAX_FEED_BYTES = 1 << 30
+
+
+def _check_feed_bytes(src: Source, batch: int) -> None:
+    """Refuse a --batch whose feeds would take over :data:`MAX_FEED_BYTES`, before allocating."""
+    sym, sample = batch_symbol(src.spec), src.sample or {}
+    total = 0
+    for t in src.spec.inputs:
+        given = sample.get(t.name)
+        dims = [batch if d == sym else (int(given.shape[ax]) if given is not None and isinstance(d, str) else
+                                        d if isinstance(d, int) else 1) for ax, d in enumerate(t.shape)]
+        itemsize = np.dtype(t.dtype).itemsize if t.dtype != "bfloat16" else 2
+        total += math.prod(dims) * itemsize
+    if total > MAX_FEED_BYTES:
+        raise SpecError(f"--batch {batch}: the feeds of {src.name} would take {total / 2**30:.1f} GiB, over the "
+                        f"{MAX_FEED_BYTES >> 30} GiB the profiler allocates; use a smaller --batch.")
+
+
 def batch_feeds(src: Source, batch: int) -> dict[str, np.ndarray]:
     """Feeds at ``batch``: sample 0 repeated along the batch axis, or seeded random inputs."""
     spec, sample = src.spec, src.sample
     sym = batch_symbol(spec)
+    _check_feed_bytes(src, batch)
     if sym is None:
         fixed = natural_batch(spec, sample)
         if batch != fixed:
