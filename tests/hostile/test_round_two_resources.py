@@ -2,7 +2,6 @@
 non-regular files refused. Peak memory is measured in a child process running the CLI."""
 
 import io
-import json
 import os
 import zipfile
 
