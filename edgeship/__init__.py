@@ -20,6 +20,7 @@ from edgeship.errors import (
     BundleError,
     EdgeshipError,
     ExportError,
+    InferenceError,
     ModelLoadError,
     ParityError,
     QuantizationError,
@@ -44,7 +45,7 @@ _LAZY = {
     "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
-__all__ = ["BundleError", "EdgeshipError", "ExportError", "ModelLoadError", "ParityError", "QuantizationError",
+__all__ = ["BundleError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError", "ParityError", "QuantizationError",
            "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__", *_LAZY]
 
 

@@ -13,6 +13,7 @@ class LoadOptions:
     arch: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
     trust_pickle: bool = False
+    trust_ops: bool = False  # run an ExportedProgram's ops outside the pure aten/prims allow-list
     imports: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
 

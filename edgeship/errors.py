@@ -70,6 +70,11 @@ class BundleError(EdgeshipError):
     """A bundle is missing, corrupt, tampered with or of an unknown schema."""
 
 
+class InferenceError(EdgeshipError):
+    """onnxruntime failed to run a loaded model on feeds that passed validation (for example it
+    could not allocate memory for them)."""
+
+
 class TargetUnavailableError(EdgeshipError):
     """The requested execution target (e.g. CUDA) is not available on this machine."""
 

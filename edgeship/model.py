@@ -21,9 +21,10 @@ import os
 import numpy as np
 
 from edgeship.bundle.manifest import VariantResult, variants_of
-from edgeship.bundle.read import Bundle, open_bundle
-from edgeship.errors import BundleError, ExportError, SpecError, brief
-from edgeship.runtimes.ort import OrtRunner, resolve_target
+from edgeship.bundle.read import Bundle, identity, open_bundle
+from edgeship.errors import BundleError, ExportError, InferenceError, SpecError, brief
+from edgeship.runtimes.external_data import refuse_external_data
+from edgeship.runtimes.ort import OrtRunner, check_threads, resolve_target
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
     """Open a verified variant and check that the model agrees with the manifest's io spec.
 
     Raises:
-        BundleError: onnxruntime cannot open the file, or its inputs/outputs differ from the manifest.
+        BundleError: the file names external data, onnxruntime cannot open it, or its inputs/outputs
+            differ from the manifest.
     """
+    if isinstance(runner.model, bytes):  # before onnxruntime sees a byte (it would read from the cwd)
+        refuse_external_data(runner.model, file, BundleError, where=f"bundle {bundle.path}: ")
     try:
         runner.load()
     except ExportError as e:
@@ -88,7 +92,10 @@ class Model:
             feeds = {self._names[0]: args[0]}  # the common case, kept lean (see benchmarks B3)
             if not self._fits(feeds):
                 validate_feeds(self.spec.inputs, feeds)  # raises with the detailed message
-            return self._session_run(self._out_names, feeds)[0]
+            try:  # free when nothing is raised (see benchmarks B3)
+                return self._session_run(self._out_names, feeds)[0]
+            except Exception as e:  # onnxruntime's own Fail, RuntimeException, allocation errors...
+                raise self._run_error(feeds, e) from e
         if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
             feeds = args[0]
             return dict(zip(self._out_names, self._run(feeds)))
@@ -121,7 +128,17 @@ class Model:
     def _run(self, feeds: dict) -> list:
         if not self._fits(feeds):
             validate_feeds(self.spec.inputs, feeds)
-        return self._session_run(self._out_names, feeds)
+        try:
+            return self._session_run(self._out_names, feeds)
+        except Exception as e:  # onnxruntime's own Fail, RuntimeException, allocation errors...
+            raise self._run_error(feeds, e) from e
+
+    def _run_error(self, feeds: dict, e: Exception) -> InferenceError:
+        sizes = ", ".join(f"{k}: {a.dtype}{format_shape(a.shape)} ({a.nbytes / 2**20:.1f} MiB)" for k, a in feeds.items())
+        return InferenceError(
+            f"onnxruntime failed to run {self.bundle.path} (variant {self.variant}, {self.target}) on inputs "
+            f"{sizes}: {brief(e)}. Check the inputs' sizes (smaller batches need less memory) and their values."
+        )
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Same as ``m(feeds)`` for a dict: outputs by name."""
@@ -181,6 +198,20 @@ def load(bundle: str | os.PathLike, target: str = "cpu", variant: str = "auto",
         BundleError: the bundle is missing, corrupt or tampered with, or lacks the variant.
         TargetUnavailableError: the target's execution provider is not installed.
     """
+    check_threads(threads)
+    before = identity(bundle)
+    try:
+        return _load(bundle, target, variant, threads)
+    except BundleError:
+        # a folder bundle replaced by an export while it was read (its files then belong to two
+        # manifests) fails verification once: read it again, once, when it changed underneath
+        if before is None or identity(bundle) == before:
+            raise
+        log.info("bundle %s changed while it was read; reading it again", bundle)
+        return _load(bundle, target, variant, threads)
+
+
+def _load(bundle: str | os.PathLike, target: str, variant: str, threads: int | None) -> Model:
     b = open_bundle(bundle)
     target, providers = resolve_target(target)
     v = choose_variant(b.manifest, target, variant)

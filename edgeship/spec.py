@@ -8,6 +8,7 @@ Only numpy is imported here: the runtime uses these classes to validate feeds.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -20,7 +21,9 @@ DYNAMIC_SYNTAX = "NAME:AXIS[=SYMBOL], e.g. --dynamic ids:1=seq"
 SUPPORTED_DTYPES = (
     "float32", "float16", "float64", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
 )
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]*")  # always fullmatch: "$" would accept a trailing newline
+MAX_RANK = 32
+MAX_ELEMENTS = 1 << 28  # per --input tensor: 1 GiB of float32, before any sample is allocated
 
 Dim = int | str
 
@@ -102,7 +105,7 @@ def check_dtype(dtype: str) -> str:
 
 
 def check_name(name: str, what: str = "input") -> str:
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(
             f"{what} name {name!r} is not valid: use letters, digits, '_', '.', '-' or '/', "
             "starting with a letter or '_'."
@@ -127,6 +130,13 @@ def parse_input(text: str) -> TensorSpec:
                 f"integer, separated by 'x' ({INPUT_SYNTAX}); mark symbolic axes with --dynamic."
             )
         dims.append(int(piece))
+        if len(dims) > MAX_RANK:
+            raise SpecError(f"input {name!r} has more than {MAX_RANK} axes; numpy and onnxruntime take at most that many.")
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise SpecError(
+            f"input {name!r} of shape {parts[1]} has {math.prod(dims):,} elements, over the {MAX_ELEMENTS:,} "
+            "edgeship allocates per example input; export at a smaller size and mark the axes --dynamic."
+        )
     return TensorSpec(name, dtype, tuple(dims))
 
 

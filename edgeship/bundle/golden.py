@@ -15,7 +15,6 @@ types alike).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -172,11 +171,12 @@ def load_npz_samples(data) -> list[dict]:
 
 
 def read_bundle_npz(bundle: Bundle, rel: str) -> list[dict]:
-    """The samples of a golden .npz inside a verified bundle."""
+    """The samples of a golden .npz inside a verified bundle (array sizes checked before reading:
+    see ``bundle.limits``)."""
+    from edgeship.bundle.limits import read_npz
+
+    arrays = read_npz(bundle.read(rel), f"bundle {bundle.path}: {rel}", BundleError)
     try:
-        with np.load(io.BytesIO(bundle.read(rel)), allow_pickle=False) as data:
-            return load_npz_samples(data)
-    except BundleError:
-        raise
-    except Exception as e:
-        raise BundleError(f"bundle {bundle.path}: {rel} is not a readable .npz ({e}).") from e
+        return load_npz_samples(arrays)
+    except ValueError as e:  # a key that is not <i>/<name>
+        raise BundleError(f"bundle {bundle.path}: {rel} is not a readable .npz of golden samples ({e}).") from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -20,9 +21,31 @@ def onnx_summary(data: bytes) -> dict:
     return {"opset": opset, "ops": dict(Counter(n.op_type for n in m.graph.node))}
 
 
-def onnx_io(data: bytes, what: str) -> IOSpec:
-    """The inputs and outputs of an ONNX model held as bytes (onnxruntime reads no external data
-    files from bytes).
+def onnx_for_session(path: Path) -> bytes | str:
+    """A user's raw .onnx file as onnxruntime should get it: its bytes when self-contained, else
+    its path once every external-data location passed edgeship's guard (so onnxruntime resolves
+    them in the model's folder, never in the current directory).
+
+    Raises:
+        ModelLoadError: not a regular file, not ONNX, or a bad external-data entry.
+        UnsafeModelError: a location that escapes the model's folder or is linked.
+    """
+    from edgeship.bundle.limits import read_regular_file
+    from edgeship.runtimes.external_data import NotOnnxError, check_entries, external_refs
+
+    data = read_regular_file(path, "ONNX input", ModelLoadError)
+    try:
+        refs = external_refs(data)
+    except NotOnnxError as e:
+        raise ModelLoadError(f"{path} is neither a bundle nor an ONNX model ({e}).") from e
+    folder = Path(os.path.realpath(path.parent))
+    for ref in refs:
+        check_entries(ref, path, folder)
+    return str(path) if refs else data
+
+
+def onnx_io(data: bytes | str, what: str) -> IOSpec:
+    """The inputs and outputs of an ONNX model (its bytes, or the path :func:`onnx_for_session` gave).
 
     Raises:
         ModelLoadError: onnxruntime cannot open it.
@@ -34,6 +57,8 @@ def onnx_io(data: bytes, what: str) -> IOSpec:
 
 
 def inspect_path(path: str | Path) -> dict:
+    from edgeship.bundle.limits import read_regular_file
+
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path} does not exist; pass a bundle or an .onnx file.")
@@ -56,8 +81,9 @@ def inspect_path(path: str | Path) -> dict:
                 "inputs": m["io"]["inputs"], "outputs": m["io"]["outputs"], "variants": variants,
                 "defaults": m.get("defaults", {}), "torchscript": m.get("torchscript"),
                 "created_at": m.get("created_at"), "tools": m.get("tools"), "source": m.get("source")}
-    data = path.read_bytes()
-    io = onnx_io(data, str(path))
-    s = onnx_summary(data)
+    model = onnx_for_session(path)
+    io = onnx_io(model, str(path))
+    data = model if isinstance(model, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)
+    s = onnx_summary(data)  # the graph only: onnx.load_model_from_string reads no external data
     return {"path": str(path), "kind": "onnx", "size_mb": len(data) / 1e6, **io.to_dict(),
             "variants": {"model": {"precision": "?", "size": len(data), **s}}}

@@ -16,6 +16,7 @@ Checksums detect corruption and accidental edits; they are not signatures (see R
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from pathlib import Path, PurePosixPath
 
 from edgeship.errors import BundleError
@@ -45,9 +46,15 @@ def check_relpath(rel: str) -> str:
     """
     if not isinstance(rel, str) or not rel or PurePosixPath(rel).is_absolute() or "\\" in rel \
             or any(part in ("..", ".", "") for part in rel.split("/")) or rel.startswith("~") \
-            or (len(rel) > 1 and rel[1] == ":") or any(ord(c) < 32 or ord(c) == 127 for c in rel):
+            or (len(rel) > 1 and rel[1] == ":") or any(_is_control(c) for c in rel):
         raise BundleError(
             f"bundle path {rel!r} escapes the bundle or is not a plain relative path (absolute, '..', "
-            "'.', empty part or control character); the bundle was tampered with."
+            "'.', empty part, control, format (bidi) or separator character); the bundle was tampered with."
         )
     return rel
+
+
+def _is_control(c: str) -> bool:
+    """NUL and other control characters, bidi overrides and other format characters, line and
+    paragraph separators, unassigned and private-use code points."""
+    return unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")

@@ -82,7 +82,7 @@ def parse_manifest(data: bytes, where: Path) -> dict:
         BundleError: not JSON, an unknown schema version, or a field of the wrong shape.
     """
     try:
-        manifest = json.loads(data)
+        manifest = json.loads(data, object_pairs_hook=_unique_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise BundleError(f"bundle {where}: manifest.json is not valid JSON ({str(e)[:200]}); the bundle is corrupt.") from e
     if not isinstance(manifest, dict):
@@ -99,10 +99,19 @@ def parse_manifest(data: bytes, where: Path) -> dict:
     for rel, meta in files.items():
         check_relpath(rel)
         if rel == MANIFEST or not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
-                or not isinstance(meta.get("size"), int):
+                or not isinstance(meta.get("size"), int) or isinstance(meta.get("size"), bool) or meta["size"] < 0:
             raise BundleError(f"bundle {where}: manifest entry {rel!r} is malformed.")
     _check_fields(manifest, where)
     return manifest
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object, refusing a repeated key (``schema_version`` twice: which one did you mean?)."""
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"the key {repeated[:60]!r} appears twice in one object")
+    return dict(pairs)
 
 
 def _check_fields(m: dict, where: Path) -> None:

@@ -6,6 +6,7 @@ Reading refuses unlisted, missing, linked or escaping paths and checks every sha
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import os
 import stat
@@ -14,6 +15,7 @@ import zlib
 from pathlib import Path
 
 from edgeship.bundle.layout import MANIFEST, check_relpath, sha256_bytes, sha256_file
+from edgeship.bundle.limits import MAX_MANIFEST_BYTES, check_ratio, iter_member, read_member
 from edgeship.bundle.manifest import parse_manifest
 from edgeship.errors import BundleError
 
@@ -41,6 +43,18 @@ class Bundle:
                 "is corrupt or was modified. Re-export it or fetch a clean copy."
             )
         return data
+
+
+def identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """What changes when a writer replaces a bundle: the inode of the folder (or zip) and of its
+    manifest.json, and the manifest's size and mtime; None when absent."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+        mst = os.stat(p / MANIFEST) if stat.S_ISDIR(st.st_mode) else st
+    except OSError:
+        return None
+    return st.st_ino, mst.st_ino, mst.st_size, mst.st_mtime_ns
 
 
 def open_bundle(path: str | os.PathLike) -> Bundle:
@@ -73,6 +87,8 @@ def _open_dir(path: Path) -> Bundle:
     if mpath.is_symlink() or not mpath.is_file():
         raise BundleError(f"{path} has no manifest.json; it is not a complete edgeship bundle.")
     try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise BundleError(f"bundle {path}: manifest.json is over {MAX_MANIFEST_BYTES >> 20} MiB; refused unread.")
         data = mpath.read_bytes()
     except OSError as e:
         raise BundleError(f"bundle {path}: manifest.json cannot be read ({e}).") from e
@@ -142,6 +158,8 @@ def _open_zip(path: Path) -> Bundle:
         raise BundleError(f"{path} is not a readable zip bundle: {e}") from e
     names = set()
     for info in infos:
+        if info.orig_filename != info.filename:  # zipfile cuts a name at its first NUL
+            raise BundleError(f"bundle {path}: a zip member name holds a NUL byte ({info.orig_filename!r}); refused.")
         is_dir = info.filename.endswith("/")  # not ZipInfo.is_dir(): it fails on an empty name
         check_relpath(info.filename[:-1] if is_dir else info.filename)
         if stat.S_ISLNK(info.external_attr >> 16):
@@ -153,18 +171,31 @@ def _open_zip(path: Path) -> Bundle:
     if MANIFEST not in names:
         raise BundleError(f"{path} has no manifest.json; it is not a complete edgeship bundle.")
 
-    def reader(rel: str) -> bytes:
-        try:
-            return z.read(rel)
+    def read(rel: str, limit: int) -> bytes:
+        try:  # in chunks: zipfile.read() would inflate a whole bomb before truncating it
+            return read_member(z, z.getinfo(rel), limit, f"bundle {path}", BundleError)
         except _ZIP_ERRORS as e:  # CRC errors are BadZipFile
             raise BundleError(f"bundle {path}: {rel} cannot be read ({e}); the zip is corrupt.") from e
 
-    manifest = parse_manifest(reader(MANIFEST), path)
+    manifest = parse_manifest(read(MANIFEST, MAX_MANIFEST_BYTES), path)
     _compare_listing(path, manifest, names - {MANIFEST})
     for rel, meta in manifest["files"].items():
-        if z.getinfo(rel).file_size != meta["size"] or sha256_bytes(reader(rel)) != meta["sha256"]:
+        info = z.getinfo(rel)
+        if info.file_size != meta["size"] or _zip_sha256(z, info, path) != meta["sha256"]:
             raise BundleError(
                 f"bundle {path}: {rel} does not match its sha256/size in manifest.json; the bundle "
                 "is corrupt or was modified. Re-export it or fetch a clean copy."
             )
-    return Bundle(path, manifest, reader)
+    return Bundle(path, manifest, lambda rel: read(rel, manifest["files"][rel]["size"]))
+
+
+def _zip_sha256(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> str:
+    """The sha256 of a member, streamed (never more than its declared size)."""
+    h = hashlib.sha256()
+    try:
+        check_ratio(info, f"bundle {path}", BundleError)
+        for chunk in iter_member(z, info):
+            h.update(chunk)
+    except _ZIP_ERRORS as e:
+        raise BundleError(f"bundle {path}: {info.filename} cannot be read ({e}); the zip is corrupt.") from e
+    return h.hexdigest()

@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath, sha256_file
+from edgeship.bundle.manifest import parse_manifest
 from edgeship.errors import BundleError
 
 
@@ -39,8 +40,9 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
     zipped = out.name.endswith(".zip")
     if (out.exists() or out.is_symlink()) and not _is_bundle(out, zipped):
         raise BundleError(
-            f"output path {out} exists and is not an edgeship {'zipped ' if zipped else ''}bundle; refusing "
-            "to replace it. Choose another --output or remove it."
+            f"output path {out} exists and is not an edgeship {'zipped ' if zipped else ''}bundle; refusing to "
+            "replace it (only an output whose manifest.json parses as an edgeship manifest of a known schema "
+            "is replaced). Choose another --output or remove it."
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -55,16 +57,32 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
 
 
 def _is_bundle(path: Path, zipped: bool) -> bool:
-    """Whether ``path`` may be replaced: a bundle of the kind being written (or an empty folder)."""
+    """Whether ``path`` may be replaced: a bundle of the kind being written, whose manifest.json
+    parses as an edgeship manifest of a known schema (or an empty folder). A web app or browser
+    extension that merely has a manifest.json is not one."""
+    from edgeship.bundle.limits import MAX_MANIFEST_BYTES, read_member
+
     if path.is_symlink():
         return False
-    if not zipped:
-        return path.is_dir() and ((path / MANIFEST).is_file() or not any(path.iterdir()))
     try:
-        with zipfile.ZipFile(path) as z:
-            return MANIFEST in z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+        if not zipped:
+            if not path.is_dir():
+                return False
+            if not any(path.iterdir()):
+                return True
+            mpath = path / MANIFEST
+            if mpath.is_symlink() or not mpath.is_file() or mpath.stat().st_size > MAX_MANIFEST_BYTES:
+                return False
+            data = mpath.read_bytes()
+        else:
+            if not path.is_file():
+                return False
+            with zipfile.ZipFile(path) as z:
+                data = read_member(z, z.getinfo(MANIFEST), MAX_MANIFEST_BYTES, str(path), BundleError)
+        parse_manifest(data, path)
+    except (BundleError, KeyError, zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError):
         return False
+    return True
 
 
 def _temp_prefix(out: Path) -> str:
@@ -113,8 +131,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (read without changing it where /proc says it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_dir(out: Path, files: dict[str, Path], manifest: bytes) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out) + f"{os.getpid()}-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a bundle is shared like any folder
     try:
         for rel, src in files.items():
             dst = tmp / rel
@@ -159,6 +191,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _write_zip(out: Path, files: dict[str, Path], manifest: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out) + f"{os.getpid()}-", dir=out.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:

@@ -1,17 +1,18 @@
 """Options shared by several commands, and turning option values into library arguments.
 
-The model-loading options (``--arch``, ``--arch-kwargs``, ``--trust-pickle``, ``--import``,
+The model-loading options (``--arch``, ``--arch-kwargs``, ``--trust-pickle``, ``--trust-ops``, ``--import``,
 ``--code``) are one group: :func:`with_load_options` adds them to a command, which receives
 them as a single ``load: LoadOptions | None`` (None when none was given).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -36,6 +37,7 @@ _LOAD_PARAMS = [
     inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]),
     inspect.Parameter("arch_kwargs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]),
     inspect.Parameter("trust_pickle", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]),
+    inspect.Parameter("trust_ops", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-ops", help="Run an ExportedProgram (.pt2) whose graph calls ops outside edgeship's allow-list of pure aten/prims ops (such ops can read or write files: only for files you trust).")]),
     inspect.Parameter("imports", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]),
     inspect.Parameter("code", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--code", help="Python file to run before unpickling, defining the model's classes (repeatable).")]),
 ]
@@ -51,10 +53,11 @@ def with_load_options(fn: F) -> F:
 
     @functools.wraps(fn)
     def command(*, arch: str | None = None, arch_kwargs: str | None = None, trust_pickle: bool = False,
-                imports: list[str] | None = None, code: list[str] | None = None, **kwargs: Any) -> Any:
-        given = arch or arch_kwargs or trust_pickle or imports or code
+                trust_ops: bool = False, imports: list[str] | None = None, code: list[str] | None = None,
+                **kwargs: Any) -> Any:
+        given = arch or arch_kwargs or trust_pickle or trust_ops or imports or code
         load = LoadOptions(arch=arch, arch_kwargs=json_kwargs(arch_kwargs), trust_pickle=trust_pickle,
-                           imports=tuple(imports or ()), code=tuple(code or ())) if given else None
+                           trust_ops=trust_ops, imports=tuple(imports or ()), code=tuple(code or ())) if given else None
         return fn(load=load, **kwargs)
 
     command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
@@ -97,11 +100,23 @@ def tolerances(items: list[str] | None) -> dict:
     return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
 
 
+@contextlib.contextmanager
+def writing(path: Path, flag: str) -> Iterator[Path]:
+    """Turn a failure to write ``path`` (a missing folder, a full disk) into a usage error."""
+    try:
+        yield path
+    except OSError as e:
+        raise SpecError(f"{flag} {path}: cannot write it ({e.strerror or e}); check that its folder exists "
+                        "and is writable, and that the disk has room.") from e
+
+
 def write_reports(report: Any, json_out: Path | None, junit: Path | None) -> None:
     """The parity report as JSON and/or JUnit XML, where asked."""
     from edgeship.parity.report import write_json, write_junit
 
     if json_out:
-        write_json(report, json_out)
+        with writing(json_out, "--json"):
+            write_json(report, json_out)
     if junit:
-        write_junit(report, junit)
+        with writing(junit, "--junit"):
+            write_junit(report, junit)

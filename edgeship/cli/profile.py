@@ -51,13 +51,16 @@ def profile_command(
     if comparison is not None:
         render.comparison_table(out, comparison)
     if json_out:
-        write_json(report, json_out, comparison)
+        with opt.writing(json_out, "--json"):
+            write_json(report, json_out, comparison)
     if csv_out:
-        write_csv(report, csv_out)
+        with opt.writing(csv_out, "--csv"):
+            write_csv(report, csv_out)
     if html_out:
         from edgeship.profiling.html import write_html
 
-        write_html(html_out, report, comparison)
+        with opt.writing(html_out, "--html"):
+            write_html(html_out, report, comparison)
     if comparison is not None:
         comparison.check()  # RegressionError: exit 1, naming each configuration and both p50s
         out.print(f"baseline passed: {comparison.message()}", markup=False)

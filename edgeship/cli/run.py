@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import numpy as np
 import typer
 
 from edgeship.cli.app import app, console
@@ -20,8 +21,6 @@ def run(
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
 ) -> None:
     """Run BUNDLE once on inputs from .npy/.npz files and print (or save) the outputs."""
-    import numpy as np
-
     from edgeship.cli import render
     from edgeship.model import load
 
@@ -29,29 +28,29 @@ def run(
     model = load(bundle, target=target, variant=variant)
     outputs = model.run(feeds)
     if output:
+        from edgeship.cli.options import writing
+
         arrays: dict[str, Any] = dict(outputs)
-        np.savez(output, **arrays)
+        with writing(output, "--output"):
+            np.savez(output, **arrays)
     render.outputs(console(), model, outputs, output)
 
 
-def _read_feeds(items: list[str]) -> dict:
-    import zipfile
-
-    import numpy as np
-
-    from edgeship.bundle.golden import npz_arrays
+def _read_feeds(items: list[str]) -> dict[str, np.ndarray]:
+    from edgeship.bundle.limits import open_regular, read_npy, read_npz
 
     if not items:
         raise SpecError("no inputs: pass --input NAME=FILE.npy for each input, or --input FILE.npz.")
     feeds = {}
     for item in items:
         name, sep, file = item.partition("=")
-        try:
-            if not sep:
-                with np.load(item, allow_pickle=False) as data:
-                    feeds.update(npz_arrays(data))
-            else:
-                feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-            raise SpecError(f"--input {item}: cannot read it ({e}); use NAME=FILE.npy or FILE.npz.") from e
+        what = f"--input {item}"
+        if sep:
+            feeds[name] = read_npy(Path(file), what, SpecError)
+            continue
+        with open_regular(Path(item), "--input", SpecError) as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        if npy:
+            raise SpecError(f"--input {item} is an .npy file (one array): name the input it feeds, --input NAME={item}.")
+        feeds.update(read_npz(Path(item), what, SpecError))
     return feeds

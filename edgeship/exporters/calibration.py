@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.bundle.golden import base_sizes, random_feeds
+from edgeship.bundle.limits import read_npy, read_npz
 from edgeship.errors import SpecError
 from edgeship.spec import TensorSpec, format_shape, validate_feeds
 
@@ -81,11 +82,7 @@ def load_calibration(source: str | Path | None, inputs: tuple[TensorSpec, ...], 
 
 
 def _from_npz(path: Path, inputs, limit: int) -> list[dict]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception as e:
-        raise SpecError(f"--calibration {path}: cannot read it as an .npz of arrays ({e}).") from e
+    arrays = read_npz(path, f"--calibration {path}", SpecError)
     names = [t.name for t in inputs]
     if set(arrays) != set(names):
         raise SpecError(
@@ -125,10 +122,9 @@ def _from_folder(path: Path, inputs, limit: int) -> list[dict]:
                         f"--calibration {f}: .npy files only fit one-input models; this one takes "
                         f"{', '.join(t.name for t in inputs)}: use .npz files with one array per input."
                     )
-                samples.append({inputs[0].name: np.load(f, allow_pickle=False)})
+                samples.append({inputs[0].name: read_npy(f, f"--calibration {f}", SpecError)})
             else:
-                with np.load(f, allow_pickle=False) as data:
-                    samples.append({k: data[k] for k in data.files})
+                samples.append(read_npz(f, f"--calibration {f}", SpecError))
         except SpecError:
             raise
         except Exception as e:

@@ -3,7 +3,7 @@
 | format                        | detected by                           | loads with                          |
 |-------------------------------|---------------------------------------|-------------------------------------|
 | TorchScript archive           | zip with ``code/`` or ``constants.pkl`` | ``torch.jit.load`` (runs TorchScript) |
-| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``, safe unpickling only |
+| ExportedProgram (.pt2)        | zip with ``models/`` + ``archive_format`` | ``torch.export.load``, safe unpickling, pure ops only |
 | state_dict / checkpoint dict  | ``torch.save`` zip or legacy pickle    | ``torch.load(weights_only=True)`` + ``--arch`` |
 | whole pickled ``nn.Module``   | weights-only load refuses a global     | refused unless ``--trust-pickle``   |
 | ONNX model                    | protobuf ``ModelProto`` with a graph   | torch stages skipped                |
@@ -169,6 +169,10 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                     f"until its module is imported; pass --import {missing.group(1).rsplit('.', 1)[0].split('.')[0]} "
                     "(or --import the module that defines it) so torch.export.load can rebuild its outputs.") from e
             raise ModelLoadError(f"torch.export.load could not read {path}: {brief(e)}") from e
+        if not options.trust_ops:
+            from edgeship.exporters.graph_ops import check_graph_ops
+
+            check_graph_ops(ep, path)  # before anything runs the graph
         try:
             module = ep.module()
         except Exception as e:

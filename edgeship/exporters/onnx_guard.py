@@ -11,18 +11,19 @@ protobuf's entries and ``lstat``s the files they name, and refuses:
   regular file, or missing;
 - an offset or length that is not a non-negative integer, or that ends past the end of the file.
 
-onnx ≥ 1.21 and onnxruntime have checks of their own; this guard does not rely on them.
+onnx ≥ 1.21 and onnxruntime have checks of their own; this guard does not rely on them. The
+checks themselves live in ``runtimes.external_data`` (torch- and onnx-free), shared with the
+commands that hand a raw .onnx to onnxruntime.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
-from edgeship.errors import ModelLoadError, UnsafeModelError
+from edgeship.runtimes.external_data import ALLOWED_KEYS, ExternalRef, check_entries
 
-ALLOWED_KEYS = ("location", "offset", "length", "checksum")
+__all__ = ["ALLOWED_KEYS", "check_external_data", "external_tensors"]
 
 
 def external_tensors(model):
@@ -76,85 +77,5 @@ def check_external_data(model, model_path: Path) -> int:
         if not external and not len(t.external_data):
             continue
         count += 1
-        entries = {}
-        for e in t.external_data:
-            if e.key not in ALLOWED_KEYS:
-                raise ModelLoadError(
-                    f"{model_path}: tensor {t.name!r} has an unknown external-data key {e.key[:60]!r} "
-                    f"(allowed: {', '.join(ALLOWED_KEYS)}); the file is malformed or hostile, so it "
-                    "was refused before reading any external data."
-                )
-            if e.key in entries:
-                raise ModelLoadError(f"{model_path}: tensor {t.name!r} repeats the external-data key {e.key!r}.")
-            entries[e.key] = e.value
-        target = _check_location(entries.get("location", ""), t.name, model_path, folder)
-        _check_range(entries, t.name, model_path, target)
+        check_entries(ExternalRef(t.name, tuple((e.key, e.value) for e in t.external_data)), Path(model_path), folder)
     return count
-
-
-def _check_location(location: str, tensor: str, model_path: Path, folder: Path) -> Path:
-    def refuse(why: str):
-        raise UnsafeModelError(
-            f"{model_path}: tensor {tensor!r} keeps its data in {location!r}, which {why}; external "
-            "data must be a plain file inside the model's folder. Refused before reading it: "
-            "re-save the model with onnx.save(..., save_as_external_data=True) next to the .onnx file."
-        )
-
-    if not location:
-        refuse("is empty")
-    parts = location.replace("\\", "/").split("/")
-    if "\x00" in location or location.startswith(("/", "\\", "~")) or (len(location) > 1 and location[1] == ":") \
-            or os.path.isabs(location):
-        refuse("is an absolute path")
-    if ".." in parts:
-        refuse("climbs out of the folder with '..'")
-    if "\\" in location:
-        refuse("uses backslashes")
-    names = [p for p in parts if p not in ("", ".")]
-    if not names:
-        refuse("names no file")
-    here = folder
-    st = os.lstat(folder)
-    for part in names:
-        here = here / part
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            raise ModelLoadError(
-                f"{model_path}: tensor {tensor!r} keeps its data in {location!r}, which does not exist "
-                f"next to the model ({folder}); copy the external data file along with the .onnx file."
-            ) from None
-        except OSError as e:
-            raise ModelLoadError(f"{model_path}: cannot stat external data {location!r}: {e}") from e
-        if stat.S_ISLNK(st.st_mode):
-            refuse("is (or passes through) a symbolic link")
-    if not stat.S_ISREG(st.st_mode):
-        refuse("is not a regular file")
-    if st.st_nlink > 1:
-        refuse("is hard-linked elsewhere")
-    if os.path.commonpath([folder, os.path.realpath(here)]) != str(folder):
-        refuse("escapes the model's folder")
-    return here
-
-
-def _check_range(entries: dict, tensor: str, model_path: Path, target: Path) -> None:
-    size = os.lstat(target).st_size
-    values = {}
-    for key in ("offset", "length"):
-        raw = entries.get(key)
-        if raw is None:
-            continue
-        if not raw.isascii() or not raw.isdigit():
-            raise ModelLoadError(
-                f"{model_path}: tensor {tensor!r} has external-data {key} {raw[:40]!r}; it must be a "
-                "non-negative integer."
-            )
-        values[key] = int(raw)
-    offset = values.get("offset", 0)
-    end = offset + values.get("length", 0)
-    if offset > size or end > size:
-        raise ModelLoadError(
-            f"{model_path}: tensor {tensor!r} reads bytes {offset}..{end} of {entries['location']!r}, "
-            f"which has only {size} bytes; the external data file is truncated or does not belong "
-            "to this model."
-        )

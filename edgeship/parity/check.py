@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.bundle.golden import Sample, load_npz_samples, npz_arrays, read_bundle_npz
+from edgeship.bundle.golden import Sample, load_npz_samples, read_bundle_npz
+from edgeship.bundle.limits import read_npz
 from edgeship.bundle.manifest import VariantResult, variants_of
 from edgeship.bundle.read import open_bundle
 from edgeship.errors import BundleError, SpecError
@@ -100,11 +101,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
 
 def read_inputs(path: str | os.PathLike, spec: IOSpec) -> list[dict]:
     """Samples from an .npz: plain input names (one sample) or ``<i>/<name>`` keys (several)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = npz_arrays(data)
-    except Exception as e:
-        raise SpecError(f"--inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
+    arrays = read_npz(Path(path), f"--inputs {path}", SpecError)
     if arrays and all("/" in k for k in arrays):
         samples = load_npz_samples(arrays)
     else:

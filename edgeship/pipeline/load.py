@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from edgeship.bundle.golden import Sample, make_samples, npz_arrays, random_feeds, resample, second_sizes
+from edgeship.bundle.golden import Sample, make_samples, random_feeds, resample, second_sizes
+from edgeship.bundle.limits import read_npz
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, LoadedModel, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
@@ -219,12 +221,17 @@ def _describe(feeds: dict) -> str:
     return ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in feeds.items())
 
 
-def _read_example(path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return npz_arrays(data)
-    except Exception as e:
-        raise SpecError(f"--example-inputs {path}: cannot read it as an .npz of arrays ({e}).") from e
+def _read_example(path: Path) -> dict[str, np.ndarray]:
+    """The --example-inputs arrays: sizes checked before reading, no empty axis (it would make
+    every golden sample empty and parity vacuous)."""
+    arrays = read_npz(Path(path), f"--example-inputs {path}", SpecError)
+    for name, a in arrays.items():
+        if a.size == 0:
+            raise SpecError(
+                f"--example-inputs {path}: array {name!r} has shape {list(a.shape)}, with an axis of size 0; "
+                "every golden sample would be empty and parity would prove nothing. Give at least one row."
+            )
+    return arrays
 
 
 def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:

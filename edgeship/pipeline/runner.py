@@ -8,6 +8,7 @@ happens in a temporary folder until the atomic write.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from edgeship.pipeline.profile import profile_stage
 from edgeship.pipeline.quantize import quantize_stage
 from edgeship.pipeline.select import select_stage
 from edgeship.pipeline.torchscript import torchscript_stage
+from edgeship.pipeline.workdir import work_folder
 from edgeship.spec import IOSpec
 
 if TYPE_CHECKING:
@@ -70,10 +72,52 @@ class ExportResult:
 
 
 Progress = Callable[[str, str, "StageResult | None"], None]
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+MIN_OPSET = 7  # the oldest opset onnxruntime runs
+
+
+def check_config(cfg: ExportConfig) -> None:
+    """Usage errors that must stop an export before it starts (nothing silently ignored).
+
+    Raises:
+        SpecError: --atol/--rtol not finite and ≥ 0 (as --tolerance), --opset outside what onnx
+            knows, or an unknown --calibration-method.
+    """
+    import onnx
+
+    from edgeship.parity.tolerances import parse_tolerance
+
+    for key, value in (("atol", cfg.atol), ("rtol", cfg.rtol)):
+        if value is not None:
+            try:
+                parse_tolerance(f"fp32:{key}={value}")
+            except SpecError as e:
+                raise SpecError(f"--{key} {value}: must be a finite number ≥ 0 ({e}).") from e
+    newest = onnx.defs.onnx_opset_version()
+    if cfg.opset is not None and not MIN_OPSET <= cfg.opset <= newest:
+        raise SpecError(f"--opset {cfg.opset}: use an ONNX opset from {MIN_OPSET} to {newest} (onnx {onnx.__version__}), "
+                        "or leave it out for the exporter's default.")
+    if cfg.calibration_method not in CALIBRATION_METHODS:
+        raise SpecError(f"--calibration-method {cfg.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}.")
 
 
 def _silent(event: str, name: str, result: StageResult | None = None) -> None:
     pass
+
+
+def _run_stage(fn: Callable[[Context], str], ctx: Context, name: str) -> str:
+    """Run one stage; a full disk (report, golden or model files in the work folder) is an
+    error naming the folder, not a traceback."""
+    try:
+        return fn(ctx)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ExportError(
+            f"stage {name}: {e.strerror} while writing in the work folder {ctx.workdir}; free space in "
+            f"{tempfile.gettempdir()} or point TMPDIR at a folder with room. Nothing was written to "
+            f"{ctx.config.output_path}."
+        ) from e
 
 
 def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
@@ -85,15 +129,16 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     from edgeship.exporters.floors import require
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
-    with tempfile.TemporaryDirectory(prefix="edgeship-") as work:
-        ctx = Context(config=config, workdir=Path(work))
+    check_config(config)
+    with work_folder() as work:
+        ctx = Context(config=config, workdir=work)
         for name, fn, must in STAGES:
             if name in OPT_IN and not OPT_IN[name](config):
                 continue
             progress("start", name, None)
             t0 = time.perf_counter()
             try:
-                detail, status = fn(ctx), "ok"
+                detail, status = _run_stage(fn, ctx, name), "ok"
             except Skip as s:
                 detail, status = str(s), "skipped"
             except EdgeshipError as e:

@@ -45,6 +45,7 @@ from edgeship.errors import EdgeshipError, SpecError
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.profiling.source import Source, batch_feeds, natural_batch, open_source
 from edgeship.profiling.timing import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
+from edgeship.runtimes.ort import MAX_THREADS
 
 log = logging.getLogger(__name__)
 __all__ = ["Comparison", "ConfigResult", "ProfileReport", "Source", "compare", "open_source", "parse_percent",
@@ -135,19 +136,24 @@ class _Item:
         return config_label(self.target, self.variant, self.threads, self.batch)
 
 
+MAX_BATCH = 1 << 16
+MAX_DURATION_S = 24 * 3600.0
+
+
 def _check(cfg: ProfileConfig) -> None:
     if cfg.iterations is not None and cfg.duration is not None:
         raise SpecError("--iterations and --duration exclude each other; pass one of them.")
-    bad = [f"--threads {t}" for t in cfg.threads if t is not None and t < 1]
-    bad += [f"--batch {b}" for b in cfg.batches if b is not None and b < 1]
+    bad = [f"--threads {t}" for t in cfg.threads if t is not None and not 1 <= t <= MAX_THREADS]
+    bad += [f"--batch {b}" for b in cfg.batches if b is not None and not 1 <= b <= MAX_BATCH]
     if cfg.warmup < 0:
         bad.append(f"--warmup {cfg.warmup}")
     if cfg.iterations is not None and cfg.iterations < 1:
         bad.append(f"--iterations {cfg.iterations}")
-    if cfg.duration is not None and not cfg.duration > 0:
+    if cfg.duration is not None and not 0 < cfg.duration <= MAX_DURATION_S:
         bad.append(f"--duration {cfg.duration}")
     if bad:
-        raise SpecError(f"{', '.join(bad)}: use positive counts (--warmup may be 0) and a duration above 0 s.")
+        raise SpecError(f"{', '.join(bad)}: use positive counts (--warmup may be 0; --threads at most {MAX_THREADS}, "
+                        f"--batch at most {MAX_BATCH}) and a duration above 0 s and at most {MAX_DURATION_S} s.")
     if not cfg.targets or not cfg.threads or not cfg.batches:
         raise SpecError("nothing to profile: give at least one --target, --threads and --batch value.")
 

@@ -9,7 +9,7 @@ fixed runs only at that size. Torch-free.
 
 from __future__ import annotations
 
-import io
+import math
 import os
 import zipfile
 from collections.abc import Callable
@@ -43,21 +43,25 @@ def open_source(path: str | os.PathLike) -> Source:
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p} does not exist; pass a bundle (NAME.edgeship folder or .zip) or an .onnx file.")
-    if p.is_dir() or zipfile.is_zipfile(p):
+    if p.is_dir():
         return _bundle_source(p)
+    from edgeship.bundle.limits import open_regular
+
+    with open_regular(p, "profile source", ModelLoadError) as f:  # a FIFO or device would block or never end
+        if zipfile.is_zipfile(f):
+            return _bundle_source(p)
     return _onnx_source(p)
 
 
 def _bundle_source(p: Path) -> Source:
     from edgeship.bundle import open_bundle
-    from edgeship.bundle.golden import load_npz_samples
+    from edgeship.bundle.golden import read_bundle_npz
 
     b = open_bundle(p)
     m = b.manifest
     sample = None
     if (m.get("golden") or {}).get("inputs"):
-        with np.load(io.BytesIO(b.read(m["golden"]["inputs"])), allow_pickle=False) as data:
-            samples = load_npz_samples(data)
+        samples = read_bundle_npz(b, m["golden"]["inputs"])
         sample = samples[0] if samples else None
     ts = m.get("torchscript")
     return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
@@ -66,17 +70,19 @@ def _bundle_source(p: Path) -> Source:
 
 
 def _onnx_source(p: Path) -> Source:
+    from edgeship.bundle.inspect import onnx_for_session
     from edgeship.runtimes.ort import io_specs, open_session, session_options
 
+    model = onnx_for_session(p)  # a regular file; external data checked before anything reads it
     try:
-        s = open_session(p, options=session_options(1), error=ModelLoadError)
+        s = open_session(model, options=session_options(1), error=ModelLoadError)
     except ModelLoadError as e:
         raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e.__cause__ or e)}") from e
     inputs, outputs = io_specs(s)
     for t in inputs + outputs:
         if t.dtype not in SUPPORTED_DTYPES:
             raise SpecError(f"{p}: {t.name} has type {t.dtype}, which the profiler cannot feed.")
-    return Source(p.stem, "onnx", str(p), IOSpec(inputs, outputs), ("onnx",), lambda v: str(p))
+    return Source(p.stem, "onnx", str(p), IOSpec(inputs, outputs), ("onnx",), lambda v: model)
 
 
 # ----------------------------------------------------------------------------- batch
@@ -99,10 +105,29 @@ def natural_batch(spec: IOSpec, sample: dict | None) -> int:
     return 1
 
 
+MAX_FEED_BYTES = 1 << 30
+
+
+def _check_feed_bytes(src: Source, batch: int) -> None:
+    """Refuse a --batch whose feeds would take over :data:`MAX_FEED_BYTES`, before allocating."""
+    sym, sample = batch_symbol(src.spec), src.sample or {}
+    total = 0
+    for t in src.spec.inputs:
+        given = sample.get(t.name)
+        dims = [batch if d == sym else (int(given.shape[ax]) if given is not None and isinstance(d, str) else
+                                        d if isinstance(d, int) else 1) for ax, d in enumerate(t.shape)]
+        itemsize = np.dtype(t.dtype).itemsize if t.dtype != "bfloat16" else 2
+        total += math.prod(dims) * itemsize
+    if total > MAX_FEED_BYTES:
+        raise SpecError(f"--batch {batch}: the feeds of {src.name} would take {total / 2**30:.1f} GiB, over the "
+                        f"{MAX_FEED_BYTES >> 30} GiB the profiler allocates; use a smaller --batch.")
+
+
 def batch_feeds(src: Source, batch: int) -> dict[str, np.ndarray]:
     """Feeds at ``batch``: sample 0 repeated along the batch axis, or seeded random inputs."""
     spec, sample = src.spec, src.sample
     sym = batch_symbol(spec)
+    _check_feed_bytes(src, batch)
     if sym is None:
         fixed = natural_batch(spec, sample)
         if batch != fixed:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.errors import EdgeshipError, ExportError, TargetUnavailableError, brief
+from edgeship.errors import EdgeshipError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
 from edgeship.spec import IOSpec, TensorSpec
 
@@ -86,6 +86,21 @@ def resolve_targets(requested: tuple[str, ...] | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+MAX_THREADS = 1024
+
+
+def check_threads(threads: int | None) -> None:
+    """Refuse a thread count onnxruntime cannot honour (it segfaults or exhausts memory on 10**6).
+
+    Raises:
+        SpecError: not None and not an int from 1 to :data:`MAX_THREADS`.
+    """
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or not 1 <= threads <= MAX_THREADS):
+        raise SpecError(f"threads={threads!r}: use a whole number of intra-op threads from 1 to {MAX_THREADS} "
+                        f"(this machine has {os.cpu_count()} cores), or leave it out for one per core.")
+
+
 def session_options(threads: int | None = None, *, profile_prefix: str | None = None,
                     optimized_path: str | None = None, basic_level: bool = False) -> Any:
     """edgeship's onnxruntime session options.
@@ -99,6 +114,7 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
     """
     import onnxruntime as ort
 
+    check_threads(threads)
     so = ort.SessionOptions()
     so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
     so.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -124,13 +140,18 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
 
     Raises:
         error: onnxruntime cannot open the model.
+        UnsafeModelError: model bytes that name external data (see ``runtimes.external_data``).
         TargetUnavailableError: the target is not installed, or onnxruntime fell back from it.
     """
     import onnxruntime as ort
 
+    from edgeship.runtimes.external_data import refuse_external_data
+
     providers = providers or providers_for(target)
     src = model if isinstance(model, bytes) else os.fspath(model)
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
+    if isinstance(model, bytes):  # onnxruntime would resolve external data against the cwd
+        refuse_external_data(model, name)
     try:
         session = ort.InferenceSession(src, options if options is not None else session_options(),
                                        providers=providers)

@@ -111,3 +111,26 @@ def sentinel(tmp_path):
     path = tmp_path / "SENTINEL-code-was-executed"
     yield path
     assert not path.exists(), "a hostile input executed code"
+
+
+PEAK_SCRIPT = """
+import resource, sys
+sys.argv = ["edgeship", *sys.argv[1:]]
+from edgeship.cli import main
+try:
+    main()
+finally:
+    print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+
+
+def cli_peak(*args, timeout: float = 120, cwd=None) -> tuple[int, str, int]:
+    """Run the CLI in a child process: (exit code, its output, its own peak RSS in MiB)."""
+    import re
+    import subprocess
+
+    p = subprocess.run([PY, "-c", PEAK_SCRIPT, *map(str, args)], env=python_env(), capture_output=True,
+                       text=True, timeout=timeout, cwd=cwd)
+    out = " ".join((p.stdout + p.stderr).split())
+    m = re.search(r"PEAK_RSS_KB (\d+)", out)
+    return p.returncode, out, int(m.group(1)) // 1024 if m else -1

@@ -2,6 +2,7 @@
 bundle verifier either succeed or raise their EdgeshipError, never anything else."""
 
 import json
+import math
 import os
 import posixpath
 import shutil
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from edgeship.bundle import check_relpath, open_bundle, parse_manifest, write_bundle
 from edgeship.errors import BundleError, SpecError
-from edgeship.spec import SUPPORTED_DTYPES, TensorSpec, check_name, parse_dynamic, parse_input
+from edgeship.spec import MAX_ELEMENTS, SUPPORTED_DTYPES, TensorSpec, check_name, parse_dynamic, parse_input
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -35,6 +36,10 @@ def test_parse_input_accepts_or_raises_spec_error(text):
 @given(names, dims, st.sampled_from(SUPPORTED_DTYPES), st.booleans())
 def test_parse_input_round_trips(name, shape, dtype, explicit):
     text = f"{name}:{'x'.join(map(str, shape))}" + (f":{dtype}" if explicit else "")
+    if math.prod(shape) > MAX_ELEMENTS:  # refused before anything is allocated
+        with pytest.raises(SpecError, match="elements, over the"):
+            parse_input(text)
+        return
     assert parse_input(text) == TensorSpec(name, dtype if explicit else "float32", tuple(shape))
 
 

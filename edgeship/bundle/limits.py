@@ -1,0 +1,164 @@
+"""Limits on what edgeship reads, checked before it allocates: files, zip members, .npy/.npz arrays.
+
+A crafted input can declare any size: a manifest padded to GiBs, a zip member whose small
+header hides a stream that inflates to GiBs, an .npz of compressed zeros, an .npy header that
+declares 10^12 elements, a FIFO or ``/dev/zero`` passed as a file. Every reader here
+
+- opens without blocking and refuses anything but a regular file (:func:`open_regular`);
+- reads zip members in chunks, never past the size their header declares (:func:`read_member`),
+  and refuses a member that inflates more than :data:`MAX_RATIO` times;
+- reads an .npy header first and refuses an array larger than its member or than the budget
+  before numpy allocates it (:func:`read_npz`, :func:`read_npy`).
+
+The array budget (golden files, ``--example-inputs``, ``--inputs``, ``--calibration``, ``run
+--input``) is :data:`DEFAULT_ARRAY_MB` MiB per file, raised with the environment variable
+``EDGESHIP_MAX_ARRAY_MB`` where real data needs more. Manifests are at most
+:data:`MAX_MANIFEST_BYTES`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import stat
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from edgeship.errors import EdgeshipError
+
+MAX_MANIFEST_BYTES = 16 << 20
+DEFAULT_ARRAY_MB = 256
+MAX_RATIO = 200  # deflate of real weights and data: ~1.1x; of zeros: ~1000x
+RATIO_FLOOR = 1 << 20  # members below 1 MiB may compress as they like
+CHUNK = 1 << 20
+ARRAY_ENV = "EDGESHIP_MAX_ARRAY_MB"
+
+
+def array_budget() -> int:
+    """Bytes of arrays one .npz/.npy file may hold (``EDGESHIP_MAX_ARRAY_MB``, default 256 MiB)."""
+    raw = os.environ.get(ARRAY_ENV, "")
+    try:
+        mb = float(raw) if raw else DEFAULT_ARRAY_MB
+    except ValueError:
+        mb = DEFAULT_ARRAY_MB
+    return int(mb * (1 << 20)) if math.isfinite(mb) and mb > 0 else DEFAULT_ARRAY_MB << 20
+
+
+def open_regular(path: Path, what: str, error: type[EdgeshipError]) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file; never blocks on a FIFO or device.
+
+    Raises:
+        error: missing, unreadable, or not a regular file (a FIFO, device, socket or folder).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"{what}: {path} is not a regular file (a folder, device, pipe or socket); pass a file.")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular_file(path: Path, what: str, error: type[EdgeshipError]) -> bytes:
+    """The bytes of a regular file (see :func:`open_regular`)."""
+    with open_regular(path, what, error) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
+
+
+def check_ratio(info: zipfile.ZipInfo, where: str, error: type[EdgeshipError]) -> None:
+    """Refuse a zip member that declares more than :data:`MAX_RATIO` times its compressed size."""
+    if info.file_size > RATIO_FLOOR and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        raise error(
+            f"{where}: zip member {info.filename!r} declares {info.file_size} bytes from "
+            f"{info.compress_size} compressed (over {MAX_RATIO}x): refused as a decompression bomb."
+        )
+
+
+def iter_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A member's bytes in chunks; zipfile stops at the size its header declares."""
+    with z.open(info) as f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str,
+                error: type[EdgeshipError]) -> bytes:
+    """A member's bytes, refused when its header declares more than ``limit`` bytes."""
+    if info.file_size > limit:
+        raise error(f"{where}: zip member {info.filename!r} declares {info.file_size} bytes; at most {limit} are read.")
+    check_ratio(info, where, error)
+    return b"".join(iter_member(z, info))
+
+
+def _array_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError as e:
+        raise ValueError(f"not a numpy array ({e})") from e
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = reader(f)
+    return tuple(shape), dtype
+
+
+def _check_array(f: IO[bytes], size: int, budget: int, name: str) -> int:
+    """The bytes an .npy stream's header declares, checked against its ``size`` and ``budget``."""
+    try:
+        shape, dtype = _array_header(f)
+    except ValueError as e:
+        raise ValueError(f"{name} is {e}") from e
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds Python objects; arrays are read with allow_pickle=False")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > size:
+        raise ValueError(f"{name}'s header declares {nbytes} bytes ({dtype}{list(shape)}) but it holds {size}")
+    if nbytes > budget:
+        raise ValueError(f"{name} holds {nbytes} bytes of arrays, over the {budget >> 20} MiB limit "
+                         f"(raise it with {ARRAY_ENV})")
+    return nbytes
+
+
+def read_npz(source: bytes | Path, what: str, error: type[EdgeshipError], budget: int | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (its bytes or a regular file), sizes checked before allocating.
+
+    Raises:
+        error: not a readable .npz of plain arrays, or arrays over the budget (``what`` names it).
+    """
+    budget = array_budget() if budget is None else budget
+    f: IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else open_regular(source, what, error)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with f, zipfile.ZipFile(f) as z:
+            for info in z.infolist():
+                key = info.filename.removesuffix(".npy")
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"member {key!r} is not a numpy array")
+                check_ratio(info, what, error)
+                with z.open(info) as member:
+                    budget -= _check_array(member, info.file_size, budget, f"member {key!r}")
+                with z.open(info) as member:
+                    out[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except EdgeshipError:
+        raise
+    except Exception as e:  # zipfile, numpy's header parser, zlib: all mean "not a valid .npz"
+        raise error(f"{what} is not a readable .npz of arrays, so edgeship cannot read it ({e}).") from e
+    return out
+
+
+def read_npy(path: Path, what: str, error: type[EdgeshipError]) -> np.ndarray:
+    """One array from an .npy file, its size checked before allocating."""
+    with open_regular(path, what, error) as f:
+        try:
+            _check_array(f, os.fstat(f.fileno()).st_size, array_budget(), str(path))
+            f.seek(0)
+            return np.lib.format.read_array(f, allow_pickle=False)
+        except Exception as e:
+            raise error(f"{what} is not a readable .npy array, so edgeship cannot read it ({e}).") from e

@@ -1,0 +1,270 @@
+"""External data of ONNX models, found and checked without the onnx package (torch- and onnx-free).
+
+An ONNX tensor may keep its bytes in another file (``data_location = EXTERNAL`` with
+``location``, ``offset``, ``length`` and ``checksum`` entries). onnxruntime resolves those
+locations against the model's folder when given a path, and against the process's *current
+directory* when given the model's bytes: a model handed over as bytes can read ``.env`` from
+wherever the app runs. So:
+
+- :func:`external_refs` lists every tensor with external data straight from the protobuf wire
+  format (the runtime side has no onnx package), in graphs, subgraphs, attributes, functions,
+  sparse tensors and training info;
+- :func:`refuse_external_data` refuses any such tensor in model bytes (bundle variants never
+  have external data: it is inlined at export) before onnxruntime sees them;
+- :func:`check_entries` checks the locations of a user's raw ``.onnx`` file (a plain, unlinked
+  file inside the model's folder, the range inside the file) before anything reads them
+  (``bundle.inspect.onnx_for_session`` and ``exporters.onnx_guard`` use it).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeship.errors import EdgeshipError, ModelLoadError, UnsafeModelError
+
+ALLOWED_KEYS = ("location", "offset", "length", "checksum")
+MAX_DEPTH = 100  # nested graphs, as protobuf's own recursion limit
+# message kind -> {field number: kind of the nested message}, from onnx.proto
+_NESTED = {
+    "model": {7: "graph", 25: "function", 20: "training"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "function": {7: "node"},
+    "training": {1: "graph", 2: "graph"},
+}
+_TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION, _EXTERNAL = 8, 13, 14, 1
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """A tensor that keeps its data in another file: its name and its external-data entries."""
+
+    tensor: str
+    entries: tuple[tuple[str, str], ...]
+
+    @property
+    def location(self) -> str:
+        return dict(self.entries).get("location", "")
+
+
+class NotOnnxError(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise NotOnnxError("truncated or overlong varint")
+        b = buf[i]
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if b < 0x80:
+            return value, i
+
+
+def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """(field number, value) of one message: an int for varints, the bytes for length-delimited."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            yield field, value
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            if i + n > len(buf):
+                raise NotOnnxError("a field runs past the end of its message")
+            yield field, buf[i:i + n]
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 3:  # a group: unused by onnx.proto, but parsers skip it, so skip it too
+            i = _skip_group(buf, i, field)
+        else:  # an end-group without a start; 6 and 7 do not exist
+            raise NotOnnxError(f"unexpected wire type {wire}")
+    if i != len(buf):
+        raise NotOnnxError("a fixed-size field runs past the end of its message")
+
+
+def _skip_group(buf: memoryview, i: int, field: int) -> int:
+    """The index after the end-group tag of ``field`` (groups nest)."""
+    depth = [field]
+    while depth:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+        elif wire == 2:
+            n, i = _varint(buf, i)
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 3:
+            depth.append(key >> 3)
+        elif wire == 4 and depth[-1] == key >> 3:
+            depth.pop()
+        else:
+            raise NotOnnxError("a group is not closed")
+        if i > len(buf) or len(depth) > MAX_DEPTH:
+            raise NotOnnxError("a group runs past the end of its message")
+    return i
+
+
+def _tensor_ref(buf: memoryview) -> ExternalRef | None:
+    name, entries, external = "", [], False
+    for field, value in _fields(buf):
+        if field == _TENSOR_NAME and isinstance(value, memoryview):
+            name = bytes(value).decode("utf-8", "replace")
+        elif field == _TENSOR_EXTERNAL and isinstance(value, memoryview):
+            entry = dict(_fields(value))
+            key, val = entry.get(1, b""), entry.get(2, b"")
+            entries.append((bytes(key).decode("utf-8", "replace") if isinstance(key, memoryview) else "",
+                            bytes(val).decode("utf-8", "replace") if isinstance(val, memoryview) else ""))
+        elif field == _TENSOR_LOCATION and value == _EXTERNAL:
+            external = True
+    return ExternalRef(name, tuple(entries)) if external or entries else None
+
+
+def _walk(buf: memoryview, kind: str, depth: int) -> Iterator[ExternalRef]:
+    if depth > MAX_DEPTH:
+        raise NotOnnxError(f"graphs nested deeper than {MAX_DEPTH}")
+    if kind == "tensor":
+        ref = _tensor_ref(buf)
+        if ref is not None:
+            yield ref
+        return
+    nested = _NESTED[kind]
+    for field, value in _fields(buf):
+        if field in nested and isinstance(value, memoryview):
+            yield from _walk(value, nested[field], depth + 1)
+
+
+def external_refs(data: bytes) -> list[ExternalRef]:
+    """Every tensor of an ONNX model (its serialized bytes) that uses external data.
+
+    Raises:
+        NotOnnxError: the bytes are not a well-formed protobuf message.
+    """
+    return list(_walk(memoryview(data), "model", 0))
+
+
+def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = UnsafeModelError,
+                         where: str = "") -> None:
+    """Refuse model bytes that name external data, before onnxruntime sees them.
+
+    Args:
+        what: the model, as messages name it; ``where`` prefixes the message (``bundle PATH: ``).
+
+    Raises:
+        error: a tensor keeps its data in another file, or the bytes are not a protobuf message
+            (which a parser could read differently from this scan).
+    """
+    try:
+        refs = external_refs(data)
+    except NotOnnxError as e:
+        raise error(f"{where}onnxruntime cannot open {what}: it is not a readable ONNX model ({e}).") from e
+    if refs:
+        raise error(
+            f"{where}{what} keeps tensor {refs[0].tensor!r} in external data {refs[0].location[:80]!r} "
+            f"({len(refs)} tensor{'s' if len(refs) > 1 else ''} in all); given as bytes, onnxruntime would "
+            "read that file from the current directory, so it was refused before onnxruntime saw it. "
+            "A bundle never needs external data (export inlines it): this one was edited; re-export it."
+        )
+
+
+def check_entries(ref: ExternalRef, model_path: Path, folder: Path) -> Path:
+    """Check one tensor's external-data entries; returns the file they name.
+
+    Raises:
+        UnsafeModelError: a location that escapes the model's folder or is linked.
+        ModelLoadError: an unknown or repeated key, a missing file, or an offset/length past the end.
+    """
+    entries: dict[str, str] = {}
+    for key, value in ref.entries:
+        if key not in ALLOWED_KEYS:
+            raise ModelLoadError(
+                f"{model_path}: tensor {ref.tensor!r} has an unknown external-data key {key[:60]!r} "
+                f"(allowed: {', '.join(ALLOWED_KEYS)}); the file is malformed or hostile, so it "
+                "was refused before reading any external data."
+            )
+        if key in entries:
+            raise ModelLoadError(f"{model_path}: tensor {ref.tensor!r} repeats the external-data key {key!r}.")
+        entries[key] = value
+    target = _check_location(entries.get("location", ""), ref.tensor, model_path, folder)
+    _check_range(entries, ref.tensor, model_path, target)
+    return target
+
+
+def _check_location(location: str, tensor: str, model_path: Path, folder: Path) -> Path:
+    def refuse(why: str) -> UnsafeModelError:
+        return UnsafeModelError(
+            f"{model_path}: tensor {tensor!r} keeps its data in {location!r}, which {why}; external "
+            "data must be a plain file inside the model's folder. Refused before reading it: "
+            "re-save the model with onnx.save(..., save_as_external_data=True) next to the .onnx file."
+        )
+
+    if not location:
+        raise refuse("is empty")
+    parts = location.replace("\\", "/").split("/")
+    if "\x00" in location or location.startswith(("/", "\\", "~")) or (len(location) > 1 and location[1] == ":") \
+            or os.path.isabs(location):
+        raise refuse("is an absolute path")
+    if ".." in parts:
+        raise refuse("climbs out of the folder with '..'")
+    if "\\" in location:
+        raise refuse("uses backslashes")
+    names = [p for p in parts if p not in ("", ".")]
+    if not names:
+        raise refuse("names no file")
+    here, st = folder, None
+    for part in names:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"{model_path}: tensor {tensor!r} keeps its data in {location!r}, which does not exist "
+                f"next to the model ({folder}); copy the external data file along with the .onnx file."
+            ) from None
+        except OSError as e:
+            raise ModelLoadError(f"{model_path}: cannot stat external data {location!r}: {e}") from e
+        if stat.S_ISLNK(st.st_mode):
+            raise refuse("is (or passes through) a symbolic link")
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise refuse("is not a regular file")
+    if st.st_nlink > 1:
+        raise refuse("is hard-linked elsewhere")
+    if os.path.commonpath([folder, os.path.realpath(here)]) != str(folder):
+        raise refuse("escapes the model's folder")
+    return here
+
+
+def _check_range(entries: dict[str, str], tensor: str, model_path: Path, target: Path) -> None:
+    size = os.lstat(target).st_size
+    values = {}
+    for key in ("offset", "length"):
+        raw = entries.get(key)
+        if raw is None:
+            continue
+        if not raw.isascii() or not raw.isdigit():
+            raise ModelLoadError(
+                f"{model_path}: tensor {tensor!r} has external-data {key} {raw[:40]!r}; it must be a "
+                "non-negative integer."
+            )
+        values[key] = int(raw)
+    offset = values.get("offset", 0)
+    end = offset + values.get("length", 0)
+    if offset > size or end > size:
+        raise ModelLoadError(
+            f"{model_path}: tensor {tensor!r} reads bytes {offset}..{end} of {entries['location']!r}, "
+            f"which has only {size} bytes; the external data file is truncated or does not belong "
+            "to this model."
+        )
