@@ -238,7 +238,7 @@ def _captured_log(name: str, into: list[str]) -> Iterator[None]:
 def _bound(value: Any, default: int) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError, OverflowError):  # sympy's infinities
+    except Exception:  # sympy's infinities raise TypeError, OverflowError or AttributeError
         return default
 
 
