@@ -101,7 +101,9 @@ class ProfileConfig:
         per_op: also run onnxruntime's profiler and aggregate its JSON per op type and node.
         per_op_runs: profiled inferences for ``per_op`` (after ``min(warmup, 5)`` unprofiled ones).
         top: rows kept in the per-op tables.
-        compare_torch: a PyTorch model file; adds eager PyTorch (and the bundle's TorchScript) rows.
+        compare_torch: a PyTorch model file; adds eager PyTorch rows.
+        run_bundled_torchscript: also time the bundle's torchscript/model.pt (TorchScript is code,
+            and a bundle is never trusted to name code to run: off unless asked for).
         load: how to load ``compare_torch`` (``--arch`` etc.); the bundle's recorded ``--arch`` is
             only quoted in the error for a state_dict, never imported.
     """
@@ -118,3 +120,4 @@ class ProfileConfig:
     top: int = 10
     compare_torch: Path | None = None
     load: LoadOptions | None = None
+    run_bundled_torchscript: bool = False

@@ -216,8 +216,12 @@ def test_compare_torch_rows(mlp_bundle, files):
 
     with pytest.raises(ModelLoadError, match="records --arch .* not used automatically"):
         profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt", **FAST))
+    safe = profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt",
+                                             load=LoadOptions(arch=arch("MLP")), **FAST))
+    assert {x.variant for x in safe.results} == {"fp32", "torch-eager"}  # the bundle's TorchScript is code: not run
+    assert any("--run-bundled-torchscript" in n for n in safe.notes)
     r = profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt",
-                                          load=LoadOptions(arch=arch("MLP")), **FAST))
+                                          load=LoadOptions(arch=arch("MLP")), run_bundled_torchscript=True, **FAST))
     rows = {x.variant: x for x in r.results}
     assert set(rows) == {"fp32", "torch-eager", "torchscript"}
     assert rows["torch-eager"].runtime == rows["torchscript"].runtime == "torch"

@@ -30,7 +30,8 @@ def profile_command(
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts.")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
-    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch (and the bundle's TorchScript) rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
+    compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
+    run_bundled_torchscript: Annotated[bool, typer.Option("--run-bundled-torchscript", help="With --compare-torch, also time the bundle's torchscript/model.pt. TorchScript is code: only for bundles you trust.")] = False,
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Measure latency of a bundle or .onnx file per target × variant × threads × batch. Exit 1 on a regression against --baseline."""
@@ -42,7 +43,8 @@ def profile_command(
     limit = parse_percent(max_regression)
     cfg = ProfileConfig(targets=tuple(opt.split(target)), variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
-                        per_op=per_op, top=top, compare_torch=compare_torch, load=load)
+                        per_op=per_op, top=top, compare_torch=compare_torch, load=load,
+                        run_bundled_torchscript=run_bundled_torchscript)
     out = console()
     with render.ProfileProgress(out) as progress:
         report = profile(source, cfg, progress)

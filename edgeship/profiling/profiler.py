@@ -199,6 +199,9 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
         plan += _torch_items(src, config, threads, batches, feeds)
         if any(t != "cpu" for t, _ in targets):
             notes.append("PyTorch rows run on the CPU")
+        if src.torchscript is not None and not config.run_bundled_torchscript:
+            notes.append("the bundle's TorchScript was not timed: TorchScript is code, and a bundle is not trusted "
+                         "to name code to run; pass --run-bundled-torchscript for a bundle you trust")
     rss = PeakRss()
     if rss.scope != "configuration":
         notes.append("peak RSS is the process's lifetime peak (this OS cannot reset it per configuration)")
@@ -251,7 +254,7 @@ def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> li
     # every loading error surfaces before any timing; the bundle's recorded --arch is never used
     load_reference(path, cfg.load, src.recorded, "--compare-torch")
     loaders = {"torch-eager": lambda: load_reference(path, cfg.load, src.recorded, "--compare-torch")}
-    if src.torchscript is not None:
+    if src.torchscript is not None and cfg.run_bundled_torchscript:
         data = src.torchscript()
         loaders["torchscript"] = lambda: torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     names = src.spec.input_names

@@ -145,3 +145,40 @@ def test_bundles_are_written_with_the_users_umask(mlp_bundle, tmp_path, zipped):
         os.umask(old)
     modes = {p: stat.S_IMODE(os.stat(p).st_mode) for p in [out, *(out.rglob("*") if not zipped else [])]}
     assert all(m == (0o755 if p.is_dir() else 0o644) for p, m in modes.items()), {str(p): oct(m) for p, m in modes.items()}
+
+
+# ----------------------------------------------------------------------------- item 3
+
+class _WritesAFile(torch.nn.Module):
+    """TorchScript that maps a file with aten.from_file(shared=True) and fills it: code in a bundle."""
+
+    def __init__(self, victim: str):
+        super().__init__()
+        self.victim = victim
+        self.fc = torch.nn.Linear(10, 4)
+
+    def forward(self, x):
+        mapped = torch.from_file(self.victim, True, 4, dtype=torch.uint8)
+        mapped.fill_(65)
+        return self.fc(x) + mapped.sum().to(x.dtype) * 0
+
+
+def test_bundled_torchscript_is_not_run_without_opt_in(mlp_bundle, files, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    bundle = shutil.copytree(mlp_bundle, tmp_path / "evil.edgeship")
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"0000")
+    torch.jit.save(torch.jit.script(_WritesAFile(str(victim))), bundle / "torchscript" / "model.pt")
+    resign(bundle, "torchscript/model.pt")
+    cmd = [sys.executable, "-m", "edgeship", "profile", str(bundle), "--compare-torch", str(files["dir"] / "mlp_state.pt"),
+           "--arch", arch("MLP"), "--threads", "1", "-n", "3", "--warmup", "0"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert victim.read_bytes() == b"0000", "the bundle's TorchScript ran without --run-bundled-torchscript"
+    assert "bundle's TorchScript was not timed" in " ".join(r.stdout.split()) and "torchscript" not in r.stdout.split("note")[0]
+    r = subprocess.run(cmd + ["--run-bundled-torchscript"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert victim.read_bytes() == b"AAAA"  # opted in: it is code, and it wrote the file (which is why it is opt-in)
