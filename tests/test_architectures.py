@@ -164,3 +164,27 @@ def test_a_program_returning_a_registered_dataclass_needs_import_first(tmp_path)
                        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert [t.name for t in edgeship.load(tmp_path / "head.edgeship").outputs] == ["logits", "probs"]
+
+
+def test_torchscript_archive_with_dict_outputs_exports(tmp_path):
+    """A strict=False trace returning a dict (as of a Hugging Face model): flattened, named by key."""
+    m = models.MultiIO().eval()
+    path = tmp_path / "dict_ts.pt"
+    torch.jit.save(torch.jit.trace(m, (torch.randn(2, 6), torch.randint(0, 10, (2, 3))), strict=False), path)
+    r = export(ExportConfig(model=path, output=tmp_path / "d.edgeship", inputs=("feats:2x6", "ids:2x3:int64"),
+                            dynamic_batch=True, quantize=("fp32",)))
+    assert [t.name for t in r.spec.outputs] == ["logits", "hidden"]
+    assert any("flattened to a tuple" in n for n in r.notes) and r.parity.passed
+    out = edgeship.load(r.bundle)({"feats": np.ones((3, 6), np.float32), "ids": np.ones((3, 3), np.int64)})
+    assert out["logits"].shape == (3, 3) and out["hidden"].shape == (3, 8)
+
+
+def test_hints_never_loop():
+    from edgeship.exporters.onnx import _hint
+
+    text = "Exporting the operator 'prim::DictConstruct' to ONNX opset version 17 is not supported."
+    hint = _hint(text, ["torchscript"], script=True)
+    assert "--exporter dynamo" not in hint and "--opset" not in hint and "return tensors" in hint
+    op = "Exporting the operator 'aten::fft_rfft' to ONNX opset version 17 is not supported."
+    assert "--exporter dynamo" not in _hint(op, ["torchscript"], script=True)
+    assert "--exporter dynamo" in _hint(op, ["torchscript"], script=False)

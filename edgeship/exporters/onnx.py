@@ -60,6 +60,10 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             "ScriptModules); use --exporter torchscript or auto."
         )
     notes, errors, raw = [], [], []
+    if is_script and _returns_containers(source):
+        source = _flat_outputs(source, args)
+        notes.append("TorchScript archive returning a dict or nested outputs: flattened to a tuple (names from "
+                      "the dict keys) for export")
     for name in order:
         chosen = opset or DEFAULT_OPSET[name]
         model = source.module() if (is_ep and name == "torchscript") else source
@@ -77,7 +81,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             log.info("%s exporter failed: %s", name, reason)
             if len(order) > 1:
                 notes.append(f"{name} exporter failed ({reason}); fell back")
-    hint = _hint(" ".join(raw), order)
+    hint = _hint(" ".join(raw), order, is_script)
     ops = unsupported_ops(" ".join(raw))
     what = f" (unsupported op: {', '.join(ops)})" if ops else ""
     body = " | ".join(errors).rstrip(". ")
@@ -206,14 +210,50 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
 _OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
 
 
+def _returns_containers(sm: Any) -> bool:
+    """Whether a ScriptModule's forward returns anything but a tensor or a flat tuple of tensors."""
+    try:
+        ret = str(sm.forward.schema.returns[0].type)
+    except (AttributeError, IndexError, RuntimeError):
+        return False
+    return not re.fullmatch(r"Tensor|\(Tensor(, Tensor)*\)|Tuple\[Tensor(, Tensor)*\]", ret)
+
+
+def _flat_outputs(sm: Any, args: tuple) -> Any:
+    """``sm`` traced inside a wrapper that returns its outputs as a flat tuple, in the order (and
+    so with the names) the eager reference flattened them: dict keys, nested tuples."""
+    import torch
+
+    from edgeship.runtimes.torch_eager import flatten_outputs
+
+    class Flat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = sm
+
+        def forward(self, *inputs: Any) -> tuple:
+            return tuple(t for _, t in flatten_outputs(self.model(*inputs)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.trace(Flat().eval(), args, strict=False, check_trace=False)
+
+
 def unsupported_ops(text: str) -> list[str]:
     """The ops an exporter said it cannot translate (``aten::...`` or ``prims....``), in order."""
     return list(dict.fromkeys(a or b for a, b in _OPS.findall(text)))
 
 
-def _hint(text: str, tried: list[str] | None = None) -> str:
-    untried = [x for x in ("dynamo", "torchscript") if x not in (tried or [])]
+def _hint(text: str, tried: list[str] | None = None, script: bool = False) -> str:
+    """What to try next. Never a loop: a TorchScript archive is not sent to the dynamo exporter
+    (it refuses ScriptModules), and a ``prim::`` op (TorchScript's own containers and control
+    flow) is not sent to --opset, which cannot help it."""
+    untried = [x for x in ("dynamo", "torchscript") if x not in (tried or []) and not (script and x == "dynamo")]
     ops = unsupported_ops(text)
+    if ops and all(op.startswith("prim::") for op in ops):
+        return (f"{', '.join(ops)} is TorchScript's own {'container' if 'Construct' in ops[0] else 'op'}, not a "
+                "tensor op: return tensors (or a tuple of tensors) from forward(), or export the nn.Module "
+                "(a state_dict with --arch) instead of the TorchScript archive")
     if ops or "Unsupported" in text or "not supported" in text or "No decomposition" in text:
         other = f", try --exporter {untried[0]}" if untried else ""
         return ("an op has no ONNX translation at this opset: replace it in the model (or compute it "
