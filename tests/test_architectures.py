@@ -188,3 +188,32 @@ def test_hints_never_loop():
     op = "Exporting the operator 'aten::fft_rfft' to ONNX opset version 17 is not supported."
     assert "--exporter dynamo" not in _hint(op, ["torchscript"], script=True)
     assert "--exporter dynamo" in _hint(op, ["torchscript"], script=False)
+
+
+def test_auto_exporter_falls_back_when_the_onnx_does_not_follow_a_dynamic_axis(tmp_path, monkeypatch):
+    """The dynamo exporter keeps the input axis symbolic but fixes a size inside the graph (torch 2.13
+    does so for vit_b_16 at batch 1; simulated here by exporting a batch-1 trace in its place). The
+    TorchScript-based exporter fixes it too (int(x.size(0)) is a constant in a trace), so the dynamo
+    exporter at the second sample's sizes ships, and the note says why."""
+    from edgeship.exporters import onnx as onnx_export
+
+    real = onnx_export._run_exporter
+    calls = []
+
+    def buggy(name, model, args, spec, path, opset):
+        calls.append((name, int(args[0].shape[0])))
+        if name == "dynamo" and args[0].shape[0] == 1:
+            return real("torchscript", model, args, spec, path, 17)  # symbolic input, size 1 fixed inside
+        return real(name, model, args, spec, path, opset)
+
+    monkeypatch.setattr(onnx_export, "_run_exporter", buggy)
+    path = _state(models.SpecialisedTrace(), tmp_path, "spec")
+    r = export(ExportConfig(model=path, output=tmp_path / "s.edgeship", inputs=("x:1x12",), dynamic_batch=True,
+                            load=LoadOptions(arch=arch("SpecialisedTrace")), quantize=("fp32",), torchscript=False))
+    assert calls == [("dynamo", 1), ("torchscript", 1), ("dynamo", 2)]
+    assert any("does not follow the dynamic axes" in n and "shipped the dynamo exporter at the second sample's sizes" in n
+               and "the torchscript exporter: also fails" in n for n in r.notes)
+    assert {s.name: s.detail for s in r.stages}["onnx"].startswith("dynamo (second sizes) exporter")
+    assert r.parity.passed
+    y = edgeship.load(r.bundle)(np.ones((3, 12), np.float32))
+    assert y.shape == (3, 2, 2)

@@ -79,7 +79,7 @@ def load_stage(ctx: Context) -> str:
                         f"{brief(e)}. Check --input shapes and dtypes.") from e
     ctx.samples = samples
     if loaded.format != ONNX:
-        ctx.example_args = _to_torch(samples[0].feeds, inputs)
+        ctx.example_args = to_torch(samples[0].feeds, inputs)
     first = pairs[0]
     names = list(cfg.output_names) or [n for n, _ in first]
     if len(names) != len(first):
@@ -315,7 +315,7 @@ def _example_for_onnx(graph_specs, given, seed: int) -> dict:
     return random_feeds(tuple(given), {}, np.random.default_rng(seed))
 
 
-def _to_torch(feeds: dict, inputs) -> tuple:
+def to_torch(feeds: dict, inputs) -> tuple:
     import torch
 
     return tuple(torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs)
@@ -328,7 +328,7 @@ def _eager_reference(module, binding: Binding):
         from edgeship.runtimes.torch_eager import flatten_outputs, to_numpy
 
         with torch.inference_mode():
-            out = binding.call(module, _to_torch(feeds, inputs))
+            out = binding.call(module, to_torch(feeds, inputs))
         pairs = flatten_outputs(out)
         if not pairs:
             raise SpecError("the model returned no tensors; edgeship exports models that return tensors.")
