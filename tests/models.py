@@ -250,3 +250,29 @@ class ConcatBatch(nn.Module):
 
     def forward(self, a, b):
         return self.fc(torch.cat([a, b], 0))
+
+
+class TinyHead(nn.Module):
+    """A head initialised near zero: every output value is far below fp32's atol (1e-4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(16, 8)
+        with torch.no_grad():
+            self.fc.weight.mul_(1e-5)
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class NoDetections(nn.Module):
+    """A detector that found nothing: its boxes output is empty on every input."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        boxes = self.fc(x)
+        return boxes[boxes.sum(1) > 1e6], self.fc(x).sum(1)

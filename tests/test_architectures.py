@@ -217,3 +217,55 @@ def test_auto_exporter_falls_back_when_the_onnx_does_not_follow_a_dynamic_axis(t
     assert r.parity.passed
     y = edgeship.load(r.bundle)(np.ones((3, 12), np.float32))
     assert y.shape == (3, 2, 2)
+
+
+def test_tiny_outputs_are_flagged_and_judged_relative_to_their_scale():
+    from edgeship.bundle.golden import Sample
+    from edgeship.parity.evaluate import RunResult, judge_outputs
+    from edgeship.parity.tolerances import tolerance_for
+
+    ref = {"y": np.full((2, 4), 1e-6, np.float32)}
+    s = Sample("s", {}, {})
+    half_wrong = RunResult("r", 0, s, {"y": ref["y"] * 1.5})
+    report = judge_outputs([half_wrong], [ref], tolerance_for("fp32"))
+    assert "every value is below atol=0.0001" in report.vacuous["y"]
+    assert not report.passed  # atol alone (1e-4) would have passed a 50% error
+    assert judge_outputs([RunResult("r", 0, s, dict(ref))], [ref], tolerance_for("fp32")).passed
+
+
+def test_rows_in_another_order_are_explained():
+    from edgeship.parity.evaluate import compare_outputs
+    from edgeship.parity.tolerances import tolerance_for
+
+    boxes = np.arange(12, dtype=np.float32).reshape(4, 3)
+    checks = compare_outputs("r", "fp32", "s", "", {"boxes": boxes}, {"boxes": boxes[[1, 0, 2, 3]]},
+                             lambda _o: tolerance_for("fp32"))
+    assert not checks[0].passed and "same rows are there in another order" in checks[0].reason
+
+
+def test_a_tiny_head_is_flagged_and_keeps_fp32_the_default(tmp_path, monkeypatch):
+    from edgeship.parity.report import write_junit
+    from edgeship.pipeline import select
+
+    monkeypatch.setattr(select, "quick_p50s", lambda runners, feeds, **kw: {n: 0.1 if "int8" in n else 1.0 for n in runners})
+    path = _state(models.TinyHead(), tmp_path, "tiny")
+    r = export(ExportConfig(model=path, output=tmp_path / "t.edgeship", inputs=("x:4x16",), dynamic_batch=True,
+                            load=LoadOptions(arch=arch("TinyHead")), quantize=("dynamic",), torchscript=False))
+    assert "output" in r.parity.vacuous and "below atol" in r.parity.vacuous["output"]
+    assert r.defaults["cpu"] == "fp32"  # int8 is 10x faster here, but nothing shows it is accurate
+    assert any("int8_dynamic is faster but not the default: the parity evidence is vacuous" in n for n in r.notes)
+    report = json.loads((r.bundle / "report.json").read_text())
+    assert any("vacuous for output 'output'" in w for w in report["parity"]["warnings"])
+    checked = edgeship.check(r.bundle)
+    assert "output" in checked.vacuous
+    write_junit(checked, tmp_path / "j.xml")
+    assert "WARNING: parity evidence is vacuous" in (tmp_path / "j.xml").read_text()
+
+
+def test_an_output_empty_on_every_sample_is_flagged(tmp_path):
+    path = _state(models.NoDetections(), tmp_path, "det")
+    r = export(ExportConfig(model=path, output=tmp_path / "d.edgeship", inputs=("x:3x8",),
+                            load=LoadOptions(arch=arch("NoDetections")), output_names=("boxes", "scores"),
+                            quantize=("fp32",), torchscript=False))
+    assert "empty on every golden sample" in r.parity.vacuous["boxes"]
+    assert "scores" not in r.parity.vacuous

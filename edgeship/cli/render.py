@@ -83,6 +83,8 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
     for variant, where in (report.divergence or {}).items():
         if where:
             console.print(Text.assemble(("where: ", "yellow"), f"{variant}: {describe(where)}"))
+    for warning in report.vacuous.values():
+        console.print(Text.assemble(("warning: ", "bold yellow"), warning))
 
 
 def tolerance_table(console: Console, report) -> None:

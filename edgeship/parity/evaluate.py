@@ -8,7 +8,7 @@ tolerances. :func:`run_parity` is the two in a row.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -81,8 +81,41 @@ def compare_outputs(runner: str, variant: str, sample: str, sizes: str, ref: dic
             continue
         m = metrics(r, g, tol)
         why = judge(m, tol)
+        if why is not None and r.ndim == 2 and r.shape[0] > 1 and judge(metrics(_rows_sorted(r), _rows_sorted(g), tol), tol) is None:
+            why += (f"; yet the same rows are there in another order: {name!r} looks order-insensitive (detections "
+                    "after NMS with tied scores come out in either order); compare it sorted, or break the ties")
         checks.append(OutputCheck(runner, variant, name, sample, why is None, m, why))
     return checks
+
+
+def _rows_sorted(a: np.ndarray) -> np.ndarray:
+    return a[np.lexsort(a.T[::-1])] if a.size else a
+
+
+def vacuous_outputs(references: Sequence[dict[str, np.ndarray]], tol_of: ToleranceOf) -> dict[str, str]:
+    """Outputs whose parity evidence proves nothing: empty on every golden sample, or every value
+    below the absolute tolerance (a head initialised near zero) so that atol alone would pass
+    anything. Returns {output: why}."""
+    out: dict[str, str] = {}
+    for name in references[0] if references else ():
+        arrays = [np.asarray(ref[name]) for ref in references if name in ref]
+        if all(a.size == 0 for a in arrays):
+            out[name] = (f"parity evidence is vacuous for output {name!r}: empty on every golden sample; give "
+                         "--example-inputs that produce non-empty outputs (e.g. images with detections)")
+            continue
+        atol = tol_of(name).atol
+        scale = max((float(np.max(np.abs(a[np.isfinite(a)]), initial=0.0)) for a in arrays if a.dtype.kind in "fc"),
+                    default=None)
+        if atol is not None and scale is not None and scale < atol:
+            out[name] = (f"parity evidence is vacuous for output {name!r}: every value is below atol={atol:g} "
+                         f"(max |ref| {scale:.3g}), so atol would pass anything; judged relative to the output's "
+                         "scale instead")
+    return out
+
+
+def _scaled(tol: Tolerance, scale: float) -> Tolerance:
+    """For an output whose values are all below ``tol.atol``: atol relative to its scale."""
+    return replace(tol, atol=scale * (tol.rtol if tol.rtol is not None else 1e-3))
 
 
 def judge_outputs(results: Sequence[RunResult], references: Sequence[dict[str, np.ndarray]], tol: Tolerance | ToleranceOf,
@@ -94,7 +127,16 @@ def judge_outputs(results: Sequence[RunResult], references: Sequence[dict[str, n
     when the sample put a dynamic axis at a second size (that is how a trace specialised to
     batch 1 shows up).
     """
-    tol_of: ToleranceOf = tol if callable(tol) else (lambda _output: tol)
+    given: ToleranceOf = tol if callable(tol) else (lambda _output: tol)
+    vacuous = vacuous_outputs(references, given)
+    scales = {n: max((float(np.max(np.abs(ref[n][np.isfinite(ref[n])]), initial=0.0)) for ref in references
+                      if n in ref and ref[n].dtype.kind in "fc"), default=0.0)
+              for n in vacuous if "below atol" in vacuous[n]}
+
+    def tol_of(output: str) -> Tolerance:
+        t = given(output)
+        return _scaled(t, scales[output]) if output in scales else t
+
     checks: list[OutputCheck] = []
     for r in results:
         ref = references[r.index]
@@ -105,7 +147,8 @@ def judge_outputs(results: Sequence[RunResult], references: Sequence[dict[str, n
             continue
         checks += compare_outputs(r.runner, variant, r.sample.label, r.sample.describe(), ref, r.outputs, tol_of, note)
     outputs = list(references[0]) if references else []
-    return ParityReport(tuple(checks), {variant: {o: tol_of(o).to_dict() for o in outputs}})
+    # the tolerances as given (recorded in bundles, so check re-derives the same scaling from them)
+    return ParityReport(tuple(checks), {variant: {o: given(o).to_dict() for o in outputs}}, vacuous=vacuous)
 
 
 def run_parity(candidates: Sequence[Runner], samples: Sequence[Sample], references: Sequence[dict[str, np.ndarray]],

@@ -32,6 +32,7 @@ class ParityReport:
     checks: tuple[OutputCheck, ...]
     tolerances: dict = field(default_factory=dict)
     divergence: dict = field(default_factory=dict)  # variant -> first divergent node (localize.explain)
+    vacuous: dict = field(default_factory=dict)  # output -> why its evidence proves nothing (evaluate.vacuous_outputs)
 
     @property
     def passed(self) -> bool:
@@ -57,11 +58,12 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
+                "warnings": list(self.vacuous.values()), "vacuous": self.vacuous,
                 "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
 
     def merged(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},
-                            {**self.divergence, **other.divergence})
+                            {**self.divergence, **other.divergence}, {**self.vacuous, **other.vacuous})
 
     def with_divergence(self, variant: str, where: dict | None) -> ParityReport:
         return replace(self, divergence={**self.divergence, variant: where}) if where else self
@@ -93,6 +95,8 @@ def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity"
                                                    f"{where['hint']}" if where else "")
         else:
             ET.SubElement(tc, "system-out").text = figures
+        if r["output"] in report.vacuous:  # a pass that proves nothing says so where CI shows it
+            ET.SubElement(tc, "system-err").text = "WARNING: " + report.vacuous[r["output"]]
     root = ET.Element("testsuites")
     root.append(ts)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -56,6 +56,10 @@ def select_stage(ctx: Context) -> str:
         best = min(passing, key=lambda n: ctx.latency[(n, t)])
         if base is not None and best != "fp32" and ctx.latency[(best, t)] * MIN_SPEEDUP > base:
             best = "fp32"
+        if best != "fp32" and "fp32" in passing and ctx.parity.vacuous:
+            ctx.note(f"{t}: {best} is faster but not the default: the parity evidence is vacuous for "
+                     f"{', '.join(map(repr, ctx.parity.vacuous))}, so nothing shows it is accurate; fp32 is")
+            best = "fp32"
         ctx.defaults[t] = best
         if best == "fp32" and base is not None and len(passing) > 1:
             slower = [f"{n} {ctx.latency[(n, t)]:.3g} ms ({ctx.latency[(n, t)] / base:.2f}× fp32)"
