@@ -269,3 +269,42 @@ def test_an_output_empty_on_every_sample_is_flagged(tmp_path):
                             quantize=("fp32",), torchscript=False))
     assert "empty on every golden sample" in r.parity.vacuous["boxes"]
     assert "scores" not in r.parity.vacuous
+
+
+def test_dynamic_int8_on_a_conv_only_graph_says_what_would_work(tmp_path):
+    class ConvOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return torch.relu(self.conv(x)).mean((2, 3))
+
+    path = tmp_path / "conv.pt"
+    torch.jit.save(torch.jit.trace(ConvOnly().eval(), torch.randn(1, 3, 8, 8)), path)
+    r = export(ExportConfig(model=path, output=tmp_path / "c.edgeship", inputs=("x:1x3x8x8",), quantize=("dynamic",)))
+    note = next(n for n in r.notes if n.startswith("int8_dynamic"))
+    assert "does not cover" in note and "Conv node(s)" in note and "--quantize static --calibration DATA" in note
+    assert "--quantize static --calibration DATA" in {s.name: s.detail for s in r.stages}["quantize"]
+    assert set(r.variants) == {"fp32"}
+
+
+def test_exporter_fallback_notes_explain(tmp_path, monkeypatch):
+    from edgeship.exporters import onnx as onnx_export
+
+    real = onnx_export._run_exporter
+
+    def dynamo_breaks(name, model, args, spec, path, opset):
+        if name == "dynamo":
+            raise RuntimeError("An error occurred when running the '<onnx_ir.passes.PassManager object at 0x7f3a2c1d>' "
+                               "pass after the following passes: []\n  File \"/home/me/model.py\", line 42, in forward\n"
+                               "    y = self.head(x)\nValueError: cannot infer the shape of node 'head'")
+        return real(name, model, args, spec, path, opset)
+
+    monkeypatch.setattr(onnx_export, "_run_exporter", dynamo_breaks)
+    path = _state(models.MLP(), tmp_path, "mlp")
+    r = export(ExportConfig(model=path, output=tmp_path / "m.edgeship", inputs=("x:2x10",),
+                            load=LoadOptions(arch=arch("MLP")), quantize=("fp32",), torchscript=False))
+    note = next(n for n in r.notes if n.startswith("the dynamo exporter failed"))
+    assert "model.py:42 in forward()" in note and "cannot infer the shape of node 'head'" in note
+    assert note.endswith("tried the torchscript exporter next") and "0x" not in note

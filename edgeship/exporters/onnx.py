@@ -75,12 +75,13 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             return OnnxExport(path, name, chosen, tuple(notes))
         except Exception as e:
             log.debug("exporter error in full: %s", e)
-            reason = brief(e, limit=600)
+            reason = explain_failure(e)
             errors.append(f"{name} exporter: {reason}")
             raw.append(str(e))
             log.info("%s exporter failed: %s", name, reason)
-            if len(order) > 1:
-                notes.append(f"{name} exporter failed ({reason}); fell back")
+            later = order[order.index(name) + 1:]
+            if later:
+                notes.append(f"the {name} exporter failed: {reason}; tried the {later[0]} exporter next")
     hint = _hint(" ".join(raw), order, is_script)
     ops = unsupported_ops(" ".join(raw))
     what = f" (unsupported op: {', '.join(ops)})" if ops else ""
@@ -208,6 +209,32 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
 
 
 _OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
+
+
+_OBJECT_REPR = re.compile(r"<([\w.]+?)(?: object)? at 0x[0-9a-fA-F]+>")
+_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
+_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.M)
+
+
+def explain_failure(e: BaseException) -> str:
+    """An exporter's failure in one readable line: where torch says it happened (the user's file
+    and line, the op), the underlying error rather than a wrapper's, no object addresses, and what
+    a known cryptic message means."""
+    text = str(e)
+    reason = _OBJECT_REPR.sub(r"\1", brief(e, limit=600))
+    causes = [m for m in _CAUSE.findall(text) if "PassManager" not in m[1]]
+    if "pass" in reason and "PassManager" in text and causes:  # onnx_ir wraps the real error in its pass manager
+        kind, cause = causes[-1]
+        cause = _OBJECT_REPR.sub(r"\1", cause)[:300]
+        reason = f"an ONNX graph pass failed: {kind}: {cause}"
+    if "Unable to cast Python instance of type" in text:
+        reason += (" (the exporter met a Python value it cannot trace: a non-tensor input or output such as a "
+                   "dataclass, a dict of non-tensors or None; return tensors, or bind inputs by name with --input "
+                   "names that match forward()'s parameters)")
+    frames = [f for f in _USER_FRAME.findall(text) if "site-packages" not in f[0] and "/torch/" not in f[0]]
+    where = [f"{Path(frames[-1][0]).name}:{frames[-1][1]} in {frames[-1][2]}()"] if frames else []
+    where += [f"op {op}" for op in unsupported_ops(text)[:2]]
+    return (f"[{', '.join(where)}] " if where else "") + reason
 
 
 def _returns_containers(sm: Any) -> bool:

@@ -78,7 +78,10 @@ def quantize_stage(ctx: Context) -> str:
             continue
         if built is not None:
             done.append(name)
-    return ", ".join(done) + " built" if done else "no quantized variant passed"
+    if done:
+        return ", ".join(done) + " built"
+    why = [n for n in ctx.notes if n.startswith(tuple(VARIANT[k][0] for k in kinds))]
+    return "no quantized variant passed" + (f" ({why[-1]})" if why else "")
 
 
 Build = Callable[[Sequence[str]], Path]
@@ -124,7 +127,7 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
     else:
         build([])
     if precision == "int8" and q.count_quantized(out) == 0:
-        ctx.note(f"{name}: nothing to quantize in this graph (no MatMul/Gemm/Conv/LSTM/Attention); not built")
+        ctx.note(f"{name}: {_nothing_quantized(kind, fp32)}; not built")
         out.unlink(missing_ok=True)
         return None
     report = _check(ctx, out, name, precision)
@@ -153,6 +156,20 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
                  + (" ..." if len(excluded) > 6 else ""))
     ctx.variants[name] = variant
     return variant
+
+
+def _nothing_quantized(kind: str, fp32: Path) -> str:
+    """Why quantization changed nothing, and what would: dynamic int8 does not cover Conv."""
+    import onnx
+
+    from edgeship.exporters.quantize import DYNAMIC_OPS
+
+    convs = sum(n.op_type == "Conv" for n in onnx.load(str(fp32), load_external_data=False).graph.node)
+    if kind == "dynamic" and convs:
+        return (f"dynamic int8 quantizes {'/'.join(DYNAMIC_OPS)} weights only, and this graph's compute is "
+                f"{convs} Conv node(s), which it does not cover: use --quantize static --calibration DATA "
+                "(static int8 quantizes Conv)")
+    return f"nothing to quantize in this graph for {kind} int8 (no MatMul/Gemm/Conv/LSTM/GRU/Attention)"
 
 
 def _fp16_range(ctx: Context, name: str, fp32: Path) -> list[str]:
