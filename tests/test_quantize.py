@@ -101,6 +101,24 @@ def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch
     assert not (r.bundle / "models" / "int8_static.onnx").exists()
 
 
+def test_a_variant_that_is_not_shipped_is_a_warning_line_never_a_tick(tmp_path, monkeypatch):
+    path = _save(models.OutlierChannel(), tmp_path)
+    r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
+    stage = next(s for s in r.stages if s.name == "quantize")
+    assert stage.status == "warning", stage
+    assert "int8_static NOT shipped" in stage.detail
+
+
+def test_dynamo_export_with_dynamic_batch_builds_dynamic_int8(tmp_path):
+    """The README demo's path (dynamo exporter, Gemm, dynamic batch): onnxruntime 1.23 fails it with
+    a ShapeInferenceError, which is why the onnxruntime floor is above it."""
+    path = _save(models.trained(models.MLP()), tmp_path)
+    r = export(ExportConfig(model=path, output=tmp_path / "d.edgeship", inputs=("x:1x10",), dynamic_batch=True,
+                            load=LoadOptions(arch=arch("MLP")), exporter="dynamo", torchscript=False, quantize=("dynamic",)))
+    stage = next(s for s in r.stages if s.name == "quantize")
+    assert stage.status == "ok" and "int8_dynamic" in r.variants, stage
+
+
 @pytest.mark.parametrize("int8_ms, default", [(0.5, "int8_dynamic"), (3.0, "fp32"), (0.98, "fp32")])
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
     from edgeship.pipeline import select as stages

@@ -15,7 +15,7 @@ from edgeship.bundle.manifest import VariantResult
 from edgeship.profiling.timing import format_ms
 from edgeship.spec import format_shape
 
-_MARK = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
+_MARK = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
 
 
 class StageProgress:

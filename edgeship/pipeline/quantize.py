@@ -25,7 +25,7 @@ from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import effective_tolerances
-from edgeship.pipeline.context import Context, Skip, Variant, required
+from edgeship.pipeline.context import Context, Degraded, Skip, Variant, required
 from edgeship.runtimes.ort import OrtRunner, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def quantize_stage(ctx: Context) -> str:
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")
     fp32 = ctx.variants["fp32"].file
-    done = []
+    done, missing = [], []
     for kind in kinds:
         name, precision = VARIANT[kind]
         try:
@@ -75,10 +75,26 @@ def quantize_stage(ctx: Context) -> str:
         except QuantizationError as e:
             ctx.note(f"{name} not built: {e}")
             ctx.rejected[name] = {"reason": str(e)}
-            continue
-        if built is not None:
-            done.append(name)
-    return ", ".join(done) + " built" if done else "no quantized variant passed"
+            built = None
+        (done if built is not None else missing).append(name)
+    return stage_detail(done, missing, ctx.rejected)
+
+
+def stage_detail(done: list[str], missing: list[str], rejected: dict[str, dict]) -> str:
+    """The quantize stage's line: what was built; raises :class:`Degraded` (a warning line, not a
+    ✓) when a requested variant failed to build or missed parity. A graph with nothing to quantize
+    is no failure: that variant is simply not applicable."""
+    failed = [n for n in missing if n in rejected]
+    built = ", ".join(done) + " built" if done else "no quantized variant built"
+    if not failed:
+        return built + ("; " + ", ".join(missing) + ": nothing to quantize" if missing else "")
+    why = "; ".join(f"{n} NOT shipped ({_short(rejected[n].get('reason', 'see the notes'))})" for n in failed)
+    raise Degraded(f"{built}; {why}")
+
+
+def _short(reason: str, limit: int = 90) -> str:
+    reason = " ".join(str(reason).split())
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 Build = Callable[[Sequence[str]], Path]
