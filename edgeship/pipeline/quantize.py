@@ -67,7 +67,8 @@ def quantize_stage(ctx: Context) -> str:
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")
     fp32 = ctx.variants["fp32"].file
-    done, missing = [], []
+    done: list[str] = []
+    missing: list[str] = []
     for kind in kinds:
         name, precision = VARIANT[kind]
         try:

@@ -106,8 +106,9 @@ def time_calls(call: Callable, args: tuple, warmup: int = 10, iterations: int | 
     gc.disable()
     try:
         if duration is None:
-            buf = np.empty(int(iterations), dtype=np.int64)
-            for i in range(int(iterations)):
+            count = 100 if iterations is None else int(iterations)
+            buf = np.empty(count, dtype=np.int64)
+            for i in range(count):
                 t0 = clock()
                 call(*args)
                 buf[i] = clock() - t0
