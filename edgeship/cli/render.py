@@ -205,7 +205,7 @@ def profile_table(console: Console, report) -> None:
         st = r.stats
         row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
                f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
-               _rate(r.throughput), f"{r.peak_rss_mb:,.0f}"]
+               _rate(r.throughput), f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else "n/a"]
         if eager:
             sp = report.speedup(r)
             row.append(f"{sp:.2f}×" if sp else "—")

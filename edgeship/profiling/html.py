@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.profiling.timing import format_ms
+from edgeship.profiling.timing import RSS_NOT_MEASURED, format_ms
 
 _PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#a463f2", "#97bbf5", "#9c6b4e")
 _CSS = """
@@ -161,7 +161,7 @@ def _latency_table(report) -> str:
         s = r.stats
         row = [r.label, s.count, format_ms(r.cold_start_ms),
                *(format_ms(v) for v in (s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max)),
-               f"{r.throughput:,.0f}", f"{r.peak_rss_mb:.0f} MiB"]
+               f"{r.throughput:,.0f}", f"{r.peak_rss_mb:.0f} MiB" if math.isfinite(r.peak_rss_mb) else RSS_NOT_MEASURED]
         if eager:
             sp = report.speedup(r)
             row.append(f"{sp:.2f}×" if sp else "—")
