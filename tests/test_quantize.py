@@ -60,6 +60,7 @@ def test_static_without_calibration_warns_loudly(tmp_path, cli):
                     "-o", tmp_path / "s.edgeship", "--exporter", "torchscript")
     assert code == 0, out
     assert "synthetic random inputs" in out and "NOT measured on real data" in out
+    assert out.count("synthetic random inputs") == 1, out  # said once, as a note
     report = json.loads((tmp_path / "s.edgeship" / "report.json").read_text())
     assert report["calibration"]["synthetic"] is True and "NOT measured" in report["calibration"]["warning"]
 
@@ -171,7 +172,10 @@ def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
     out = tmp_path / "mlp.int8.onnx"
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "dynamic", "-o", out)
     assert code == 0, text
-    assert count_quantized(out) > 0 and "Wrote" in text
+    assert count_quantized(out) > 0 and f"wrote {out.resolve()}" in text
+    # its own wording: judged against the fp32 ONNX, no temporary bundle path, no select/default talk
+    assert "Parity vs fp32 ONNX" in text and "eager" not in text
+    assert "edgeship-quantize-" not in text and "★" not in text and "is the default" not in text
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "int3")
     assert code == 2 and "use dynamic, static or fp16" in text
 

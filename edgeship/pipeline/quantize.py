@@ -118,9 +118,8 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
         calib = load_calibration(cfg.calibration, required(ctx.spec, "spec").inputs, cfg.calibration_samples,
                                  cfg.seed, example)
         ctx.calibration = calib
-        if calib.synthetic:
+        if calib.synthetic:  # a note (printed once, with the others, and kept in report.json)
             ctx.note(f"WARNING: {name}: " + calib.to_dict()["warning"])
-            log.warning("%s: %s", name, calib.to_dict()["warning"])
         ref = q.preprocess(fp32, ctx.workdir / "preprocessed.onnx")
 
         def build(exclude: Sequence[str]) -> Path:

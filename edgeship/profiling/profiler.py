@@ -274,18 +274,21 @@ CSV_FIELDS = ("runtime", "target", "variant", "threads", "batch", "iterations", 
               "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers")
 
 
-def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None) -> Path:
-    """The report as JSON, and every call's latency (ms) in an .npz beside it (same stem)."""
+def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None,
+               arrays: bool = True) -> Path:
+    """The report as JSON, and (``arrays``) every call's latency (ms) in an .npz beside it (same stem)."""
     path = Path(path)
     npz = path.with_suffix(".npz")
     d = report.to_dict()
-    d["latencies"] = npz.name
+    d["latencies"] = npz.name if arrays else None
     if comparison is not None:
         d["comparison"] = comparison.to_dict()
     _write(path, json.dumps(d, indent=2, default=str))
+    if not arrays:
+        return path
     with open(npz, "wb") as f:
-        arrays: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
-        np.savez(f, **arrays)
+        calls: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
+        np.savez(f, **calls)
     return path
 
 

@@ -145,6 +145,9 @@ def lifetime_peak_mb() -> float | None:
 
 
 RSS_NOT_MEASURED = "not measured on this platform"
+# what the per-op total counts (it can exceed the measured p50)
+KERNEL_TIME = ("the sum of every node's kernel time, without session overhead; kernels on parallel threads add up, "
+               "so it can exceed the wall-clock p50")
 
 
 class PeakRss:
