@@ -31,9 +31,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from edgeship import __version__
+        import edgeship
 
-        print(f"edgeship {__version__}")
+        print(f"edgeship {edgeship.__version__}")
         raise typer.Exit()
 
 
