@@ -1,16 +1,28 @@
-# make demo | make test | make bench — each creates .venv and installs on its own.
+# make demo | make test | make bench | make floors — each creates .venv and installs on its own.
 # make test runs the linters (ruff, mypy) first, then the suite; CI (.ci/run) runs make test.
+# PYTHON=python3.10 (3.10 to 3.13) picks the interpreter; a different one than .venv was built
+# with rebuilds .venv from scratch (the stamp names the interpreter's version), never a mixed venv.
+# torch is the CPU build from TORCH_INDEX: constraints.txt pins torch==X+cpu (Linux, Windows), so
+# where that index is unreachable the install stops instead of pulling PyPI's multi-GB CUDA build.
 PYTHON ?= python3
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
+STAMP := $(VENV)/.installed-py$(PYVER)
+PIP_CPU := --extra-index-url $(TORCH_INDEX)
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint floors clean
 
 $(STAMP): pyproject.toml constraints.txt
+	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[export,dev,examples]'
+	$(PY) -m pip install -q $(PIP_CPU) -c constraints.txt -e '.[export,dev,examples]' || { \
+		echo "make: install failed. torch's CPU build comes from $(TORCH_INDEX) (TORCH_INDEX=...): check that pip"; \
+		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently."; \
+		rm -rf $(VENV); exit 1; }
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,5 +39,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeship tests benchmarks examples
 	$(VENV)/bin/mypy
 
+# the lowest supported versions (constraints-floors.txt) in their own venv: the quick subset
+floors:
+	PYTHON=$(PYTHON) TORCH_INDEX=$(TORCH_INDEX) .ci/floors
+
 clean:
-	rm -rf $(VENV) build *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship
+	rm -rf $(VENV) .venv-floors build dist *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship

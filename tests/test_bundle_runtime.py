@@ -83,6 +83,81 @@ def test_load_hands_onnxruntime_the_verified_bytes_not_a_path(mlp_bundle, monkey
     assert hashlib.sha256(model).hexdigest() == manifest["files"][rel]["sha256"]
 
 
+def _zip_bytes(bundle: Path) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(bundle.rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(bundle).as_posix())
+    return buf.getvalue()
+
+
+def test_load_from_zip_bytes_in_memory_is_verified_like_a_file(mlp_bundle, files, tmp_path, monkeypatch):
+    import tempfile
+
+    data = _zip_bytes(mlp_bundle)
+    monkeypatch.setattr(tempfile, "mkstemp", lambda *a, **k: pytest.fail("no temporary file"))
+    np.testing.assert_array_equal(edgeship.load(data)(files["x"]), edgeship.load(mlp_bundle)(files["x"]))
+    model = (mlp_bundle / "models" / "fp32.onnx").read_bytes()
+    i = data.find(model) + len(model) // 2  # flip one byte inside the stored (uncompressed) model
+    bad = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+    with pytest.raises(BundleError, match="does not match its sha256|corrupt"):
+        edgeship.load(bad)
+    with pytest.raises(BundleError, match="not a readable zip bundle"):
+        edgeship.load(b"not a zip")
+
+
+def test_session_options_threads_and_provider_options_reach_onnxruntime(mlp_bundle, files, monkeypatch):
+    import onnxruntime as ort
+
+    seen = []
+
+    class Spy(ort.InferenceSession):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("provider_options"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", Spy)
+    m = edgeship.load(mlp_bundle, threads=1, inter_op_threads=2, provider_options={"use_arena": "0"})
+    so = m.session.get_session_options()
+    assert so.intra_op_num_threads == 1 and so.inter_op_num_threads == 2
+    assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert seen == [[{"use_arena": "0"}]]
+    mine = ort.SessionOptions()
+    mine.intra_op_num_threads = 3
+    mine.enable_mem_pattern = False
+    m2 = edgeship.load(mlp_bundle, session_options=mine)
+    so2 = m2.session.get_session_options()
+    assert so2.intra_op_num_threads == 3 and so2.enable_mem_pattern is False
+    np.testing.assert_array_equal(m(files["x"]), m2(files["x"]))
+
+
+def test_model_releases_the_model_bytes_once_the_session_is_open(mlp_bundle):
+    m = edgeship.load(mlp_bundle)
+    assert m._runner.model is None and getattr(m.session, "_model_bytes", None) is None
+    assert m(np.ones((2, 10), np.float32)).shape == (2, 4)  # the session runs without them
+
+
+def test_eight_threads_on_one_model_give_identical_results(mlp_bundle):
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = edgeship.load(mlp_bundle)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((i % 4 + 1, 10)).astype(np.float32) for i in range(64)]
+    want = [m(x) for x in xs]
+
+    def work(k: int) -> list[np.ndarray]:
+        return [m(xs[(k + j) % len(xs)]) for j in range(50)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    for k, got in enumerate(results):
+        for j, y in enumerate(got):
+            np.testing.assert_array_equal(y, want[(k + j) % len(xs)])
+
+
 @pytest.mark.parametrize("call, match", [
     (lambda m: m(np.zeros((1, 10))), "expects dtype float32, got float64"),
     (lambda m: m(np.zeros((1, 9), np.float32)), r"expects shape \[batch, 10\], got \[1, 9\]"),

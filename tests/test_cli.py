@@ -120,3 +120,69 @@ def test_run_with_npy_and_save_npz(cli, mlp_bundle, tmp_path, files):
     assert code == 2 and "cannot read it" in out
     code, out = cli("run", mlp_bundle)
     assert code == 2 and "NAME=FILE.npy" in out
+
+
+# ----------------------------------------------------------------------------- conventions
+def test_version(cli):
+    import edgeship
+
+    code, out = cli("--version")
+    assert code == 0 and out == f"edgeship {edgeship.__version__}"
+
+
+@pytest.mark.parametrize("cmd", ["export", "quantize", "check", "compare", "inspect", "run", "profile"])
+def test_every_command_has_quiet_and_verbose(cli, cmd):
+    code, out = cli(cmd, "--help")
+    assert code == 0 and "-q, --quiet" in out and "-v, --verbose" in out, out
+    if cmd == "export":
+        assert "-q, --quantize" not in out
+
+
+def test_dash_writes_the_report_to_stdout_and_tables_to_stderr(mlp_bundle, tmp_path, monkeypatch, capsys):
+    from edgeship.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["edgeship", "check", str(mlp_bundle), "--json", "-", "--table"])
+    main()
+    out = capsys.readouterr()
+    assert json.loads(out.out)["passed"] is True  # stdout holds the JSON only
+    assert "check passed" in out.err and not (tmp_path / "-").exists()
+
+
+def test_written_files_are_named_and_output_has_no_colour_codes(cli, mlp_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    code, out = cli("check", mlp_bundle, "--junit", tmp_path / "p.xml", "--json", tmp_path / "p.json")
+    assert code == 0, out
+    assert f"wrote {(tmp_path / 'p.xml').resolve()}" in out and f"wrote {(tmp_path / 'p.json').resolve()}" in out
+    assert "\x1b[" not in out
+
+
+def test_quiet_prints_the_result_line_only(cli, mlp_bundle):
+    code, out = cli("check", mlp_bundle, "-q")
+    assert code == 0 and out.startswith("check passed") and "┃" not in out, out
+    code, out = cli("inspect", mlp_bundle, "-q")
+    assert code == 0 and "fp32 (fp32)" in out and "int8_dynamic (int8)" in out and "┃" not in out, out
+
+
+def test_run_output_dash_is_npz_bytes_on_stdout(mlp_bundle, tmp_path, monkeypatch, capsysbinary):
+    import io
+
+    from edgeship.cli import main
+
+    np.save(tmp_path / "x.npy", np.ones((2, 10), np.float32))
+    monkeypatch.setattr("sys.argv", ["edgeship", "run", str(mlp_bundle), "-i", f"x={tmp_path / 'x.npy'}", "-o", "-"])
+    main()
+    with np.load(io.BytesIO(capsysbinary.readouterr().out)) as z:
+        assert z["output"].shape == (2, 4)
+
+
+def test_raw_int8_onnx_is_detected_and_judged_with_int8_tolerances(cli, mlp_bundle, tmp_path):
+    from edgeship.bundle.inspect import inspect_path
+
+    (tmp_path / "fp32.onnx").write_bytes((mlp_bundle / "models" / "fp32.onnx").read_bytes())
+    (tmp_path / "int8.onnx").write_bytes((mlp_bundle / "models" / "int8_dynamic.onnx").read_bytes())
+    assert inspect_path(tmp_path / "int8.onnx")["variants"]["model"]["precision"] == "int8"
+    assert inspect_path(tmp_path / "fp32.onnx")["variants"]["model"]["precision"] == "fp32"
+    code, out = cli("compare", tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "--json", tmp_path / "c.json")
+    assert code == 0, out  # fp32 tolerances (atol 1e-4) would fail an int8 model
+    assert "min_cosine" in out

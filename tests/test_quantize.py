@@ -62,6 +62,7 @@ def test_static_without_calibration_warns_loudly(tmp_path, cli):
                     "-o", tmp_path / "s.edgeship", "--exporter", "torchscript")
     assert code == 0, out
     assert "synthetic random inputs" in out and "NOT measured on real data" in out
+    assert out.count("synthetic random inputs") == 1, out  # said once, as a note
     report = json.loads((tmp_path / "s.edgeship" / "report.json").read_text())
     assert report["calibration"]["synthetic"] is True and "NOT measured" in report["calibration"]["warning"]
 
@@ -166,6 +167,26 @@ def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch
     assert not (r.bundle / "models" / "int8_static.onnx").exists()
 
 
+def test_a_variant_that_is_not_shipped_is_a_warning_line_never_a_tick(tmp_path, monkeypatch):
+    path = _save(models.OutlierChannel(), tmp_path)
+    r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
+    stage = next(s for s in r.stages if s.name == "quantize")
+    assert stage.status == "warning", stage
+    assert "int8_static NOT shipped" in stage.detail
+
+
+def test_dynamo_export_with_dynamic_batch_builds_dynamic_int8(tmp_path):
+    """The README demo's path (dynamo exporter, Gemm, dynamic batch): onnxruntime 1.23 fails it with
+    a ShapeInferenceError unless the weights' value_info entries are dropped first."""
+    torch.manual_seed(0)
+    path = _save(models.trained(models.MLP()), tmp_path)
+    r = export(ExportConfig(model=path, output=tmp_path / "d.edgeship", inputs=("x:1x10",), dynamic_batch=True,
+                            load=LoadOptions(arch=arch("MLP")), exporter="dynamo", torchscript=False, quantize=("dynamic",)))
+    stage = next(s for s in r.stages if s.name == "quantize")
+    assert "quantization failed" not in stage.detail, stage
+    assert not any("not built" in n for n in r.notes), r.notes
+
+
 @pytest.mark.parametrize("int8_ms, default", [(0.5, "int8_dynamic"), (3.0, "fp32"), (0.98, "fp32")])
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
     from edgeship.pipeline import select as stages
@@ -262,7 +283,10 @@ def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
     out = tmp_path / "mlp.int8.onnx"
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "dynamic", "-o", out)
     assert code == 0, text
-    assert count_quantized(out) > 0 and "Wrote" in text
+    assert count_quantized(out) > 0 and f"wrote {out.resolve()}" in text
+    # its own wording: judged against the fp32 ONNX, no temporary bundle path, no select/default talk
+    assert "Parity vs fp32 ONNX" in text and "eager" not in text
+    assert "edgeship-quantize-" not in text and "★" not in text and "is the default" not in text
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "int3")
     assert code == 2 and "use dynamic, static or fp16" in text
 

@@ -9,16 +9,36 @@ from pathlib import Path
 from edgeship.errors import BundleError, ModelLoadError
 from edgeship.spec import IOSpec
 
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                      "QLinearConv", "QLinearMatMul", "DynamicQuantizeLSTM", "QAttention", "MatMulIntegerToFloat",
+                      "QGemm", "DynamicQuantizeMatMul"})
+FLOAT16 = 10  # onnx.TensorProto.FLOAT16
+
+
+def precision_of(ops: set[str], initializer_types: set[int]) -> str:
+    """The precision class a graph was built in: int8 when it holds quantized ops, fp16 when its
+    weights are float16, else fp32 (what edgeship's tolerances are chosen by)."""
+    if ops & INT8_OPS:
+        return "int8"
+    return "fp16" if FLOAT16 in initializer_types else "fp32"
+
 
 def onnx_summary(data: bytes) -> dict:
-    """Opset and op counts of an ONNX model (needs the onnx package)."""
+    """Opset, op counts and precision (detected from the graph) of an ONNX model (needs the onnx package)."""
     try:
         import onnx
     except ImportError:
-        return {"opset": None, "ops": {}, "note": "install onnx to see op counts"}
+        return {"opset": None, "ops": {}, "note": "install onnx to see op counts and the precision"}
     m = onnx.load_model_from_string(data)
     opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {"opset": opset, "ops": dict(Counter(n.op_type for n in m.graph.node))}
+    ops = dict(Counter(n.op_type for n in m.graph.node))
+    return {"opset": opset, "ops": ops,
+            "precision": precision_of(set(ops), {i.data_type for i in m.graph.initializer})}
+
+
+def graph_precision(data: bytes) -> str | None:
+    """The precision of an ONNX model's graph; None without the onnx package to read it."""
+    return onnx_summary(data).get("precision")
 
 
 def onnx_for_session(path: Path) -> bytes | str:
@@ -75,7 +95,7 @@ def inspect_path(path: str | Path) -> dict:
                 raise
             except Exception as e:  # protobuf DecodeError and friends
                 raise BundleError(f"bundle {path}: {v['file']} is not a readable ONNX model ({e}).") from e
-            variants[name] = {**v, **summary}
+            variants[name] = {**summary, **v}  # the manifest's precision wins for a bundle
         size = sum(f["size"] for f in m["files"].values())
         return {"path": str(path), "kind": "bundle", "name": m.get("name"), "size_mb": size / 1e6,
                 "inputs": m["io"]["inputs"], "outputs": m["io"]["outputs"], "variants": variants,
@@ -86,4 +106,4 @@ def inspect_path(path: str | Path) -> dict:
     data = model if isinstance(model, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)
     s = onnx_summary(data)  # the graph only: onnx.load_model_from_string reads no external data
     return {"path": str(path), "kind": "onnx", "size_mb": len(data) / 1e6, **io.to_dict(),
-            "variants": {"model": {"precision": "?", "size": len(data), **s}}}
+            "variants": {"model": {"precision": "? (install onnx to detect it)", "size": len(data), **s}}}

@@ -13,6 +13,7 @@ import stat
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 from edgeship.bundle.layout import MANIFEST, check_relpath, sha256_bytes, sha256_file
 from edgeship.bundle.limits import MAX_MANIFEST_BYTES, check_ratio, iter_member, read_member
@@ -57,12 +58,21 @@ def identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
     return st.st_ino, mst.st_ino, mst.st_size, mst.st_mtime_ns
 
 
-def open_bundle(path: str | os.PathLike) -> Bundle:
+IN_MEMORY = Path("<bundle bytes>")
+
+
+def open_bundle(path: str | os.PathLike | bytes) -> Bundle:
     """Open and fully verify a bundle: manifest, schema, paths, links, sizes and every sha256.
+    ``path`` may also be the bytes of a zipped bundle already in memory (an app resource): they
+    are read through the same zip reader and checks, with no temporary file.
 
     Raises:
         BundleError: anything missing, extra, linked, escaping, unknown or not matching.
     """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        import io
+
+        return _open_zip(IN_MEMORY, io.BytesIO(bytes(path)))
     path = Path(path)
     if not path.exists():
         raise BundleError(f"bundle {path} does not exist; pass the NAME.edgeship folder or NAME.edgeship.zip file.")
@@ -150,9 +160,10 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError
                RuntimeError, NotImplementedError, UnicodeDecodeError)
 
 
-def _open_zip(path: Path) -> Bundle:
+def _open_zip(path: Path, source: Any = None) -> Bundle:
+    """``source``: a file object holding the zip (bytes in memory); else the file at ``path``."""
     try:
-        z = zipfile.ZipFile(path)
+        z = zipfile.ZipFile(source if source is not None else path)
         infos = z.infolist()
     except _ZIP_ERRORS as e:
         raise BundleError(f"{path} is not a readable zip bundle: {e}") from e

@@ -2,6 +2,12 @@
 
 Exit codes: 0 done and every gate passed, 1 a gate failed (parity, latency regression), 2 bad
 usage or bad input, 3 a bug in edgeship (an unexpected exception, printed with its traceback).
+
+Conventions every command follows: ``-q/--quiet`` prints only the result line and errors;
+``-v/--verbose`` adds debug logging; a file option given ``-`` writes to stdout (the tables then go
+to stderr); every file written is named on the console; colours are off when the output is not a
+terminal or ``NO_COLOR`` is set (rich honours both); ``edgeship --version``; shell completion
+through ``--install-completion`` / ``--show-completion``.
 """
 
 from __future__ import annotations
@@ -9,31 +15,81 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
 
 import typer
 
-from edgeship.errors import EXIT_BAD_INPUT, EXIT_BUG, EdgeshipError
+from edgeship.errors import EXIT_BAD_INPUT, EXIT_BUG, EdgeshipError, SpecError
 
 app = typer.Typer(
-    name="edgeship", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    name="edgeship", no_args_is_help=True, add_completion=True, rich_markup_mode=None,
     help="Ship trained PyTorch models to the edge: export, quantize, check, compare, inspect, run and profile bundles.",
 )
 
 
-def console(stderr: bool = False):
+def _version(value: bool) -> None:
+    if value:
+        import edgeship
+
+        print(f"edgeship {edgeship.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                          help="Print edgeship's version and exit.")] = None) -> None:
+    """Ship trained PyTorch models to the edge: export, quantize, check, compare, inspect, run and profile bundles."""
+
+
+def console(stderr: bool = False, quiet: bool = False):
+    """The console for tables and progress: stderr when ``stderr`` (a report goes to stdout);
+    ``quiet`` prints nothing through it."""
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False)
+    out = Console(stderr=stderr, highlight=False, quiet=quiet)
     if not out.is_terminal:
         out.width = 120  # logs and CI: wide enough for the parity table
     return out
 
 
-def setup_logging(verbose: bool) -> None:
+def to_stdout(*paths: object) -> bool:
+    """Whether any file option was given as ``-`` (stdout)."""
+    return any(str(p) == "-" for p in paths if p is not None)
+
+
+def write_file(path: Path, write: Callable[[Path], Any], out: Any, flag: str, binary: bool = False) -> None:
+    """``write(path)``, or with ``path`` ``-`` the same content on stdout (written to a temporary
+    file first, so every writer keeps one signature); then names the file on ``out``. A file that
+    cannot be written (a missing folder, a full disk) is a usage error naming ``flag``."""
+    if str(path) != "-":
+        try:
+            write(path)
+        except OSError as e:
+            raise SpecError(f"{flag} {path}: cannot write it ({e.strerror or e}); check that its folder exists "
+                            "and is writable, and that the disk has room.") from e
+        out.print(f"wrote {Path(path).resolve()}", markup=False)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-stdout-") as tmp:
+        tmp_path = Path(tmp) / "out"
+        write(tmp_path)
+        sys.stdout.flush()
+        if binary:
+            sys.stdout.buffer.write(tmp_path.read_bytes())
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(tmp_path.read_text(encoding="utf-8"))
+            sys.stdout.flush()
+
+
+def setup_logging(verbose: bool, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s",
                         handlers=[RichHandler(console=console(True), show_path=False, show_time=False)],
                         force=True)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging
+from edgeship.cli.app import app, console, setup_logging, to_stdout
 from edgeship.config import LoadOptions
 from edgeship.errors import EdgeshipError
 
@@ -32,16 +32,16 @@ def export(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
-    quantize: Annotated[list[str], typer.Option("--quantize", "-q", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    quantize: Annotated[list[str], typer.Option("--quantize", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
     tolerance: opt.TolOpt = None,
     profile: Annotated[bool, typer.Option("--profile", help="Profile every variant on every target before packaging; adds the results to report.json and a report.html with charts to the bundle.")] = False,
-    json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None, verbose: opt.VerboseOpt = False,
+    json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None, quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
     load: Optional[LoadOptions] = None,
 ) -> None:
     """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
-    setup_logging(verbose)
+    setup_logging(verbose, quiet)
     from edgeship.config import ExportConfig
     from edgeship.pipeline import export as run_export
 
@@ -56,14 +56,15 @@ def export(
     )
     from edgeship.cli import render
 
-    out = console()
+    stderr = to_stdout(json_out, junit)
+    out = console(stderr, quiet)
     with render.StageProgress(out) as progress:
         try:
             result = run_export(cfg, progress)
         except EdgeshipError as e:
             if e.report is not None:
                 render.parity_table(out, e.report, failures_only=True)
-                opt.write_reports(e.report, json_out, junit)
+                opt.write_reports(e.report, json_out, junit, out)
             raise
     render.parity_table(out, result.parity)
     render.tolerance_table(out, result.parity)
@@ -71,6 +72,6 @@ def export(
     if result.profile is not None:
         render.profile_table(out, result.profile)
     render.notes(out, result.notes)
-    opt.write_reports(result.parity, json_out, junit)
+    opt.write_reports(result.parity, json_out, junit, out)
     defaults = ", ".join(f"{t}={v}" for t, v in result.defaults.items())
-    out.print(f"\nBundle: {Path(result.bundle).resolve()}  (default variant: {defaults})", markup=False)
+    console(stderr).print(f"{'' if quiet else chr(10)}Bundle: {Path(result.bundle).resolve()}  (default variant: {defaults})", markup=False)

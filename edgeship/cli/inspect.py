@@ -8,20 +8,25 @@ from typing import Annotated
 
 import typer
 
-from edgeship.cli.app import app, console
+from edgeship.cli import options as opt
+from edgeship.cli.app import app, console, setup_logging
 
 
 @app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (to stdout) instead of tables.")] = False,
+    quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
-    """Show inputs, outputs, opset, op counts, size and variants of a bundle or ONNX model."""
+    """Show inputs, outputs, opset, op counts, precision, size and variants of a bundle or ONNX model."""
+    setup_logging(verbose, quiet)
     from edgeship.bundle.inspect import inspect_path
     from edgeship.cli import render
 
     info = inspect_path(path)
     if json_out:
         print(json.dumps(info, indent=2, default=str))
+    elif quiet:
+        console().print(render.inspection_line(info), markup=False)
     else:
         render.inspection(console(), info)

@@ -7,12 +7,11 @@ them as a single ``load: LoadOptions | None`` (None when none was given).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -24,10 +23,11 @@ from edgeship.errors import SpecError
 log = logging.getLogger("edgeship")
 F = TypeVar("F", bound=Callable[..., Any])
 
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file.")]
-JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output.")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file (- for stdout).")]
+JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output (- for stdout).")]
 TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line and errors (no progress, tables or notes).")]
 TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
 CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
 CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
@@ -100,23 +100,12 @@ def tolerances(items: list[str] | None) -> dict:
     return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
 
 
-@contextlib.contextmanager
-def writing(path: Path, flag: str) -> Iterator[Path]:
-    """Turn a failure to write ``path`` (a missing folder, a full disk) into a usage error."""
-    try:
-        yield path
-    except OSError as e:
-        raise SpecError(f"{flag} {path}: cannot write it ({e.strerror or e}); check that its folder exists "
-                        "and is writable, and that the disk has room.") from e
-
-
-def write_reports(report: Any, json_out: Path | None, junit: Path | None) -> None:
-    """The parity report as JSON and/or JUnit XML, where asked."""
+def write_reports(report: Any, json_out: Path | None, junit: Path | None, out: Any) -> None:
+    """The parity report as JSON and/or JUnit XML, where asked (``-``: stdout); names each file on ``out``."""
+    from edgeship.cli.app import write_file
     from edgeship.parity.report import write_json, write_junit
 
     if json_out:
-        with writing(json_out, "--json"):
-            write_json(report, json_out)
+        write_file(json_out, lambda p: write_json(report, p), out, "--json")
     if junit:
-        with writing(junit, "--junit"):
-            write_junit(report, junit)
+        write_file(junit, lambda p: write_junit(report, p), out, "--junit")

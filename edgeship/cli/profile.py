@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging
+from edgeship.cli.app import app, console, setup_logging, to_stdout, write_file
 from edgeship.config import LoadOptions
 
 
@@ -25,17 +25,17 @@ def profile_command(
     duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed calls per configuration, in place of --iterations.")] = None,
     per_op: Annotated[bool, typer.Option("--per-op", help="Also aggregate onnxruntime's profiler output: top op types and nodes by time.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the per-op tables.")] = 10,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (every call's latency goes to an .npz beside it); usable as a --baseline later.")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV row per configuration.")] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (every call's latency goes to an .npz beside it); usable as a --baseline later; - for stdout, without the .npz).")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV row per configuration (- for stdout).")] = None,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts (- for stdout).")] = None,
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
     compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
     run_bundled_torchscript: Annotated[bool, typer.Option("--run-bundled-torchscript", help="With --compare-torch, also time the bundle's torchscript/model.pt. TorchScript is code: only for bundles you trust.")] = False,
-    verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
+    quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Measure latency of a bundle or .onnx file per target × variant × threads × batch. Exit 1 on a regression against --baseline."""
-    setup_logging(verbose)
+    setup_logging(verbose, quiet)
     from edgeship.cli import render
     from edgeship.config import ProfileConfig
     from edgeship.profiling.profiler import compare, parse_percent, profile, write_csv, write_json
@@ -45,7 +45,12 @@ def profile_command(
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
                         run_bundled_torchscript=run_bundled_torchscript)
-    out = console()
+    stderr = to_stdout(json_out, csv_out, html_out)
+    if sum(to_stdout(p) for p in (json_out, csv_out, html_out)) > 1:
+        from edgeship.errors import SpecError
+
+        raise SpecError("only one of --json, --csv and --html can be - (stdout); give the others file names.")
+    out = console(stderr, quiet)
     with render.ProfileProgress(out) as progress:
         report = profile(source, cfg, progress)
     comparison = compare(report, baseline, limit) if baseline else None
@@ -53,16 +58,18 @@ def profile_command(
     if comparison is not None:
         render.comparison_table(out, comparison)
     if json_out:
-        with opt.writing(json_out, "--json"):
-            write_json(report, json_out, comparison)
+        write_file(json_out, lambda p: write_json(report, p, comparison, arrays=str(json_out) != "-"), out, "--json")
     if csv_out:
-        with opt.writing(csv_out, "--csv"):
-            write_csv(report, csv_out)
+        write_file(csv_out, lambda p: write_csv(report, p), out, "--csv")
     if html_out:
         from edgeship.profiling.html import write_html
 
-        with opt.writing(html_out, "--html"):
-            write_html(html_out, report, comparison)
+        write_file(html_out, lambda p: write_html(p, report, comparison), out, "--html")
     if comparison is not None:
         comparison.check()  # RegressionError: exit 1, naming each configuration and both p50s
-        out.print(f"baseline passed: {comparison.message()}", markup=False)
+        console(stderr).print(f"baseline passed: {comparison.message()}", markup=False)
+    elif quiet:
+        best = min(report.results, key=lambda r: r.stats.p50, default=None)
+        if best is not None:
+            console(stderr).print(f"profiled {len(report.results)} configuration(s); fastest p50: {best.label} "
+                                  f"{best.stats.p50:.4g} ms", markup=False)

@@ -22,15 +22,17 @@ def quantize(
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32.")] = False,
     tolerance: opt.TolOpt = None,
-    verbose: opt.VerboseOpt = False,
+    quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
     """Quantize an ONNX model on its own (dynamic/static int8 or fp16), parity-checked against it."""
-    setup_logging(verbose)
+    setup_logging(verbose, quiet)
     from edgeship.cli import render
     from edgeship.pipeline import quantize_model
 
-    out = console()
-    with render.StageProgress(out) as progress:
+    out = console(quiet=quiet)
+    # the library runs the export pipeline into a temporary bundle: its torchscript, select and
+    # package stages (and the select note) say nothing about the file this command writes
+    with render.StageProgress(out, hide=("torchscript", "select", "package")) as progress:
         try:
             result = quantize_model(model, method, output, inputs=tuple(input or ()), example_inputs=example_inputs,
                                     calibration=calibration, calibration_method=calibration_method,
@@ -42,5 +44,5 @@ def quantize(
             raise
     render.parity_table(out, result.parity, title="Parity vs fp32 ONNX")
     render.variant_table(out, {result.variant.name: result.variant}, {})
-    render.notes(out, result.notes)
-    out.print(f"\nWrote {result.output.resolve()}", markup=False)
+    render.notes(out, [n for n in result.notes if ") is the default" not in n and not n.startswith("ONNX input")])
+    console().print(f"{'' if quiet else chr(10)}wrote {result.output.resolve()}", markup=False)

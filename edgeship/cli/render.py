@@ -12,17 +12,18 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeship.bundle.manifest import VariantResult
-from edgeship.profiling.timing import format_ms
+from edgeship.profiling.timing import KERNEL_TIME, format_ms
 from edgeship.spec import format_shape
 
-_MARK = {"ok": ("✓", "green"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
+_MARK = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
 
 
 class StageProgress:
     """A live status line per stage, then one line with its time and detail."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, hide: tuple[str, ...] = ()):
         self.console = console
+        self.hide = hide  # stages not shown (quantize: its temporary bundle's torchscript, select, package)
         self._status: Status | None = None
 
     def __enter__(self):
@@ -40,6 +41,8 @@ class StageProgress:
         if self._status:
             self._status.stop()
             self._status = None
+        if name in self.hide and result.status != "failed":
+            return
         mark, style = _MARK.get(result.status, ("?", "white"))
         line = Text.assemble((f"{mark} ", style), (f"{name:<12}", "bold"), f"{result.seconds:7.2f}s  ")
         line.append(result.detail if result.status != "failed" or name == "torchscript" else "failed",
@@ -55,6 +58,13 @@ def _fmt(v) -> str:
             return "inf"
         return f"{v:.2e}" if (v != 0 and abs(v) < 1e-3) else f"{v:.4f}".rstrip("0").rstrip(".") if v < 1e4 else f"{v:.3g}"
     return str(v)
+
+
+def _exact(v) -> str:
+    """Like _fmt, but a value that rounds to 1 without being 1 keeps its digits (0.9999999, not 1)."""
+    if isinstance(v, float) and math.isfinite(v) and v != round(v, 4):
+        return f"{v:.10g}"
+    return _fmt(v)
 
 
 def parity_table(console: Console, report, failures_only: bool = False, title: str = "Parity vs eager reference") -> None:
@@ -73,8 +83,9 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
             result.append(f" ({r['nonfinite_ref']} NaN/Inf)", "yellow")
         if not r["passed"]:
             failed.append(r)
+        close = _fmt if r["passed"] else _exact  # a failing row shows enough digits to see why it failed
         t.add_row(Text(r["runner"]), Text(r["variant"]), Text(r["output"]), _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),
-                  _fmt(r.get("cosine")), _fmt(r.get("snr_db")), _fmt(r.get("top1")), result)
+                  close(r.get("cosine")), _fmt(r.get("snr_db")), close(r.get("top1")), result)
     console.print(t)
     for i, r in enumerate(failed, 1):
         console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
@@ -92,7 +103,7 @@ def tolerance_table(console: Console, report) -> None:
     rows = [(v, o, tol) for v, per in (report.tolerances or {}).items() for o, tol in per.items()]
     if not rows:
         return
-    line = "; ".join(f"{v}/{o}: " + ", ".join(f"{k}={val:g}" for k, val in tol.items()) for v, o, tol in rows)
+    line = "; ".join(f"{v}/{o}: " + ", ".join(f"{k}={val:.10g}" for k, val in tol.items()) for v, o, tol in rows)
     console.print(Text(f"tolerances: {line}", "dim"))
 
 
@@ -150,6 +161,12 @@ def inspection(console: Console, info: dict) -> None:
         console.print(Text(f"created {info['created_at']} with {tools}"))
 
 
+def inspection_line(info: dict) -> str:
+    """``inspect -q``: one line."""
+    variants = ", ".join(f"{n} ({v.get('precision')})" for n, v in info.get("variants", {}).items())
+    return f"{info['path']}: {info['kind']}, {info['size_mb']:.2f} MB, variants: {variants}"
+
+
 def outputs(console: Console, model, outs: dict, saved) -> None:
     t = Table(title=Text(f"{model.bundle.manifest.get('name')} ({model.variant}, {model.target})"),
               title_justify="left")
@@ -160,8 +177,6 @@ def outputs(console: Console, model, outs: dict, saved) -> None:
         t.add_row(Text(k), str(a.dtype), Text(format_shape(a.shape)), *((_fmt(float(f.min())), _fmt(float(f.max())),
                   _fmt(float(f.mean()))) if a.size else ("—",) * 3))
     console.print(t)
-    if saved:
-        console.print(Text(f"saved to {saved}"))
 
 
 # ----------------------------------------------------------------------------- profile
@@ -207,7 +222,7 @@ def profile_table(console: Console, report) -> None:
         st = r.stats
         row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
                f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
-               _rate(r.throughput), f"{r.peak_rss_mb:,.0f}"]
+               _rate(r.throughput), f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else "n/a"]
         if eager:
             sp = report.speedup(r)
             row.append(f"{sp:.2f}×" if sp else "—")
@@ -217,8 +232,8 @@ def profile_table(console: Console, report) -> None:
         if r.per_op is None or not r.per_op.op_types:
             continue
         p = r.per_op
-        ops = Table(title=Text(f"Per op: {r.label} ({p.runs} profiled runs, kernel time {format_ms(p.total_us / 1e3)} "
-                               "per inference)"), title_justify="left")
+        ops = Table(title=Text(f"Per op: {r.label} ({p.runs} profiled runs; {format_ms(p.total_us / 1e3)} per inference "
+                               f"= {KERNEL_TIME})"), title_justify="left")
         for col in ("op type", "time", "calls", "share", "top nodes (op type)", "time ", "share "):
             ops.add_column(col, justify="left" if col in ("op type", "top nodes (op type)") else "right")
         for i in range(max(len(p.op_types), len(p.nodes))):

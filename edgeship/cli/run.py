@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 
-from edgeship.cli.app import app, console
+from edgeship.cli import options as opt
+from edgeship.cli.app import app, console, setup_logging, to_stdout, write_file
 from edgeship.errors import SpecError
 
 
@@ -16,24 +17,32 @@ from edgeship.errors import SpecError
 def run(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy (repeatable), or a single FILE.npz holding every input.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz (- for stdout: the .npz bytes).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
+    quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
     """Run BUNDLE once on inputs from .npy/.npz files and print (or save) the outputs."""
+    setup_logging(verbose, quiet)
+    import numpy as np
+
     from edgeship.cli import render
     from edgeship.model import load
 
     feeds = _read_feeds(input or [])
     model = load(bundle, target=target, variant=variant)
     outputs = model.run(feeds)
+    out = console(to_stdout(output), quiet)
+    render.outputs(out, model, outputs, output)
     if output:
-        from edgeship.cli.options import writing
 
         arrays: dict[str, Any] = dict(outputs)
-        with writing(output, "--output"):
-            np.savez(output, **arrays)
-    render.outputs(console(), model, outputs, output)
+
+        def save(path: Path) -> None:
+            with open(path, "wb") as f:  # np.savez on a name would append .npz
+                np.savez(f, **arrays)
+
+        write_file(output, save, out, "--output", binary=True)
 
 
 def _read_feeds(items: list[str]) -> dict[str, np.ndarray]:

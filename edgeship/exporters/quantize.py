@@ -65,15 +65,43 @@ def count_quantized(path: Path) -> int:
     return sum(n.op_type in ops for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
+def without_initializer_shapes(src: Path, work: Path) -> Path:
+    """``src``, or a copy of it in folder ``work`` without ``value_info`` entries for initializers.
+
+    The dynamo exporter records every weight's shape in ``value_info``. onnxruntime before 1.32
+    turns Gemm(transB=1) into MatMul by transposing the weight but leaves that entry as it was, and
+    its own shape inference then fails ("Inferred shape and existing shape differ in dimension 0:
+    (10) vs (5)"). Initializers carry their shapes, so the entries are redundant: dropping them
+    changes nothing else.
+    """
+    import onnx
+
+    model = onnx.load(str(src))
+    weights = {i.name for i in model.graph.initializer}
+    keep = [v for v in model.graph.value_info if v.name not in weights]
+    if len(keep) == len(model.graph.value_info):
+        return src
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+    out = work / f"{src.stem}.noinitshapes.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
 def build_dynamic(src: Path, dst: Path, exclude: Sequence[str] = ()) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    clean = src
     try:
+        clean = without_initializer_shapes(src, dst.parent)
         with _quiet():
-            quantize_dynamic(str(src), str(dst), op_types_to_quantize=DYNAMIC_OPS, per_channel=True,
+            quantize_dynamic(str(clean), str(dst), op_types_to_quantize=DYNAMIC_OPS, per_channel=True,
                              weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None)
     except Exception as e:
         raise QuantizationError(f"dynamic int8 quantization failed: {brief(e)}") from e
+    finally:
+        if clean != src:
+            clean.unlink(missing_ok=True)
     return dst
 
 
@@ -81,18 +109,22 @@ def preprocess(src: Path, dst: Path) -> Path:
     """``quant_pre_process``: symbolic shape inference and graph optimisation before QDQ."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    clean = without_initializer_shapes(src, dst.parent)
     try:
         with _quiet():
-            quant_pre_process(str(src), str(dst))
+            quant_pre_process(str(clean), str(dst))
     except Exception as e:  # some graphs defeat symbolic shape inference: quantize without it
         log.info("quant_pre_process failed (%s); quantizing the model as it is", brief(e))
         with _quiet():
             try:
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+                quant_pre_process(str(clean), str(dst), skip_symbolic_shape=True)
             except Exception:
                 import shutil
 
-                shutil.copyfile(src, dst)
+                shutil.copyfile(clean, dst)
+    finally:
+        if clean != src:
+            clean.unlink(missing_ok=True)
     return dst
 
 

@@ -33,7 +33,7 @@ class Side:
 def _side(path: Path, variant: str) -> Side:
     from edgeship.bundle import open_bundle
     from edgeship.bundle.golden import read_bundle_npz
-    from edgeship.bundle.inspect import onnx_for_session, onnx_io
+    from edgeship.bundle.inspect import graph_precision, onnx_for_session, onnx_io
     from edgeship.model import choose_variant
 
     if path.is_dir() or path.name.endswith(".zip"):
@@ -46,7 +46,9 @@ def _side(path: Path, variant: str) -> Side:
         raise SpecError(f"{path} does not exist; pass a bundle or an .onnx file.")
     data = onnx_for_session(path)  # bytes, or the path of a model whose external data was checked
     io = onnx_io(data, str(path))
-    return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), "fp32")
+    # a raw int8 .onnx is judged with int8 tolerances
+    precision = graph_precision(data if isinstance(data, bytes) else path.read_bytes()) or "fp32"
+    return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), precision)
 
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "auto", variant_b: str = "auto",

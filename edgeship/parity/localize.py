@@ -158,8 +158,9 @@ def off_fraction(ref, got) -> float:
     return float(np.mean(bad | (np.abs(r - g) > 0.1 * np.abs(r) + 0.01 * rms)))
 
 
-def hint(e: NodeError, precision: str) -> str:
-    """A likely cause, from the node's op type and numbers."""
+def hint(e: NodeError, precision: str, static: bool = True) -> str:
+    """A likely cause, from the node's op type and numbers; ``static``: the int8 model is static
+    QDQ (calibrated), else dynamic int8 (no calibration involved)."""
     if e.nonfinite and (precision == "fp16" or e.ref_max > FP16_MAX):
         return (f"fp16 overflow: the reference reaches {e.ref_max:.3g}, beyond float16's {FP16_MAX:.0f}; "
                 "keep this node in fp32 (or rescale the activations)")
@@ -169,6 +170,10 @@ def hint(e: NodeError, precision: str) -> str:
         return "NaN/Inf appear here although the reference is finite"
     if e.op_type == "Resize":
         return "Resize: check the interpolation mode and coordinate_transformation_mode the exporter chose"
+    if precision == "int8" and not static:
+        return ("dynamic int8: this node's int8 weights (or its activations, quantized on each call) lose too "
+                "much precision; let the fallback keep it in fp32 (drop --no-fallback), or try static int8 "
+                "calibrated on real data")
     if precision == "int8":
         return ("int8: this node's quantized range clips or coarsens its values (calibration range too "
                 "narrow or too wide); calibrate on real data, try --calibration-method percentile, or "
@@ -271,8 +276,15 @@ def explain(reference: Path, candidate: Path, feeds: list[dict], precision: str,
     first = first_divergence(errors, min_cosine=min_cos, atol=tol.atol)
     if first is None:
         return None
-    return {**first.to_dict(), "precision": precision, "hint": hint(first, precision),
+    return {**first.to_dict(), "precision": precision, "hint": hint(first, precision, _is_qdq(candidate)),
             "compared_tensors": len(errors)}
+
+
+def _is_qdq(path: Path) -> bool:
+    """Whether a model is static QDQ int8 (QuantizeLinear nodes) rather than dynamic int8."""
+    import onnx
+
+    return any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def explain_models(reference: bytes, candidate: bytes, feeds: list[dict], precision: str, tol) -> dict | None:

@@ -35,6 +35,12 @@ class Skip(Exception):
     """Raised by a stage that does not apply; its message says why."""
 
 
+class Degraded(Exception):
+    """Raised by an optional stage that finished but did not build all it was asked to (a quantized
+    variant that failed to build or missed parity); its message says what was built and what not.
+    The stage's work stays in the context; the stage line is a warning, never a ✓."""
+
+
 def required(value: T | None, what: str) -> T:
     """``value``, which an earlier stage must have set."""
     if value is None:
@@ -44,7 +50,8 @@ def required(value: T | None, what: str) -> T:
 
 @dataclass(frozen=True)
 class StageResult:
-    """How one stage ended: ``ok``, ``failed`` (optional stage) or ``skipped``."""
+    """How one stage ended: ``ok``, ``warning`` (optional stage, part of it failed), ``failed`` (optional
+    stage) or ``skipped``."""
 
     name: str
     status: str

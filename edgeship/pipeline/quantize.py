@@ -25,7 +25,7 @@ from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import effective_tolerances
-from edgeship.pipeline.context import Context, Skip, Variant, required
+from edgeship.pipeline.context import Context, Degraded, Skip, Variant, required
 from edgeship.runtimes.ort import OrtRunner, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def quantize_stage(ctx: Context) -> str:
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")
     fp32 = ctx.variants["fp32"].file
-    done = []
+    done: list[str] = []
+    missing: list[str] = []
     for kind in kinds:
         name, precision = VARIANT[kind]
         try:
@@ -75,13 +76,27 @@ def quantize_stage(ctx: Context) -> str:
         except QuantizationError as e:
             ctx.note(f"{name} not built: {e}")
             ctx.rejected[name] = {"reason": str(e)}
-            continue
-        if built is not None:
-            done.append(name)
-    if done:
-        return ", ".join(done) + " built"
-    why = [n for n in ctx.notes if n.startswith(tuple(VARIANT[k][0] for k in kinds))]
-    return "no quantized variant passed" + (f" ({why[-1]})" if why else "")
+            built = None
+        (done if built is not None else missing).append(name)
+    return stage_detail(done, missing, ctx.rejected, ctx.notes)
+
+
+def stage_detail(done: list[str], missing: list[str], rejected: dict[str, dict], notes: Sequence[str] = ()) -> str:
+    """The quantize stage's line: what was built; raises :class:`Degraded` (a warning line, not a
+    ✓) when a requested variant failed to build or missed parity. A graph with nothing to quantize
+    is no failure: that variant is simply not applicable."""
+    failed = [n for n in missing if n in rejected]
+    built = ", ".join(done) + " built" if done else "no quantized variant built"
+    if not failed:  # not applicable: say why (e.g. dynamic int8 does not cover Conv, and what does)
+        skipped = [next((n for n in notes if n.startswith(f"{m}: ")), f"{m}: nothing to quantize") for m in missing]
+        return built + ("; " + "; ".join(skipped) if skipped else "")
+    why = "; ".join(f"{n} NOT shipped ({_short(rejected[n].get('reason', 'see the notes'))})" for n in failed)
+    raise Degraded(f"{built}; {why}")
+
+
+def _short(reason: str, limit: int = 90) -> str:
+    reason = " ".join(str(reason).split())
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 Build = Callable[[Sequence[str]], Path]
@@ -104,9 +119,8 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
         calib = load_calibration(cfg.calibration, required(ctx.spec, "spec").inputs, cfg.calibration_samples,
                                  cfg.seed, example)
         ctx.calibration = calib
-        if calib.synthetic:
+        if calib.synthetic:  # a note (printed once, with the others, and kept in report.json)
             ctx.note(f"WARNING: {name}: " + calib.to_dict()["warning"])
-            log.warning("%s: %s", name, calib.to_dict()["warning"])
         ref = q.preprocess(fp32, ctx.workdir / "preprocessed.onnx")
 
         def build(exclude: Sequence[str]) -> Path:

@@ -23,7 +23,7 @@ from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
 from edgeship.errors import EdgeshipError, ExportError, QuantizationError, SpecError
 from edgeship.parity.report import ParityReport
-from edgeship.pipeline.context import Context, Skip, StageResult, required
+from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
 from edgeship.pipeline.onnx import onnx_stage
 from edgeship.pipeline.optimize import optimize_stage
@@ -141,6 +141,8 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
                 detail, status = _run_stage(fn, ctx, name), "ok"
             except Skip as s:
                 detail, status = str(s), "skipped"
+            except Degraded as w:
+                detail, status = str(w), "warning"
             except EdgeshipError as e:
                 # an optional stage may fail on its own work; bad input (a SpecError such as bad
                 # calibration data) stops the export whatever the stage

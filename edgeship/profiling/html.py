@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.profiling.timing import format_ms
+from edgeship.profiling.timing import KERNEL_TIME, RSS_NOT_MEASURED, format_ms
 
 _PALETTE = ("#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#3ca951", "#a463f2", "#97bbf5", "#9c6b4e")
 _CSS = """
@@ -161,7 +161,7 @@ def _latency_table(report) -> str:
         s = r.stats
         row = [r.label, s.count, format_ms(r.cold_start_ms),
                *(format_ms(v) for v in (s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max)),
-               f"{r.throughput:,.0f}", f"{r.peak_rss_mb:.0f} MiB"]
+               f"{r.throughput:,.0f}", f"{r.peak_rss_mb:.0f} MiB" if math.isfinite(r.peak_rss_mb) else RSS_NOT_MEASURED]
         if eager:
             sp = report.speedup(r)
             row.append(f"{sp:.2f}×" if sp else "—")
@@ -189,8 +189,8 @@ def _per_op(report) -> str:
         p = r.per_op
         if p is None:
             continue
-        parts.append(f"<h3>{escape(r.label)}</h3><p class=\"meta\">{p.runs} profiled runs; kernel time "
-                     f"{format_ms(p.total_us / 1e3)} per inference</p>")
+        parts.append(f"<h3>{escape(r.label)}</h3><p class=\"meta\">{p.runs} profiled runs; "
+                     f"{format_ms(p.total_us / 1e3)} per inference = {escape(KERNEL_TIME)}</p>")
         parts.append(_table(["op type", "time / inference", "calls", "share"],
                             [[o.op_type, format_ms(o.us / 1e3), f"{o.calls:g}", f"{o.share:.1%}"] for o in p.op_types], "per-op"))
         parts.append(_table(["node", "op type", "provider", "time / inference", "share"],

@@ -8,7 +8,7 @@
 For each target × variant × threads × batch it opens a fresh onnxruntime session and measures
 the cold start (session creation + first run), then times each call (``edgeship.profiling.timing``
 describes the loop: feeds built once, ``perf_counter_ns`` around the call only, IO binding on
-CUDA) and reports mean, std, min, p50, p90, p95, p99, max, throughput (batch ÷ mean latency,
+CUDA) and reports mean, std, min, p50, p90, p95, p99, max, throughput (batch ÷ p50 latency,
 items/s) and the peak RSS of the process while that configuration ran.
 
 Inputs: the bundle's golden sample 0 (``golden/inputs.npz``, keys ``0/<input>``), repeated
@@ -30,6 +30,7 @@ import gc
 import io
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.profiling.source import Source, batch_feeds, natural_batch, open_source
-from edgeship.profiling.timing import OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
+from edgeship.profiling.timing import RSS_NOT_MEASURED, OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
 from edgeship.runtimes.ort import MAX_THREADS
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ConfigResult:
     session_ms: float
     first_run_ms: float
     stats: Stats
-    throughput: float  # items/s = batch / mean latency
+    throughput: float  # items/s = batch / p50 latency (one stall does not drag it down)
     peak_rss_mb: float
     rss_growth_mb: float  # peak minus the RSS just before the session was created
     per_op: OpProfile | None = None
@@ -91,7 +92,7 @@ class ConfigResult:
         d = {k: getattr(self, k) for k in ("runtime", "target", "variant", "threads", "batch")}
         d.update(providers=list(self.providers), io_binding=self.io_binding, cold_start_ms=self.cold_start_ms,
                  session_ms=self.session_ms, first_run_ms=self.first_run_ms, stats=self.stats.to_dict(),
-                 throughput=self.throughput, peak_rss_mb=self.peak_rss_mb, rss_growth_mb=self.rss_growth_mb,
+                 throughput=self.throughput, peak_rss_mb=_finite(self.peak_rss_mb), rss_growth_mb=_finite(self.rss_growth_mb),
                  per_op=self.per_op.to_dict() if self.per_op else None)
         return d
 
@@ -203,8 +204,10 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
             notes.append("the bundle's TorchScript was not timed: TorchScript is code, and a bundle is not trusted "
                          "to name code to run; pass --run-bundled-torchscript for a bundle you trust")
     rss = PeakRss()
-    if rss.scope != "configuration":
+    if rss.scope == "process":
         notes.append("peak RSS is the process's lifetime peak (this OS cannot reset it per configuration)")
+    elif rss.scope == "unmeasured":
+        notes.append(f"peak RSS {RSS_NOT_MEASURED} (no /proc and no resource module)")
     iterations = None if config.duration is not None else (config.iterations or DEFAULT_ITERATIONS)
     results = []
     for i, item in enumerate(plan):
@@ -218,6 +221,11 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
                 "rss_scope": rss.scope}
     return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
                          dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes))
+
+
+def _finite(v: float) -> float | None:
+    """NaN (not measured) as None in JSON."""
+    return v if math.isfinite(v) else None
 
 
 def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakRss) -> ConfigResult:
@@ -239,8 +247,8 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
     stats = Stats.of(ms)
     return ConfigResult(item.runtime, item.target, item.variant, item.threads, item.batch, tuple(h.providers),
                         h.io_binding, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, stats,
-                        item.batch * 1e3 / stats.mean if stats.mean > 0 else float("inf"), peak,
-                        max(peak - before, 0.0), ops, ms)
+                        item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
+                        max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms)
 
 
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
@@ -277,18 +285,21 @@ CSV_FIELDS = ("runtime", "target", "variant", "threads", "batch", "iterations", 
               "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers")
 
 
-def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None) -> Path:
-    """The report as JSON, and every call's latency (ms) in an .npz beside it (same stem)."""
+def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None,
+               arrays: bool = True) -> Path:
+    """The report as JSON, and (``arrays``) every call's latency (ms) in an .npz beside it (same stem)."""
     path = Path(path)
     npz = path.with_suffix(".npz")
     d = report.to_dict()
-    d["latencies"] = npz.name
+    d["latencies"] = npz.name if arrays else None
     if comparison is not None:
         d["comparison"] = comparison.to_dict()
     _write(path, json.dumps(d, indent=2, default=str))
+    if not arrays:
+        return path
     with open(npz, "wb") as f:
-        arrays: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
-        np.savez(f, **arrays)
+        calls: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
+        np.savez(f, **calls)
     return path
 
 

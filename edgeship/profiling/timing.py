@@ -20,8 +20,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import os
-import resource
+import sys
 import tempfile
 import time
 from bisect import bisect_right
@@ -106,7 +107,7 @@ def time_calls(call: Callable, args: tuple, warmup: int = 10, iterations: int | 
     gc.disable()
     try:
         if duration is None:
-            count = int(iterations if iterations is not None else 100)
+            count = 100 if iterations is None else int(iterations)
             buf = np.empty(count, dtype=np.int64)
             for i in range(count):
                 t0 = clock()
@@ -132,16 +133,37 @@ def time_calls(call: Callable, args: tuple, warmup: int = 10, iterations: int | 
 
 
 # ----------------------------------------------------------------------------- memory
+def lifetime_peak_mb() -> float | None:
+    """The process's lifetime peak RSS (``ru_maxrss``) in MiB; None where the ``resource`` module
+    does not exist (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 2**20 if sys.platform == "darwin" else kb / 1024  # macOS reports bytes
+
+
+RSS_NOT_MEASURED = "not measured on this platform"
+# what the per-op total counts (it can exceed the measured p50)
+KERNEL_TIME = ("the sum of every node's kernel time, without session overhead; kernels on parallel threads add up, "
+               "so it can exceed the wall-clock p50")
+
+
 class PeakRss:
     """Peak resident memory of this process, reset per configuration where Linux allows it.
 
     Writing ``5`` to ``/proc/self/clear_refs`` resets VmHWM (Linux ≥ 4.0), so the peak covers
-    one configuration; elsewhere it falls back to ``ru_maxrss``, the process's lifetime peak
-    (``scope`` says which).
+    one configuration; elsewhere it falls back to ``ru_maxrss``, the process's lifetime peak;
+    where neither exists (Windows) it is not measured and reads NaN (``scope`` says which:
+    ``configuration``, ``process`` or ``unmeasured``).
     """
 
-    def __init__(self):
-        self.scope = "configuration" if self._reset() else "process"
+    def __init__(self) -> None:
+        if self._reset():
+            self.scope = "configuration"
+        else:
+            self.scope = "process" if lifetime_peak_mb() is not None else "unmeasured"
 
     @staticmethod
     def _reset() -> bool:
@@ -172,12 +194,13 @@ class PeakRss:
         return v if v is not None else self.peak_mb()
 
     def peak_mb(self) -> float:
+        """MiB; NaN where not measured."""
         if self.scope == "configuration":
             v = self._status("VmHWM")
             if v is not None:
                 return v
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024 if os.uname().sysname != "Darwin" else kb / 2**20
+        peak = lifetime_peak_mb()
+        return math.nan if peak is None else peak
 
 
 # ----------------------------------------------------------------------------- onnxruntime

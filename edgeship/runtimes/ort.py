@@ -102,7 +102,8 @@ def check_threads(threads: int | None) -> None:
 
 
 def session_options(threads: int | None = None, *, profile_prefix: str | None = None,
-                    optimized_path: str | None = None, basic_level: bool = False) -> Any:
+                    optimized_path: str | None = None, basic_level: bool = False,
+                    inter_op_threads: int | None = None, base: Any = None) -> Any:
     """edgeship's onnxruntime session options.
 
     Args:
@@ -111,13 +112,22 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
         profile_prefix: turn on onnxruntime's profiler, writing JSON with this prefix.
         optimized_path: write the optimised model here (offline optimisation).
         basic_level: provider-independent optimisations only (a portable optimised file).
+        inter_op_threads: threads running independent nodes in parallel; setting it also turns
+            on onnxruntime's parallel execution mode (it has no effect in the sequential mode).
+        base: an ``onnxruntime.SessionOptions`` of the caller's to start from; its intra-op
+            threads are kept unless ``threads`` is given.
     """
     import onnxruntime as ort
 
     check_threads(threads)
-    so = ort.SessionOptions()
-    so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
-    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so = base if base is not None else ort.SessionOptions()
+    if base is None:
+        so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
+    if base is None or threads:
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+    if inter_op_threads:
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        so.inter_op_num_threads = inter_op_threads
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
@@ -129,7 +139,8 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
 
 
 def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", providers: list[str] | None = None,
-                 options: Any = None, error: type[EdgeshipError] = ExportError, what: str | None = None) -> Any:
+                 options: Any = None, error: type[EdgeshipError] = ExportError, what: str | None = None,
+                 provider_options: dict[str, Any] | None = None) -> Any:
     """Open an onnxruntime ``InferenceSession`` on ``model`` (its bytes or a path).
 
     Args:
@@ -137,6 +148,8 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
         options: from :func:`session_options` (default: its defaults).
         error: the EdgeshipError class a failure to open is reported as.
         what: how to name the model in messages (default: the path, or "the model bytes").
+        provider_options: options of the first (the target's) execution provider, e.g.
+            ``{"device_id": 1}`` for CUDA; the other providers keep their defaults.
 
     Raises:
         error: onnxruntime cannot open the model.
@@ -153,8 +166,9 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     if isinstance(model, bytes):  # onnxruntime would resolve external data against the cwd
         refuse_external_data(model, name)
     try:
+        per_provider = [dict(provider_options or {})] + [{} for _ in providers[1:]]
         session = ort.InferenceSession(src, options if options is not None else session_options(),
-                                       providers=providers)
+                                       providers=providers, provider_options=per_provider)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise error(f"onnxruntime could not open {name} with {', '.join(providers)}: {brief(e)}") from e
     active = session.get_providers()
@@ -183,19 +197,25 @@ class OrtRunner(Runner):
     """Runs an ONNX model (a path or the model's bytes) with onnxruntime."""
 
     def __init__(self, spec: IOSpec, model: str | os.PathLike | bytes, *, target: str = "cpu",
-                 providers: list[str] | None = None, threads: int | None = None, name: str | None = None):
+                 providers: list[str] | None = None, threads: int | None = None, name: str | None = None,
+                 options: Any = None, provider_options: dict[str, Any] | None = None):
         super().__init__(spec)
-        self.model = model
+        self.model: str | os.PathLike | bytes | None = model  # None once released (Model.__init__)
         self.target = target
         self.providers = providers
         self.threads = threads
+        self.options = options  # onnxruntime.SessionOptions, else session_options(threads)
+        self.provider_options = provider_options
         self.name = name or f"onnxruntime-{target}"
         self.session: Any = None
         self.output_names: list[str] = []
 
     def _load(self) -> None:
+        if self.model is None:
+            raise RuntimeError("the model bytes were released after the session opened; open a new runner")
         self.session = open_session(self.model, target=self.target, providers=self.providers,
-                                    options=session_options(self.threads))
+                                    options=self.options if self.options is not None else session_options(self.threads),
+                                    provider_options=self.provider_options)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def loaded_session(self) -> Any:
