@@ -10,7 +10,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
 STAMP := $(VENV)/.installed-py$(PYVER)
-PIP_CPU := --extra-index-url $(TORCH_INDEX)
+# the CPU index is added only where it answers: pip retries an unreachable index for every package
+# (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
+PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
 .PHONY: demo test bench lint floors clean
 

@@ -127,7 +127,7 @@ def test_output_with_a_foreign_manifest_is_never_replaced(files, tmp_path, cli, 
     out = zip_tree(app, tmp_path / "webapp.zip") if zipped else app
     before = snapshot(out)
     code, msg = cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--input", "x:1x10",
-                    "-q", "fp32", "--no-torchscript", "-o", out)
+                    "--quantize", "fp32", "--no-torchscript", "-o", out)
     assert code == 2 and "is not an edgeship" in msg and "refusing to replace it" in msg, msg
     assert_untouched(out, before)
 

@@ -18,7 +18,7 @@ from edgeship.spec import check_name
 
 
 def _export(cli, files, out, *args):
-    return cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "-q", "fp32", "--no-torchscript",
+    return cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--quantize", "fp32", "--no-torchscript",
                "-o", out, *args)
 
 
@@ -106,7 +106,7 @@ def test_known_tracebacks_are_usage_errors(bundle_copy, mlp_bundle, files, tmp_p
     with zipfile.ZipFile(calib, "w") as z:
         z.writestr("x", b"raw bytes")
     out = tmp_path / "b.edgeship"
-    code, msg = _export(cli, files, out, "--input", "x:1x10", "-q", "static", "--calibration", calib)
+    code, msg = _export(cli, files, out, "--input", "x:1x10", "--quantize", "static", "--calibration", calib)
     assert code == 2 and "--calibration" in msg and "not a numpy array" in msg, msg
     assert_untouched(out, {})
 
