@@ -53,6 +53,14 @@ def _imports(tree: ast.Module) -> list[tuple[ast.stmt, str, list[str]]]:
 MODULES = _modules()
 
 
+def test_every_folder_is_a_package():
+    """A folder without __init__.py is a namespace package, which setuptools' find leaves out of
+    the wheel: every room must be a regular package."""
+    missing = [d.name for d in PACKAGE.iterdir() if d.is_dir() and d.name != "__pycache__"
+               and not (d / "__init__.py").is_file()]
+    assert not missing, f"no __init__.py in {missing}"
+
+
 def test_the_layout_has_every_room():
     rooms = {_room(name) for name, _ in MODULES}
     assert rooms == set(ROOMS)
