@@ -151,6 +151,7 @@ def test_dash_writes_the_report_to_stdout_and_tables_to_stderr(mlp_bundle, tmp_p
 
 def test_written_files_are_named_and_output_has_no_colour_codes(cli, mlp_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("CI", raising=False)  # under CI=true check is quiet by default: one line
     code, out = cli("check", mlp_bundle, "--junit", tmp_path / "p.xml", "--json", tmp_path / "p.json")
     assert code == 0, out
     assert f"wrote {(tmp_path / 'p.xml').resolve()}" in out and f"wrote {(tmp_path / 'p.json').resolve()}" in out
