@@ -266,6 +266,7 @@ def test_profiler_is_torch_free(mlp_bundle):
         "from edgeship.config import ProfileConfig\n"
         f"r = edgeship.profile({str(mlp_bundle)!r}, ProfileConfig(iterations=5, per_op=True))\n"
         "assert r.results[0].stats.p50 > 0 and 'torch' not in sys.modules\n"
+        "assert r.settings['rss_holds'] == 'onnxruntime session'\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -390,7 +391,8 @@ def test_cli_writes_json_csv_html(cli, mlp_bundle, tmp_path):
     text = h.read_text()
     page = _Page()
     page.feed(text)
-    assert page.tags.count("svg") == 2 and {"chart-distribution", "chart-p50", "per-op"} <= page.ids
+    assert page.tags.count("svg") == 3 and {"summary", "parity", "chart-distribution", "chart-p50", "chart-p50-item",
+                                            "per-op"} <= page.ids
     assert page.tags.count("circle") >= 4 * 25 and page.tags.count("rect") >= 4  # every call a dot, a bar per config
     assert "per-op" in page.classes and "latency" in page.classes
     assert "script" not in page.tags and "link" not in page.tags and "img" not in page.tags
@@ -461,7 +463,9 @@ def test_export_profile_puts_report_html_in_the_bundle(files, tmp_path):
     assert report["profile"]["results"][0]["variant"] == "fp32" and report["profile"]["results"][0]["per_op"]
     page = _Page()
     page.feed(b.read("report.html").decode())
-    assert {"export", "chart-distribution", "chart-p50", "per-op"} <= page.ids
+    assert {"summary", "export", "parity", "chart-distribution", "chart-p50", "chart-p50-item", "per-op"} <= page.ids
+    text = b.read("report.html").decode()
+    assert "★" in text and "this process also holds torch" in text  # export imported torch: the RSS says so
 
 
 def test_export_without_profile_has_no_profile_stage(mlp_bundle):

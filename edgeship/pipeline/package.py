@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def package_stage(ctx: Context) -> str:
         from edgeship.profiling.html import write_html
 
         export = {"stages": [s.to_dict() for s in ctx.stages], "parity": ctx.parity.summary()}
-        files["report.html"] = write_html(ctx.workdir / "report.html", ctx.profile, export=export)
+        shipped = replace(ctx.profile, variant_info=variants, defaults=dict(ctx.defaults))  # the summary's ★, size, parity
+        files["report.html"] = write_html(ctx.workdir / "report.html", shipped, export=export)
     manifest = {
         "name": ctx.config.bundle_name,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

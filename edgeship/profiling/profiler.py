@@ -1,7 +1,8 @@
 """The latency profiler: ``edgeship profile BUNDLE|model.onnx``. Torch-free unless asked to compare.
 
     import edgeship
-    from edgeship.config import ProfileConfig
+    from edgeship.bundle.manifest import VariantResult
+from edgeship.config import ProfileConfig
     report = edgeship.profile("model.edgeship", ProfileConfig(threads=(1, 2), batches=(1, 8)))
     compare(report, "baseline.json", max_regression=0.10).check()   # RegressionError: exit 1
 
@@ -32,8 +33,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
@@ -109,6 +112,8 @@ class ProfileReport:
     created_at: str
     results: tuple[ConfigResult, ...]
     notes: tuple[str, ...] = ()
+    variant_info: dict[str, VariantResult] = field(default_factory=dict)  # a bundle's precision, size, parity
+    defaults: dict[str, str] = field(default_factory=dict)  # a bundle's default variant per target
 
     def speedup(self, r: ConfigResult) -> float | None:
         """Eager PyTorch p50 ÷ this row's p50 at the same threads and batch (None without eager rows)."""
@@ -116,9 +121,11 @@ class ProfileReport:
         return None if eager is None or eager is r else eager.stats.p50 / r.stats.p50
 
     def to_dict(self) -> dict:
+        variants = {n: {k: v.to_dict()[k] for k in ("precision", "size", "parity")} for n, v in self.variant_info.items()}
         return {"schema": SCHEMA, "name": self.name, "source": self.source, "kind": self.kind,
                 "created_at": self.created_at, "settings": self.settings, "host": self.host,
-                "notes": list(self.notes), "results": [r.to_dict() for r in self.results]}
+                "notes": list(self.notes), "defaults": dict(self.defaults), "variants": variants,
+                "results": [r.to_dict() for r in self.results]}
 
 
 # ----------------------------------------------------------------------------- profile
@@ -218,9 +225,26 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
         progress(len(plan), len(plan), "done")
     settings = {"warmup": config.warmup, "iterations": iterations, "duration": config.duration,
                 "per_op": config.per_op, "per_op_runs": config.per_op_runs if config.per_op else None,
-                "rss_scope": rss.scope}
+                "rss_scope": rss.scope, "rss_holds": rss_holds(sys.modules)}
     return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
-                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes))
+                         dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes),
+                         dict(src.variant_info), dict(src.defaults))
+
+
+def rss_holds(modules: Mapping[str, object]) -> str:
+    """What the process held while peak RSS was measured, for the report's RSS column.
+
+    Peak RSS is the whole process's: under ``edgeship export --profile`` (or ``--compare-torch``)
+    torch is imported too, and its hundreds of MiB are in every figure.
+
+    Args:
+        modules: the process's imported modules (``sys.modules``); read, never imported from.
+
+    Returns:
+        "onnxruntime session", or that plus "; this process also holds torch".
+    """
+    held = "onnxruntime session"
+    return f"{held}; this process also holds torch" if "torch" in modules else held
 
 
 def _finite(v: float) -> float | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeship.bundle.manifest import VariantResult
 from edgeship.errors import ModelLoadError, SpecError, brief
 from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
 
@@ -25,7 +26,12 @@ from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
 @dataclass(frozen=True)
 class Source:
     """What to profile: an IOSpec, variants by name (``model(name)`` gives bytes or a path),
-    golden sample 0 when there is one, and the TorchScript module's bytes when there is one."""
+    golden sample 0 when there is one, and the TorchScript module's bytes when there is one.
+
+    A bundle also brings what its manifest records for the report's summary and parity
+    sections: each variant's precision, size and parity (``variant_info``) and the default
+    variant per target (``defaults``). A raw .onnx file has neither.
+    """
 
     name: str
     kind: str
@@ -36,6 +42,8 @@ class Source:
     sample: dict | None = None
     torchscript: Callable[[], bytes] | None = None
     recorded: dict = field(default_factory=dict)  # manifest["source"]: arch, arch_kwargs
+    variant_info: dict[str, VariantResult] = field(default_factory=dict)  # manifest["variants"], parsed
+    defaults: dict[str, str] = field(default_factory=dict)  # manifest["defaults"]: target -> variant
 
 
 def open_source(path: str | os.PathLike) -> Source:
@@ -56,6 +64,7 @@ def open_source(path: str | os.PathLike) -> Source:
 def _bundle_source(p: Path) -> Source:
     from edgeship.bundle import open_bundle
     from edgeship.bundle.golden import read_bundle_npz
+    from edgeship.bundle.manifest import variants_of
 
     b = open_bundle(p)
     m = b.manifest
@@ -66,7 +75,8 @@ def _bundle_source(p: Path) -> Source:
     ts = m.get("torchscript")
     return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
                   lambda v: b.read(m["variants"][v]["file"]), sample,
-                  (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}))
+                  (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}), variants_of(m),
+                  dict(m.get("defaults") or {}))
 
 
 def _onnx_source(p: Path) -> Source:
