@@ -260,3 +260,28 @@ def test_import_edgeship_does_not_import_torch():
     code = "import edgeship, edgeship.cli, edgeship.model, sys; assert 'torch' not in sys.modules, 'torch'; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_run_bound_returns_outputs_as_ort_values(mlp_bundle, files):
+    import onnxruntime as ort
+
+    m = edgeship.load(mlp_bundle)
+    out = m.run_bound({"x": files["x"]})
+    assert set(out) == {t.name for t in m.outputs} and all(isinstance(v, ort.OrtValue) for v in out.values())
+    (name,) = out
+    np.testing.assert_array_equal(out[name].numpy(), m(files["x"]))
+    on_host = ort.OrtValue.ortvalue_from_numpy(files["x"])  # an OrtValue already where the model runs
+    np.testing.assert_array_equal(m.run_bound({"x": on_host})[name].numpy(), m(files["x"]))
+    with pytest.raises(SpecError, match="input 'x'"):
+        m.run_bound({"x": files["x"].astype(np.float64)})
+    with pytest.raises(SpecError, match="run_bound needs every input"):
+        m.run_bound({"y": on_host})
+
+
+@pytest.mark.cuda
+def test_run_bound_keeps_cuda_outputs_on_the_device(mlp_bundle, files):
+    m = edgeship.load(mlp_bundle, target="cuda")
+    out = m.run_bound({"x": files["x"]})
+    (value,) = out.values()
+    assert value.device_name().lower() == "cuda"
+    np.testing.assert_allclose(value.numpy(), edgeship.load(mlp_bundle)(files["x"]), atol=1e-5)
