@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_CPU) -c constraints.txt -e '.[export,dev,examples]' || { \
+	$(PY) -m pip install -q $(PIP_CPU) -c constraints.txt -e '.[export,dev,examples,openvino]' || { \
 		echo "make: install failed. torch's CPU build comes from $(TORCH_INDEX) (TORCH_INDEX=...): check that pip"; \
 		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently."; \
 		rm -rf $(VENV); exit 1; }

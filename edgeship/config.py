@@ -46,6 +46,9 @@ class ExportConfig:
         tolerances: scoped overrides, e.g. {"int8": {"min_cosine": 0.98}, "int8/logits": {"min_top1": 0.95}}.
         profile: profile every variant on every target before packaging; the results go into
             report.json and report.html inside the bundle.
+        tune: on the cpu target, measure onnxruntime's session options (threads, spinning, graph
+            optimisation level) and OpenVINO (where installed) as candidates too, not only each variant
+            on onnxruntime's defaults.
     """
 
     model: Path
@@ -72,6 +75,7 @@ class ExportConfig:
     fallback: bool = True
     tolerances: dict = field(default_factory=dict)
     profile: bool = False
+    tune: bool = True
 
     @property
     def bundle_name(self) -> str:
@@ -106,9 +110,12 @@ class ProfileConfig:
             and a bundle is never trusted to name code to run: off unless asked for).
         load: how to load ``compare_torch`` (``--arch`` etc.); the bundle's recorded ``--arch`` is
             only quoted in the error for a state_dict, never imported.
+        runtimes: ``onnxruntime`` and/or ``openvino`` (cpu target; rows named ``VARIANT@openvino``,
+            and ``fp32@openvino-bf16`` where the CPU has bf16).
     """
 
     targets: tuple[str, ...] = ("cpu",)
+    runtimes: tuple[str, ...] = ("onnxruntime",)
     variants: tuple[str, ...] = ()
     threads: tuple[int | None, ...] = (None,)
     batches: tuple[int | None, ...] = (None,)

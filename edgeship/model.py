@@ -7,6 +7,11 @@
     m.inputs, m.outputs, m.variant, m.providers
     m.session                     # the onnxruntime.InferenceSession itself (public: IO binding, run options)
 
+A bundle lists per target its candidates (runtime, variant, precision, runtime options), fastest
+first; ``load`` takes the first whose runtime is installed here (saying once when it skips one), so
+a bundle whose default runs on OpenVINO still loads where only onnxruntime is. ``variant=`` and
+``runtime=`` pin one.
+
 The bundle is fully verified (every sha256, no unlisted, linked or escaping files) before
 onnxruntime sees a byte, and the model is handed to onnxruntime from the verified bytes; the
 opened model must then agree with the manifest's inputs and outputs. Feeds are checked for
@@ -22,18 +27,20 @@ from typing import Any, Union
 
 import numpy as np
 
-from edgeship.bundle.manifest import VariantResult, variants_of
+from edgeship.bundle.manifest import Candidate, VariantResult, candidates_of, variants_of
 from edgeship.bundle.read import Bundle, identity, open_bundle
-from edgeship.errors import BundleError, ExportError, InferenceError, SpecError, brief
+from edgeship.errors import BundleError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
+from edgeship.host import cpu_flags
 from edgeship.runtimes.external_data import refuse_external_data
 from edgeship.runtimes.ort import OrtRunner, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
+from edgeship.runtimes.registry import OPENVINO, ORT, installed, make_runner, runtime_name
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
 
 
-def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
+def open_variant(bundle: Bundle, runner: Any, file: str) -> Any:
     """Open a verified variant and check that the model agrees with the manifest's io spec.
 
     Raises:
@@ -45,7 +52,8 @@ def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
     try:
         runner.load()
     except ExportError as e:
-        raise BundleError(f"bundle {bundle.path}: onnxruntime cannot open {file}: {brief(e.__cause__ or e)}") from e
+        what = "OpenVINO" if getattr(runner, "compiled", False) is not False else "onnxruntime"
+        raise BundleError(f"bundle {bundle.path}: {what} cannot open {file}: {brief(e.__cause__ or e)}") from e
     problems = runner.io_problems()
     if problems:
         runner.close()
@@ -59,7 +67,7 @@ def open_variant(bundle: Bundle, runner: OrtRunner, file: str) -> OrtRunner:
 Outputs = Union[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]
 
 
-def release_model_bytes(runner: OrtRunner) -> None:
+def release_model_bytes(runner: Any) -> None:
     """Drop every reference to the model's bytes once the session is open: the runner's, and
     the one onnxruntime's Python ``InferenceSession`` keeps (``_model_bytes``) only to re-create
     the session when it falls back to another provider after a failure, a fallback edgeship
@@ -68,7 +76,7 @@ def release_model_bytes(runner: OrtRunner) -> None:
     from the file path: 168 MiB); the peak while opening stays 245 MiB, since onnxruntime copies
     the weights out of the bytes while they are still alive."""
     runner.model = None
-    session = runner.session
+    session: Any = getattr(runner, "session", None)
     if getattr(session, "_model_bytes", None) is not None:
         session.disable_fallback()
         session._model_bytes = None
@@ -88,14 +96,17 @@ class Model:
     session (onnxruntime keeps its own copy of the weights); see :func:`release_model_bytes`.
     """
 
-    def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: OrtRunner):
+    def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: Any,
+                 candidate: Candidate | None = None):
         self.bundle = bundle
         self.spec = spec
         self.variant = variant
         self.target = target
+        self.candidate = candidate  # the manifest's candidate this runs (None: a bundle without candidates)
+        self.runtime = ORT if isinstance(runner, OrtRunner) else OPENVINO
         self._runner = runner.load()
         release_model_bytes(runner)
-        self._session_run = runner.session.run
+        self._session_run = runner.session.run if isinstance(runner, OrtRunner) else runner.run
         self._names = [t.name for t in spec.inputs]
         self._out_names = runner.output_names
         self._checks = [(t.name, _np_dtype(t.dtype), len(t.shape),
@@ -112,14 +123,15 @@ class Model:
 
     @property
     def providers(self) -> list[str]:
-        return self._runner.active_providers
+        """onnxruntime's active providers; ``["OpenVINO:CPU"]`` on OpenVINO."""
+        return self._runner.active_providers if self.runtime == ORT else ["OpenVINO:CPU"]
 
     @property
     def session(self) -> Any:
         """The ``onnxruntime.InferenceSession`` (public API): for IO binding (``session.io_binding()``,
-        so CUDA outputs can stay on the device), ``RunOptions``, or anything edgeship does not wrap.
-        Closing the Model closes it."""
-        return self._runner.session
+        so CUDA outputs can stay on the device), ``RunOptions``, or anything edgeship does not wrap;
+        on OpenVINO, its ``CompiledModel``. Closing the Model closes it."""
+        return self._runner.session if self.runtime == ORT else self._runner.compiled
 
     @property
     def manifest(self) -> dict:
@@ -176,7 +188,7 @@ class Model:
     def _run_error(self, feeds: dict, e: Exception) -> InferenceError:
         sizes = ", ".join(f"{k}: {a.dtype}{format_shape(a.shape)} ({a.nbytes / 2**20:.1f} MiB)" for k, a in feeds.items())
         return InferenceError(
-            f"onnxruntime failed to run {self.bundle.path} (variant {self.variant}, {self.target}) on inputs "
+            f"{self.runtime} failed to run {self.bundle.path} (variant {self.variant}, {self.target}) on inputs "
             f"{sizes}: {brief(e)}. Check the inputs' sizes (smaller batches need less memory) and their values."
         )
 
@@ -232,7 +244,8 @@ class Model:
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{t.name}:{t.dtype}{format_shape(t.shape)}" for t in self.inputs)
-        return f"<edgeship.Model {self.bundle.manifest.get('name')} variant={self.variant} target={self.target} ({ins})>"
+        return (f"<edgeship.Model {self.bundle.manifest.get('name')} variant={self.variant} runtime={self.runtime} "
+                f"target={self.target} ({ins})>")
 
 
 def _np_dtype(name: str):
@@ -262,8 +275,8 @@ def choose_variant(manifest: dict, target: str, variant: str) -> VariantResult:
 
 
 def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = "auto",
-         threads: int | None = None, *, inter_op_threads: int | None = None, session_options: Any = None,
-         provider_options: dict[str, Any] | None = None) -> Model:
+         threads: int | None = None, *, runtime: str | None = None, inter_op_threads: int | None = None,
+         session_options: Any = None, provider_options: dict[str, Any] | None = None) -> Model:
     """Verify a bundle and open one variant of it for ``target``.
 
     Args:
@@ -271,7 +284,11 @@ def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = 
             bundle already in memory (verified exactly like the file, without a temporary file).
         target: ``cpu``, ``cuda``, ``auto`` (CUDA when usable, else CPU) or a provider name.
         variant: ``auto`` (the bundle's default for the target) or a variant name such as ``fp32``.
-        threads: intra-op threads; default: one per core (or ``session_options``' own).
+        threads: intra-op threads; default: the candidate's, else one per usable core (or
+            ``session_options``' own).
+        runtime: ``onnxruntime`` (``ort``) or ``openvino``: the first candidate on that runtime;
+            default: the first candidate whose runtime is installed here. ``inter_op_threads``,
+            ``session_options`` and ``provider_options`` are onnxruntime's, and pin it.
         inter_op_threads: threads for independent nodes; turns on onnxruntime's parallel mode.
         session_options: an ``onnxruntime.SessionOptions`` to open the session with (``threads``
             and ``inter_op_threads``, when given, are set on it).
@@ -280,30 +297,99 @@ def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = 
 
     Raises:
         BundleError: the bundle is missing, corrupt or tampered with, or lacks the variant.
-        TargetUnavailableError: the target's execution provider is not installed.
+        TargetUnavailableError: the target's execution provider (or the runtime) is not installed.
     """
     check_threads(threads)
+    if runtime is not None:
+        runtime = runtime_name(runtime)
+    if session_options is not None or inter_op_threads or provider_options:
+        if runtime == OPENVINO:
+            raise SpecError("session_options, inter_op_threads and provider_options are onnxruntime's; "
+                            "leave them out with runtime='openvino'.")
+        runtime = ORT
     before = identity(bundle) if not isinstance(bundle, bytes) else None
     options = None
     if session_options is not None or inter_op_threads:
         options = ort_session_options(threads, inter_op_threads=inter_op_threads, base=session_options)
     try:
-        return _load(bundle, target, variant, threads, options, provider_options)
+        return _load(bundle, target, variant, threads, options, provider_options, runtime)
     except BundleError:
         # a folder bundle replaced by an export while it was read (its files then belong to two
         # manifests) fails verification once: read it again, once, when it changed underneath
         if before is None or isinstance(bundle, bytes) or identity(bundle) == before:
             raise
         log.info("bundle %s changed while it was read; reading it again", bundle)
-        return _load(bundle, target, variant, threads, options, provider_options)
+        return _load(bundle, target, variant, threads, options, provider_options, runtime)
+
+
+_said: set[str] = set()
+
+
+def _say_once(text: str) -> None:
+    if text not in _said:
+        _said.add(text)
+        log.warning(text)
+
+
+def choose_candidate(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> Candidate | None:
+    """The first of the manifest's candidates for ``target`` that matches ``variant`` (``auto``:
+    any) and ``runtime`` (None: any) and whose runtime is installed here; None when the bundle
+    lists none that match (a bundle written before candidates: its ``defaults`` decide). A pinned
+    variant runs at its own precision (``variant="fp32"`` is never OpenVINO's bf16 of that file).
+    Skipping a candidate whose runtime is not installed is said once."""
+    shipped = variants_of(manifest)
+    precision = shipped[variant].precision if variant in shipped else None
+    for c in candidates_of(manifest).get(target, []):
+        if (variant != "auto" and (c.variant != variant or c.precision != precision)) \
+                or (runtime is not None and c.runtime != runtime):
+            continue
+        if installed(c.runtime):
+            return c
+        _say_once(f"bundle {manifest.get('name')!r}: skipping candidate {c.describe()} for {target}: {c.runtime} is not "
+                  f"installed here (pip install 'edgeship[{c.runtime}]' to use it)")
+    return None
+
+
+def _tuned_elsewhere(manifest: dict) -> None:
+    """Say once when the bundle's candidates were measured on a CPU with other flags than this one."""
+    tuned = manifest.get("tuned") if isinstance(manifest.get("tuned"), dict) else None
+    host = (tuned or {}).get("host") if tuned else manifest.get("host")
+    flags = host.get("cpu_flags") if isinstance(host, dict) else None
+    if not isinstance(flags, list):
+        return
+    theirs, ours = {f for f in flags if isinstance(f, str)}, set(cpu_flags())
+    if theirs != ours:
+        diff = ", ".join([f"+{f}" for f in sorted(ours - theirs)] + [f"-{f}" for f in sorted(theirs - ours)])
+        _say_once(f"bundle {manifest.get('name')!r} was {'tuned' if tuned else 'selected'} on a CPU with other flags "
+                  f"than this one ({diff[:200]}); its default may not be the fastest here: run `edgeship tune` on this machine")
 
 
 def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads: int | None, options: Any,
-          provider_options: dict[str, Any] | None) -> Model:
+          provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
     b = open_bundle(bundle)
     target, providers = resolve_target(target)
-    v = choose_variant(b.manifest, target, variant)
     spec = IOSpec.from_dict(b.manifest["io"])
-    runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads,
-                       name=f"onnxruntime-{target}", options=options, provider_options=provider_options)
-    return Model(b, spec, v.name, target, open_variant(b, runner, v.file))
+    c = choose_candidate(b.manifest, target, variant, runtime)
+    if c is not None:
+        _tuned_elsewhere(b.manifest)
+        v = variants_of(b.manifest)[c.variant]
+        precision, runtime_options = c.precision, dict(c.options)
+        run_on = c.runtime
+    else:
+        v = choose_variant(b.manifest, target, variant)
+        precision, runtime_options, run_on = v.precision, {}, runtime or ORT
+    if run_on == ORT:
+        runner: Any = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads,
+                                name=f"onnxruntime-{target}", options=options, provider_options=provider_options,
+                                runtime_options=runtime_options)
+    else:
+        if not installed(OPENVINO):
+            raise TargetUnavailableError("runtime='openvino' asked for, but openvino is not installed here; "
+                                         "pip install 'edgeship[openvino]'.")
+        if threads:
+            runtime_options["threads"] = threads
+        if precision not in ("fp32", "bf16", "int8"):
+            raise SpecError(f"variant {v.name} ({precision}) does not run on OpenVINO; use an fp32 or int8 variant.")
+        runner = make_runner(spec, b.read(v.file), OPENVINO, target=target, precision=precision,
+                             options=runtime_options, what=v.file)
+    return Model(b, spec, v.name, target, open_variant(b, runner, v.file), candidate=c)

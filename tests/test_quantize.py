@@ -146,7 +146,8 @@ def test_fallback_rounds_follow_the_schedule(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(q, "quantizable_nodes", lambda path, kind, graph=None: set(nodes))
     monkeypatch.setattr(q, "count_quantized", lambda path: 1)
     monkeypatch.setattr(localize, "harmful_nodes", harmful)
-    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",)), tmp_path,
+    # tune=False: the variants on onnxruntime's defaults only (the stand-in runners open no file)
+    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",), tune=False), tmp_path,
                   samples=[Sample("0", {"x": np.zeros((1, 10), np.float32)}, {})])
     report, excluded = stage._fallback(ctx, "int8", kind, "int8", tmp_path / "ref.onnx", tmp_path / "out.onnx",
                                        lambda exclude: built.append(list(exclude)), _FailingReport(0.9))
@@ -231,7 +232,8 @@ def test_select_picks_the_fastest_variant_that_passes_on_each_target(tmp_path, m
 
     monkeypatch.setattr(stages, "OrtRunner", _TimedRunner)
     monkeypatch.setattr(stages, "quick_p50s", quick_p50s)
-    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",)), tmp_path,
+    # tune=False: the variants on onnxruntime's defaults only (the stand-in runners open no file)
+    ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",), tune=False), tmp_path,
                   spec=IOSpec((TensorSpec("x", "float32", (1, 10)),), (TensorSpec("y", "float32", (1, 4)),)),
                   samples=[Sample("0", {"x": np.zeros((1, 10), np.float32)}, {})], targets=["cpu", "cuda"])
     passed = {"fp32": {"cpu": True, "cuda": True}, "int8_static": {"cpu": False, "cuda": True},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -58,6 +59,59 @@ class VariantResult:
                    excluded_nodes=tuple(n for n in excluded if isinstance(n, str)) if isinstance(excluded, list) else (),
                    error_before_fallback=_table(d.get("error_before_fallback")) or None,
                    error_after_fallback=_table(d.get("error_after_fallback")) or None)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration a target can run a bundle with: a runtime, a shipped variant (its model
+    file), a precision class and the runtime's options, with what selection measured of it.
+    The manifest lists them per target, fastest first (``candidates``: {target: [...]});
+    ``edgeship.load`` takes the first whose runtime is installed.
+
+    JSON shape: ``{"id", "runtime", "variant", "precision", "options": {...}, "p50_ms",
+    "parity": {"passed", "max_abs", "min_cosine"}}``.
+    """
+
+    id: str
+    runtime: str
+    variant: str
+    precision: str = "fp32"
+    options: dict = field(default_factory=dict)
+    p50_ms: float | None = None
+    passed: bool = True
+    max_abs: float | None = None
+    min_cosine: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "runtime": self.runtime, "variant": self.variant, "precision": self.precision,
+                "options": dict(self.options), "p50_ms": self.p50_ms,
+                "parity": {"passed": self.passed, "max_abs": self.max_abs, "min_cosine": self.min_cosine}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        """From a manifest entry that :func:`parse_manifest` has checked (informational fields of
+        another type become None)."""
+        parity = _table(d.get("parity"))
+        return cls(id=d["id"], runtime=d["runtime"], variant=d["variant"], precision=d.get("precision", "fp32"),
+                   options=dict(_table(d.get("options"))), p50_ms=_number(d.get("p50_ms")),
+                   passed=parity.get("passed") is not False, max_abs=_number(parity.get("max_abs")),
+                   min_cosine=_number(parity.get("min_cosine")))
+
+    @property
+    def plain(self) -> bool:
+        """The variant on onnxruntime's default session options."""
+        return self.runtime == "onnxruntime" and not self.options
+
+    def describe(self) -> str:
+        opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(self.options.items()))
+        at = f" at {self.precision}" if self.runtime != "onnxruntime" else ""
+        return f"{self.variant} on {self.runtime}{at}" + (f" ({opts})" if opts else "")
+
+
+def candidates_of(manifest: dict) -> dict[str, list[Candidate]]:
+    """Per target, the manifest's candidates in its order; {} for a bundle written before them."""
+    table = manifest.get("candidates") or {}
+    return {t: [Candidate.from_dict(c) for c in cs] for t, cs in table.items()}
 
 
 def _table(value: object) -> dict:
@@ -153,6 +207,10 @@ def _check_fields(m: dict, where: Path) -> None:
     defaults = m.get("defaults") or {}
     if not isinstance(defaults, dict) or not all(isinstance(v, str) and v in variants for v in defaults.values()):
         bad("'defaults' names a variant it does not have")
+    _check_candidates(m.get("candidates"), variants, bad)
+    tuned = m.get("tuned")
+    if tuned is not None and not isinstance(tuned, dict):
+        bad("has a malformed 'tuned' record")
     golden = m.get("golden")
     if not isinstance(golden, dict):
         bad("has no 'golden' section")
@@ -165,3 +223,38 @@ def _check_fields(m: dict, where: Path) -> None:
         bad("has malformed golden samples")
     if not isinstance(m.get("name", ""), str):
         bad("has a name that is not a string")
+
+
+MAX_CANDIDATES = 256  # per target: far more than selection ever writes
+
+
+def _check_candidates(table: object, variants: dict, bad: Callable[[str], NoReturn]) -> None:
+    """``candidates``: {target: [candidate, ...]}, each naming a shipped variant, a known runtime
+    and options that runtime accepts; absent in bundles written before candidates existed."""
+    from edgeship.errors import SpecError
+    from edgeship.runtimes.registry import check_options
+
+    if table is None:
+        return
+    if not isinstance(table, dict):
+        bad("has malformed 'candidates' (expected target -> list)")
+    for target, cands in table.items():
+        if not isinstance(cands, list) or len(cands) > MAX_CANDIDATES:
+            bad(f"candidates for {target!r} are not a list of at most {MAX_CANDIDATES}")
+        ids = set()
+        for c in cands:
+            if not isinstance(c, dict) or not all(isinstance(c.get(k), str) and c.get(k) for k in ("id", "runtime", "variant")) \
+                    or not isinstance(c.get("precision", "fp32"), str) or len(c["id"]) > 200:
+                bad(f"has a malformed candidate for {target!r}")
+            if c["id"] in ids:
+                bad(f"lists candidate {c['id'][:60]!r} twice for {target!r}")
+            ids.add(c["id"])
+            if c["variant"] not in variants:
+                bad(f"candidate {c['id'][:60]!r} names variant {c['variant'][:60]!r}, which it does not have")
+            try:
+                check_options(c["runtime"], c.get("options", {}))
+            except SpecError as e:
+                bad(f"candidate {c['id'][:60]!r}: {e}")
+            p50 = c.get("p50_ms")
+            if p50 is not None and (not isinstance(p50, (int, float)) or isinstance(p50, bool) or not math.isfinite(p50) or p50 < 0):
+                bad(f"candidate {c['id'][:60]!r} has a malformed p50_ms")

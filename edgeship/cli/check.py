@@ -24,6 +24,7 @@ def check(
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Your own inputs (.npz: one array per input, or <i>/<input> keys for several samples) in place of the golden ones; needs --against for the reference outputs.")] = None, tolerance: opt.TolOpt = None,
     json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None,
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", "-q", help="Print only the result line (and failing rows) instead of the table; default: quiet when CI=true, --table to force the table.")] = None,
+    runtime: opt.RuntimeOpt = None,
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Re-check BUNDLE against its golden outputs with onnxruntime alone. Exit 1 on drift, 2 on a bad bundle."""
@@ -32,7 +33,7 @@ def check(
     from edgeship.parity.check import check as run_check
 
     report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
-                       tolerances=opt.tolerances(tolerance), inputs=inputs)
+                       tolerances=opt.tolerances(tolerance), inputs=inputs, runtimes=opt.runtimes(runtime))
     out = console(to_stdout(json_out, junit))
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -36,6 +36,7 @@ def export(
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
     tolerance: opt.TolOpt = None,
+    tune: Annotated[bool, typer.Option("--tune/--no-tune", help="On the cpu target, also measure onnxruntime's session options (threads, spinning, optimisation level) and OpenVINO where installed as candidates; --no-tune times each variant on onnxruntime's defaults only.")] = True,
     profile: Annotated[bool, typer.Option("--profile", help="Profile every variant on every target before packaging; adds the results to report.json and a report.html with charts to the bundle.")] = False,
     json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None, quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
     load: Optional[LoadOptions] = None,
@@ -52,7 +53,7 @@ def export(
         targets=tuple(opt.split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(opt.split(quantize)), calibration=calibration,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
-        profile=profile, tolerances=opt.tolerances(tolerance),
+        profile=profile, tune=tune, tolerances=opt.tolerances(tolerance),
     )
     from edgeship.cli import render
 

@@ -65,6 +65,16 @@ def with_load_options(fn: F) -> F:
     return command  # type: ignore[return-value]
 
 
+RuntimeOpt = Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes, comma-separated: onnxruntime (ort), openvino (the optional extra). Default: onnxruntime.")]
+
+
+def runtimes(values: list[str] | None) -> tuple[str, ...]:
+    """--runtime ort,openvino -> ("onnxruntime", "openvino"); none given: onnxruntime."""
+    from edgeship.runtimes.registry import runtime_name
+
+    return tuple(dict.fromkeys(runtime_name(v) for v in split(values))) or ("onnxruntime",)
+
+
 def split(values: list[str] | None) -> list[str]:
     """Repeated and comma-separated option values as one list."""
     return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]

@@ -17,6 +17,7 @@ from edgeship.config import LoadOptions
 def profile_command(
     source: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
     target: opt.TargetOpt = ["cpu"],  # noqa: B006
+    runtime: opt.RuntimeOpt = None,
     variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants, comma-separated (default: every variant of the bundle).")] = None,
     threads: Annotated[Optional[list[str]], typer.Option("--threads", help="Intra-op thread counts, comma-separated, e.g. 1,2,4 (default: one per core).")] = None,
     batch: Annotated[Optional[list[str]], typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8 (default: the golden sample's batch).")] = None,
@@ -41,7 +42,7 @@ def profile_command(
     from edgeship.profiling.profiler import compare, parse_percent, profile, write_csv, write_json
 
     limit = parse_percent(max_regression)
-    cfg = ProfileConfig(targets=tuple(opt.split(target)), variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
+    cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=opt.runtimes(runtime), variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
                         run_bundled_torchscript=run_bundled_torchscript)

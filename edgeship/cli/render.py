@@ -11,7 +11,7 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-from edgeship.bundle.manifest import VariantResult
+from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.profiling.timing import KERNEL_TIME, format_ms
 from edgeship.spec import format_shape
 
@@ -131,6 +131,25 @@ def variant_table(console: Console, variants: dict[str, VariantResult], defaults
     console.print(t)
     if any(defaults.get(target) in variants for target in targets):
         console.print(Text("★ default for the target (fastest variant that passes parity)", "dim"))
+
+
+def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -> None:
+    """Per target, the candidates in the manifest's order (the default first, ★): runtime,
+    variant, precision, options, p50 and parity figures."""
+    for target, cands in candidates.items():
+        if not cands:
+            continue
+        t = Table(title=f"Candidates on {target} (default first)", title_justify="left")
+        for col in ("candidate", "runtime", "variant", "precision", "options"):
+            t.add_column(col)
+        t.add_column("p50 ms", justify="right")
+        t.add_column("min cosine", justify="right")
+        t.add_column("max abs", justify="right")
+        for i, c in enumerate(cands):
+            opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(c.options.items())) or "defaults"
+            t.add_row(Text(c.id + (" ★" if i == 0 else ""), "bold" if i == 0 else ""), c.runtime, c.variant, c.precision,
+                      opts, "—" if c.p50_ms is None else f"{c.p50_ms:.3g}", _fmt(c.min_cosine), _fmt(c.max_abs))
+        console.print(t)
 
 
 def notes(console: Console, items) -> None:

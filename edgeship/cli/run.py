@@ -20,6 +20,7 @@ def run(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz (- for stdout: the .npz bytes).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime (ort) or openvino; default: the bundle's first candidate whose runtime is installed.")] = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
     """Run BUNDLE once on inputs from .npy/.npz files and print (or save) the outputs."""
@@ -30,7 +31,7 @@ def run(
     from edgeship.model import load
 
     feeds = _read_feeds(input or [])
-    model = load(bundle, target=target, variant=variant)
+    model = load(bundle, target=target, variant=variant, runtime=runtime)
     outputs = model.run(feeds)
     out = console(to_stdout(output), quiet)
     render.outputs(out, model, outputs, output)

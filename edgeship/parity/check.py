@@ -25,6 +25,7 @@ from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner
+from edgeship.runtimes.registry import make_runner
 from edgeship.spec import IOSpec, validate_feeds
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
           against: str | os.PathLike | None = None, load_options=None,
           tolerances: dict | None = None, inputs: str | os.PathLike | None = None,
-          localise: bool = True) -> ParityReport:
+          localise: bool = True, runtimes: tuple[str, ...] = ("onnxruntime",)) -> ParityReport:
     """Run every (or the named) variant on every target over the golden inputs.
 
     Args:
@@ -50,6 +51,9 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
             from ``against`` (required).
         localise: for a failing quantized/fp16 variant, name the first node where it leaves the
             bundle's fp32 variant (needs the onnx package; skipped without it).
+        runtimes: ``onnxruntime`` and/or ``openvino``; OpenVINO runs each variant at its own
+            precision on the cpu target, and the OpenVINO candidates the manifest lists at another
+            precision (bf16) with that precision's tolerance.
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
@@ -66,15 +70,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         samples = [Sample(f"inputs-{i}", feeds, {}) for i, feeds in enumerate(read_inputs(inputs, spec))]
         outputs = _reference_outputs(spec, samples, against, load_options, b)
     else:
-        golden_in = read_bundle_npz(b, m["golden"]["inputs"])
-        outputs = read_bundle_npz(b, m["golden"]["outputs"])
-        if len(golden_in) != len(outputs) or not golden_in:
-            raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
-        _check_golden(b, spec, golden_in, outputs)
-        labels = [s.get("label", str(i)) for i, s in enumerate(m["golden"].get("samples", []))]
-        labels += [str(i) for i in range(len(labels), len(golden_in))]
-        sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(golden_in)
-        samples = [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(golden_in)]
+        samples, outputs = golden_samples(b, spec)
         if against is not None:
             report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
     shipped = variants_of(m)
@@ -86,17 +82,62 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         tol = _tolerance(v, overrides)
         data = b.read(v.file)
         runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file)
-                                 for t in targets]
-        variant_report = run_parity(runners, samples, outputs, tol, name)
-        report = report.merged(variant_report)
+                                 for t in targets] if "onnxruntime" in runtimes else []
+        variant_report = run_parity(runners, samples, outputs, tol, name) if runners else ParityReport(())
         for r in runners:
             r.close()
+        if "openvino" in runtimes:
+            for precision in _openvino_precisions(m, v):
+                ov = open_variant(b, make_runner(spec, data, "openvino", precision=precision, name=f"openvino-{precision}",
+                                                 what=v.file), v.file)
+                with ov:
+                    variant_report = variant_report.merged(
+                        run_parity([ov], samples, outputs, variant_tolerance(v, precision, overrides), name))
+        report = report.merged(variant_report)
         if localise and not variant_report.passed and name != "fp32" and "fp32" in shipped:
             bad = variant_report.failures()[0]
             sample = next((s for s in samples if s.label == bad.sample), samples[0])
             where = explain_models(b.read(shipped["fp32"].file), data, [sample.feeds], v.precision, tol(bad.output))
             report = report.with_divergence(name, where)
     return report
+
+
+def _openvino_precisions(manifest: dict, v: VariantResult) -> list[str]:
+    """The precisions OpenVINO is checked at for ``v``: its own (fp32, int8), then any other that
+    an OpenVINO candidate of the manifest runs it at (bf16)."""
+    from edgeship.bundle.manifest import candidates_of
+
+    out = [v.precision] if v.precision in ("fp32", "int8") else []
+    for cands in candidates_of(manifest).values():
+        out += [c.precision for c in cands if c.runtime == "openvino" and c.variant == v.name]
+    return list(dict.fromkeys(out))
+
+
+def golden_samples(b, spec: IOSpec) -> tuple[list[Sample], list[dict]]:
+    """A verified bundle's golden samples (labelled, with their sizes) and reference outputs.
+
+    Raises:
+        BundleError: they do not pair up or do not fit the bundle's io spec.
+    """
+    m = b.manifest
+    golden_in = read_bundle_npz(b, m["golden"]["inputs"])
+    outputs = read_bundle_npz(b, m["golden"]["outputs"])
+    if len(golden_in) != len(outputs) or not golden_in:
+        raise BundleError(f"bundle {b.path}: golden inputs and outputs do not pair up.")
+    _check_golden(b, spec, golden_in, outputs)
+    labels = [s.get("label", str(i)) for i, s in enumerate(m["golden"].get("samples", []))]
+    labels += [str(i) for i in range(len(labels), len(golden_in))]
+    sizes = [s.get("sizes", {}) for s in m["golden"].get("samples", [])] + [{}] * len(golden_in)
+    return [Sample(labels[i], feeds, sizes[i]) for i, feeds in enumerate(golden_in)], outputs
+
+
+def variant_tolerance(variant: VariantResult, precision: str | None = None,
+                      overrides: Tolerances | None = None) -> Callable[[str], Tolerance]:
+    """Per output: the tolerance ``variant`` was exported with (or, for a candidate running it at
+    another precision class such as bf16, that class's default), then ``overrides``."""
+    if precision is not None and precision != variant.precision:
+        return lambda output: (overrides or Tolerances()).get(precision, output)
+    return _tolerance(variant, overrides or Tolerances())
 
 
 def read_inputs(path: str | os.PathLike, spec: IOSpec) -> list[dict]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from edgeship.bundle.golden import Sample
-from edgeship.bundle.manifest import VariantResult
+from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.config import ExportConfig
 from edgeship.parity.report import ParityReport
 from edgeship.spec import IOSpec
@@ -108,6 +108,7 @@ class Context:
     parity: ParityReport = field(default_factory=lambda: ParityReport(()))
     latency: dict[tuple[str, str], float] = field(default_factory=dict)  # select: (variant, target) -> p50 ms
     defaults: dict[str, str] = field(default_factory=dict)      # select: target -> variant
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # select: target -> passing, default first
     profile: ProfileReport | None = None               # profile (with --profile)
     manifest_variants: dict[str, VariantResult] = field(default_factory=dict)  # package
     bundle_path: Path | None = None                    # package

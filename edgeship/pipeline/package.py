@@ -23,7 +23,7 @@ from edgeship.pipeline.context import Context, Variant, required
 
 def tool_versions() -> dict:
     out = {"python": platform.python_version()}
-    for pkg in ("edgeship", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+    for pkg in ("edgeship", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -39,6 +39,7 @@ def report_dict(ctx: Context, source: dict) -> dict:
         "notes": list(ctx.notes),
         "parity": ctx.parity.to_dict(),
         "defaults": ctx.defaults,
+        "candidates": {t: [c.to_dict() for c in cs] for t, cs in ctx.candidates.items()},
         "variants": {n: v.summary() for n, v in ctx.variants.items()},
         "rejected": ctx.rejected,
         "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
@@ -93,6 +94,7 @@ def package_stage(ctx: Context) -> str:
         "io": required(ctx.spec, "spec").to_dict(),
         "variants": {n: v.to_dict() for n, v in variants.items()},
         "defaults": ctx.defaults,
+        "candidates": {t: [c.to_dict() for c in cs] for t, cs in ctx.candidates.items()},
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
                    "samples": [{"label": s.label, "sizes": s.sizes} for s in ctx.samples]},
         "torchscript": "torchscript/model.pt" if ctx.torchscript_path else None,

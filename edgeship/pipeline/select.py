@@ -1,69 +1,253 @@
-"""Stage 7, select: per target, the default variant is the fastest that passes parity there.
+"""Stage 7, select: per target, the default is the fastest candidate that passes parity there.
 
-Reads ``spec``, ``samples``, ``variants`` (with ``passed``), ``targets``; adds ``latency``
-(p50 ms of each passing variant per target) and ``defaults`` (target -> variant).
+A candidate is (runtime, variant's model file, precision, runtime options): every passing variant
+on onnxruntime's defaults, and, with ``config.tune`` on the cpu target, onnxruntime's session
+options (intra-op threads, spinning, graph optimisation level) and OpenVINO where it is installed
+(f32, bf16 where the CPU has it, the static-int8 QDQ file). Candidates beyond the variants'
+defaults are parity-checked first (the precision class's tolerance), then everything that passes
+is timed interleaved and adaptively (:func:`quick_p50s`).
+
+Reads ``spec``, ``samples``, ``references``, ``variants`` (with ``passed``), ``targets``; adds
+``latency`` (p50 ms of each passing variant on onnxruntime's defaults per target), ``defaults``
+(target -> variant) and ``candidates`` (target -> passing candidates, the default first).
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from edgeship.bundle.golden import Sample
+from edgeship.bundle.manifest import Candidate
+from edgeship.errors import EdgeshipError, brief
+from edgeship.host import usable_cpus
+from edgeship.parity.evaluate import run_parity
+from edgeship.parity.tolerances import Tolerance
 from edgeship.pipeline.context import Context, required
 from edgeship.profiling.timing import time_calls
+from edgeship.runtimes import openvino as ov_runtime
+from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner
+from edgeship.runtimes.registry import OPENVINO, ORT, installed, make_runner
+from edgeship.spec import IOSpec
 
-# a quantized variant must beat fp32 by this much to be the default: at equal speed, keep fp32
+log = logging.getLogger(__name__)
+
+# a candidate must beat the plain fp32 one by this much to be the default: at equal speed, keep fp32
 MIN_SPEEDUP = 1.05
+# adaptive timing: after DROP_AFTER rounds, a candidate slower than the best by this factor stops
+DROP_FACTOR = 1.3
+DROP_AFTER = 3
 
 
-def quick_p50s(runners: dict[str, OrtRunner], feeds: dict, rounds: int = 7, block_s: float = 0.025) -> dict[str, float]:
-    """p50 latency in ms of each runner on ``feeds``, measured interleaved.
+@dataclass(frozen=True)
+class CandidateConfig:
+    """A candidate before it is measured: ``id`` is the variant's name for the variant on
+    onnxruntime's defaults (so the plain fp32 candidate is ``fp32``)."""
 
-    The variants take turns in short blocks (a new order each round; the profiler's timing loop),
-    and each figure is the median of its block medians: on a shared machine a burst of load then
-    hits every variant alike instead of whichever happened to be timed during it.
+    id: str
+    runtime: str
+    variant: str
+    precision: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def plain(self) -> bool:
+        return self.runtime == ORT and not self.options
+
+
+def candidate_configs(variants: dict[str, str], target: str, tune: bool = True, runtimes: tuple[str, ...] | None = None,
+                      cores: int | None = None) -> list[CandidateConfig]:
+    """The candidates of ``variants`` (name -> precision class) on ``target``.
+
+    Args:
+        tune: add onnxruntime's session options and the other installed runtimes (cpu target only).
+        runtimes: only these runtimes (default: every installed one).
+        cores: usable cores (default: :func:`usable_cpus`).
     """
-    calls = {n: (r.loaded_session().run, (r.output_names, feeds)) for n, r in runners.items()}
+    allowed = runtimes or tuple(r for r in (ORT, OPENVINO) if installed(r))
+    out = [CandidateConfig(n, ORT, n, p) for n, p in variants.items()] if ORT in allowed else []
+    if not tune or target != "cpu":
+        return out
+    cores = cores or usable_cpus()
+    if ORT in allowed:
+        for n, p in variants.items():
+            if cores > 1:
+                out.append(CandidateConfig(f"{n}+threads=1", ORT, n, p, {"threads": 1}))
+                if cores > 2:
+                    out.append(CandidateConfig(f"{n}+threads={cores // 2}", ORT, n, p, {"threads": cores // 2}))
+            out.append(CandidateConfig(f"{n}+spinning=off", ORT, n, p, {"spinning": False}))
+        if "fp32" in variants:
+            out.append(CandidateConfig("fp32+opt_level=extended", ORT, "fp32", "fp32", {"opt_level": "extended"}))
+    if OPENVINO in allowed and installed(OPENVINO):
+        if "fp32" in variants:
+            out.append(CandidateConfig("fp32@openvino", OPENVINO, "fp32", "fp32"))
+            if ov_runtime.has_bf16():
+                out.append(CandidateConfig("fp32@openvino-bf16", OPENVINO, "fp32", "bf16"))
+        for n, p in variants.items():
+            if n.startswith("int8_static"):
+                out.append(CandidateConfig(f"{n}@openvino", OPENVINO, n, p))
+    return out
+
+
+def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = 7, block_s: float = 0.025) -> dict[str, float]:
+    """p50 latency in ms of each runner on ``feeds``, measured interleaved and adaptively.
+
+    The runners take turns in short blocks (a new order each round; the profiler's timing loop),
+    and each figure is the median of its block medians: on a shared machine a burst of load then
+    hits every runner alike instead of whichever happened to be timed during it. After
+    :data:`DROP_AFTER` rounds a runner whose figure so far is :data:`DROP_FACTOR` times the best's
+    stops being timed (it cannot win): twice the candidates do not cost twice the time.
+    """
+    calls = {n: r.timing_call(feeds) for n, r in runners.items()}
     blocks: dict[str, list[float]] = {n: [] for n in calls}
-    order = list(calls)
+    active = list(calls)
     rng = random.Random(0)
     for round_ in range(rounds):
-        rng.shuffle(order)
-        for n in order:
+        rng.shuffle(active)
+        for n in active:
             run, args = calls[n]
             ns = time_calls(run, args, warmup=3 if round_ == 0 else 0, iterations=None, duration=block_s)
             blocks[n].append(float(np.median(ns)))
+        if round_ + 1 >= DROP_AFTER and len(active) > 1:
+            so_far = {n: float(np.median(blocks[n])) for n in active}
+            best = min(so_far.values())
+            active = [n for n in active if so_far[n] <= best * DROP_FACTOR]
     return {n: float(np.median(b) / 1e6) for n, b in blocks.items()}
 
 
+def parity_of(runner: Runner, samples: list[Sample], references: list[dict], tol: Callable[[str], Tolerance],
+              variant: str) -> tuple[bool, dict, str | None]:
+    """(passed, {max_abs, min_cosine}, the first failure's reason) of one runner on the samples."""
+    report = run_parity([runner], samples, references, tol, variant)
+    rows = report.summary()
+    figures = {"max_abs": max((r.get("max_abs", 0.0) for r in rows), default=None),
+               "min_cosine": min((r.get("cosine", 1.0) for r in rows), default=None)}
+    bad = report.failures()
+    return report.passed, figures, (f"{bad[0].output}: {bad[0].reason}" if bad else None)
+
+
+def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: Callable[[str], bytes | Path],
+                       target: str, feeds: dict, samples: list[Sample], references: list[dict],
+                       tol_of: Callable[[CandidateConfig], Callable[[str], Tolerance]], checked: dict[str, dict] | None = None,
+                       note: Callable[[str], None] = log.info) -> list[Candidate]:
+    """Open, parity-check and time ``configs``; the ones that pass, measured, in ``configs`` order.
+
+    Args:
+        model_of: a variant's model (verified bytes or a work-folder path).
+        tol_of: a candidate -> its per-output tolerance (its precision class's).
+        checked: candidate id -> parity figures already known to pass (the parity stage's variants);
+            the others are checked here.
+        note: told why a candidate is left out (does not open, fails parity).
+    """
+    checked = checked or {}
+    runners: dict[str, Runner] = {}
+    figures: dict[str, dict] = {}
+    try:
+        for c in configs:
+            r = make_runner(spec, model_of(c.variant), c.runtime, target=target, precision=c.precision,
+                            options=c.options, name=c.id, what=f"variant {c.variant}")
+            try:
+                r.load()
+            except EdgeshipError as e:
+                note(f"{target}: candidate {c.id} does not open ({brief(e)}); left out")
+                continue
+            if c.id in checked:
+                runners[c.id], figures[c.id] = r, checked[c.id]
+                continue
+            ok, fig, why = parity_of(r, samples, references, tol_of(c), c.variant)
+            if not ok:
+                note(f"{target}: candidate {c.id} fails parity for {c.precision} ({why}); left out")
+                r.close()
+                continue
+            runners[c.id], figures[c.id] = r, fig
+        p50 = quick_p50s(runners, feeds) if runners else {}
+    finally:
+        for r in runners.values():
+            r.close()
+    by_id = {c.id: c for c in configs}
+    return [Candidate(id=i, runtime=by_id[i].runtime, variant=by_id[i].variant, precision=by_id[i].precision,
+                      options=dict(by_id[i].options), p50_ms=round(p50[i], 4), passed=True,
+                      max_abs=figures[i].get("max_abs"), min_cosine=figures[i].get("min_cosine"))
+            for i in runners if i in p50]
+
+
+def rank(candidates: list[Candidate], vacuous: bool = False) -> list[Candidate]:
+    """The candidates fastest first, except that a candidate must beat the plain fp32 one by
+    :data:`MIN_SPEEDUP` to go before it, and with vacuous parity evidence only fp32-precision
+    candidates may lead."""
+    ms = {c.id: c.p50_ms if c.p50_ms is not None else float("inf") for c in candidates}
+    order = sorted(candidates, key=lambda c: ms[c.id])
+    if not order:
+        return order
+    plain = next((c for c in candidates if c.id == "fp32"), None)
+    eligible = [c for c in order if c.precision == "fp32"] if vacuous else order
+    best = eligible[0] if eligible else order[0]
+    if plain is not None and best is not plain and ms[best.id] * MIN_SPEEDUP > ms[plain.id]:
+        best = plain
+    return [best] + [c for c in order if c is not best]
+
+
 def select_stage(ctx: Context) -> str:
+    from edgeship.parity.tolerances import effective_tolerances
+
     spec = required(ctx.spec, "spec")
     feeds = ctx.samples[0].feeds
+    tolerances = effective_tolerances(ctx.config)
     for t in ctx.targets:
         passing = [n for n, v in ctx.variants.items() if v.passed.get(t)]
         if not passing:
             continue
-        runners = {n: OrtRunner(spec, ctx.variants[n].file, target=t).load() for n in passing}
-        try:
-            for n, ms in quick_p50s(runners, feeds).items():
-                ctx.latency[(n, t)] = ms
-        finally:
-            for r in runners.values():
-                r.close()
-        base = ctx.latency.get(("fp32", t))
-        best = min(passing, key=lambda n: ctx.latency[(n, t)])
-        if base is not None and best != "fp32" and ctx.latency[(best, t)] * MIN_SPEEDUP > base:
-            best = "fp32"
-        if best != "fp32" and "fp32" in passing and ctx.parity.vacuous:
-            ctx.note(f"{t}: {best} is faster but not the default: the parity evidence is vacuous for "
+        extra = [c for c in candidate_configs({n: ctx.variants[n].precision for n in passing}, t, ctx.config.tune)
+                 if not c.plain]
+        if extra:
+            ranked = measure_candidates(
+                spec, [CandidateConfig(n, ORT, n, ctx.variants[n].precision) for n in passing] + extra,
+                lambda n: ctx.variants[n].file, t, feeds, ctx.samples, ctx.references,
+                lambda c: tolerances.for_precision(c.precision),
+                checked={n: _variant_figures(ctx, n) for n in passing}, note=ctx.note)
+            for c in ranked:
+                if c.plain and c.p50_ms is not None:
+                    ctx.latency[(c.id, t)] = c.p50_ms
+        else:  # the variants on onnxruntime's defaults: no second parity run
+            runners = {n: OrtRunner(spec, ctx.variants[n].file, target=t).load() for n in passing}
+            try:
+                for n, ms in quick_p50s(runners, feeds).items():
+                    ctx.latency[(n, t)] = ms
+            finally:
+                for r in runners.values():
+                    r.close()
+            ranked = [Candidate(id=n, runtime=ORT, variant=n, precision=ctx.variants[n].precision,
+                                p50_ms=round(ctx.latency[(n, t)], 4), **_variant_figures(ctx, n)) for n in passing]
+        vacuous = bool(ctx.parity.vacuous) and "fp32" in passing
+        order = rank(ranked, vacuous)
+        if not order:
+            continue
+        best, fastest = order[0], rank(ranked)[0]
+        if vacuous and fastest.precision != "fp32":
+            ctx.note(f"{t}: {fastest.id} is faster but not the default: the parity evidence is vacuous for "
                      f"{', '.join(map(repr, ctx.parity.vacuous))}, so nothing shows it is accurate; fp32 is")
-            best = "fp32"
-        ctx.defaults[t] = best
-        if best == "fp32" and base is not None and len(passing) > 1:
+        ctx.candidates[t] = order
+        ctx.defaults[t] = best.variant
+        base = ctx.latency.get(("fp32", t))
+        if best.id == "fp32" and base is not None and len(passing) > 1:
             slower = [f"{n} {ctx.latency[(n, t)]:.3g} ms ({ctx.latency[(n, t)] / base:.2f}× fp32)"
-                      for n in passing if n != "fp32" and ctx.latency[(n, t)] > base]
+                      for n in passing if n != "fp32" and (n, t) in ctx.latency and ctx.latency[(n, t)] > base]
             ctx.note(f"{t}: fp32 ({base:.3g} ms) is the default: " + (", ".join(slower) if slower else
                      "no quantized variant is at least 5% faster") + " on this machine")
-    return ", ".join(f"{t}: {v}" for t, v in ctx.defaults.items())
+        elif not best.plain:
+            ctx.note(f"{t}: the default is {best.describe()} ({best.p50_ms:.3g} ms"
+                     + (f", {base / best.p50_ms:.2f}× faster than fp32 on onnxruntime's defaults" if base and best.p50_ms else "")
+                     + ")")
+    return ", ".join(f"{t}: {cs[0].id}" for t, cs in ctx.candidates.items())
+
+
+def _variant_figures(ctx: Context, name: str) -> dict:
+    rows = [r for r in ctx.parity.summary() if r["variant"] == name]
+    return {"max_abs": max((r.get("max_abs", 0.0) for r in rows), default=None),
+            "min_cosine": min((r.get("cosine", 1.0) for r in rows), default=None)}

@@ -46,9 +46,20 @@ import numpy as np
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
+from edgeship.host import usable_cpus
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.profiling.source import Source, batch_feeds, natural_batch, open_source
-from edgeship.profiling.timing import RSS_NOT_MEASURED, OpProfile, PeakRss, Stats, ort_harness, ort_op_profile, time_calls, torch_harness
+from edgeship.profiling.timing import (
+    RSS_NOT_MEASURED,
+    OpProfile,
+    PeakRss,
+    Stats,
+    openvino_harness,
+    ort_harness,
+    ort_op_profile,
+    time_calls,
+    torch_harness,
+)
 from edgeship.runtimes.ort import MAX_THREADS
 
 log = logging.getLogger(__name__)
@@ -190,7 +201,7 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
     unknown = [v for v in variants if v not in src.variants]
     if unknown:
         raise SpecError(f"variant(s) {', '.join(unknown)} not in {src.name}; it has {', '.join(src.variants)}.")
-    threads = list(dict.fromkeys(t or os.cpu_count() or 1 for t in config.threads))
+    threads = list(dict.fromkeys(t or usable_cpus() for t in config.threads))
     batches = list(dict.fromkeys(natural_batch(src.spec, src.sample) if b is None else b for b in config.batches))
     feeds = {b: batch_feeds(src, b) for b in batches}
     ops_runs, ops_warm = config.per_op_runs, min(config.warmup, 5)
@@ -202,6 +213,10 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
             plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
                            partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
                      for t in threads for b in batches]
+    if "openvino" in config.runtimes:
+        plan += _openvino_items(variants, models, [t for t, _ in targets], threads, batches, feeds)
+    if "onnxruntime" not in config.runtimes:
+        plan = [i for i in plan if i.runtime != "onnxruntime"]
     notes = []
     if config.compare_torch is not None:
         plan += _torch_items(src, config, threads, batches, feeds)
@@ -273,6 +288,26 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
                         h.io_binding, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, stats,
                         item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
                         max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms)
+
+
+def _openvino_items(variants: list[str], models: dict, targets: list[str], threads, batches, feeds) -> list[_Item]:
+    """OpenVINO rows (cpu target only): each fp32/int8 variant at its own precision, and the fp32
+    variant at bf16 where the CPU has it; named like the export's candidates (``fp32@openvino-bf16``)."""
+    from edgeship.runtimes import openvino as ov_runtime
+
+    if not ov_runtime.installed():
+        raise SpecError("--runtime openvino: openvino is not installed here; pip install 'edgeship[openvino]'.")
+    if "cpu" not in targets:
+        return []
+    items = []
+    for v in variants:
+        precision = "int8" if v.startswith("int8") else "fp16" if v.startswith("fp16") else "fp32"  # the variants' names
+        runs = [(precision, f"{v}@openvino")] if precision in ("fp32", "int8") else []
+        if precision == "fp32" and ov_runtime.has_bf16():
+            runs.append(("bf16", f"{v}@openvino-bf16"))
+        items += [_Item("openvino", "cpu", label, t, b, partial(openvino_harness, models[v], p, t, feeds[b]))
+                  for p, label in runs for t in threads for b in batches]
+    return items
 
 
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:

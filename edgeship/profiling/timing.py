@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.errors import ModelLoadError
+from edgeship.errors import ModelLoadError, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,19 @@ def ort_harness(model, target: str, providers: list[str], threads: int, feeds: d
         call, args, keep = bind_io(session, feeds, names, "cuda")
         return Harness(call, args, active, True, close=keep.clear, session=session)
     return Harness(session.run, (names, feeds), active, session=session)
+
+
+def openvino_harness(model, precision: str, threads: int, feeds: dict) -> Harness:
+    """Compile ``model`` (its bytes) with OpenVINO at ``precision`` and prepare its timed call."""
+    from edgeship.runtimes.openvino import OpenVINORunner
+    from edgeship.spec import IOSpec
+
+    if not isinstance(model, bytes):
+        raise SpecError("OpenVINO takes the model's bytes; a model with external data cannot run on it.")
+    runner = OpenVINORunner(IOSpec((), ()), model, precision=precision, options={"threads": threads},
+                            error=ModelLoadError, what="the model").load()
+    call, args = runner.timing_call(feeds)
+    return Harness(call, args, ("OpenVINO:CPU",), close=runner.close)
 
 
 def ort_op_profile(model, target: str, providers: list[str], threads: int, feeds: dict,

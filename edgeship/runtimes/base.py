@@ -8,6 +8,7 @@ validates feed names, dtypes and shapes against the IOSpec before the runtime se
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -37,6 +38,12 @@ class Runner(ABC):
         validate_feeds(self.spec.inputs, feeds)
         self.load()
         return self._infer(feeds)
+
+    def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
+        """``(call, args)``: the leanest call that runs one inference on ``feeds`` (already valid),
+        for timing loops; runners override it with their runtime's own entry point."""
+        self.load()
+        return self._infer, (feeds,)
 
     def close(self) -> None:
         if self._loaded:

@@ -101,9 +101,13 @@ def check_threads(threads: int | None) -> None:
                         f"(this machine has {os.cpu_count()} cores), or leave it out for one per core.")
 
 
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
 def session_options(threads: int | None = None, *, profile_prefix: str | None = None,
                     optimized_path: str | None = None, basic_level: bool = False,
-                    inter_op_threads: int | None = None, base: Any = None) -> Any:
+                    inter_op_threads: int | None = None, base: Any = None,
+                    spinning: bool | None = None, opt_level: str | None = None) -> Any:
     """edgeship's onnxruntime session options.
 
     Args:
@@ -116,15 +120,29 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
             on onnxruntime's parallel execution mode (it has no effect in the sequential mode).
         base: an ``onnxruntime.SessionOptions`` of the caller's to start from; its intra-op
             threads are kept unless ``threads`` is given.
+        spinning: whether idle intra-op threads spin (``session.intra_op.allow_spinning``;
+            onnxruntime's default is on); None keeps the default.
+        opt_level: graph optimisation level, one of :data:`OPT_LEVELS`; None keeps the default (all).
     """
     import onnxruntime as ort
+
+    from edgeship.host import usable_cpus
 
     check_threads(threads)
     so = base if base is not None else ort.SessionOptions()
     if base is None:
         so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
     if base is None or threads:
-        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.intra_op_num_threads = threads or usable_cpus()
+    if spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if opt_level is not None:
+        if opt_level not in OPT_LEVELS:
+            raise SpecError(f"graph optimisation level {opt_level!r}: use one of {', '.join(OPT_LEVELS)}.")
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[opt_level]
     if inter_op_threads:
         so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         so.inter_op_num_threads = inter_op_threads
@@ -198,8 +216,10 @@ class OrtRunner(Runner):
 
     def __init__(self, spec: IOSpec, model: str | os.PathLike | bytes, *, target: str = "cpu",
                  providers: list[str] | None = None, threads: int | None = None, name: str | None = None,
-                 options: Any = None, provider_options: dict[str, Any] | None = None):
+                 options: Any = None, provider_options: dict[str, Any] | None = None,
+                 runtime_options: dict[str, Any] | None = None):
         super().__init__(spec)
+        self.runtime_options = dict(runtime_options or {})  # threads, spinning, opt_level (a candidate's)
         self.model: str | os.PathLike | bytes | None = model  # None once released (Model.__init__)
         self.target = target
         self.providers = providers
@@ -214,9 +234,17 @@ class OrtRunner(Runner):
         if self.model is None:
             raise RuntimeError("the model bytes were released after the session opened; open a new runner")
         self.session = open_session(self.model, target=self.target, providers=self.providers,
-                                    options=self.options if self.options is not None else session_options(self.threads),
+                                    options=self.options if self.options is not None else self._options(),
                                     provider_options=self.provider_options)
         self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _options(self) -> Any:
+        o = self.runtime_options
+        return session_options(self.threads or o.get("threads"), spinning=o.get("spinning"), opt_level=o.get("opt_level"))
+
+    def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Any, tuple]:
+        self.load()
+        return self.session.run, (self.output_names, feeds)
 
     def loaded_session(self) -> Any:
         """The open session (opening it first)."""

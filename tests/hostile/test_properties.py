@@ -142,6 +142,7 @@ def test_written_bundles_verify_and_any_changed_byte_is_refused(tmp_path_factory
     rel0 = names[0]
     manifest = {k: v for k, v in real_manifest.items() if k not in ("schema_version", "files")}
     manifest["variants"] = {"fp32": {"file": rel0, "precision": "fp32"}}
+    manifest.pop("candidates", None)  # they name the real bundle's variants
     manifest["defaults"] = {"cpu": "fp32"}
     manifest["golden"] = {"inputs": rel0, "outputs": rel0, "samples": []}
     out = work / ("b.edgeship.zip" if zipped else "b.edgeship")

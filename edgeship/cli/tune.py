@@ -1,0 +1,35 @@
+"""``edgeship tune``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeship.cli import options as opt
+from edgeship.cli.app import app, console, setup_logging
+
+
+@app.command()
+def tune(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder (NAME.edgeship) or zip.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the tuned bundle here instead of replacing BUNDLE.")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Only these runtimes, comma-separated: onnxruntime (ort), openvino (default: every installed one).")] = None,
+    verbose: opt.VerboseOpt = False,
+) -> None:
+    """Re-measure BUNDLE's candidates on this machine (parity on the golden samples first) and rewrite its defaults."""
+    setup_logging(verbose, False)
+    from edgeship.cli import render
+    from edgeship.pipeline.tune import tune as run_tune
+    from edgeship.runtimes.registry import runtime_name
+
+    runtimes = tuple(runtime_name(r) for r in opt.split(runtime)) or None
+    result = run_tune(bundle, output, runtimes=runtimes)
+    out = console()
+    render.candidates_table(out, result.after)
+    for line in result.notes:
+        out.print(f"note: {line}", markup=False)
+    for line in result.changes:
+        out.print(line, markup=False)
+    out.print(f"Tuned bundle: {result.bundle}", markup=False)

@@ -1,0 +1,159 @@
+"""OpenVINO's CPU runtime (the optional ``edgeship[openvino]`` extra). Torch-free.
+
+The model reaches OpenVINO as the verified bytes of the bundle's ONNX file
+(``Core.read_model(model=bytes, weights=empty tensor)``), never as a path someone could swap
+between verification and opening; ONNX that names external data is refused first, as for
+onnxruntime (OpenVINO would resolve it against a folder of its choosing). Compiled-model caching
+(``CACHE_DIR``) is off unless a candidate's options turn it on.
+
+Precisions: ``fp32`` (OpenVINO's ``f32`` inference precision), ``bf16`` (where the CPU has it;
+OpenVINO's own default there) and ``int8`` (a QDQ file, run as OpenVINO quantizes it).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from edgeship.errors import EdgeshipError, ExportError, SpecError, TargetUnavailableError, brief
+from edgeship.runtimes.base import Runner
+from edgeship.spec import IOSpec
+
+log = logging.getLogger(__name__)
+
+RUNTIME = "openvino"
+OPTION_KEYS = ("threads", "cache_dir")
+# edgeship precision class -> OpenVINO INFERENCE_PRECISION_HINT
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+def installed() -> bool:
+    """Whether the ``openvino`` package imports here."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _core() -> Any:
+    import openvino as ov
+
+    return ov.Core()
+
+
+def has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 natively here (avx512_bf16 or AMX)."""
+    try:
+        return "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - no CPU plugin: no bf16
+        return False
+
+
+def check_options(options: dict) -> None:
+    """Refuse options this runner cannot honour.
+
+    Raises:
+        SpecError: an unknown key, a thread count outside 1..1024, or a cache folder that is not a string.
+    """
+    unknown = set(options) - set(OPTION_KEYS)
+    if unknown:
+        raise SpecError(f"unknown OpenVINO option(s) {', '.join(sorted(map(str, unknown)))}; use {', '.join(OPTION_KEYS)}.")
+    t = options.get("threads")
+    if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= 1024):
+        raise SpecError(f"OpenVINO threads={t!r}: use a whole number from 1 to 1024.")
+    c = options.get("cache_dir")
+    if c is not None and (not isinstance(c, str) or not c or "\0" in c):
+        raise SpecError(f"OpenVINO cache_dir={c!r}: use a folder path.")
+
+
+class OpenVINORunner(Runner):
+    """Runs an ONNX model (its bytes) with OpenVINO on the CPU at ``precision`` (fp32, bf16, int8)."""
+
+    def __init__(self, spec: IOSpec, model: bytes, *, precision: str = "fp32", options: dict | None = None,
+                 name: str | None = None, error: type[EdgeshipError] = ExportError, what: str = "the model bytes"):
+        super().__init__(spec)
+        if precision not in PRECISION_HINTS:
+            raise SpecError(f"OpenVINO precision {precision!r}: use one of {', '.join(PRECISION_HINTS)}.")
+        self.options = dict(options or {})
+        check_options(self.options)
+        if not isinstance(model, bytes):  # a path could be swapped between verification and opening
+            raise TypeError("OpenVINORunner takes the model's verified bytes")
+        self.model: bytes | None = model
+        self.precision = precision
+        self.error = error
+        self.what = what
+        self.name = name or f"openvino-{precision}"
+        self.compiled: Any = None
+        self.request: Any = None
+        self.output_names: list[str] = []
+        self._ports: list[Any] = []
+
+    def _load(self) -> None:
+        from edgeship.host import usable_cpus
+        from edgeship.runtimes.external_data import refuse_external_data
+
+        if self.model is None:
+            raise RuntimeError("the model bytes were released after the model compiled; open a new runner")
+        if not installed():
+            raise TargetUnavailableError("runtime openvino is not installed here; pip install 'edgeship[openvino]'.")
+        if self.precision == "bf16" and not has_bf16():
+            raise TargetUnavailableError("OpenVINO bf16 needs a CPU with native bf16 (avx512_bf16 or AMX); this one has none.")
+        refuse_external_data(self.model, self.what)
+        import openvino as ov
+
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
+                                  "INFERENCE_NUM_THREADS": int(self.options.get("threads") or usable_cpus())}
+        hint = PRECISION_HINTS[self.precision]
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        if self.options.get("cache_dir"):
+            config["CACHE_DIR"] = os.fspath(self.options["cache_dir"])
+        try:
+            core = _core()
+            model = core.read_model(model=self.model, weights=ov.Tensor(np.empty(0, np.uint8)))
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad graphs
+            raise self.error(f"OpenVINO could not open {self.what} at {self.precision}: {brief(e)}") from e
+        self._ports = list(self.compiled.outputs)
+        self.output_names = [p.get_any_name() for p in self._ports]
+        self.request = self.compiled.create_infer_request()
+
+    def release_model(self) -> None:
+        """Drop the model bytes once compiled (OpenVINO keeps its own copy)."""
+        self.model = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.output_names, self.run(self.output_names, feeds)))
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Like onnxruntime's ``session.run``: the outputs (all, or the named ones) in order, as copies."""
+        res = self.request.infer(feeds)
+        names = output_names or self.output_names
+        by_name = dict(zip(self.output_names, self._ports))
+        return [np.array(res[by_name[n]], copy=True) for n in names]
+
+    def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
+        self.load()
+        return self.request.infer, (feeds,)
+
+    def io_problems(self) -> list[str]:
+        """Where the compiled model's input and output names disagree with the spec."""
+        self.load()
+        problems = []
+        inputs = [p.get_any_name() for p in self.compiled.inputs]
+        if inputs != list(self.spec.input_names):
+            problems.append(f"inputs are {inputs} in the model, {list(self.spec.input_names)} in the spec")
+        if self.output_names != list(self.spec.output_names):
+            problems.append(f"outputs are {self.output_names} in the model, {list(self.spec.output_names)} in the spec")
+        return problems
+
+    def _close(self) -> None:
+        self.request = None
+        self.compiled = None

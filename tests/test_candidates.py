@@ -1,0 +1,199 @@
+"""Candidates (runtime, variant, precision, options): the manifest's shape, selection, load's choice, tune.
+
+No test here asserts a measured duration: the timings that decide are fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import edgeship
+from edgeship.bundle.manifest import Candidate, candidates_of
+from edgeship.errors import BundleError, SpecError, TargetUnavailableError
+from edgeship.host import usable_cpus
+from edgeship.pipeline import select
+
+
+def edit_manifest(bundle, **changes) -> dict:
+    m = json.loads((bundle / "manifest.json").read_text())
+    m.update(changes)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    return m
+
+
+def _manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def test_candidate_round_trips_and_tolerates_odd_informational_fields():
+    c = Candidate("fp32+threads=1", "onnxruntime", "fp32", "fp32", {"threads": 1}, 1.5, True, 1e-7, 0.9999)
+    assert Candidate.from_dict(c.to_dict()) == c
+    odd = Candidate.from_dict({"id": "x", "runtime": "openvino", "variant": "fp32", "p50_ms": "fast",
+                               "parity": ["?"], "options": "no"})
+    assert odd.p50_ms is None and odd.options == {} and odd.passed and odd.min_cosine is None
+    assert c.describe() == "fp32 on onnxruntime (threads=1)"
+
+
+def test_the_export_records_ordered_candidates_and_the_default_leads(mlp_bundle):
+    m = _manifest(mlp_bundle)
+    cands = candidates_of(m)["cpu"]
+    assert cands[0].id == "fp32" and m["defaults"]["cpu"] == "fp32"  # the fixture's fake timings favour fp32
+    assert {c.runtime for c in cands} <= {"onnxruntime", "openvino"}
+    assert any(c.options.get("spinning") is False for c in cands)  # session options are candidates too
+    assert all(c.passed and c.min_cosine is not None for c in cands)
+    rest = [c.p50_ms for c in cands[1:]]
+    assert rest == sorted(rest)
+
+
+@pytest.mark.parametrize("entry, match", [
+    ({"id": "a", "runtime": "tensorflow", "variant": "fp32"}, "unknown runtime 'tensorflow'"),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp64"}, "names variant 'fp64', which it does not have"),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"threads": 0}}, "threads=0"),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"threads": 10**9}}, "threads="),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"spinning": "yes"}}, "spinning="),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"opt_level": "O9"}}, "opt_level="),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"session.x": 1}}, "unknown onnxruntime option"),
+    ({"id": "a", "runtime": "openvino", "variant": "fp32", "options": {"threads": True}}, "OpenVINO threads"),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "p50_ms": float("nan")}, "malformed p50_ms"),
+    ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "p50_ms": "1"}, "malformed p50_ms"),
+    ({"id": 3, "runtime": "onnxruntime", "variant": "fp32"}, "malformed candidate"),
+    ("fp32", "candidates for 'cpu' are not a list"),
+])
+def test_crafted_candidates_are_refused(bundle_copy, entry, match):
+    edit_manifest(bundle_copy, candidates={"cpu": entry if isinstance(entry, str) else [entry]})
+    with pytest.raises(BundleError, match=match):
+        edgeship.load(bundle_copy)
+
+
+def test_a_repeated_candidate_is_refused(bundle_copy):
+    c = {"id": "fp32", "runtime": "onnxruntime", "variant": "fp32"}
+    edit_manifest(bundle_copy, candidates={"cpu": [c, c]})
+    with pytest.raises(BundleError, match="lists candidate 'fp32' twice"):
+        edgeship.load(bundle_copy)
+
+
+def test_a_bundle_without_candidates_loads_by_its_defaults(bundle_copy):
+    m = _manifest(bundle_copy)
+    m.pop("candidates")
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    model = edgeship.load(bundle_copy)
+    assert model.variant == m["defaults"]["cpu"] and model.candidate is None and model.runtime == "onnxruntime"
+
+
+def test_load_takes_the_candidates_options_and_threads_win(bundle_copy):
+    edit_manifest(bundle_copy, candidates={"cpu": [{"id": "t1", "runtime": "onnxruntime", "variant": "fp32",
+                                                     "options": {"threads": 1, "spinning": False}}]})
+    m = edgeship.load(bundle_copy)
+    assert m.candidate.id == "t1" and m.session.get_session_options().intra_op_num_threads == 1
+    assert m.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert edgeship.load(bundle_copy, threads=2).session.get_session_options().intra_op_num_threads == 2
+
+
+def test_load_skips_a_candidate_whose_runtime_is_not_installed(bundle_copy, monkeypatch):
+    from edgeship import model as model_mod
+
+    edit_manifest(bundle_copy, candidates={"cpu": [
+        {"id": "fp32@openvino", "runtime": "openvino", "variant": "fp32"},
+        {"id": "fp32", "runtime": "onnxruntime", "variant": "fp32"}]})
+    monkeypatch.setattr(model_mod, "installed", lambda r: r == "onnxruntime")
+    m = edgeship.load(bundle_copy)
+    assert m.runtime == "onnxruntime" and m.candidate.id == "fp32"
+    with pytest.raises(TargetUnavailableError, match="openvino is not installed"):
+        edgeship.load(bundle_copy, runtime="openvino")
+    with pytest.raises(SpecError, match="unknown runtime 'tflite'"):
+        edgeship.load(bundle_copy, runtime="tflite")
+
+
+def test_usable_cpus_respects_a_cgroup_quota(tmp_path):
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    assert usable_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == usable_cpus(tmp_path / "absent") >= 1
+
+
+def _c(id_, ms, precision="fp32", runtime="onnxruntime", options=None):
+    return Candidate(id_, runtime, id_.split("+")[0].split("@")[0], precision, options or ({} if "+" not in id_ else {"threads": 1}), ms)
+
+
+def test_rank_needs_a_clear_win_over_plain_fp32_and_accuracy_evidence():
+    assert [c.id for c in select.rank([_c("fp32", 1.0), _c("fp32+threads=1", 0.97)])][0] == "fp32"  # within 5%
+    assert [c.id for c in select.rank([_c("fp32", 1.0), _c("fp32@openvino-bf16", 0.5, "bf16", "openvino")])][0] \
+        == "fp32@openvino-bf16"
+    vacuous = select.rank([_c("fp32", 1.0), _c("fp32@openvino-bf16", 0.5, "bf16", "openvino"), _c("fp32+threads=1", 0.9)], True)
+    assert vacuous[0].id == "fp32+threads=1"  # only fp32-precision candidates may lead
+
+
+class _FakeRunner:
+    def __init__(self, name):
+        self.name = name
+
+    def timing_call(self, feeds):
+        return (lambda name: None), (self.name,)
+
+
+def test_quick_p50s_stops_timing_a_clearly_slower_candidate(monkeypatch):
+    ms = {"fast": 1.0, "close": 1.1, "slow": 3.0}
+    timed = dict.fromkeys(ms, 0)
+
+    def fake_time_calls(call, args, **kw):
+        (name,) = args
+        timed[name] += 1
+        return np.array([ms[name] * 1e6])
+
+    monkeypatch.setattr(select, "time_calls", fake_time_calls)
+    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=7)
+    assert p50 == pytest.approx(ms)
+    assert timed == {"fast": 7, "close": 7, "slow": select.DROP_AFTER}
+
+
+def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_path, monkeypatch, cli):
+    from edgeship.parity.check import check
+    from edgeship.pipeline import tune as tune_mod
+
+    m = _manifest(bundle_copy)
+    cands = m["candidates"]["cpu"]
+    slowest = [c for c in cands if c["variant"] != "fp32"][-1]
+    m["candidates"]["cpu"] = [slowest] + [c for c in cands if c is not slowest]
+    m["defaults"]["cpu"] = slowest["variant"]
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    assert edgeship.load(bundle_copy).candidate.id == slowest["id"]
+    monkeypatch.setattr(select, "quick_p50s", lambda runners, feeds, **kw: {n: 1.0 if n == "fp32" else 2.0 for n in runners})
+    before = (bundle_copy / "manifest.json").read_bytes()
+    out = tmp_path / "tuned.edgeship"
+    code, text = cli("tune", bundle_copy, "-o", out)
+    assert code == 0, text
+    assert (bundle_copy / "manifest.json").read_bytes() == before  # -o leaves the original alone
+    assert "the default is now fp32 on onnxruntime" in text and "2.00× faster than the previous default" in text
+    tuned = _manifest(out)
+    assert tuned["defaults"]["cpu"] == "fp32" and tuned["candidates"]["cpu"][0]["id"] == "fp32"
+    assert tuned["tuned"]["host"]["cpu_flags"] == edgeship.host.host_info()["cpu_flags"]
+    assert tuned["tuned"]["previous_defaults"]["cpu"] == slowest["variant"]
+    assert edgeship.load(out).candidate.id == "fp32"
+    assert check(out).passed
+    # in place: the bundle itself is rewritten, and still verifies
+    result = tune_mod.tune(bundle_copy)
+    assert result.after["cpu"][0].id == "fp32" and edgeship.load(bundle_copy).variant == "fp32"
+
+
+def test_tune_refuses_a_tampered_bundle(bundle_copy, tmp_path):
+    from edgeship.pipeline.tune import tune
+
+    m = _manifest(bundle_copy)
+    with open(bundle_copy / m["variants"]["fp32"]["file"], "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError):
+        tune(bundle_copy, tmp_path / "out.edgeship")
+    assert not (tmp_path / "out.edgeship").exists()
+
+
+def test_tune_on_a_zip_writes_a_zip(bundle_copy, tmp_path, monkeypatch):
+    from edgeship.pipeline.tune import tune
+
+    monkeypatch.setattr(select, "quick_p50s", lambda runners, feeds, **kw: {n: 1.0 if n == "fp32" else 2.0 for n in runners})
+    shutil.make_archive(str(tmp_path / "b.edgeship"), "zip", bundle_copy)
+    r = tune(tmp_path / "b.edgeship.zip", tmp_path / "t.edgeship.zip")
+    assert r.bundle.name == "t.edgeship.zip" and edgeship.load(r.bundle).variant == "fp32"
