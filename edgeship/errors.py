@@ -95,7 +95,7 @@ def brief(e: BaseException, limit: int = 300) -> str:
     - torch.load's weights-only refusal: the "Unsupported global" line naming the class;
     - any other multi-line text (a TorchScript or Python trace): its last line.
     """
-    text = _ANSI.sub("", str(e)).strip()
+    text = _ORT_SOURCE.sub("", _ANSI.sub("", str(e))).strip()  # no C++ source paths and signatures
     if "Status Message:" in text:  # onnxruntime: keep the node and the reason
         head, _, msg = text.partition("Status Message:")
         head = head.replace("[ONNXRuntimeError] : ", "").split(": ", 2)[-1]

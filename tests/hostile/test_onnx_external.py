@@ -45,7 +45,7 @@ def _model(folder, entries: dict, where: str = "initializer"):
         cond = numpy_helper.from_array(np.array(True), "c")
         g = helper.make_graph([helper.make_node("If", ["c"], ["w"], then_branch=branch, else_branch=branch),
                                helper.make_node("Add", ["x", "w"], ["y"])], "g", inp, out, [cond])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)  # onnxruntime 1.20 reads IR <= 10
     path = folder / "model.onnx"
     path.write_bytes(m.SerializeToString())
     return path
