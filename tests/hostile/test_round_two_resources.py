@@ -69,6 +69,54 @@ def test_padded_zip_manifest_and_inflating_members_are_refused(bundle_copy, tmp_
         open_bundle(padded)
 
 
+def _understate(zip_path, member: str, declared: int) -> None:
+    """Patch a zip member's uncompressed size, in its local header and the central directory, to
+    ``declared`` bytes: its deflate stream still inflates to the real size (the crafted bomb)."""
+    import struct
+
+    data = bytearray(zip_path.read_bytes())
+    with zipfile.ZipFile(zip_path) as z:
+        info = z.getinfo(member)
+    assert info.file_size < 2**32 and info.compress_size < 2**32  # no zip64 extra to patch
+    struct.pack_into("<I", data, info.header_offset + 22, declared)  # local file header
+    name = member.encode()
+    central = data.rfind(b"PK\x01\x02")
+    while not (struct.unpack_from("<H", data, central + 28)[0] == len(name) and data[central + 46:central + 46 + len(name)] == name):
+        central = data.rfind(b"PK\x01\x02", 0, central)
+        assert central >= 0, f"{member} not in the central directory"
+    struct.pack_into("<I", data, central + 24, declared)  # central directory entry
+    zip_path.write_bytes(bytes(data))
+
+
+def test_a_member_inflating_past_its_declared_size_is_read_no_further(bundle_copy, mlp_bundle, tmp_path):
+    """report.json's headers say 16 bytes; its stream inflates to 512 MiB of zeros (zipfile.read
+    inflates up to 2 GiB at once before cutting to the declared size). The manifest is re-signed
+    for those 16 bytes. Reading stops at the declared size, in 1 MiB steps: small memory."""
+    bundle = zip_tree(bundle_copy, tmp_path / "b.edgeship.zip")
+    with zipfile.ZipFile(bundle) as z:
+        names = [i.filename for i in z.infolist()]
+    inflating = tmp_path / "inflating.edgeship.zip"
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(inflating, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        manifest = __import__("json").loads(src.read(MANIFEST))
+        manifest["files"]["report.json"] = {"sha256": __import__("hashlib").sha256(bytes(16)).hexdigest(), "size": 16}
+        for name in names:
+            if name == "report.json":
+                with z.open(name, "w") as f:
+                    for _ in range(BOMB_MIB):
+                        f.write(bytes(MIB))
+            elif name != MANIFEST:
+                z.writestr(name, src.read(name))
+        z.writestr(MANIFEST, __import__("json").dumps(manifest))
+    _understate(inflating, "report.json", 16)
+    with zipfile.ZipFile(inflating) as z:
+        assert z.getinfo("report.json").file_size == 16
+    code, out, peak = cli_peak("check", inflating)
+    _, _, baseline = cli_peak("check", zip_tree(mlp_bundle, tmp_path / "ok.edgeship.zip"))
+    print(f"inflating member: exit {code}, peak RSS {peak} MiB, a valid check {baseline} MiB: {out[-300:]}")
+    assert code in (0, 2) and "Traceback" not in out, out  # read as 16 bytes (or refused): never inflated whole
+    assert 0 < peak < baseline + HEADROOM_MIB, f"peak RSS {peak} MiB vs {baseline} MiB"
+
+
 def test_npy_header_declaring_1e12_elements_is_refused_before_allocating(mlp_bundle, tmp_path, cli):
     huge = tmp_path / "x.npy"
     header = io.BytesIO()
