@@ -61,6 +61,7 @@ def files(tmp_path_factory):
     import torch
 
     d = tmp_path_factory.mktemp("files")
+    torch.manual_seed(0)  # the same MLP whatever ran before: its init draws from the global RNG
     m = models.trained(models.MLP())
     x = torch.randn(2, 10)
     torch.save(m.state_dict(), d / "mlp_state.pt")
