@@ -17,7 +17,8 @@ from test_profiler import FakeClock, _onnx
 
 import edgeship.profiling.profiler as profiler
 from edgeship.config import ProfileConfig
-from edgeship.profiling.html import number, render_html, size_unit, time_unit, write_html
+from edgeship.profiling.charts import number, size_unit, time_unit
+from edgeship.profiling.html import render_html, write_html
 from edgeship.profiling.profiler import ProfileReport, profile, rss_holds
 from edgeship.profiling.timing import Harness
 

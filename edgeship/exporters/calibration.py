@@ -133,7 +133,7 @@ def _from_folder(path: Path, inputs, limit: int) -> list[dict]:
 
 
 def _from_function(spec: str, limit: int) -> list[dict]:
-    from edgeship.exporters.loading import import_callable
+    from edgeship.exporters.usercode import import_callable
 
     fn = import_callable(spec, "--calibration", SpecError)
     attr = spec.rpartition(":")[2]

@@ -15,20 +15,17 @@ them, and torch/onnx below their version floors (``floors``) are refused before 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import re
-import sys
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError, brief
+from edgeship.exporters.program import captured_log, program_dims
+from edgeship.exporters.usercode import build_arch, import_user_code
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +144,12 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         notes += _force_eval(module)
         return LoadedModel(path, TORCHSCRIPT, module, module, notes=tuple(notes))
     if fmt == EXPORTED_PROGRAM:
-        _import_user_code(options)  # --import/--code first: pytree must know the program's output classes
+        import_user_code(options)  # --import/--code first: pytree must know the program's output classes
         refused: list[str] = []
         said: list[str] = []  # torch.export.load logs the real cause as a warning, then raises a generic error
         try:
             with contextlib.nullcontext() if options.trust_pickle else _only_safe_unpickling(refused), \
-                    _captured_log("torch.export", said):
+                    captured_log("torch.export", said):
                 ep = torch.export.load(str(path))
         except Exception as e:
             if refused:
@@ -187,59 +184,6 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
             notes.append("ExportedProgram: keeps its own dynamic axes " + ", ".join(f"{n}:{a}={s}" for n, a, s in dynamic))
         return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes), dynamic, ranges)
     return _load_pickle(path, options)
-
-
-def program_dims(ep: Any) -> tuple[tuple[tuple[str, int, str], ...], tuple[tuple[str, int, int], ...]]:
-    """An ExportedProgram's symbolic input axes, read from its placeholders, and their ranges.
-
-    Each plain symbol gets one name: ``batch`` where it is some input's axis 0, else
-    ``<input>_dim<axis>`` of its first use. Derived sizes (``2*s0``) are not inputs of their own
-    and are left out. Returns ((input, axis, symbol), ...) and ((symbol, lower, upper), ...)."""
-    names: dict[str, str] = {}
-    axes: list[tuple[str, int, str]] = []
-    user = set(ep.graph_signature.user_inputs)
-    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in user]
-    for node in placeholders:
-        val = node.meta.get("val")
-        for axis, d in enumerate(getattr(val, "shape", ())):
-            expr = getattr(getattr(d, "node", None), "expr", None)
-            if expr is None or not getattr(expr, "is_Symbol", False):
-                continue
-            key = str(expr)
-            if key not in names:
-                wanted = "batch" if axis == 0 and "batch" not in names.values() else f"{node.name}_dim{axis}"
-                names[key] = wanted
-            axes.append((node.name, axis, names[key]))
-    ranges = []
-    for sym, vr in getattr(ep, "range_constraints", {}).items():
-        if str(sym) in names:
-            ranges.append((names[str(sym)], _bound(vr.lower, 1), _bound(vr.upper, 2**31 - 1)))
-    return tuple(axes), tuple(ranges)
-
-
-@contextlib.contextmanager
-def _captured_log(name: str, into: list[str]) -> Iterator[None]:
-    """Collect what logger ``name`` says (with tracebacks) into ``into`` instead of printing it."""
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            into.append(self.format(record) + (logging.Formatter().formatException(record.exc_info)
-                                               if record.exc_info else ""))
-
-    logger = logging.getLogger(name)
-    handlers, propagate = logger.handlers, logger.propagate  # torch attaches its own handler here
-    logger.handlers, logger.propagate = [Collect()], False
-    try:
-        yield
-    finally:
-        logger.handlers, logger.propagate = handlers, propagate
-        log.debug("%s said: %s", name, "\n".join(into)[-4000:])
-
-
-def _bound(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except Exception:  # sympy's infinities raise TypeError, OverflowError or AttributeError
-        return default
 
 
 @contextlib.contextmanager
@@ -312,7 +256,7 @@ def _load_pickle(path: Path, options: LoadOptions) -> LoadedModel:
                 "TorchScript or an ExportedProgram, or, only if you trust the file, pass "
                 "--trust-pickle (with --import MODULE or --code FILE.py so its classes can be found)."
             ) from e
-        _import_user_code(options)
+        import_user_code(options)
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as e2:
@@ -365,89 +309,6 @@ def extract_state_dict(obj, path: Path) -> dict:
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return dict(sd)
-
-
-def _import_user_code(options: LoadOptions) -> None:
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    for name in options.imports:
-        try:
-            importlib.import_module(name)
-        except Exception as e:
-            raise ModelLoadError(f"--import {name}: could not import it: {e}") from e
-    for file in options.code:
-        _import_file(Path(file))
-
-
-def _import_file(file: Path, flag: str = "--code"):
-    """Run a user's Python file as a module.
-
-    Only ``--code`` files are registered where a pickle looks for their classes (``sys.modules``
-    under the file's stem, and ``__main__`` for pickles a script made); ``--arch`` and
-    ``--calibration`` files get a private module name, so two ``model.py`` files never clash.
-    """
-    if not file.is_file():
-        raise ModelLoadError(f"{flag} {file}: no such file.")
-    public = flag == "--code"
-    name = file.stem if public else f"edgeship_user_{file.stem}_{abs(hash(str(file.resolve()))):x}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise ModelLoadError(f"{flag} {file}: Python cannot import it as a module (is it a .py file?).")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        raise ModelLoadError(f"{flag} {file}: running it failed: {e}") from e
-    if public:  # pickles made by a script reference classes as __main__.Name
-        main = sys.modules["__main__"]
-        for k, v in vars(module).items():
-            if isinstance(v, type) and not hasattr(main, k):
-                setattr(main, k, v)
-    return module
-
-
-def import_callable(spec: str, flag: str, error=ModelLoadError):
-    """The callable named by ``module:attr`` or ``file.py:attr`` (a user's --arch, --calibration).
-
-    Raises:
-        ``error``: the module cannot be imported or has no such callable.
-    """
-    mod_name, _, attr = spec.rpartition(":")
-    try:
-        module = _import_file(Path(mod_name), flag) if mod_name.endswith(".py") else importlib.import_module(mod_name)
-    except ModelLoadError as e:
-        raise error(str(e)) from e
-    except Exception as e:
-        raise error(f"{flag} {spec}: could not import {mod_name}: {e}") from e
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise error(f"{flag} {spec}: {mod_name} has no callable {attr!r}.")
-    return fn
-
-
-def build_arch(options: LoadOptions):
-    """Build the module from ``--arch module:factory`` or ``path/to/file.py:factory``."""
-    import torch
-
-    arch = options.arch or ""
-    mod_name, _, attr = arch.rpartition(":")
-    if not mod_name or not attr:
-        raise ModelLoadError(
-            f"--arch {arch!r} is not of the form module:factory (e.g. mypkg.models:resnet18 or "
-            "models.py:Net)."
-        )
-    _import_user_code(options)
-    factory = import_callable(arch, "--arch", ModelLoadError)
-    try:
-        model = factory(**options.arch_kwargs)
-    except Exception as e:
-        raise ModelLoadError(
-            f"--arch {arch}: calling {attr}(**{json.dumps(options.arch_kwargs)}) failed: {e}"
-        ) from e
-    if not isinstance(model, torch.nn.Module):
-        raise ModelLoadError(f"--arch {arch} returned a {type(model).__name__}, not an nn.Module.")
-    return model
 
 
 def apply_state_dict(module, state_dict: dict, arch: str) -> None:
