@@ -218,3 +218,17 @@ def test_bundle_report_in_headless_chromium(report, tmp_path):
                         page.as_uri()], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and "<body" in p.stdout, p.stderr[-2000:]
     _check_page(_parse(p.stdout), p.stdout)
+
+
+def test_candidates_table_lists_them_in_load_order(report, tmp_path):
+    """The bundle's candidates per target, the default first and starred, as edgeship.load tries them."""
+    cands = report.candidates["cpu"]
+    assert cands and cands[0].variant == "fp32"  # the MLP bundle records its candidates; fp32 is the default
+    text = write_html(tmp_path / "r.html", report).read_text(encoding="utf-8")
+    head, rows = _parse(text).tables["candidates"]
+    assert head[:4] == ["default", "target", "candidate", "runtime"]
+    assert any(h.startswith("p50 at selection (") for h in head) and any(h.startswith("cold start, this run (") for h in head)
+    assert [r[2] for r in rows] == [c.describe() for c in cands]
+    assert [r[0] for r in rows] == ["★"] + [""] * (len(cands) - 1)
+    assert rows[0][head.index("cold start, this run (ms)")] != "—"  # this run profiled fp32 on onnxruntime
+    assert report.to_dict()["candidates"]["cpu"] == [c.to_dict() for c in cands]

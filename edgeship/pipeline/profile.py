@@ -24,7 +24,8 @@ def profile_stage(ctx: Context) -> str:
 
     files = {n: str(v.file) for n, v in ctx.variants.items()}
     src = Source(ctx.config.bundle_name, "export", str(ctx.config.output_path), required(ctx.spec, "spec"),
-                 tuple(files), files.__getitem__, dict(ctx.samples[0].feeds) if ctx.samples else None)
+                 tuple(files), files.__getitem__, dict(ctx.samples[0].feeds) if ctx.samples else None,
+                 defaults=dict(ctx.defaults), candidates={t: list(cs) for t, cs in ctx.candidates.items()})
     report = ctx.profile = profile(src, ProfileConfig(targets=tuple(ctx.targets) or ("cpu",), per_op=True))
     return "; ".join(f"{r.target}/{r.variant} p50 {format_ms(r.stats.p50)} (batch {r.batch}, {r.threads} threads)"
                      for r in report.results)

@@ -110,6 +110,36 @@ def _summary(report: ProfileReport) -> str:
             "below has every configuration.</p></section>")
 
 
+def _candidates(report: ProfileReport) -> str:
+    """Per target, every candidate that passed parity at selection, in the order ``edgeship.load``
+    tries them (the default first): runtime, options, precision, size, parity, p50 at selection,
+    and the cold start this run measured for it where it profiled that runtime and variant."""
+    if not report.candidates:
+        return ""
+    cold_of = {(r.target, r.runtime, r.variant): r.cold_start_ms for r in report.results}
+    rows = [(t, i, c) for t, cs in report.candidates.items() for i, c in enumerate(cs)]
+    size = size_unit(v.size for v in report.variant_info.values() if v.size)
+    p50 = time_unit(c.p50_ms for _, _, c in rows)
+    colds = [cold_of.get((t, c.runtime, c.variant)) for t, _, c in rows]
+    cold = time_unit(colds)
+    head = ["default", "target", "candidate", "runtime", "precision", f"size ({size[0]})", "parity",
+            f"p50 at selection ({p50[0]})", f"cold start, this run ({cold[0]})"]
+    body = []
+    for (t, i, c), cs in zip(rows, colds):
+        info = report.variant_info.get(c.variant)
+        parity = ("pass", "pass") if c.passed else ("FAIL", "fail")
+        if c.min_cosine is not None:
+            parity = (f"{parity[0]} (cos {c.min_cosine:.6f})", parity[1])
+        body.append([("★", "star") if i == 0 else ("", "star"), t, c.describe(), c.runtime, c.precision,
+                     in_unit(info.size, size) if info and info.size else "—", parity, in_unit(c.p50_ms, p50),
+                     in_unit(cs, cold) if cs is not None else "—"])
+    return (f'<section id="candidates"><h2>Candidates</h2><div class="scroll">'
+            f'{_table(head, body, "candidates", left={0, 1, 2, 3, 4, 6})}</div><p class="meta">In the order '
+            "<code>edgeship.load</code> tries them on each target (★ the default; a candidate whose runtime is "
+            "not installed is skipped). p50 was measured at selection; <code>edgeship tune</code> re-measures "
+            "on the device.</p></section>")
+
+
 def _parity(report: ProfileReport, export: dict | None) -> str:
     """Parity in every report: the export's checks, the bundle's record, or why there is none."""
     if export is not None and export.get("parity") is not None:
@@ -245,6 +275,7 @@ def render_html(report: ProfileReport, comparison: Comparison | None = None, exp
         f'<p class="meta">{escape(str(h.get("cpu") or h.get("machine")))}, {escape(str(h.get("cpus")))} CPUs, onnxruntime '
         f'{escape(str(h.get("onnxruntime")))}; {escape(str(s.get("warmup")))} warm-up and {escape(runs)} per configuration</p>',
         _summary(report),
+        _candidates(report),
         _export(export) if export else "",
         _parity(report, export),
         '<section id="profile"><h2>Latency</h2>',

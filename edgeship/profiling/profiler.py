@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.bundle.manifest import VariantResult
+from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.host import usable_cpus
@@ -125,6 +125,7 @@ class ProfileReport:
     notes: tuple[str, ...] = ()
     variant_info: dict[str, VariantResult] = field(default_factory=dict)  # a bundle's precision, size, parity
     defaults: dict[str, str] = field(default_factory=dict)  # a bundle's default variant per target
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # a bundle's candidates, default first
 
     def speedup(self, r: ConfigResult) -> float | None:
         """Eager PyTorch p50 ÷ this row's p50 at the same threads and batch (None without eager rows)."""
@@ -136,6 +137,7 @@ class ProfileReport:
         return {"schema": SCHEMA, "name": self.name, "source": self.source, "kind": self.kind,
                 "created_at": self.created_at, "settings": self.settings, "host": self.host,
                 "notes": list(self.notes), "defaults": dict(self.defaults), "variants": variants,
+                "candidates": {t: [c.to_dict() for c in cs] for t, cs in self.candidates.items()},
                 "results": [r.to_dict() for r in self.results]}
 
 
@@ -243,7 +245,7 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
                 "rss_scope": rss.scope, "rss_holds": rss_holds(sys.modules)}
     return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
                          dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes),
-                         dict(src.variant_info), dict(src.defaults))
+                         dict(src.variant_info), dict(src.defaults), dict(src.candidates))
 
 
 def rss_holds(modules: Mapping[str, object]) -> str:

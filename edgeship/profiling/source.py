@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.bundle.manifest import VariantResult
+from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.errors import ModelLoadError, SpecError, brief
 from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
 
@@ -44,6 +44,7 @@ class Source:
     recorded: dict = field(default_factory=dict)  # manifest["source"]: arch, arch_kwargs
     variant_info: dict[str, VariantResult] = field(default_factory=dict)  # manifest["variants"], parsed
     defaults: dict[str, str] = field(default_factory=dict)  # manifest["defaults"]: target -> variant
+    candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # manifest["candidates"]: default first
 
 
 def open_source(path: str | os.PathLike) -> Source:
@@ -64,7 +65,7 @@ def open_source(path: str | os.PathLike) -> Source:
 def _bundle_source(p: Path) -> Source:
     from edgeship.bundle import open_bundle
     from edgeship.bundle.golden import read_bundle_npz
-    from edgeship.bundle.manifest import variants_of
+    from edgeship.bundle.manifest import candidates_of, variants_of
 
     b = open_bundle(p)
     m = b.manifest
@@ -76,7 +77,7 @@ def _bundle_source(p: Path) -> Source:
     return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
                   lambda v: b.read(m["variants"][v]["file"]), sample,
                   (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}), variants_of(m),
-                  dict(m.get("defaults") or {}))
+                  dict(m.get("defaults") or {}), candidates_of(m))
 
 
 def _onnx_source(p: Path) -> Source:
