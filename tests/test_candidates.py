@@ -58,6 +58,8 @@ def test_the_export_records_ordered_candidates_and_the_default_leads(mlp_bundle)
     ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"opt_level": "O9"}}, "opt_level="),
     ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "options": {"session.x": 1}}, "unknown onnxruntime option"),
     ({"id": "a", "runtime": "openvino", "variant": "fp32", "options": {"threads": True}}, "OpenVINO threads"),
+    ({"id": "a", "runtime": "openvino", "variant": "fp32", "options": {"cache_dir": "/home/user/.ssh"}},
+     "names a cache folder; a bundle may not choose where files are written"),
     ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "p50_ms": float("nan")}, "malformed p50_ms"),
     ({"id": "a", "runtime": "onnxruntime", "variant": "fp32", "p50_ms": "1"}, "malformed p50_ms"),
     ({"id": 3, "runtime": "onnxruntime", "variant": "fp32"}, "malformed candidate"),

@@ -255,6 +255,8 @@ def _check_candidates(table: object, variants: dict, bad: Callable[[str], NoRetu
                 check_options(c["runtime"], c.get("options", {}))
             except SpecError as e:
                 bad(f"candidate {c['id'][:60]!r}: {e}")
+            if "cache_dir" in c.get("options", {}):  # a bundle never names a folder for edgeship to write in
+                bad(f"candidate {c['id'][:60]!r} names a cache folder; a bundle may not choose where files are written")
             p50 = c.get("p50_ms")
             if p50 is not None and (not isinstance(p50, (int, float)) or isinstance(p50, bool) or not math.isfinite(p50) or p50 < 0):
                 bad(f"candidate {c['id'][:60]!r} has a malformed p50_ms")
