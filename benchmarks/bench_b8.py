@@ -19,7 +19,8 @@ order each round after a pause (bench_quant's settle time):
 Peers use onnxruntime and OpenVINO directly (file paths, their own defaults), not edgeship. A peer
 counts only when its outputs on the bundle's golden inputs pass edgeship's tolerance for its
 precision class (fp32, int8, bf16 for OpenVINO's default where the CPU has bf16), judged by
-``edgeship.parity.evaluate.judge_outputs``. Rounds in which everything ran slow at once (median of
+``edgeship.parity.evaluate.judge_outputs``. A second onnxruntime fp32 worker (the twin, not a peer)
+gives the run's noise floor. Rounds in which everything ran slow at once (median of
 each configuration's time ÷ its own median above 1.15: a slow spell of the shared VM) are dropped.
 
   B8   default median ÷ fastest gated peer median (target ≤ 1.0)
@@ -210,6 +211,7 @@ def bench_model(name: str, size: int, repeats: int, block_s: float) -> dict:
     feeds = samples[0].feeds
     ps = peers(Path(m["bundle"]), b.manifest)
     specs = {"default": ("default", str(m["bundle"]))} | {k: (kind, arg) for k, (kind, arg, _, _) in ps.items()}
+    specs["twin"] = specs["ort:fp32"]  # the same peer in a second process: this run's noise floor
     meas = measure(specs, feeds, [s.feeds for s in samples], repeats, block_s)
     res = meas["res"]
     rows = {}
@@ -218,17 +220,20 @@ def bench_model(name: str, size: int, repeats: int, block_s: float) -> dict:
             rows[k] = {"error": r["error"], "label": ps[k][3] if k in ps else k}
             continue
         row = {"ms": statistics.median(r["kept"]) * 1e3, "desc": r["desc"]}
-        if k in ps:
+        if k == "twin":
+            row["label"] = "ort fp32 twin"
+        elif k in ps:
             row["precision"], row["label"] = ps[k][2], ps[k][3]
             row["passed"], row["gate"] = gate(r["outputs"], samples, refs, ps[k][2])
         rows[k] = row
-    gated = [k for k, r in rows.items() if k != "default" and r.get("passed")]
+    gated = [k for k, r in rows.items() if k in ps and r.get("passed")]
     best = min(gated, key=lambda k: rows[k]["ms"])
     ov = rows.get("ov:default", {})
     cands = b.manifest.get("candidates", {}).get("cpu", [])
     return {"name": name, "shape": m["shape"], "rows": rows, "best": best, "export_s": export_s,
             "b8": rows["default"]["ms"] / rows[best]["ms"],
             "b8a": rows["default"]["ms"] / ov["ms"] if "ms" in ov else None,
+            "noise": rows["twin"]["ms"] / rows["ort:fp32"]["ms"],
             "kept": meas["kept"], "repeats": meas["repeats"],
             "default_candidate": cands[0]["id"] if cands else b.manifest["defaults"]["cpu"]}
 
@@ -254,7 +259,7 @@ def rows(results: list[dict]) -> list[dict]:
         d, best = rs["default"], rs[r["best"]]
         parts = []
         for k, p in rs.items():
-            if k == "default":
+            if k in ("default", "twin"):
                 continue
             if "error" in p:
                 parts.append(f"{p['label']} failed to open")
@@ -264,7 +269,8 @@ def rows(results: list[dict]) -> list[dict]:
         table.append(bq.row("B8", f"{r['name']} ({r['shape']}): bundle default {r['default_candidate']} "
                             f"({d['desc']}) via `edgeship.load` {d['ms']:.3f} ms ÷ fastest gated peer "
                             f"{best['label']} {best['ms']:.3f} ms. Peers: " + "; ".join(parts)
-                            + f". Rounds kept {r['kept']}/{r['repeats']}; export {r['export_s']:.1f} s",
+                            + f". Noise floor: twin ort fp32 ÷ ort fp32 {r['noise']:.3f}. Rounds kept "
+                            f"{r['kept']}/{r['repeats']}; export {r['export_s']:.1f} s",
                             r["b8"], "≤ 1.0", r["b8"] <= 1.0))
     for r in results:
         if r["b8a"] is not None:
