@@ -90,13 +90,14 @@ def minilm_mods():
     return load_file(ROOT / "examples" / "minilm" / "run.py", "bench_minilm_run")
 
 
-def prepare(name: str) -> dict:
-    """Module, state_dict file, export settings, benchmark feeds and evaluation feeds for one model."""
+def prepare(name: str, size: int = 64, work: Path = WORK) -> dict:
+    """Module, state_dict file, export settings, benchmark feeds and evaluation feeds for one model
+    (the CNNs of tests/models.py at 1x3x``size``x``size``), its files under ``work``/``name``."""
     import torch
 
     from edgeship.exporters.loading import LoadOptions
 
-    d = WORK / name
+    d = work / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -121,7 +122,7 @@ def prepare(name: str) -> dict:
         else:
             models = load_file(ROOT / "tests" / "models.py", "bench_test_models")
             module = models.trained(getattr(models, name)())
-            arch, shape, dyn = f"{ROOT / 'tests/models.py'}:{name}", (1, 3, 64, 64), None
+            arch, shape, dyn = f"{ROOT / 'tests/models.py'}:{name}", (1, 3, size, size), None
         calib = rng.standard_normal((32, *shape[1:]), dtype=np.float32)
         np.savez(d / "calib.npz", x=calib)
         m.update(arch=arch, dynamic_axes=dyn, feeds={"x": rng.standard_normal(shape, dtype=np.float32)},

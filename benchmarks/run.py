@@ -10,6 +10,8 @@ the machines are shared and noisy, so absolute times are printed for context onl
   B5  profiler p50 / timeit of session.run on the same session and feeds (bench_profiler.py)
   B6  load + first inference in a fresh torch-free process / the same in eager PyTorch,
       wall time of the whole subprocess and peak RSS (ru_maxrss inside each child)
+  B8  the bundle's default through edgeship.load / the fastest peer that passes edgeship's
+      tolerance: onnxruntime and OpenVINO configurations, each in its own process (bench_b8.py)
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=BENCH / "results.md")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     p.add_argument("--no-quant", action="store_true", help="skip B1, B2, B4, B7 (bench_quant.py)")
+    p.add_argument("--no-b8", action="store_true", help="skip B8 (bench_b8.py)")
     args = p.parse_args()
     command = " ".join(["python", *sys.argv])
     load = os.getloadavg()
@@ -272,6 +275,15 @@ def main() -> int:
 
         text += ("\n## Quantization, speed-up, export cost, accuracy (B1, B2, B4, B7)\n\n"
                  + bench_quant.table(bench_quant.run(args.quick)) + "\n\n" + bench_quant.__doc__.split("\n\n", 2)[2] + "\n")
+    if not args.no_b8:
+        print("B8: bundle default vs the fastest gated onnxruntime/OpenVINO peer (a few minutes) ...", flush=True)
+        import bench_b8
+        import bench_quant
+
+        t8 = time.perf_counter()
+        b8 = bench_quant.table(bench_b8.rows(bench_b8.run(args.quick, 224)))
+        text += (f"\n## Default vs the fastest gated peer (B8), CNNs at 1x3x224x224, "
+                 f"{time.perf_counter() - t8:.0f} s\n\n" + b8 + "\n\n" + bench_b8.__doc__.split("\n\n", 2)[2] + "\n")
     args.out.write_text(text)
     print(text)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")

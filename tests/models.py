@@ -2,7 +2,7 @@
 
 Families: an MLP, a multi-input/multi-output model with int64 inputs and dict outputs, a
 ResNet-style CNN (residual blocks, batchnorm), a MobileNet-style CNN (depthwise separable
-convs, hardswish, squeeze-excite), an EfficientNet-style block stack (MBConv, SiLU), a
+convs, hardswish, squeeze-excite), an SE-ResNet-style CNN, an EfficientNet-style block stack (MBConv, SiLU), a
 BERT-style encoder with three int64 inputs, and deliberately broken models.
 """
 
@@ -119,6 +119,25 @@ class EfficientNetish(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+class SEBlock(Block):
+    """A residual block with squeeze-excitation on its second conv's output (SE-ResNet style)."""
+
+    def __init__(self, c_in, c_out, stride):
+        super().__init__(c_in, c_out, stride)
+        self.se = SqueezeExcite(c_out)
+
+    def forward(self, x):
+        return F.relu(self.se(self.b2(self.c2(F.relu(self.b1(self.c1(x)))))) + self.skip(x))
+
+
+class SEResNetish(ResNetish):
+    """ResNetish with squeeze-excitation in every block: full convs, unlike MobileNetish's depthwise."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__(num_classes, width)
+        self.layers = nn.Sequential(SEBlock(width, width, 1), SEBlock(width, 2 * width, 2), SEBlock(2 * width, 4 * width, 2))
 
 
 class BertStyle(nn.Module):

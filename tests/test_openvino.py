@@ -111,3 +111,15 @@ def test_profile_and_check_take_the_openvino_runtime(mlp_bundle, cli):
     assert all(r.to_dict()["runtime"] in ("onnxruntime", "openvino") for r in report.results)
     code, text = cli("check", mlp_bundle, "--runtime", "ort,openvino", "--table")
     assert code == 0 and "openvino-fp32" in text and "check passed" in text, text
+
+
+def test_compare_runs_b_on_openvino_too(mlp_bundle, cli):
+    from edgeship.parity.compare import compare
+
+    report = compare(mlp_bundle, mlp_bundle, variant_a="fp32", variant_b="fp32", runtimes=("ort", "openvino"))
+    runners = {c.runner for c in report.checks}
+    assert report.passed and any(r.endswith("@openvino") for r in runners) and len(runners) == 2, runners
+    code, text = cli("compare", mlp_bundle, mlp_bundle, "--variant-b", "fp32", "--runtime", "openvino")
+    assert code == 0 and "@openvino" in text and "compare passed" in text, text
+    code, text = cli("compare", mlp_bundle, mlp_bundle, "--runtime", "tensorflow")
+    assert code == 2 and "unknown runtime" in text, text

@@ -19,15 +19,19 @@ def compare(
     variant_a: Annotated[str, typer.Option("--variant-a", help="Variant of A when it is a bundle (default: its CPU default).")] = "auto",
     variant_b: Annotated[str, typer.Option("--variant-b", help="Variant of B when it is a bundle.")] = "auto",
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Inputs (.npz); default: A's golden inputs, else B's, else seeded random ones.")] = None,
+    runtime: opt.RuntimeOpt = None,
     tolerance: opt.TolOpt = None, json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
-    """Run A and B on the same inputs and judge B against A: same metrics, tolerances and localisation as parity."""
+    """Run A and B on the same inputs and judge B against A: same metrics, tolerances and localisation as parity.
+
+    A runs on onnxruntime; B on each --runtime (OpenVINO at B's own precision)."""
     setup_logging(verbose, quiet)
     from edgeship.cli import render
     from edgeship.parity.compare import compare as run_compare
 
-    report = run_compare(a, b, variant_a=variant_a, variant_b=variant_b, inputs=inputs, tolerances=opt.tolerances(tolerance))
+    report = run_compare(a, b, variant_a=variant_a, variant_b=variant_b, inputs=inputs, tolerances=opt.tolerances(tolerance),
+                         runtimes=opt.runtimes(runtime))
     stderr = to_stdout(json_out, junit)
     out = console(stderr, quiet and report.passed)
     render.parity_table(out, report, title=f"{b.name} vs {a.name}", failures_only=quiet)

@@ -1,6 +1,7 @@
 """``edgeship compare A B``: two ONNX models or bundles on the same inputs (yesterday's release
-vs today's build). A is the reference; B is judged with the same metrics and tolerances as
-parity, and a failure names the first node where B leaves A (when their tensor names match).
+vs today's build). A is the reference (on onnxruntime); B is judged with the same metrics and
+tolerances as parity, on each runtime asked for (onnxruntime, OpenVINO at B's own precision), and a
+failure names the first node where B leaves A (when their tensor names match).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerances
 from edgeship.runtimes.ort import OrtRunner
+from edgeship.runtimes.registry import ORT, make_runner, runtime_name
 from edgeship.spec import IOSpec, TensorSpec
 
 
@@ -53,16 +55,27 @@ def _side(path: Path, variant: str) -> Side:
 
 def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "auto", variant_b: str = "auto",
             inputs: str | os.PathLike | None = None, tolerances: dict | None = None, seed: int = 0,
-            localise: bool = True) -> ParityReport:
+            localise: bool = True, runtimes: tuple[str, ...] = (ORT,)) -> ParityReport:
     """Run A and B on the same inputs and judge B against A.
 
     Inputs: ``inputs`` (.npz), else A's golden inputs when A is a bundle, else B's, else seeded
-    random feeds from A's input spec (symbolic axes at 1 and 2).
+    random feeds from A's input spec (symbolic axes at 1 and 2). A runs on onnxruntime; B runs
+    on each of ``runtimes`` (``onnxruntime``, ``openvino``: at B's own precision, fp32 or int8).
 
     Raises:
-        SpecError: the two models do not take the same inputs, or the inputs do not fit.
+        SpecError: the two models do not take the same inputs, or the inputs do not fit; an
+            unknown runtime, or B in a form OpenVINO cannot take (fp16, external data).
+        TargetUnavailableError: OpenVINO is asked for and not installed.
     """
+    runtimes = tuple(dict.fromkeys(runtime_name(r) for r in runtimes)) or (ORT,)
     left, right = _side(Path(a), variant_a), _side(Path(b), variant_b)
+    if any(r != ORT for r in runtimes):
+        if right.precision not in ("fp32", "int8"):
+            raise SpecError(f"{right.label} is {right.precision}: OpenVINO runs fp32 and int8 models here; "
+                            "compare it on onnxruntime.")
+        if not isinstance(right.data, bytes):
+            raise SpecError(f"{right.label} keeps its weights as external data, which OpenVINO is not given; "
+                            "compare it on onnxruntime.")
     if [(t.name, t.dtype) for t in left.spec.inputs] != [(t.name, t.dtype) for t in right.spec.inputs]:
         raise SpecError(
             f"{left.label} and {right.label} take different inputs: "
@@ -81,8 +94,11 @@ def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "aut
     cand_spec = IOSpec(right.spec.inputs, tuple(TensorSpec(n) for n in names))
     tols = Tolerances.from_dict(tolerances or {})
     precision = right.precision if right.precision != "fp32" else left.precision
-    with OrtRunner(cand_spec, right.data, target="cpu", name=right.label) as cand:
-        report = run_parity([cand], samples, references, tols.for_precision(precision), right.label)
+    report = ParityReport(())
+    for rt in runtimes:
+        name = right.label if rt == ORT else f"{right.label}@{rt}"
+        with make_runner(cand_spec, right.data, rt, precision=right.precision, name=name, what=right.label) as cand:
+            report = report.merged(run_parity([cand], samples, references, tols.for_precision(precision), right.label))
     if localise and not report.passed and isinstance(left.data, bytes) and isinstance(right.data, bytes):
         bad = report.failures()[0]
         sample = next((s for s in samples if s.label == bad.sample), samples[0])
