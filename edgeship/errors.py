@@ -108,5 +108,10 @@ def brief(e: BaseException, limit: int = 300) -> str:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(_NOISE)]
         wanted = [ln for ln in lines if "Unsupported global" in ln]
         text = (wanted or lines[-1:] or [""])[0]
-    text = " ".join(text.split()) or type(e).__name__
+    return clip(text, limit) or type(e).__name__
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` on one line (white space folded), cut to ``limit`` characters with "..."."""
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -251,19 +251,12 @@ def _flat_outputs(sm: Any, args: tuple) -> Any:
     so with the names) the eager reference flattened them: dict keys, nested tuples."""
     import torch
 
-    from edgeship.runtimes.torch_eager import flatten_outputs
+    from edgeship.runtimes.torch_eager import flatten_outputs, wrap_module
 
-    class Flat(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = sm
-
-        def forward(self, *inputs: Any) -> tuple:
-            return tuple(t for _, t in flatten_outputs(self.model(*inputs)))
-
+    flat = wrap_module(sm, lambda model, inputs: tuple(t for _, t in flatten_outputs(model(*inputs))))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.jit.trace(Flat().eval(), args, strict=False, check_trace=False)
+        return torch.jit.trace(flat, args, strict=False, check_trace=False)
 
 
 def unsupported_ops(text: str) -> list[str]:

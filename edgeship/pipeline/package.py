@@ -74,7 +74,8 @@ def package_stage(ctx: Context) -> str:
         files["torchscript/model.pt"] = ctx.torchscript_path
     files["golden/inputs.npz"] = golden / "inputs.npz"
     files["golden/outputs.npz"] = golden / "outputs.npz"
-    variants = {n: _variant_result(ctx, v) for n, v in ctx.variants.items()}
+    summary = ctx.parity.summary()  # once, not once per variant
+    variants = {n: _variant_result(ctx, v, summary) for n, v in ctx.variants.items()}
     ctx.manifest_variants = variants
     report = ctx.workdir / "report.json"
     # the package stage's own timing is recorded by the runner after this; the report shows
@@ -106,8 +107,8 @@ def package_stage(ctx: Context) -> str:
     return str(ctx.bundle_path)
 
 
-def _variant_result(ctx: Context, v: Variant) -> VariantResult:
-    rows = [r for r in ctx.parity.summary() if r["variant"] == v.name]
+def _variant_result(ctx: Context, v: Variant, summary: list[dict]) -> VariantResult:
+    rows = [r for r in summary if r["variant"] == v.name]
     return VariantResult(
         name=v.name, file=f"models/{v.name}.onnx", precision=v.precision, size=v.file.stat().st_size,
         passed=dict(v.passed), max_abs=max((r.get("max_abs", 0.0) for r in rows), default=None),

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgeship.errors import QuantizationError, SpecError
+from edgeship.errors import QuantizationError, SpecError, clip
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
@@ -90,13 +90,8 @@ def stage_detail(done: list[str], missing: list[str], rejected: dict[str, dict],
     if not failed:  # not applicable: say why (e.g. dynamic int8 does not cover Conv, and what does)
         skipped = [next((n for n in notes if n.startswith(f"{m}: ")), f"{m}: nothing to quantize") for m in missing]
         return built + ("; " + "; ".join(skipped) if skipped else "")
-    why = "; ".join(f"{n} NOT shipped ({_short(rejected[n].get('reason', 'see the notes'))})" for n in failed)
+    why = "; ".join(f"{n} NOT shipped ({clip(rejected[n].get('reason', 'see the notes'), 90)})" for n in failed)
     raise Degraded(f"{built}; {why}")
-
-
-def _short(reason: str, limit: int = 90) -> str:
-    reason = " ".join(str(reason).split())
-    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 Build = Callable[[Sequence[str]], Path]

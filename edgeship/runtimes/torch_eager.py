@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,17 +153,24 @@ def by_name_module(module: Any, binding: Binding, names: Sequence[str]) -> Any:
     ONNX exporters see the input names) and calls ``module`` with ``binding``."""
     if binding.positional:
         return module
+    return wrap_module(module, binding.call, names)
+
+
+def wrap_module(module: Any, forward: Callable[[Any, Sequence[Any]], Any], names: Sequence[str] | None = None) -> Any:
+    """An ``nn.Module`` holding ``module`` whose ``forward(*inputs)`` is ``forward(module, inputs)``
+    (for tracing and the ONNX exporters); ``names``: the parameter names its signature shows."""
     import torch
 
-    class ByName(torch.nn.Module):
+    class Wrapper(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = module
 
-        def forward(self, *args: Any) -> Any:
-            return binding.call(self.model, args)
+        def forward(self, *inputs: Any) -> Any:
+            return forward(self.model, inputs)
 
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    ByName.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("self", kind)] + [inspect.Parameter(n, kind) for n in names])
-    return ByName().eval()
+    if names is not None:
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        Wrapper.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter("self", kind)] + [inspect.Parameter(n, kind) for n in names])
+    return Wrapper().eval()
