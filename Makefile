@@ -4,12 +4,14 @@
 # with rebuilds .venv from scratch (the stamp names the interpreter's version), never a mixed venv.
 # torch is the CPU build from TORCH_INDEX: constraints.txt pins torch==X+cpu (Linux, Windows), so
 # where that index is unreachable the install stops instead of pulling PyPI's multi-GB CUDA build.
+# TORCH_BUILD=pypi is the explicit opt-in to PyPI's own torch (the CUDA build on Linux) instead.
 PYTHON ?= python3
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_BUILD ?= cpu
 VENV := .venv
 PY := $(VENV)/bin/python
 PYVER := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)
-STAMP := $(VENV)/.installed-py$(PYVER)
+STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # the CPU index is added only where it answers: pip retries an unreachable index for every package
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
@@ -18,12 +20,16 @@ PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlop
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
+	@case "$(TORCH_BUILD)" in cpu|pypi) ;; *) echo "make: TORCH_BUILD=$(TORCH_BUILD): use cpu or pypi"; exit 2;; esac
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(PIP_CPU) -c constraints.txt -e '.[export,dev,examples,openvino]' || { \
+	sed $(if $(filter pypi,$(TORCH_BUILD)),'s/+cpu;/;/',-n 'p') constraints.txt > $(VENV)/constraints.txt
+	$(PY) -m pip install -q $(if $(filter cpu,$(TORCH_BUILD)),$(PIP_CPU)) -c $(VENV)/constraints.txt \
+		-e '.[export,dev,examples,openvino]' || { \
 		echo "make: install failed. torch's CPU build comes from $(TORCH_INDEX) (TORCH_INDEX=...): check that pip"; \
-		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently."; \
+		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently"; \
+		echo "(TORCH_BUILD=pypi installs it on purpose)."; \
 		rm -rf $(VENV); exit 1; }
 	touch $(STAMP)
 
