@@ -149,7 +149,7 @@ def off_fraction(ref, got) -> float:
     do not count). Unlike a global relative error it sees small channels crushed to zero by an
     int8 range that one outlier channel dominates."""
     r = np.nan_to_num(np.asarray(ref, dtype=np.float64).ravel(), nan=0.0, posinf=0.0, neginf=0.0)
-    g = np.asarray(got, dtype=np.float64).ravel()
+    g: np.ndarray = np.asarray(got, dtype=np.float64).ravel()
     if r.shape != g.shape or r.size == 0:
         return 0.0
     bad = ~np.isfinite(g)

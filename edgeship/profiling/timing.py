@@ -108,7 +108,7 @@ def time_calls(call: Callable, args: tuple, warmup: int = 10, iterations: int | 
     try:
         if duration is None:
             count = 100 if iterations is None else int(iterations)
-            buf = np.empty(count, dtype=np.int64)
+            buf: np.ndarray = np.empty(count, dtype=np.int64)
             for i in range(count):
                 t0 = clock()
                 call(*args)
