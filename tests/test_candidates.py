@@ -130,8 +130,9 @@ def test_rank_needs_a_clear_win_over_plain_fp32_and_accuracy_evidence():
 
 
 class _FakeRunner:
-    def __init__(self, name):
+    def __init__(self, name, runtime="?"):
         self.name = name
+        self.runtime = runtime
 
     def timing_call(self, feeds):
         return (lambda name: None), (self.name,)
@@ -150,6 +151,27 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate(monkeypatch):
     p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=7)
     assert p50 == pytest.approx(ms)
     assert timed == {"fast": 7, "close": 7, "slow": select.DROP_AFTER}
+
+
+def test_quick_p50s_times_one_runtime_at_a_time_with_a_pause_between(monkeypatch):
+    """onnxruntime's idle threads spin after a run: an OpenVINO block must not follow one directly."""
+    seq = []
+
+    def fake_time_calls(call, args, **kw):
+        seq.append(args[0])
+        return np.array([1e6])
+
+    monkeypatch.setattr(select, "time_calls", fake_time_calls)
+    runtime = {"a": "onnxruntime", "b": "onnxruntime", "c": "openvino", "d": "openvino"}
+    select.quick_p50s({n: _FakeRunner(n, r) for n, r in runtime.items()}, {}, rounds=6,
+                      sleep=lambda s: seq.append(f"pause {s}"))
+    rounds = [seq[i:i + 6] for i in range(0, len(seq), 6)]
+    assert len(rounds) == 6
+    pause = f"pause {select.SETTLE_S}"
+    for r in rounds:
+        assert r[2] == r[5] == pause, r
+        assert runtime[r[0]] == runtime[r[1]] != runtime[r[3]] == runtime[r[4]], r
+    assert len({runtime[r[0]] for r in rounds}) == 2  # the runtimes take turns at going first
 
 
 def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_path, monkeypatch, cli):
@@ -199,3 +221,27 @@ def test_tune_on_a_zip_writes_a_zip(bundle_copy, tmp_path, monkeypatch):
     shutil.make_archive(str(tmp_path / "b.edgeship"), "zip", bundle_copy)
     r = tune(tmp_path / "b.edgeship.zip", tmp_path / "t.edgeship.zip")
     assert r.bundle.name == "t.edgeship.zip" and edgeship.load(r.bundle).variant == "fp32"
+
+
+def test_load_says_once_that_the_bundle_was_tuned_on_a_cpu_with_other_flags(bundle_copy, caplog):
+    import edgeship.model as model_mod
+
+    ours = edgeship.host.host_info()["cpu_flags"]
+    if not ours:
+        pytest.skip("this platform reports no CPU flags")
+    theirs = [f for f in ours if f != ours[0]] + ["amx_fake"]
+    edit_manifest(bundle_copy, tuned={"at": "2026-01-01T00:00:00+00:00", "host": {"cpu_flags": theirs}})
+    model_mod._said.clear()
+    with caplog.at_level("WARNING", logger="edgeship.model"):
+        edgeship.load(bundle_copy).close()
+        edgeship.load(bundle_copy).close()
+    said = [r.getMessage() for r in caplog.records if "tuned on a CPU with other flags" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"+{ours[0]}" in said[0] and "-amx_fake" in said[0] and "run `edgeship tune` on this machine" in said[0]
+
+    edit_manifest(bundle_copy, tuned={"at": "2026-01-01T00:00:00+00:00", "host": {"cpu_flags": list(ours)}})
+    model_mod._said.clear()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgeship.model"):
+        edgeship.load(bundle_copy).close()
+    assert not [r for r in caplog.records if "other flags" in r.getMessage()]

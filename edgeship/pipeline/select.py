@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,9 @@ MIN_SPEEDUP = 1.05
 # adaptive timing: after DROP_AFTER rounds, a candidate slower than the best by this factor stops
 DROP_FACTOR = 1.3
 DROP_AFTER = 3
+# the pause between one runtime's blocks and another's: onnxruntime's idle intra-op threads spin
+# for about 30-40 ms of CPU after a run (measured on EfficientNet-style, 2 threads)
+SETTLE_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def candidate_configs(variants: dict[str, str], target: str, tune: bool = True, 
     return out
 
 
-def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = 7, block_s: float = 0.025) -> dict[str, float]:
+def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = 7, block_s: float = 0.025,
+               sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
     """p50 latency in ms of each runner on ``feeds``, measured interleaved and adaptively.
 
     The runners take turns in short blocks (a new order each round; the profiler's timing loop),
@@ -103,17 +108,31 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = 7, bloc
     hits every runner alike instead of whichever happened to be timed during it. After
     :data:`DROP_AFTER` rounds a runner whose figure so far is :data:`DROP_FACTOR` times the best's
     stops being timed (it cannot win): twice the candidates do not cost twice the time.
+
+    With more than one runtime, each round times one runtime's runners, pauses :data:`SETTLE_S`,
+    then the next runtime's (the order of runtimes changes each round too): onnxruntime's idle
+    threads keep spinning for tens of ms after a run, and would otherwise take the cores from
+    the OpenVINO block that follows, which no onnxruntime block suffers in the same way.
     """
     calls = {n: r.timing_call(feeds) for n, r in runners.items()}
     blocks: dict[str, list[float]] = {n: [] for n in calls}
+    runtime = {n: getattr(r, "runtime", "?") for n, r in runners.items()}
     active = list(calls)
     rng = random.Random(0)
     for round_ in range(rounds):
-        rng.shuffle(active)
-        for n in active:
-            run, args = calls[n]
-            ns = time_calls(run, args, warmup=3 if round_ == 0 else 0, iterations=None, duration=block_s)
-            blocks[n].append(float(np.median(ns)))
+        groups = sorted({runtime[n] for n in active})
+        rng.shuffle(groups)
+        for g, group in enumerate(groups):
+            if g:
+                sleep(SETTLE_S)
+            names = [n for n in active if runtime[n] == group]
+            rng.shuffle(names)
+            for n in names:
+                run, args = calls[n]
+                ns = time_calls(run, args, warmup=3 if round_ == 0 else 0, iterations=None, duration=block_s)
+                blocks[n].append(float(np.median(ns)))
+        if len(groups) > 1:
+            sleep(SETTLE_S)
         if round_ + 1 >= DROP_AFTER and len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
             best = min(so_far.values())

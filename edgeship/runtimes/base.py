@@ -22,6 +22,7 @@ class Runner(ABC):
     """Base of every runner: ``name``, ``load()``, ``infer(feeds)``, ``close()``, context manager."""
 
     name: str = "runner"
+    runtime: str = "?"  # the library that runs it: onnxruntime, openvino, torch
 
     def __init__(self, spec: IOSpec):
         self.spec = spec

@@ -76,6 +76,8 @@ def check_options(options: dict) -> None:
 class OpenVINORunner(Runner):
     """Runs an ONNX model (its bytes) with OpenVINO on the CPU at ``precision`` (fp32, bf16, int8)."""
 
+    runtime = RUNTIME
+
     def __init__(self, spec: IOSpec, model: bytes, *, precision: str = "fp32", options: dict | None = None,
                  name: str | None = None, error: type[EdgeshipError] = ExportError, what: str = "the model bytes"):
         super().__init__(spec)

@@ -214,6 +214,8 @@ def io_specs(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ..
 class OrtRunner(Runner):
     """Runs an ONNX model (a path or the model's bytes) with onnxruntime."""
 
+    runtime = "onnxruntime"
+
     def __init__(self, spec: IOSpec, model: str | os.PathLike | bytes, *, target: str = "cpu",
                  providers: list[str] | None = None, threads: int | None = None, name: str | None = None,
                  options: Any = None, provider_options: dict[str, Any] | None = None,

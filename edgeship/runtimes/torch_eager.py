@@ -48,6 +48,7 @@ class TorchEagerRunner(Runner):
     """Calls an ``nn.Module`` (or any callable module) under ``torch.inference_mode``."""
 
     name = "torch-eager"
+    runtime = "torch"
 
     def __init__(self, spec: IOSpec, module: Any, name: str | None = None, binding: Binding | None = None):
         super().__init__(spec)
