@@ -138,40 +138,64 @@ class _FakeRunner:
         return (lambda name: None), (self.name,)
 
 
-def test_quick_p50s_stops_timing_a_clearly_slower_candidate(monkeypatch):
-    ms = {"fast": 1.0, "close": 1.1, "slow": 3.0}
+def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_reference(monkeypatch):
+    ms = {"fast": 1.0, "close": 1.1, "slow": 3.0, "ref": 2.0}
     timed = dict.fromkeys(ms, 0)
 
     def fake_time_calls(call, args, **kw):
         (name,) = args
         timed[name] += 1
-        return np.array([ms[name] * 1e6])
+        return np.array([ms[name] * 1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=7)
+    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref")
     assert p50 == pytest.approx(ms)
-    assert timed == {"fast": 7, "close": 7, "slow": select.DROP_AFTER}
+    # one sizing call each, then one block per round; "slow" stops after DROP_AFTER rounds, "ref" never
+    assert timed == {"fast": 6, "close": 6, "slow": 1 + select.DROP_AFTER, "ref": 6}
 
 
-def test_quick_p50s_times_one_runtime_at_a_time_with_a_pause_between(monkeypatch):
+def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatch):
+    ms = {"fast": 0.5, "slow": 5.0}
+    sizes = {n: [] for n in ms}
+
+    def fake_time_calls(call, args, **kw):
+        (name,) = args
+        sizes[name].append(kw["iterations"])
+        return np.array([ms[name] * 1e6] * kw["iterations"])
+
+    monkeypatch.setattr(select, "time_calls", fake_time_calls)
+    select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01)
+    assert sizes["fast"] == [select.MIN_CALLS] + [20] * select.DROP_AFTER  # 10 ms of 0.5 ms calls; alone after that
+    assert sizes["slow"] == [select.MIN_CALLS] + [select.MIN_CALLS] * select.DROP_AFTER  # never fewer than MIN_CALLS
+
+
+def test_quick_p50s_pauses_only_when_onnxruntime_hands_over_to_another_runtime(monkeypatch):
     """onnxruntime's idle threads spin after a run: an OpenVINO block must not follow one directly."""
     seq = []
 
     def fake_time_calls(call, args, **kw):
-        seq.append(args[0])
-        return np.array([1e6])
+        if kw["warmup"] == 0:  # a block, not the first sizing call
+            seq.append(args[0])
+        return np.array([1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
     runtime = {"a": "onnxruntime", "b": "onnxruntime", "c": "openvino", "d": "openvino"}
     select.quick_p50s({n: _FakeRunner(n, r) for n, r in runtime.items()}, {}, rounds=6,
                       sleep=lambda s: seq.append(f"pause {s}"))
-    rounds = [seq[i:i + 6] for i in range(0, len(seq), 6)]
-    assert len(rounds) == 6
     pause = f"pause {select.SETTLE_S}"
-    for r in rounds:
-        assert r[2] == r[5] == pause, r
-        assert runtime[r[0]] == runtime[r[1]] != runtime[r[3]] == runtime[r[4]], r
-    assert len({runtime[r[0]] for r in rounds}) == 2  # the runtimes take turns at going first
+    blocks = [x for x in seq if x != pause]
+    assert len(blocks) == 6 * 4
+    rounds = [blocks[i:i + 4] for i in range(0, 24, 4)]
+    for r in rounds:  # one runtime's blocks together
+        assert runtime[r[0]] == runtime[r[1]] != runtime[r[2]] == runtime[r[3]], r
+    for prev, nxt in zip(rounds, rounds[1:]):  # the order alternates: no hand-over between rounds
+        assert runtime[prev[-1]] == runtime[nxt[0]]
+    for i, x in enumerate(seq):  # a pause exactly where onnxruntime hands over to OpenVINO
+        if x == pause:
+            assert runtime[seq[i - 1]] == "onnxruntime" and runtime[seq[i + 1]] == "openvino"
+        elif i and seq[i - 1] != pause:
+            assert not (runtime[seq[i - 1]] == "onnxruntime" and runtime[x] == "openvino")
+    assert seq.count(pause) == 3  # every other round
 
 
 def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_path, monkeypatch, cli):

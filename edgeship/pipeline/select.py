@@ -41,12 +41,21 @@ log = logging.getLogger(__name__)
 
 # a candidate must beat the plain fp32 one by this much to be the default: at equal speed, keep fp32
 MIN_SPEEDUP = 1.05
-# adaptive timing: after DROP_AFTER rounds, a candidate slower than the best by this factor stops
+# adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
+# least MIN_CALLS calls); after DROP_AFTER rounds a candidate slower than the best by DROP_FACTOR
+# stops being timed
+ROUNDS = 5
+BLOCK_S = 0.005
+MIN_CALLS = 3
+MAX_CALLS = 2000
 DROP_FACTOR = 1.3
-DROP_AFTER = 3
-# the pause between one runtime's blocks and another's: onnxruntime's idle intra-op threads spin
-# for about 30-40 ms of CPU after a run (measured on EfficientNet-style, 2 threads)
+DROP_AFTER = 2
+# onnxruntime's idle intra-op threads spin for 30-40 ms of CPU after a run (measured with
+# EfficientNet-style at 2 threads; OpenVINO's idle threads use none), and in one process that
+# slowed an OpenVINO block that came next by up to 1.8x: a block of another runtime waits this
+# long after an onnxruntime block
 SETTLE_S = 0.05
+SPINNING_RUNTIMES = ("onnxruntime",)
 
 
 @dataclass(frozen=True)
@@ -99,44 +108,52 @@ def candidate_configs(variants: dict[str, str], target: str, tune: bool = True, 
     return out
 
 
-def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = 7, block_s: float = 0.025,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
+def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS, block_s: float = BLOCK_S,
+               keep: str | None = None, sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
     """p50 latency in ms of each runner on ``feeds``, measured interleaved and adaptively.
 
-    The runners take turns in short blocks (a new order each round; the profiler's timing loop),
+    The runners take turns in short blocks (the profiler's timing loop), a new order each round,
     and each figure is the median of its block medians: on a shared machine a burst of load then
-    hits every runner alike instead of whichever happened to be timed during it. After
-    :data:`DROP_AFTER` rounds a runner whose figure so far is :data:`DROP_FACTOR` times the best's
-    stops being timed (it cannot win): twice the candidates do not cost twice the time.
+    hits every runner alike instead of whichever happened to be timed during it. A block is sized
+    to ``block_s`` from a first few calls. After :data:`DROP_AFTER` rounds a runner whose figure
+    so far is :data:`DROP_FACTOR` times the best's stops being timed (it cannot win), except
+    ``keep`` (the reference the default must beat): twice the candidates do not cost twice the time.
 
-    With more than one runtime, each round times one runtime's runners, pauses :data:`SETTLE_S`,
-    then the next runtime's (the order of runtimes changes each round too): onnxruntime's idle
-    threads keep spinning for tens of ms after a run, and would otherwise take the cores from
-    the OpenVINO block that follows, which no onnxruntime block suffers in the same way.
+    Runners of one runtime are timed one after another, and the order of runtimes alternates
+    from round to round, so that a runtime whose idle threads spin after a run
+    (:data:`SPINNING_RUNTIMES`) hands over to another one at most every other round, after a
+    pause of :data:`SETTLE_S`.
     """
     calls = {n: r.timing_call(feeds) for n, r in runners.items()}
     blocks: dict[str, list[float]] = {n: [] for n in calls}
     runtime = {n: getattr(r, "runtime", "?") for n, r in runners.items()}
+    size: dict[str, int] = {}
     active = list(calls)
     rng = random.Random(0)
+    order = sorted(set(runtime.values()))
+    rng.shuffle(order)
+    last = None
     for round_ in range(rounds):
-        groups = sorted({runtime[n] for n in active})
-        rng.shuffle(groups)
-        for g, group in enumerate(groups):
-            if g:
-                sleep(SETTLE_S)
+        for group in (order if round_ % 2 == 0 else order[::-1]):
             names = [n for n in active if runtime[n] == group]
             rng.shuffle(names)
             for n in names:
+                if last in SPINNING_RUNTIMES and runtime[n] != last:
+                    sleep(SETTLE_S)
                 run, args = calls[n]
-                ns = time_calls(run, args, warmup=3 if round_ == 0 else 0, iterations=None, duration=block_s)
+                if n not in size:  # warm up and size its block
+                    first = time_calls(run, args, warmup=2, iterations=MIN_CALLS)
+                    per_call = max(float(np.median(first)), 1.0)
+                    size[n] = int(min(MAX_CALLS, max(MIN_CALLS, block_s * 1e9 / per_call)))
+                ns = time_calls(run, args, warmup=0, iterations=size[n])
                 blocks[n].append(float(np.median(ns)))
-        if len(groups) > 1:
-            sleep(SETTLE_S)
+                last = runtime[n]
         if round_ + 1 >= DROP_AFTER and len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
             best = min(so_far.values())
-            active = [n for n in active if so_far[n] <= best * DROP_FACTOR]
+            active = [n for n in active if n == keep or so_far[n] <= best * DROP_FACTOR]
+        if len(active) == 1:
+            break
     return {n: float(np.median(b) / 1e6) for n, b in blocks.items()}
 
 
@@ -185,7 +202,7 @@ def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: C
                 r.close()
                 continue
             runners[c.id], figures[c.id] = r, fig
-        p50 = quick_p50s(runners, feeds) if runners else {}
+        p50 = quick_p50s(runners, feeds, keep="fp32" if "fp32" in runners else None) if runners else {}
     finally:
         for r in runners.values():
             r.close()
@@ -236,7 +253,7 @@ def select_stage(ctx: Context) -> str:
         else:  # the variants on onnxruntime's defaults: no second parity run
             runners = {n: OrtRunner(spec, ctx.variants[n].file, target=t).load() for n in passing}
             try:
-                for n, ms in quick_p50s(runners, feeds).items():
+                for n, ms in quick_p50s(runners, feeds, keep="fp32" if "fp32" in runners else None).items():
                     ctx.latency[(n, t)] = ms
             finally:
                 for r in runners.values():
