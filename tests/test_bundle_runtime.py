@@ -285,3 +285,23 @@ def test_run_bound_keeps_cuda_outputs_on_the_device(mlp_bundle, files):
     (value,) = out.values()
     assert value.device_name().lower() == "cuda"
     np.testing.assert_allclose(value.numpy(), edgeship.load(mlp_bundle)(files["x"]), atol=1e-5)
+
+
+def test_the_lean_call_path_checks_every_fixed_axis_and_falls_back_to_full_validation(mlp_bundle):
+    from edgeship.model import _fast_path
+
+    f32 = np.dtype("float32")
+    name, dtype, ndim, sizes_of, want = _fast_path([("x", f32, 4, ((1, 3), (2, 8), (3, 8)))], ["y"])
+    assert (name, dtype, ndim) == ("x", f32, 4)
+    assert sizes_of((5, 3, 8, 8)) == want and sizes_of((5, 3, 8, 9)) != want and sizes_of((5, 4, 8, 8)) != want
+    assert _fast_path([("x", f32, 2, ())], ["y"])[3] is None  # every axis dynamic: nothing fixed to check
+    assert _fast_path([("a", f32, 1, ()), ("b", f32, 1, ())], ["y"]) is None
+    assert _fast_path([("a", f32, 1, ())], ["y", "z"]) is None
+
+    m = edgeship.load(mlp_bundle)
+    x = np.random.default_rng(0).standard_normal((3, 10), dtype=np.float32)
+    np.testing.assert_array_equal(m(x), m.session.run(None, {"x": x})[0])
+    for bad, match in ((x.astype(np.float64), "expects dtype float32"), (x.astype(">f4"), "non-native byte order"),
+                       (x[:, :9], r"x"), (x[None], r"x"), (x.tolist(), "numpy")):
+        with pytest.raises(SpecError, match=match):
+            m(bad)

@@ -190,7 +190,7 @@ def test_onnxruntime_run_errors_are_wrapped_naming_the_input_sizes(mlp_bundle, m
     def fail(*a, **k):
         raise RuntimeException("Failed to allocate memory for requested buffer of size 4000000000000")
 
-    monkeypatch.setattr(m, "_session_run", fail)
+    monkeypatch.setattr(m, "_run_checked", fail)
     x = np.zeros((2, 10), np.float32)
     for call in (lambda: m(x), lambda: m({"x": x}), lambda: m.run({"x": x})):
         with pytest.raises(InferenceError, match=r"onnxruntime failed to run .* on inputs x: float32\[2, 10\].*allocate"):
