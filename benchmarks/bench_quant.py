@@ -367,7 +367,7 @@ def bench_model(m: dict, repeats: int, block_s: float) -> dict:
     return {"med": med, "label": label, "gates": gates, "best": best, "bundle_best": bundle_best,
             "b1": med["bundle:call"] / med[best], "b1_paired": paired, "twin": med["twin"] / med["raw:fp32"],
             "b2": med["eager"] / med["bundle:call"],
-            "selection_ms": {v: e.get("latency_ms", {}).get("cpu") for v, e in m["variants"].items()},
+            "selection_ms": {v: e.latency_ms.get("cpu") for v, e in m["variants"].items()},
             "default": default, "excluded": [k for k in gates if not ok(k)]}
 
 

@@ -8,13 +8,15 @@ happens in a temporary folder until the atomic write.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -120,6 +122,24 @@ def _run_stage(fn: Callable[[Context], str], ctx: Context, name: str) -> str:
         ) from e
 
 
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[Callable[[], None]]:
+    """Keep the objects that exist before each stage (torch's modules: hundreds of thousands) out
+    of the garbage collector's full collections while the export runs (``gc.freeze``; the function
+    yielded freezes what the stages made so far), and give them all back after. torch.onnx.export
+    makes enough objects to trigger full collections, and each walked the whole heap: the dynamo
+    export of ResNet-style 64x64 took 0.61 s or 0.86 s by turns, 0.62 s every time with this.
+    An application that froze part of its heap itself is left as it is."""
+    if gc.get_freeze_count():
+        yield lambda: None
+        return
+    gc.freeze()
+    try:
+        yield gc.freeze
+    finally:
+        gc.unfreeze()
+
+
 def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     """Run every stage on ``config``; ``progress(event, stage, result)`` sees start/end events.
 
@@ -130,12 +150,13 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
-    with work_folder() as work:
+    with work_folder() as work, _frozen_heap() as refreeze:
         ctx = Context(config=config, workdir=work)
         for name, fn, must in STAGES:
             if name in OPT_IN and not OPT_IN[name](config):
                 continue
             progress("start", name, None)
+            refreeze()
             t0 = time.perf_counter()
             try:
                 detail, status = _run_stage(fn, ctx, name), "ok"

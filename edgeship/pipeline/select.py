@@ -44,17 +44,17 @@ MIN_SPEEDUP = 1.05
 # adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
 # least MIN_CALLS calls); after DROP_AFTER rounds a candidate slower than the best by DROP_FACTOR
 # stops being timed
-ROUNDS = 5
-BLOCK_S = 0.005
+ROUNDS = 4
+BLOCK_S = 0.003
 MIN_CALLS = 3
 MAX_CALLS = 2000
-DROP_FACTOR = 1.3
+DROP_FACTOR = 1.2
 DROP_AFTER = 2
-# onnxruntime's idle intra-op threads spin for 30-40 ms of CPU after a run (measured with
-# EfficientNet-style at 2 threads; OpenVINO's idle threads use none), and in one process that
-# slowed an OpenVINO block that came next by up to 1.8x: a block of another runtime waits this
-# long after an onnxruntime block
-SETTLE_S = 0.05
+# onnxruntime's idle intra-op worker spins for 32-34 ms after a run (measured from the threads'
+# schedstat, EfficientNet-style at 2 threads; OpenVINO's idle threads use no CPU), and in one
+# process that slowed an OpenVINO block that came next by up to 1.8x: a block of another runtime
+# waits this long after an onnxruntime block
+SETTLE_S = 0.04
 SPINNING_RUNTIMES = ("onnxruntime",)
 
 
