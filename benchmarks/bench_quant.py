@@ -109,8 +109,9 @@ def prepare(name: str, size: int = 64, work: Path = WORK) -> dict:
         torch.manual_seed(0)
         module = run.SentenceEncoder(pretrained=True).eval()
         tok = run.tokenizer()
-        np.savez(d / "example.npz", **run.encode(tok, run.SENTENCES[:16]))  # as examples/minilm/run.py
         one = tok([run.SENTENCES[0]], padding="max_length", max_length=16, return_tensors="np")
+        # the example is the size timed here (batch 1, seq 16): the export selects the default at it
+        np.savez(d / "example.npz", **{n: one[n].astype(np.int64) for n in NAMES})
         m.update(arch=f"{ROOT / 'examples/minilm/model.py'}:SentenceEncoder", dynamic_axes={n: {0: "batch", 1: "seq"} for n in NAMES},
                  feeds={n: one[n].astype(np.int64) for n in NAMES}, eval=[run.encode(tok, run.SENTENCES)],
                  cfg=dict(example_inputs=d / "example.npz", dynamic_batch=True, dynamic=tuple(f"{n}:1=seq" for n in NAMES),

@@ -125,6 +125,11 @@ def test_rank_needs_a_clear_win_over_plain_fp32_and_accuracy_evidence():
     assert [c.id for c in select.rank([_c("fp32", 1.0), _c("fp32+threads=1", 0.97)])][0] == "fp32"  # within 5%
     assert [c.id for c in select.rank([_c("fp32", 1.0), _c("fp32@openvino-bf16", 0.5, "bf16", "openvino")])][0] \
         == "fp32@openvino-bf16"
+    tie = [_c("fp32", 1.0), _c("int8_dynamic", 0.80, "int8"), _c("fp32@openvino-bf16", 0.79, "bf16", "openvino"),
+           _c("int8_dynamic+threads=1", 0.785, "int8")]
+    assert select.rank(tie)[0].id == "int8_dynamic"  # within 3% of the fastest: onnxruntime, fewest options
+    clear = [_c("fp32", 1.0), _c("int8_dynamic", 0.80, "int8"), _c("fp32@openvino-bf16", 0.70, "bf16", "openvino")]
+    assert select.rank(clear)[0].id == "fp32@openvino-bf16"
     vacuous = select.rank([_c("fp32", 1.0), _c("fp32@openvino-bf16", 0.5, "bf16", "openvino"), _c("fp32+threads=1", 0.9)], True)
     assert vacuous[0].id == "fp32+threads=1"  # only fp32-precision candidates may lead
 

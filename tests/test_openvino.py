@@ -49,6 +49,9 @@ def test_load_pins_openvino_and_the_default_still_loads_on_onnxruntime(mlp_bundl
     y = m(ins[0]["x"])
     assert y.shape == outs[0]["output"].shape and np.allclose(y, outs[0]["output"], atol=1e-2)
     assert m.run({"x": ins[0]["x"]}).keys() == {"output"}
+    kept = y.copy()
+    m(ins[0]["x"] + 1)  # the next call reuses OpenVINO's buffers: what it returned before is the caller's own
+    np.testing.assert_array_equal(y, kept)
     pinned = edgeship.load(mlp_bundle, runtime="ov", variant="fp32")
     assert pinned.candidate is None or pinned.candidate.precision == "fp32"  # a pinned variant runs at its precision
     with pytest.raises(SpecError, match="onnxruntime's"):

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # a candidate must beat the plain fp32 one by this much to be the default: at equal speed, keep fp32
 MIN_SPEEDUP = 1.05
+# candidates within this factor of the fastest are a tie (the selection's noise; see rank)
+NEAR_TIE = 1.03
 # adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
 # least MIN_CALLS calls); after DROP_AFTER rounds a candidate slower than the best by DROP_FACTOR
 # stops being timed
@@ -215,8 +217,10 @@ def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: C
 
 def rank(candidates: list[Candidate], vacuous: bool = False) -> list[Candidate]:
     """The candidates fastest first, except that a candidate must beat the plain fp32 one by
-    :data:`MIN_SPEEDUP` to go before it, and with vacuous parity evidence only fp32-precision
-    candidates may lead."""
+    :data:`MIN_SPEEDUP` to go before it, that among candidates within :data:`NEAR_TIE` of the
+    fastest the simplest leads (onnxruntime before OpenVINO, then the fewest options: a difference
+    that small is the selection's noise, and onnxruntime runs wherever the bundle loads), and
+    that with vacuous parity evidence only fp32-precision candidates may lead."""
     ms = {c.id: c.p50_ms if c.p50_ms is not None else float("inf") for c in candidates}
     order = sorted(candidates, key=lambda c: ms[c.id])
     if not order:
@@ -224,6 +228,8 @@ def rank(candidates: list[Candidate], vacuous: bool = False) -> list[Candidate]:
     plain = next((c for c in candidates if c.id == "fp32"), None)
     eligible = [c for c in order if c.precision == "fp32"] if vacuous else order
     best = eligible[0] if eligible else order[0]
+    ties = [c for c in eligible if ms[c.id] <= ms[best.id] * NEAR_TIE]
+    best = min(ties, key=lambda c: (c.runtime != ORT, len(c.options), ms[c.id])) if ties else best
     if plain is not None and best is not plain and ms[best.id] * MIN_SPEEDUP > ms[plain.id]:
         best = plain
     return [best] + [c for c in order if c is not best]

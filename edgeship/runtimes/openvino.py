@@ -125,6 +125,7 @@ class OpenVINORunner(Runner):
             raise self.error(f"OpenVINO could not open {self.what} at {self.precision}: {brief(e)}") from e
         self._ports = list(self.compiled.outputs)
         self.output_names = [p.get_any_name() for p in self._ports]
+        self._port_of = dict(zip(self.output_names, self._ports))
         self.request = self.compiled.create_infer_request()
 
     def release_model(self) -> None:
@@ -135,15 +136,17 @@ class OpenVINORunner(Runner):
         return dict(zip(self.output_names, self.run(self.output_names, feeds)))
 
     def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Like onnxruntime's ``session.run``: the outputs (all, or the named ones) in order, as copies."""
+        """Like onnxruntime's ``session.run``: the outputs (all, or the named ones) in order, as
+        arrays of their own (OpenVINO copies them out of the request's buffers, which the next
+        call reuses; the inputs are copied in too: sharing them saved about 1% of an
+        EfficientNet-style call at 224x224, not worth letting OpenVINO touch the caller's arrays)."""
         res = self.request.infer(feeds)
-        names = output_names or self.output_names
-        by_name = dict(zip(self.output_names, self._ports))
-        return [np.array(res[by_name[n]], copy=True) for n in names]
+        port_of = self._port_of
+        return [res[port_of[n]] for n in (output_names or self.output_names)]
 
     def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
         self.load()
-        return self.request.infer, (feeds,)
+        return self.run, (None, feeds)
 
     def io_problems(self) -> list[str]:
         """Where the compiled model's input and output names disagree with the spec."""
