@@ -112,6 +112,9 @@ class ProfileConfig:
             only quoted in the error for a state_dict, never imported.
         runtimes: ``onnxruntime`` and/or ``openvino`` (cpu target; rows named ``VARIANT@openvino``,
             and ``fp32@openvino-bf16`` where the CPU has bf16).
+        candidates: profile the bundle's candidates as its manifest records them (runtime,
+            precision, options, threads) instead of variants × threads; ``variants`` and
+            ``runtimes`` still filter them, ``threads`` does not apply.
     """
 
     targets: tuple[str, ...] = ("cpu",)
@@ -128,3 +131,4 @@ class ProfileConfig:
     compare_torch: Path | None = None
     load: LoadOptions | None = None
     run_bundled_torchscript: bool = False
+    candidates: bool = False

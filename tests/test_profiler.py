@@ -481,3 +481,48 @@ def test_help_lists_the_options(cli):
                 "--json", "--csv", "--html", "--baseline", "--max-regression", "--compare-torch"):
         assert opt in out, opt
     assert "--profile" in cli("export", "--help")[1]
+
+
+def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cli, bundle_copy, tmp_path, monkeypatch):
+    """--candidates: one row per manifest candidate (the default first), its runtime, its options
+    applied to the session it times, and shown in the table, JSON, CSV and report.html."""
+    import edgeship.runtimes.ort as ort_mod
+    from edgeship.bundle.manifest import candidates_of
+    from edgeship.host import usable_cpus
+
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["candidates"]["cpu"].append({"id": "fp32@openvino", "runtime": "openvino", "variant": "fp32", "precision": "fp32"})
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: r == "onnxruntime")  # as without the extra
+    asked = []
+    real = ort_mod.session_options
+    monkeypatch.setattr(ort_mod, "session_options", lambda *a, **k: asked.append((a, k)) or real(*a, **k))
+    expected = [c for c in candidates_of(m)["cpu"] if c.runtime == "onnxruntime"]
+
+    report = profile(bundle_copy, ProfileConfig(candidates=True, runtimes=("onnxruntime", "openvino"), warmup=1, iterations=3))
+    assert [r.variant for r in report.results] == [c.id for c in expected]
+    for r, c in zip(report.results, expected):
+        assert r.runtime == "onnxruntime" and r.options == c.options
+        assert r.threads == (c.options.get("threads") or usable_cpus())
+    spin = next(r for r in report.results if r.options.get("spinning") is False)
+    assert spin.options_text == "spinning=off"
+    assert any(k.get("spinning") is False for _, k in asked)  # the session it timed had spinning off
+    assert any("fp32@openvino left out: openvino is not installed" in n for n in report.notes)
+
+    j, c, h = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "p.html"
+    code, out = cli("profile", bundle_copy, "--candidates", "-n", "3", "--warmup", "1", "--json", j, "--csv", c, "--html", h)
+    assert code == 0, out
+    assert "runtime" in out and "options" in out and "spinning=off" in out
+    assert [r["options"] for r in json.loads(j.read_text())["results"]] == [c.options for c in expected]
+    assert "spinning=off" in [row["options"] for row in csv.DictReader(c.open())]
+    page = h.read_text()
+    assert "<th class=\"l\">options</th>" in page and "spinning=off" in page
+
+
+def test_candidates_errors(mlp_bundle, tmp_path):
+    with pytest.raises(SpecError, match="--threads does not apply with --candidates"):
+        profile(mlp_bundle, ProfileConfig(candidates=True, threads=(1,), iterations=2))
+    with pytest.raises(SpecError, match="lists no candidates .an .onnx file"):
+        profile(_onnx(tmp_path, [1, 4]), ProfileConfig(candidates=True, iterations=2))
+    with pytest.raises(SpecError, match="no candidate for cpu among variants nope|not in"):
+        profile(mlp_bundle, ProfileConfig(candidates=True, variants=("nope",), iterations=2))

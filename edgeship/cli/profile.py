@@ -32,6 +32,7 @@ def profile_command(
     baseline: Annotated[Optional[Path], typer.Option("--baseline", help="A previous --json file: exit 1 when any configuration's p50 regressed by more than --max-regression.")] = None,
     max_regression: Annotated[str, typer.Option("--max-regression", help="Allowed p50 regression against --baseline, e.g. 10% (or 10).")] = "10%",
     compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
+    candidates: Annotated[bool, typer.Option("--candidates", help="Profile the bundle's candidates as recorded (runtime, precision, options, threads; the default first) instead of variants × --threads. Every installed runtime unless --runtime.")] = False,
     run_bundled_torchscript: Annotated[bool, typer.Option("--run-bundled-torchscript", help="With --compare-torch, also time the bundle's torchscript/model.pt. TorchScript is code: only for bundles you trust.")] = False,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
@@ -42,7 +43,8 @@ def profile_command(
     from edgeship.profiling.profiler import compare, parse_percent, profile, write_csv, write_json
 
     limit = parse_percent(max_regression)
-    cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=opt.runtimes(runtime), variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
+    every = ("onnxruntime", "openvino") if candidates and not runtime else None
+    cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=every or opt.runtimes(runtime), candidates=candidates, variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
                         run_bundled_torchscript=run_bundled_torchscript)

@@ -234,12 +234,15 @@ def profile_table(console: Console, report) -> None:
     unit, scale, fmt = ("µs", 1e3, "{:,.1f}") if micro else ("ms", 1.0, "{:,.2f}")
     t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; times in {unit})",
               title_justify="left")
-    cols = ["target/variant", "threads", "batch", "cold ms", "mean", "p50", "p90", "p99", "std", "items/s", "RSS MiB"]
+    options = any(r.options_text for r in report.results)
+    cols = ["target/variant", "runtime", *(["options"] if options else []), "threads", "batch", "cold ms", "mean", "p50",
+            "p90", "p99", "std", "items/s", "RSS MiB"]
     for col in cols + (["vs eager"] if eager else []):
-        t.add_column(col, justify="left" if col == "target/variant" else "right", no_wrap=True)
+        t.add_column(col, justify="left" if col in ("target/variant", "runtime", "options") else "right", no_wrap=True)
     for r in report.results:
         st = r.stats
-        row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), str(r.threads), str(r.batch),
+        row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), r.runtime,
+                                 *([Text(r.options_text or "—")] if options else []), str(r.threads), str(r.batch),
                f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
                _rate(r.throughput), f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else "n/a"]
         if eager:

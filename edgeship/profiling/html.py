@@ -76,6 +76,9 @@ def _parity_cell(report: ProfileReport, r: ConfigResult) -> tuple[str, str]:
     """The summary's parity cell for ``r``: (text, css class)."""
     if r.runtime == "torch":
         return ("the reference", "") if r.variant == "torch-eager" else ("—", "")
+    cand = next((c for c in report.candidates.get(r.target, []) if c.id == r.variant), None)
+    if cand is not None and cand.variant != r.variant:  # a candidate row: its own parity (precision, runtime)
+        return ("pass", "ok") if cand.passed else ("FAIL", "bad")
     info = report.variant_info.get(r.variant)
     if info is None:
         return ("no record", "warn")
@@ -179,14 +182,14 @@ def _latency_table(report: ProfileReport) -> str:
     cold = time_unit(r.cold_start_ms for r in results)
     item = time_unit(r.stats.p50 / r.batch for r in results)
     holds = report.settings.get("rss_holds") or "the whole process"
-    head = ["configuration", "calls", f"cold start ({cold[0]})",
+    head = ["configuration", "runtime", "options", "calls", f"cold start ({cold[0]})",
             *(f"{k} ({u[0]})" for k in ("mean", "std", "min", "p50")), f"p50 / item ({item[0]})",
             *(f"{k} ({u[0]})" for k in ("p90", "p95", "p99", "max")), "items/s", f"peak RSS (MiB; {holds})"]
     head += ["vs eager"] if eager else []
     rows = []
     for r in results:
         s = r.stats
-        row = [r.label, s.count, in_unit(r.cold_start_ms, cold), *(in_unit(v, u) for v in (s.mean, s.std, s.min, s.p50)),
+        row = [r.label, r.runtime, r.options_text or "—", s.count, in_unit(r.cold_start_ms, cold), *(in_unit(v, u) for v in (s.mean, s.std, s.min, s.p50)),
                in_unit(s.p50 / r.batch, item), *(in_unit(v, u) for v in (s.p90, s.p95, s.p99, s.max)),
                f"{r.throughput:,.0f}", f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else RSS_NOT_MEASURED]
         if eager:
@@ -198,7 +201,7 @@ def _latency_table(report: ProfileReport) -> str:
     used = escape("; ".join(f"{k}: {v}" for k, v in providers.items()))
     rss = (f"Peak RSS is the resident memory of this whole process while the configuration ran, which held: "
            f"{escape(holds)}.")
-    return (f'<div class="scroll">{_table(head, rows, "latency", wrap={len(head) - 1 - eager})}</div>'
+    return (f'<div class="scroll">{_table(head, rows, "latency", left=3, wrap={len(head) - 1 - eager})}</div>'
             f'<p class="meta">p50 / item = p50 per call ÷ batch. {rss}</p><p class="meta">providers: {used}</p>')
 
 

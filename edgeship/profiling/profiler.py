@@ -77,9 +77,9 @@ clock: Callable[[], int] = time.perf_counter_ns
 class ConfigResult:
     """One configuration's measurements; times in milliseconds."""
 
-    runtime: str  # onnxruntime | torch
+    runtime: str  # onnxruntime | openvino | torch
     target: str
-    variant: str  # a bundle variant, "onnx" for an .onnx file, torch-eager or torchscript
+    variant: str  # a bundle variant or candidate id, "onnx" for an .onnx file, torch-eager or torchscript
     threads: int
     batch: int
     providers: tuple[str, ...]
@@ -93,6 +93,7 @@ class ConfigResult:
     rss_growth_mb: float  # peak minus the RSS just before the session was created
     per_op: OpProfile | None = None
     latencies_ms: np.ndarray | None = field(default=None, repr=False, compare=False)
+    options: dict = field(default_factory=dict, hash=False)  # a candidate's runtime options (spinning, opt_level, ...)
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -107,8 +108,13 @@ class ConfigResult:
         d.update(providers=list(self.providers), io_binding=self.io_binding, cold_start_ms=self.cold_start_ms,
                  session_ms=self.session_ms, first_run_ms=self.first_run_ms, stats=self.stats.to_dict(),
                  throughput=self.throughput, peak_rss_mb=_finite(self.peak_rss_mb), rss_growth_mb=_finite(self.rss_growth_mb),
-                 per_op=self.per_op.to_dict() if self.per_op else None)
+                 per_op=self.per_op.to_dict() if self.per_op else None, options=dict(self.options))
         return d
+
+    @property
+    def options_text(self) -> str:
+        """``spinning=off opt_level=extended``: the options beyond threads, in words ("" for none)."""
+        return options_text(self.options)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class _Item:
     batch: int
     open: Callable  # () -> Harness
     ops: Callable | None = None  # () -> OpProfile
+    options: dict = field(default_factory=dict, hash=False)
 
     @property
     def label(self) -> str:
@@ -175,6 +182,9 @@ def _check(cfg: ProfileConfig) -> None:
     if bad:
         raise SpecError(f"{', '.join(bad)}: use positive counts (--warmup may be 0; --threads at most {MAX_THREADS}, "
                         f"--batch at most {MAX_BATCH}) and a duration above 0 s and at most {MAX_DURATION_S} s.")
+    if cfg.candidates and tuple(cfg.threads) != (None,):
+        raise SpecError("--threads does not apply with --candidates: each candidate runs at the thread count it "
+                        "records (or one per core); drop --threads, or profile variants without --candidates.")
     if not cfg.targets or not cfg.threads or not cfg.batches:
         raise SpecError("nothing to profile: give at least one --target, --threads and --batch value.")
 
@@ -208,18 +218,22 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
     feeds = {b: batch_feeds(src, b) for b in batches}
     ops_runs, ops_warm = config.per_op_runs, min(config.warmup, 5)
     plan = []
-    models = {v: src.model(v) for v in variants}  # read and verified once, whatever the targets
-    for target, providers in targets:
-        for v in variants:
-            model = models[v]
-            plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
-                           partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
-                     for t in threads for b in batches]
-    if "openvino" in config.runtimes:
-        plan += _openvino_items(variants, models, [t for t, _ in targets], threads, batches, feeds)
-    if "onnxruntime" not in config.runtimes:
-        plan = [i for i in plan if i.runtime != "onnxruntime"]
     notes = []
+    models = {v: src.model(v) for v in variants}  # read and verified once, whatever the targets
+    if config.candidates:
+        plan, skipped = _candidate_items(src, variants, models, targets, batches, feeds, config)
+        notes += skipped
+    else:
+        for target, providers in targets:
+            for v in variants:
+                model = models[v]
+                plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
+                               partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
+                         for t in threads for b in batches]
+        if "openvino" in config.runtimes:
+            plan += _openvino_items(variants, models, [t for t, _ in targets], threads, batches, feeds)
+        if "onnxruntime" not in config.runtimes:
+            plan = [i for i in plan if i.runtime != "onnxruntime"]
     if config.compare_torch is not None:
         plan += _torch_items(src, config, threads, batches, feeds)
         if any(t != "cpu" for t, _ in targets):
@@ -289,7 +303,8 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
     return ConfigResult(item.runtime, item.target, item.variant, item.threads, item.batch, tuple(h.providers),
                         h.io_binding, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, stats,
                         item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
-                        max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms)
+                        max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms,
+                        dict(item.options))
 
 
 def _openvino_items(variants: list[str], models: dict, targets: list[str], threads, batches, feeds) -> list[_Item]:
@@ -310,6 +325,57 @@ def _openvino_items(variants: list[str], models: dict, targets: list[str], threa
         items += [_Item("openvino", "cpu", label, t, b, partial(openvino_harness, models[v], p, t, feeds[b]))
                   for p, label in runs for t in threads for b in batches]
     return items
+
+
+def _candidate_items(src: Source, variants: list[str], models: dict, targets: list[tuple[str, list[str]]], batches,
+                     feeds, cfg: ProfileConfig) -> tuple[list[_Item], list[str]]:
+    """``--candidates``: each of the bundle's candidates per target as recorded (runtime, precision,
+    options; its own threads, else one per core), rows named by candidate id, in the manifest's
+    order (the default first). Candidates of runtimes not installed here are left out with a note.
+
+    Raises:
+        SpecError: the source lists no candidates (an .onnx file, a bundle from before candidates).
+    """
+    from edgeship.runtimes.registry import installed
+
+    if not src.candidates:
+        raise SpecError(f"--candidates: {src.name} lists no candidates ({'an .onnx file has one model' if src.kind == 'onnx' else 'a bundle exported before candidates'}); "
+                        "profile its variants with --variant and --runtime instead.")
+    items, skipped = [], []
+    ops_warm = min(cfg.warmup, 5)
+    for target, providers in targets:
+        for c in src.candidates.get(target, []):
+            if c.variant not in variants:
+                continue
+            if c.runtime not in cfg.runtimes:
+                skipped.append(f"{target}: candidate {c.id} left out: --runtime {','.join(cfg.runtimes)}")
+                continue
+            if not installed(c.runtime):
+                skipped.append(f"{target}: candidate {c.id} left out: {c.runtime} is not installed here "
+                               f"(pip install 'edgeship[{c.runtime}]')")
+                continue
+            t = int(c.options.get("threads") or usable_cpus())
+            model = models[c.variant]
+            for b in batches:
+                if c.runtime == "openvino":
+                    items.append(_Item("openvino", target, c.id, t, b,
+                                       partial(openvino_harness, model, c.precision, t, feeds[b]), options=dict(c.options)))
+                else:
+                    items.append(_Item("onnxruntime", target, c.id, t, b,
+                                       partial(ort_harness, model, target, providers, t, feeds[b], options=c.options),
+                                       partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm,
+                                               cfg.per_op_runs, cfg.top, options=c.options),
+                                       options=dict(c.options)))
+    if not items and not skipped:
+        raise SpecError(f"--candidates: {src.name} has no candidate for {', '.join(t for t, _ in targets)}"
+                        + (f" among variants {', '.join(variants)}" if cfg.variants else "") + ".")
+    return items, skipped
+
+
+def options_text(options: dict) -> str:
+    """A row's runtime options beyond threads, ``spinning=off opt_level=extended``."""
+    return " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}"
+                    for k, v in sorted(options.items()) if k != "threads")
 
 
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
@@ -343,7 +409,7 @@ def host_info() -> dict:
 # ----------------------------------------------------------------------------- files
 CSV_FIELDS = ("runtime", "target", "variant", "threads", "batch", "iterations", "cold_start_ms", "session_ms",
               "first_run_ms", "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
-              "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers")
+              "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers", "options")
 
 
 def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None,
@@ -372,7 +438,7 @@ def write_csv(report: ProfileReport, path: str | os.PathLike) -> Path:
         s = r.stats
         w.writerow([r.runtime, r.target, r.variant, r.threads, r.batch, s.count, r.cold_start_ms, r.session_ms,
                     r.first_run_ms, s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max, r.throughput,
-                    r.peak_rss_mb, r.rss_growth_mb, " ".join(r.providers)])
+                    r.peak_rss_mb, r.rss_growth_mb, " ".join(r.providers), r.options_text])
     return _write(Path(path), buf.getvalue())
 
 

@@ -225,12 +225,14 @@ def bind_io(session, feeds: dict, output_names: list[str], device: str = "cuda",
 
 
 def ort_harness(model, target: str, providers: list[str], threads: int, feeds: dict,
-                profile_prefix: str | None = None) -> Harness:
-    """Open an onnxruntime session for ``model`` (bytes or path) and prepare its timed call."""
+                profile_prefix: str | None = None, options: dict | None = None) -> Harness:
+    """Open an onnxruntime session for ``model`` (bytes or path) and prepare its timed call;
+    ``options``: a candidate's ``spinning`` and ``opt_level``."""
     from edgeship.runtimes.ort import open_session, session_options
 
-    session = open_session(model, target=target, providers=providers, error=ModelLoadError,
-                           options=session_options(threads, profile_prefix=profile_prefix), what="the model")
+    o = options or {}
+    so = session_options(threads, profile_prefix=profile_prefix, spinning=o.get("spinning"), opt_level=o.get("opt_level"))
+    session = open_session(model, target=target, providers=providers, error=ModelLoadError, options=so, what="the model")
     active = tuple(session.get_providers())
     names = [o.name for o in session.get_outputs()]
     if target != "cpu" and "CUDAExecutionProvider" in active:
@@ -253,11 +255,11 @@ def openvino_harness(model, precision: str, threads: int, feeds: dict) -> Harnes
 
 
 def ort_op_profile(model, target: str, providers: list[str], threads: int, feeds: dict,
-                   warmup: int, runs: int, top: int) -> OpProfile:
+                   warmup: int, runs: int, top: int, options: dict | None = None) -> OpProfile:
     """Profile ``runs`` inferences with onnxruntime's own profiler in a separate session
     (profiling slows the runs, so the timed session never has it on) and aggregate its JSON."""
     with tempfile.TemporaryDirectory(prefix="edgeship-prof-") as d:
-        h = ort_harness(model, target, providers, threads, feeds, profile_prefix=os.path.join(d, "ort"))
+        h = ort_harness(model, target, providers, threads, feeds, profile_prefix=os.path.join(d, "ort"), options=options)
         try:
             for _ in range(warmup + runs):
                 h.call(*h.args)
