@@ -189,7 +189,8 @@ def _latency_table(report: ProfileReport) -> str:
     rows = []
     for r in results:
         s = r.stats
-        row = [r.label, r.runtime, r.options_text or "—", s.count, in_unit(r.cold_start_ms, cold), *(in_unit(v, u) for v in (s.mean, s.std, s.min, s.p50)),
+        row = [r.label, r.runtime, r.options_text or "—", s.count, in_unit(r.cold_start_ms, cold),
+               *(in_unit(v, u) for v in (s.mean, s.std, s.min, s.p50)),
                in_unit(s.p50 / r.batch, item), *(in_unit(v, u) for v in (s.p90, s.p95, s.p99, s.max)),
                f"{r.throughput:,.0f}", f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else RSS_NOT_MEASURED]
         if eager:

@@ -339,8 +339,9 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
     from edgeship.runtimes.registry import installed
 
     if not src.candidates:
-        raise SpecError(f"--candidates: {src.name} lists no candidates ({'an .onnx file has one model' if src.kind == 'onnx' else 'a bundle exported before candidates'}); "
-                        "profile its variants with --variant and --runtime instead.")
+        why = "an .onnx file has one model" if src.kind == "onnx" else "a bundle exported before candidates"
+        raise SpecError(f"--candidates: {src.name} lists no candidates ({why}); profile its variants with --variant "
+                        "and --runtime instead.")
     items, skipped = [], []
     ops_warm = min(cfg.warmup, 5)
     for target, providers in targets:
