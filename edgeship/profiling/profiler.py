@@ -217,8 +217,8 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
     batches = list(dict.fromkeys(natural_batch(src.spec, src.sample) if b is None else b for b in config.batches))
     feeds = {b: batch_feeds(src, b) for b in batches}
     ops_runs, ops_warm = config.per_op_runs, min(config.warmup, 5)
-    plan = []
-    notes = []
+    plan: list[_Item] = []
+    notes: list[str] = []
     models = {v: src.model(v) for v in variants}  # read and verified once, whatever the targets
     if config.candidates:
         plan, skipped = _candidate_items(src, variants, models, targets, batches, feeds, config)
