@@ -13,6 +13,7 @@ through ``--install-completion`` / ``--show-completion``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -49,8 +50,9 @@ def console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
 
     out = Console(stderr=stderr, highlight=False, quiet=quiet)
-    if not out.is_terminal:
-        out.width = 120  # logs and CI: wide enough for the parity table
+    if not out.is_terminal:  # logs and CI: COLUMNS where set, else wide enough for the profile table
+        columns = os.environ.get("COLUMNS", "")
+        out.width = int(columns) if columns.isdigit() and 40 <= int(columns) <= 1000 else 160
     return out
 
 
