@@ -144,7 +144,7 @@ class _FakeRunner:
 
 
 def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_reference(monkeypatch):
-    ms = {"fast": 1.0, "close": 1.1, "slow": 3.0, "ref": 2.0}
+    ms = {"fast": 1.0, "close": 1.1, "mid": 1.3, "slow": 3.0, "ref": 2.0}
     timed = dict.fromkeys(ms, 0)
 
     def fake_time_calls(call, args, **kw):
@@ -155,8 +155,9 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_refere
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
     p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref")
     assert p50 == pytest.approx(ms)
-    # one sizing call each, then one block per round; "slow" stops after DROP_AFTER rounds, "ref" never
-    assert timed == {"fast": 6, "close": 6, "slow": 1 + select.DROP_AFTER, "ref": 6}
+    # one sizing call each, then one block per round: "slow" (3x) stops after one round, "mid" (1.3x)
+    # after two, "close" (1.1x) and the reference "ref" never
+    assert timed == {"fast": 6, "close": 6, "mid": 3, "slow": 2, "ref": 6}
 
 
 def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatch):

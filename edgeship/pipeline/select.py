@@ -44,14 +44,14 @@ MIN_SPEEDUP = 1.05
 # candidates within this factor of the fastest are a tie (the selection's noise; see rank)
 NEAR_TIE = 1.03
 # adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
-# least MIN_CALLS calls); after DROP_AFTER rounds a candidate slower than the best by DROP_FACTOR
-# stops being timed
+# least MIN_CALLS calls); a candidate slower than the best so far by DROP[rounds done] stops being
+# timed (1.5x after one round, 1.2x from the second on)
 ROUNDS = 4
 BLOCK_S = 0.003
 MIN_CALLS = 3
 MAX_CALLS = 2000
-DROP_FACTOR = 1.2
-DROP_AFTER = 2
+DROP = {1: 1.5, 2: 1.2}
+DROP_AFTER = min(DROP)
 # onnxruntime's idle intra-op worker spins for 32-34 ms after a run (measured from the threads'
 # schedstat, EfficientNet-style at 2 threads; OpenVINO's idle threads use no CPU), and in one
 # process that slowed an OpenVINO block that came next by up to 1.8x: a block of another runtime
@@ -117,8 +117,8 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS,
     The runners take turns in short blocks (the profiler's timing loop), a new order each round,
     and each figure is the median of its block medians: on a shared machine a burst of load then
     hits every runner alike instead of whichever happened to be timed during it. A block is sized
-    to ``block_s`` from a first few calls. After :data:`DROP_AFTER` rounds a runner whose figure
-    so far is :data:`DROP_FACTOR` times the best's stops being timed (it cannot win), except
+    to ``block_s`` from a first few calls. A runner whose figure so far is :data:`DROP` times the
+    best's (1.5 after the first round, 1.2 from the second) stops being timed (it cannot win), except
     ``keep`` (the reference the default must beat): twice the candidates do not cost twice the time.
 
     Runners of one runtime are timed one after another, and the order of runtimes alternates
@@ -150,10 +150,11 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS,
                 ns = time_calls(run, args, warmup=0, iterations=size[n])
                 blocks[n].append(float(np.median(ns)))
                 last = runtime[n]
-        if round_ + 1 >= DROP_AFTER and len(active) > 1:
+        factor = DROP[min(round_ + 1, max(DROP))] if round_ + 1 >= DROP_AFTER else None
+        if factor is not None and len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
             best = min(so_far.values())
-            active = [n for n in active if n == keep or so_far[n] <= best * DROP_FACTOR]
+            active = [n for n in active if n == keep or so_far[n] <= best * factor]
         if len(active) == 1:
             break
     return {n: float(np.median(b) / 1e6) for n, b in blocks.items()}
