@@ -230,12 +230,27 @@ def bench_model(name: str, size: int, repeats: int, block_s: float) -> dict:
     best = min(gated, key=lambda k: rows[k]["ms"])
     ov = rows.get("ov:default", {})
     cands = b.manifest.get("candidates", {}).get("cpu", [])
-    return {"name": name, "shape": m["shape"], "rows": rows, "best": best, "export_s": export_s,
+    same = same_peer(cands[0], ps) if cands else None
+    return {"name": name, "shape": m["shape"], "rows": rows, "best": best, "export_s": export_s, "same": same,
             "b8": rows["default"]["ms"] / rows[best]["ms"],
             "b8a": rows["default"]["ms"] / ov["ms"] if "ms" in ov else None,
             "noise": rows["twin"]["ms"] / rows["ort:fp32"]["ms"],
             "kept": meas["kept"], "repeats": meas["repeats"],
             "default_candidate": cands[0]["id"] if cands else b.manifest["defaults"]["cpu"]}
+
+
+def same_peer(c: dict, ps: dict) -> str | None:
+    """The peer that runs the same configuration as candidate ``c`` (its file, runtime and
+    precision, no options), or None (a candidate with options has no raw twin here)."""
+    if c.get("options"):
+        return None
+    if c["runtime"] == "onnxruntime":
+        key = "ort:fp32" if c["variant"] == "fp32" else f"ort:{c['variant']}"
+    elif c["variant"] == "int8_static":
+        key = "ov:int8_static"
+    else:
+        key = "ov:default" if c["precision"] == "bf16" else "ov:f32"
+    return key if key in ps else None
 
 
 # ----------------------------------------------------------------------------- report
@@ -250,6 +265,15 @@ def run(quick: bool, size: int) -> list[dict]:
             f"{r['rows'][r['best']]['label']} {r['rows'][r['best']]['ms']:.3f} ms; B8 {r['b8']:.3f}")
         out.append(r)
     return out
+
+
+def _same_text(r: dict, d: dict) -> str:
+    twin = r["rows"].get(r["same"] or "", {})
+    if "ms" not in twin:
+        return ". The default has runtime options no peer has"
+    which = "the fastest" if r["same"] == r["best"] else "not the fastest"
+    return (f". The default runs the configuration of peer {twin['label']} ({which}): default ÷ it "
+            f"{d['ms'] / twin['ms']:.3f}, the call path and noise")
 
 
 def rows(results: list[dict]) -> list[dict]:
@@ -269,6 +293,7 @@ def rows(results: list[dict]) -> list[dict]:
         table.append(bq.row("B8", f"{r['name']} ({r['shape']}): bundle default {r['default_candidate']} "
                             f"({d['desc']}) via `edgeship.load` {d['ms']:.3f} ms ÷ fastest gated peer "
                             f"{best['label']} {best['ms']:.3f} ms. Peers: " + "; ".join(parts)
+                            + _same_text(r, d)
                             + f". Noise floor: twin ort fp32 ÷ ort fp32 {r['noise']:.3f}. Rounds kept "
                             f"{r['kept']}/{r['repeats']}; export {r['export_s']:.1f} s",
                             r["b8"], "≤ 1.0", r["b8"] <= 1.0))
