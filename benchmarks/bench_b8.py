@@ -58,12 +58,15 @@ def _open(kind: str, arg) -> tuple:
 
         m = edgeship.load(arg, target="cpu")
         names = [t.name for t in m.outputs]
+        if len(m.inputs) == 1 == len(names):  # the common call, as an app makes it: m(x) -> y
+            only = m.inputs[0].name
 
-        def call(feeds):
-            out = m(feeds)
-            if isinstance(out, dict):
+            def call(feeds):
+                return [m(feeds[only])]
+        else:
+            def call(feeds):
+                out = m(feeds)
                 return [out[n] for n in names]
-            return list(out) if isinstance(out, tuple) else [out]
 
         precision = m.candidate.precision if m.candidate is not None else m.variant
         return call, f"{m.variant}{'' if precision == m.variant else ' at ' + precision} on {m.runtime}"
