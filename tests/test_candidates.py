@@ -153,7 +153,7 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_refere
         return np.array([ms[name] * 1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref")
+    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref", settle=lambda: None)
     assert p50 == pytest.approx(ms)
     # one sizing call each, then one block per round: "slow" (3x) stops after one round, "mid" (1.3x)
     # after two, "close" (1.1x) and the reference "ref" never
@@ -163,45 +163,51 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_refere
 def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatch):
     ms = {"fast": 0.5, "slow": 5.0}
     sizes = {n: [] for n in ms}
+    warm = {n: [] for n in ms}
 
     def fake_time_calls(call, args, **kw):
         (name,) = args
         sizes[name].append(kw["iterations"])
+        warm[name].append(kw["warmup"])
         return np.array([ms[name] * 1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01)
-    assert sizes["fast"] == [select.MIN_CALLS] + [20] * select.DROP_AFTER  # 10 ms of 0.5 ms calls; alone after that
-    assert sizes["slow"] == [select.MIN_CALLS] + [select.MIN_CALLS] * select.DROP_AFTER  # never fewer than MIN_CALLS
+    select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01, settle=lambda: None)
+    assert sizes["fast"] == [select.MIN_CALLS, 20]  # 10 ms of 0.5 ms calls; alone after one round
+    assert warm == {"fast": [2, 12], "slow": [2, 2]}  # WARM_S (6 ms) of untimed calls, at least 2
+    assert sizes["slow"] == [select.MIN_CALLS, select.MIN_CALLS]  # never fewer than MIN_CALLS
 
 
-def test_quick_p50s_pauses_only_when_onnxruntime_hands_over_to_another_runtime(monkeypatch):
-    """onnxruntime's idle threads spin after a run: an OpenVINO block must not follow one directly."""
+def test_quick_p50s_waits_after_a_spinning_session_before_another_runs(monkeypatch):
+    """onnxruntime's idle threads spin after a run: the next block of another session must not
+    share the cores with them; after a session that does not spin, nothing waits."""
     seq = []
 
     def fake_time_calls(call, args, **kw):
-        if kw["warmup"] == 0:  # a block, not the first sizing call
+        if kw["warmup"] != 2:  # a block (warmed up for WARM_S of 1 ms calls), not the first sizing call
             seq.append(args[0])
         return np.array([1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    runtime = {"a": "onnxruntime", "b": "onnxruntime", "c": "openvino", "d": "openvino"}
-    select.quick_p50s({n: _FakeRunner(n, r) for n, r in runtime.items()}, {}, rounds=6,
-                      sleep=lambda s: seq.append(f"pause {s}"))
-    pause = f"pause {select.SETTLE_S}"
+    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    spins = {"a": True, "b": False, "c": True, "d": False, "one": False}
+    runners = {n: _FakeRunner(n) for n in spins}
+    for n, r in runners.items():
+        r.spins_when_idle, r.one_core = spins[n], n == "one"
+    pause = "pause"
+    select.quick_p50s(runners, {}, rounds=6, settle=lambda: seq.append(pause))
     blocks = [x for x in seq if x != pause]
-    assert len(blocks) == 6 * 4
-    rounds = [blocks[i:i + 4] for i in range(0, 24, 4)]
-    for r in rounds:  # one runtime's blocks together
-        assert runtime[r[0]] == runtime[r[1]] != runtime[r[2]] == runtime[r[3]], r
-    for prev, nxt in zip(rounds, rounds[1:]):  # the order alternates: no hand-over between rounds
-        assert runtime[prev[-1]] == runtime[nxt[0]]
-    for i, x in enumerate(seq):  # a pause exactly where onnxruntime hands over to OpenVINO
+    assert len(blocks) == 6 * 5 and all(blocks.count(n) == 6 for n in spins)
+    assert seq[0] == "one" or seq[0] == pause  # whatever ran before (parity checks) may still spin
+    spinner = ""  # a session whose threads may still spin
+    for x in seq:
         if x == pause:
-            assert runtime[seq[i - 1]] == "onnxruntime" and runtime[seq[i + 1]] == "openvino"
-        elif i and seq[i - 1] != pause:
-            assert not (runtime[seq[i - 1]] == "onnxruntime" and runtime[x] == "openvino")
-    assert seq.count(pause) == 3  # every other round
+            assert spinner is not None, "a pause with nothing spinning"
+            spinner = None
+        elif x != "one":  # a one-thread runner needs no pause: the spinning thread has the other core
+            assert spinner in (None, x), f"{x} ran while {spinner!r} may still spin"
+            spinner = x if spins[x] else spinner
+    assert seq.count(pause) < sum(spins.values()) * 6 + 1  # the one-thread runner filled some of the waits
 
 
 def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_path, monkeypatch, cli):
@@ -275,3 +281,20 @@ def test_load_says_once_that_the_bundle_was_tuned_on_a_cpu_with_other_flags(bund
     with caplog.at_level("WARNING", logger="edgeship.model"):
         edgeship.load(bundle_copy).close()
     assert not [r for r in caplog.records if "other flags" in r.getMessage()]
+
+
+def test_which_onnxruntime_sessions_spin_when_idle(monkeypatch):
+    from edgeship.runtimes.ort import OrtRunner
+    from edgeship.spec import IOSpec
+
+    monkeypatch.setattr("edgeship.host.usable_cpus", lambda: 4)
+    spec = IOSpec((), ())
+    assert OrtRunner(spec, b"", runtime_options={}).spins_when_idle
+    assert not OrtRunner(spec, b"", runtime_options={"threads": 1}).spins_when_idle
+    assert OrtRunner(spec, b"", runtime_options={"threads": 1}).one_core and OrtRunner(spec, b"", threads=1).one_core
+    assert not OrtRunner(spec, b"").one_core and not OrtRunner(spec, b"", options=object()).one_core
+    assert not OrtRunner(spec, b"", threads=1).spins_when_idle
+    assert not OrtRunner(spec, b"", runtime_options={"spinning": False}).spins_when_idle
+    assert OrtRunner(spec, b"", options=object()).spins_when_idle  # a caller's SessionOptions: onnxruntime's default
+    monkeypatch.setattr("edgeship.host.usable_cpus", lambda: 1)
+    assert not OrtRunner(spec, b"").spins_when_idle  # one core: no pool to spin

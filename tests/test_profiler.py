@@ -19,7 +19,7 @@ from edgeship.config import ProfileConfig
 from edgeship.errors import ModelLoadError, RegressionError, SpecError, TargetUnavailableError
 from edgeship.profiling.profiler import compare, parse_percent, profile
 from edgeship.profiling.source import batch_feeds, open_source
-from edgeship.profiling.timing import Harness, PeakRss, Stats, aggregate_ort_profile, bind_io, time_calls
+from edgeship.profiling.timing import Harness, PeakRss, Stats, aggregate_ort_profile, bind_io, time_calls, wait_idle
 
 FAST_ONNX = {"warmup": 2, "iterations": 20}
 FAST = {**FAST_ONNX, "variants": ("fp32",)}  # the MLP bundle also has int8_dynamic
@@ -102,6 +102,24 @@ def test_timing_loop_on_known_call_times():
     assert (s.count, s.min, s.p50, s.max) == (20, 1.0, 1.0, 5.0)
     assert s.mean == pytest.approx(1.4) and s.p99 == pytest.approx(5.0)  # (18 × 1 + 2 × 5) / 20
     assert s.p90 == pytest.approx(1.4)  # between the 18th (1 ms) and 19th (5 ms) of 20
+
+
+def test_wait_idle_returns_once_the_process_stops_using_the_cpu():
+    """A fake clock: a spinning pool uses one core (1 s of CPU per second) for 33 ms, then nothing."""
+    now = [0.0]
+
+    def cpu():
+        return min(now[0], 0.033)
+
+    def sleep(s):
+        now[0] += s
+
+    waited = wait_idle(max_s=0.2, poll_s=0.002, clock=lambda: now[0], cpu=cpu, sleep=sleep)
+    assert 0.033 <= waited <= 0.037
+    now[0] = 0.0
+    assert wait_idle(max_s=0.02, poll_s=0.002, clock=lambda: now[0], cpu=lambda: now[0], sleep=sleep) == pytest.approx(0.02)
+    now[0] = 0.0
+    assert wait_idle(clock=lambda: now[0], cpu=lambda: 0.0, sleep=sleep) == pytest.approx(0.01)  # idle: one poll
 
 
 def test_timing_loop_duration_mode():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from edgeship.host import usable_cpus
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.tolerances import Tolerance
 from edgeship.pipeline.context import Context, required
-from edgeship.profiling.timing import time_calls
+from edgeship.profiling.timing import time_calls, wait_idle
 from edgeship.runtimes import openvino as ov_runtime
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner
@@ -46,18 +45,21 @@ NEAR_TIE = 1.03
 # adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
 # least MIN_CALLS calls); a candidate slower than the best so far by DROP[rounds done] stops being
 # timed (1.5x after one round, 1.2x from the second on)
-ROUNDS = 4
+ROUNDS = 3
 BLOCK_S = 0.003
 MIN_CALLS = 3
 MAX_CALLS = 2000
+# untimed calls before each block: after another model ran (and after a pause), the first calls
+# of EfficientNet-style took up to 2x as long for ~5 ms (caches, idle threads waking), on
+# onnxruntime and OpenVINO alike
+WARM_S = 0.006
 DROP = {1: 1.5, 2: 1.2}
-DROP_AFTER = min(DROP)
-# onnxruntime's idle intra-op worker spins for 32-34 ms after a run (measured from the threads'
-# schedstat, EfficientNet-style at 2 threads; OpenVINO's idle threads use no CPU), and in one
-# process that slowed an OpenVINO block that came next by up to 1.8x: a block of another runtime
-# waits this long after an onnxruntime block
-SETTLE_S = 0.04
-SPINNING_RUNTIMES = ("onnxruntime",)
+# onnxruntime's idle intra-op workers spin for 32-34 ms after a run (measured from the threads'
+# schedstat, EfficientNet-style at 2 threads; OpenVINO's idle threads use no CPU). In one process,
+# blocks of four sessions of one int8 model taken in turns measured 1.0 to 6.2 ms for the same
+# 1.0 ms call: after a block of a session that spins, the next block of another waits until the
+# process is idle (timing.wait_idle), at most SETTLE_MAX_S.
+SETTLE_MAX_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -111,46 +113,52 @@ def candidate_configs(variants: dict[str, str], target: str, tune: bool = True, 
 
 
 def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS, block_s: float = BLOCK_S,
-               keep: str | None = None, sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
+               keep: str | None = None, settle: Callable[[], object] = lambda: wait_idle(SETTLE_MAX_S)) -> dict[str, float]:
     """p50 latency in ms of each runner on ``feeds``, measured interleaved and adaptively.
 
     The runners take turns in short blocks (the profiler's timing loop), a new order each round,
     and each figure is the median of its block medians: on a shared machine a burst of load then
     hits every runner alike instead of whichever happened to be timed during it. A block is sized
-    to ``block_s`` from a first few calls. A runner whose figure so far is :data:`DROP` times the
-    best's (1.5 after the first round, 1.2 from the second) stops being timed (it cannot win), except
-    ``keep`` (the reference the default must beat): twice the candidates do not cost twice the time.
-
-    Runners of one runtime are timed one after another, and the order of runtimes alternates
-    from round to round, so that a runtime whose idle threads spin after a run
-    (:data:`SPINNING_RUNTIMES`) hands over to another one at most every other round, after a
-    pause of :data:`SETTLE_S`.
+    to ``block_s`` from a first few calls, after :data:`WARM_S` of untimed ones. A runner whose figure so far is :data:`DROP` times the
+    best's (1.5 after the first round, 1.2 from the second) stops being timed (it cannot win),
+    except ``keep`` (the reference the default must beat): twice the candidates do not cost twice
+    the time. After a block of a runner whose idle threads spin (``spins_when_idle``: onnxruntime
+    with more than one thread), the next block of another runner waits until they stop
+    (``settle``), so no block shares the cores with the one before it; a runner on one thread
+    (``one_core``) goes next where there is one, and needs no wait (the spinning thread has the
+    other core).
     """
     calls = {n: r.timing_call(feeds) for n, r in runners.items()}
+    spins = {n: bool(getattr(r, "spins_when_idle", False)) for n, r in runners.items()}
+    one_core = {n: bool(getattr(r, "one_core", False)) for n, r in runners.items()}
     blocks: dict[str, list[float]] = {n: [] for n in calls}
-    runtime = {n: getattr(r, "runtime", "?") for n, r in runners.items()}
     size: dict[str, int] = {}
+    warm: dict[str, int] = {}
     active = list(calls)
     rng = random.Random(0)
-    order = sorted(set(runtime.values()))
-    rng.shuffle(order)
-    last = None
+    spinning: str | None = ""  # the runner whose threads may still spin ("": whatever ran before, e.g. parity)
+    spare_core = usable_cpus() > 1
     for round_ in range(rounds):
-        for group in (order if round_ % 2 == 0 else order[::-1]):
-            names = [n for n in active if runtime[n] == group]
-            rng.shuffle(names)
-            for n in names:
-                if last in SPINNING_RUNTIMES and runtime[n] != last:
-                    sleep(SETTLE_S)
-                run, args = calls[n]
-                if n not in size:  # warm up and size its block
-                    first = time_calls(run, args, warmup=2, iterations=MIN_CALLS)
-                    per_call = max(float(np.median(first)), 1.0)
-                    size[n] = int(min(MAX_CALLS, max(MIN_CALLS, block_s * 1e9 / per_call)))
-                ns = time_calls(run, args, warmup=0, iterations=size[n])
-                blocks[n].append(float(np.median(ns)))
-                last = runtime[n]
-        factor = DROP[min(round_ + 1, max(DROP))] if round_ + 1 >= DROP_AFTER else None
+        order = list(active)
+        rng.shuffle(order)
+        while order:
+            n = order[0]
+            if spinning is not None and spare_core:  # a one-thread runner can go now: a core is free
+                n = next((m for m in order if one_core[m] and m != spinning), n)
+            order.remove(n)
+            immune = spare_core and one_core[n]
+            if spinning is not None and spinning != n and not immune:
+                settle()
+                spinning = None
+            run, args = calls[n]
+            if n not in size:  # size its block and its warm-up
+                per_call = max(float(np.median(time_calls(run, args, warmup=2, iterations=MIN_CALLS))), 1.0)
+                size[n] = int(min(MAX_CALLS, max(MIN_CALLS, block_s * 1e9 / per_call)))
+                warm[n] = int(min(MAX_CALLS, max(2, WARM_S * 1e9 / per_call)))
+            blocks[n].append(float(np.median(time_calls(run, args, warmup=warm[n], iterations=size[n]))))
+            if spins[n]:
+                spinning = n
+        factor = DROP.get(min(round_ + 1, max(DROP)))
         if factor is not None and len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
             best = min(so_far.values())

@@ -93,6 +93,27 @@ class Stats:
         return asdict(self)
 
 
+def wait_idle(max_s: float = 0.2, poll_s: float = 0.01, clock: Callable[[], float] = time.perf_counter,
+              cpu: Callable[[], float] = time.process_time, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Wait until no thread of this process uses the CPU, at most ``max_s``; the seconds waited.
+
+    Idle onnxruntime pools spin after a run (32-34 ms of a core here, longer on a slower CPU, since
+    the spin is counted in iterations): a measurement that starts meanwhile shares the cores with
+    them. This polls the process's CPU time every ``poll_s`` and returns once a poll saw less than a
+    fifth of it used. The kernel accounts other threads' CPU time at its tick (4 ms here: a 2 ms
+    poll saw 0 or 4 ms of a spinning thread), so a poll spans a few ticks.
+    """
+    t0 = clock()
+    last = cpu()
+    while clock() - t0 < max_s:
+        sleep(poll_s)
+        now = cpu()
+        if now - last < poll_s * 0.2:
+            break
+        last = now
+    return clock() - t0
+
+
 def time_calls(call: Callable, args: tuple, warmup: int = 10, iterations: int | None = 100,
                duration: float | None = None, clock: Callable[[], int] = time.perf_counter_ns) -> np.ndarray:
     """Run ``call(*args)`` ``warmup`` times untimed, then time each call; nanoseconds per call.

@@ -244,6 +244,22 @@ class OrtRunner(Runner):
         o = self.runtime_options
         return session_options(self.threads or o.get("threads"), spinning=o.get("spinning"), opt_level=o.get("opt_level"))
 
+    @property
+    def one_core(self) -> bool:
+        """Whether this session runs on one thread (edgeship's options; a caller's: assume not)."""
+        return self.options is None and (self.threads or self.runtime_options.get("threads")) == 1
+
+    @property
+    def spins_when_idle(self) -> bool:
+        """Whether this session's idle intra-op workers spin after a run: onnxruntime's default with
+        more than one thread (about 33 ms of a core after each run, measured here)."""
+        from edgeship.host import usable_cpus
+
+        if self.options is not None:  # a caller's SessionOptions: assume onnxruntime's default
+            return True
+        o = self.runtime_options
+        return (self.threads or o.get("threads") or usable_cpus()) > 1 and o.get("spinning") is not False
+
     def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Any, tuple]:
         self.load()
         return self.session.run, (self.output_names, feeds)
