@@ -50,9 +50,9 @@ def console(stderr: bool = False, quiet: bool = False):
     from rich.console import Console
 
     out = Console(stderr=stderr, highlight=False, quiet=quiet)
-    if not out.is_terminal:  # logs and CI: COLUMNS where set, else wide enough for the profile table
+    if not out.is_terminal:  # logs and CI: COLUMNS where set, else wide enough for the parity table
         columns = os.environ.get("COLUMNS", "")
-        out.width = int(columns) if columns.isdigit() and 40 <= int(columns) <= 1000 else 160
+        out.width = int(columns) if columns.isdigit() and 40 <= int(columns) <= 1000 else 120
     return out
 
 

@@ -4,6 +4,7 @@ these helpers; the library itself never prints (it logs)."""
 from __future__ import annotations
 
 import math
+import os
 
 from rich.console import Console
 from rich.progress import TaskID
@@ -227,6 +228,8 @@ def _rate(v: float) -> str:
 
 
 def profile_table(console: Console, report) -> None:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = max(console.width, 160)  # a log: room for every column rather than cut ones
     eager = any(r.variant == "torch-eager" for r in report.results)
     s = report.settings
     runs = f"{s['iterations']} calls" if s.get("iterations") else f"{s.get('duration')} s"
