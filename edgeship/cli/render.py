@@ -137,6 +137,7 @@ def variant_table(console: Console, variants: dict[str, VariantResult], defaults
 def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -> None:
     """Per target, the candidates in the manifest's order (the default first, ★): runtime,
     variant, precision, options, p50 and parity figures."""
+    _wide(console)
     for target, cands in candidates.items():
         if not cands:
             continue
@@ -227,9 +228,14 @@ def _rate(v: float) -> str:
     return f"{v:,.0f}" if v < 1e4 else f"{v / 1e3:.0f}k" if v < 1e6 else f"{v / 1e6:.2f}M"
 
 
-def profile_table(console: Console, report) -> None:
+def _wide(console: Console) -> None:
+    """In a log (no terminal, no COLUMNS), room for a wide table's every column rather than cut ones."""
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = max(console.width, 160)  # a log: room for every column rather than cut ones
+        console.width = max(console.width, 160)
+
+
+def profile_table(console: Console, report) -> None:
+    _wide(console)
     eager = any(r.variant == "torch-eager" for r in report.results)
     s = report.settings
     runs = f"{s['iterations']} calls" if s.get("iterations") else f"{s.get('duration')} s"
