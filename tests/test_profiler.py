@@ -538,6 +538,18 @@ def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cl
     assert "<th class=\"l\">options</th>" in page and "spinning=off" in page
 
 
+def test_candidates_skip_openvino_bf16_on_a_cpu_without_it(bundle_copy, monkeypatch):
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    m["candidates"]["cpu"] = [c for c in m["candidates"]["cpu"] if c["runtime"] == "onnxruntime"][:1] + [
+        {"id": "fp32@openvino-bf16", "runtime": "openvino", "variant": "fp32", "precision": "bf16"}]
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: True)
+    monkeypatch.setattr(profiler, "_has_bf16", lambda: False)
+    report = profile(bundle_copy, ProfileConfig(candidates=True, runtimes=("onnxruntime", "openvino"), warmup=1, iterations=2))
+    assert [r.variant for r in report.results] == [m["candidates"]["cpu"][0]["id"]]
+    assert any("fp32@openvino-bf16 left out: OpenVINO bf16 needs a CPU with native bf16" in n for n in report.notes)
+
+
 def test_candidates_errors(mlp_bundle, tmp_path):
     with pytest.raises(SpecError, match="--threads does not apply with --candidates"):
         profile(mlp_bundle, ProfileConfig(candidates=True, threads=(1,), iterations=2))

@@ -355,6 +355,9 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
                 skipped.append(f"{target}: candidate {c.id} left out: {c.runtime} is not installed here "
                                f"(pip install 'edgeship[{c.runtime}]')")
                 continue
+            if c.runtime == "openvino" and c.precision == "bf16" and not _has_bf16():
+                skipped.append(f"{target}: candidate {c.id} left out: OpenVINO bf16 needs a CPU with native bf16")
+                continue
             t = int(c.options.get("threads") or usable_cpus())
             model = models[c.variant]
             for b in batches:
@@ -371,6 +374,12 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
         raise SpecError(f"--candidates: {src.name} has no candidate for {', '.join(t for t, _ in targets)}"
                         + (f" among variants {', '.join(variants)}" if cfg.variants else "") + ".")
     return items, skipped
+
+
+def _has_bf16() -> bool:
+    from edgeship.runtimes import openvino as ov_runtime
+
+    return ov_runtime.has_bf16()
 
 
 def options_text(options: dict) -> str:
