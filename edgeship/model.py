@@ -134,7 +134,7 @@ class Model:
         self.variant = variant
         self.target = target
         self.candidate = candidate  # the manifest's candidate this runs (None: a bundle without candidates)
-        self.runtime = ORT if isinstance(runner, OrtRunner) else OPENVINO
+        self.runtime = runner.runtime  # onnxruntime or openvino
         self._runner = runner.load()
         release_model_bytes(runner)
         self._names = [t.name for t in spec.inputs]

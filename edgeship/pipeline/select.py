@@ -119,8 +119,9 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS,
     The runners take turns in short blocks (the profiler's timing loop), a new order each round,
     and each figure is the median of its block medians: on a shared machine a burst of load then
     hits every runner alike instead of whichever happened to be timed during it. A block is sized
-    to ``block_s`` from a first few calls, after :data:`WARM_S` of untimed ones. A runner whose figure so far is :data:`DROP` times the
-    best's (1.5 after the first round, 1.2 from the second) stops being timed (it cannot win),
+    to ``block_s`` from a first few calls, after :data:`WARM_S` of untimed ones. A runner whose
+    figure so far is :data:`DROP` times the best's (1.5 after the first round, 1.2 from the
+    second) stops being timed (it cannot win),
     except ``keep`` (the reference the default must beat): twice the candidates do not cost twice
     the time. After a block of a runner whose idle threads spin (``spins_when_idle``: onnxruntime
     with more than one thread), the next block of another runner waits until they stop
@@ -144,7 +145,7 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS,
         while order:
             n = order[0]
             if spinning is not None and spare_core:  # a one-thread runner can go now: a core is free
-                n = next((m for m in order if one_core[m] and m != spinning), n)
+                n = next((m for m in order if one_core[m]), n)
             order.remove(n)
             immune = spare_core and one_core[n]
             if spinning is not None and spinning != n and not immune:
@@ -158,8 +159,8 @@ def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS,
             blocks[n].append(float(np.median(time_calls(run, args, warmup=warm[n], iterations=size[n]))))
             if spins[n]:
                 spinning = n
-        factor = DROP.get(min(round_ + 1, max(DROP)))
-        if factor is not None and len(active) > 1:
+        factor = DROP[min(round_ + 1, max(DROP))]
+        if len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
             best = min(so_far.values())
             active = [n for n in active if n == keep or so_far[n] <= best * factor]
@@ -213,7 +214,7 @@ def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: C
                 r.close()
                 continue
             runners[c.id], figures[c.id] = r, fig
-        p50 = quick_p50s(runners, feeds, keep="fp32" if "fp32" in runners else None) if runners else {}
+        p50 = quick_p50s(runners, feeds, keep="fp32") if runners else {}
     finally:
         for r in runners.values():
             r.close()
@@ -238,7 +239,7 @@ def rank(candidates: list[Candidate], vacuous: bool = False) -> list[Candidate]:
     eligible = [c for c in order if c.precision == "fp32"] if vacuous else order
     best = eligible[0] if eligible else order[0]
     ties = [c for c in eligible if ms[c.id] <= ms[best.id] * NEAR_TIE]
-    best = min(ties, key=lambda c: (c.runtime != ORT, len(c.options), ms[c.id])) if ties else best
+    best = min(ties, key=lambda c: (c.runtime != ORT, len(c.options), ms[c.id]))  # best itself is a tie
     if plain is not None and best is not plain and ms[best.id] * MIN_SPEEDUP > ms[plain.id]:
         best = plain
     return [best] + [c for c in order if c is not best]
@@ -268,7 +269,7 @@ def select_stage(ctx: Context) -> str:
         else:  # the variants on onnxruntime's defaults: no second parity run
             runners = {n: OrtRunner(spec, ctx.variants[n].file, target=t).load() for n in passing}
             try:
-                for n, ms in quick_p50s(runners, feeds, keep="fp32" if "fp32" in runners else None).items():
+                for n, ms in quick_p50s(runners, feeds, keep="fp32").items():
                     ctx.latency[(n, t)] = ms
             finally:
                 for r in runners.values():
