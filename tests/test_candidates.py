@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import fake_p50s
 
 import edgeship
 from edgeship.bundle.manifest import Candidate, candidates_of
@@ -135,12 +136,22 @@ def test_rank_needs_a_clear_win_over_plain_fp32_and_accuracy_evidence():
 
 
 class _FakeRunner:
-    def __init__(self, name, runtime="?"):
+    def __init__(self, name, runtime="?", log=None):
         self.name = name
         self.runtime = runtime
+        self.log = [] if log is None else log
+        self.open = False
 
     def timing_call(self, feeds):
+        if not self.open:
+            self.log.append(f"open {self.name}")
+            self.open = True
         return (lambda name: None), (self.name,)
+
+    def close(self):
+        if self.open:
+            self.log.append(f"close {self.name}")
+        self.open = False
 
 
 def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_reference(monkeypatch):
@@ -156,8 +167,49 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_refere
     p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref", settle=lambda: None)
     assert p50 == pytest.approx(ms)
     # one sizing call each, then one block per round: "slow" (3x) stops after one round, "mid" (1.3x)
-    # after two, "close" (1.1x) and the reference "ref" never
-    assert timed == {"fast": 6, "close": 6, "mid": 3, "slow": 2, "ref": 6}
+    # after two, "close" (1.1x) and the reference "ref" go on; the last round would time only what
+    # can still end within LAST_MARGIN (1.08x) of "fast": nothing, so there is none
+    assert timed == {"fast": 5, "close": 5, "mid": 3, "slow": 2, "ref": 5}
+
+
+def _per_block(figures):
+    """A fake time_calls giving each runner's blocks the figures listed (ms), one per call of it;
+    the first call of each (sizing its block) gets the first figure too. Returns it and the blocks timed."""
+    timed = {n: 0 for n in figures}
+
+    def fake_time_calls(call, args, **kw):
+        (name,) = args
+        seq = figures[name]
+        ms = seq[max(0, timed[name] - 1) % len(seq)]
+        timed[name] += 1
+        return np.array([ms * 1e6] * kw["iterations"])
+
+    return fake_time_calls, timed
+
+
+def test_quick_p50s_last_round_times_only_what_can_still_tie_or_overtake(monkeypatch):
+    """Before the last of three rounds each figure can only move within its two blocks: a runner
+    whose fastest block is more than LAST_MARGIN (NEAR_TIE x MIN_SPEEDUP) over the best's slowest
+    cannot tie with it nor, as the fp32 reference, stop it being the default: it is not timed again."""
+    figures = {"best": [1.0, 1.02, 1.0], "tie": [1.06, 1.07, 1.03], "far": [1.16, 1.15, 1.15],
+               "ref": [1.2, 1.25, 1.2]}
+    fake, timed = _per_block(figures)
+    monkeypatch.setattr(select, "time_calls", fake)
+    p50 = select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    assert {n: k - 1 for n, k in timed.items()} == {"best": 3, "tie": 3, "far": 2, "ref": 2}
+    assert p50 == pytest.approx({"best": 1.0, "tie": 1.06, "far": 1.155, "ref": 1.225})
+    # a burst in one block of the best widens its range: then more may still win, and go on
+    figures["best"] = [1.0, 1.1, 1.0]
+    fake, timed = _per_block(figures)
+    monkeypatch.setattr(select, "time_calls", fake)
+    select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    assert {n: k - 1 for n, k in timed.items()} == {"best": 3, "tie": 3, "far": 3, "ref": 2}
+    # the reference within reach of the best goes on too (the 5% rule needs its figure)
+    figures = {"best": [1.0, 1.02], "ref": [1.08, 1.1]}
+    fake, timed = _per_block(figures)
+    monkeypatch.setattr(select, "time_calls", fake)
+    select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    assert timed == {"best": 4, "ref": 4}
 
 
 def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatch):
@@ -174,7 +226,8 @@ def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatc
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
     select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01, settle=lambda: None)
     assert sizes["fast"] == [select.MIN_CALLS, 20]  # 10 ms of 0.5 ms calls; alone after one round
-    assert warm == {"fast": [2, 12], "slow": [2, 2]}  # WARM_S (6 ms) of untimed calls, at least 2
+    # WARM_S (6 ms, 12 calls) of untimed calls, at least 2, of which the 2 + MIN_CALLS sizing calls are some
+    assert warm == {"fast": [2, 12 - 2 - select.MIN_CALLS], "slow": [2, 2]}
     assert sizes["slow"] == [select.MIN_CALLS, select.MIN_CALLS]  # never fewer than MIN_CALLS
 
 
@@ -182,10 +235,12 @@ def test_quick_p50s_waits_after_a_spinning_session_before_another_runs(monkeypat
     """onnxruntime's idle threads spin after a run: the next block of another session must not
     share the cores with them; after a session that does not spin, nothing waits."""
     seq = []
+    sized = set()
 
     def fake_time_calls(call, args, **kw):
-        if kw["warmup"] != 2:  # a block (warmed up for WARM_S of 1 ms calls), not the first sizing call
+        if args[0] in sized:  # a block, not the first call that sizes them
             seq.append(args[0])
+        sized.add(args[0])
         return np.array([1e6] * kw["iterations"])
 
     monkeypatch.setattr(select, "time_calls", fake_time_calls)
@@ -207,7 +262,8 @@ def test_quick_p50s_waits_after_a_spinning_session_before_another_runs(monkeypat
         elif x != "one":  # a one-thread runner needs no pause: the spinning thread has the other core
             assert spinner in (None, x), f"{x} ran while {spinner!r} may still spin"
             spinner = x if spins[x] else spinner
-    assert seq.count(pause) < sum(spins.values()) * 6 + 1  # the one-thread runner filled some of the waits
+    # the one-thread runner filled some of the waits: it ran right after a spinning one
+    assert any(x in ("a", "c") and y == "one" for x, y in zip(seq, seq[1:]))
 
 
 def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_path, monkeypatch, cli):
@@ -221,7 +277,7 @@ def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_pa
     m["defaults"]["cpu"] = slowest["variant"]
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     assert edgeship.load(bundle_copy).candidate.id == slowest["id"]
-    monkeypatch.setattr(select, "quick_p50s", lambda runners, feeds, **kw: {n: 1.0 if n == "fp32" else 2.0 for n in runners})
+    monkeypatch.setattr(select, "quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
     before = (bundle_copy / "manifest.json").read_bytes()
     out = tmp_path / "tuned.edgeship"
     code, text = cli("tune", bundle_copy, "-o", out)
@@ -253,7 +309,7 @@ def test_tune_refuses_a_tampered_bundle(bundle_copy, tmp_path):
 def test_tune_on_a_zip_writes_a_zip(bundle_copy, tmp_path, monkeypatch):
     from edgeship.pipeline.tune import tune
 
-    monkeypatch.setattr(select, "quick_p50s", lambda runners, feeds, **kw: {n: 1.0 if n == "fp32" else 2.0 for n in runners})
+    monkeypatch.setattr(select, "quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
     shutil.make_archive(str(tmp_path / "b.edgeship"), "zip", bundle_copy)
     r = tune(tmp_path / "b.edgeship.zip", tmp_path / "t.edgeship.zip")
     assert r.bundle.name == "t.edgeship.zip" and edgeship.load(r.bundle).variant == "fp32"
@@ -298,3 +354,75 @@ def test_which_onnxruntime_sessions_spin_when_idle(monkeypatch):
     assert OrtRunner(spec, b"", options=object()).spins_when_idle  # a caller's SessionOptions: onnxruntime's default
     monkeypatch.setattr("edgeship.host.usable_cpus", lambda: 1)
     assert not OrtRunner(spec, b"").spins_when_idle  # one core: no pool to spin
+
+
+def test_quick_p50s_prepares_runners_while_a_spinning_one_holds_the_cores(monkeypatch):
+    """Runners that do not spin are opened (and parity-checked) during the waits after a spinning
+    one while it still spins, else just before their first block; one that cannot be used is left out."""
+    seq = []
+    sized = set()
+
+    def fake_time_calls(call, args, **kw):
+        if args[0] in sized:
+            seq.append(args[0])
+        sized.add(args[0])
+        return np.array([1e6] * kw["iterations"])
+
+    monkeypatch.setattr(select, "time_calls", fake_time_calls)
+    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    runners = {n: _FakeRunner(n) for n in ("s1", "s2", "p1", "p2", "bad")}
+    for n, r in runners.items():
+        r.spins_when_idle, r.one_core = n.startswith("s"), False
+    spinning_polls = [True, True, False]  # the pool spins for two polls, then stops
+
+    def prepare(n):
+        def f():
+            seq.append(f"open {n}")
+            return n != "bad"
+        return f
+
+    def settle():
+        seq.append("pause")
+
+    p50 = select.quick_p50s(runners, {}, rounds=1, settle=settle, prepare={n: prepare(n) for n in ("p1", "p2", "bad")},
+                            busy=lambda: bool(spinning_polls) and spinning_polls.pop(0))
+    assert set(p50) == {"s1", "s2", "p1", "p2"}  # "bad" left out, the rest measured
+    opened = [x for x in seq if x.startswith("open")]
+    assert sorted(opened) == ["open bad", "open p1", "open p2"]
+    first_block = next(i for i, x in enumerate(seq) if x in runners)
+    # the runners given ready go first in the first round; two were opened in the first wait (while
+    # busy), the third just before its own block
+    assert seq[first_block] in ("s1", "s2") and seq.index(opened[1]) < first_block < seq.index(opened[2])
+    for n in ("p1", "p2"):
+        assert seq.index(f"open {n}") < seq.index(n)
+
+
+def test_quick_p50s_closes_a_spinning_session_that_reopens_quickly_instead_of_waiting(monkeypatch):
+    """Closing an onnxruntime session ends its spinning threads at once: where it reopens faster
+    than REOPEN_MAX_S, that replaces the wait; it reopens before its next block; a runner no longer
+    timed is closed."""
+    log = []
+
+    def fake_time_calls(call, args, **kw):
+        log.append(args[0])
+        return np.array([{"a": 1.0, "b": 1.01, "slow": 9.0}[args[0]] * 1e6] * kw["iterations"])
+
+    monkeypatch.setattr(select, "time_calls", fake_time_calls)
+    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    runners = {n: _FakeRunner(n, log=log) for n in ("a", "b", "slow")}
+    for r in runners.values():
+        r.spins_when_idle, r.one_core, r.load_s = True, False, 0.002
+    select.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
+    assert "pause" not in log[1:]  # only before the very first block (whatever ran before may spin)
+    for i, x in enumerate(log):
+        if x in runners and i and log[i - 1] in runners and log[i - 1] != x:
+            raise AssertionError(f"{x} timed right after {log[i - 1]}, which was still open: {log}")
+    assert log.count("a") == log.count("b") == 1 + 3  # sizing, then a block per round
+    assert log.count("open a") >= 2  # closed after a block, reopened for the next
+    assert "slow" not in log[log.index("close slow"):]  # dropped after the first round: closed, never reopened
+    # a session that takes long to open is left open and waited for instead
+    log.clear()
+    for r in runners.values():
+        r.load_s, r.open = 0.5, False
+    select.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
+    assert log.count("open a") == 1 and log.count("pause") >= 3

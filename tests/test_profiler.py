@@ -7,6 +7,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 from html.parser import HTMLParser
 
 import numpy as np
@@ -19,7 +21,17 @@ from edgeship.config import ProfileConfig
 from edgeship.errors import ModelLoadError, RegressionError, SpecError, TargetUnavailableError
 from edgeship.profiling.profiler import compare, parse_percent, profile
 from edgeship.profiling.source import batch_feeds, open_source
-from edgeship.profiling.timing import Harness, PeakRss, Stats, aggregate_ort_profile, bind_io, time_calls, wait_idle
+from edgeship.profiling.timing import (
+    Harness,
+    PeakRss,
+    Stats,
+    aggregate_ort_profile,
+    bind_io,
+    cores_busy,
+    other_threads_cpu,
+    time_calls,
+    wait_idle,
+)
 
 FAST_ONNX = {"warmup": 2, "iterations": 20}
 FAST = {**FAST_ONNX, "variants": ("fp32",)}  # the MLP bundle also has int8_dynamic
@@ -120,6 +132,48 @@ def test_wait_idle_returns_once_the_process_stops_using_the_cpu():
     assert wait_idle(max_s=0.02, poll_s=0.002, clock=lambda: now[0], cpu=lambda: now[0], sleep=sleep) == pytest.approx(0.02)
     now[0] = 0.0
     assert wait_idle(clock=lambda: now[0], cpu=lambda: 0.0, sleep=sleep) == pytest.approx(0.01)  # idle: one poll
+
+
+def test_cores_busy_says_whether_other_threads_used_a_fifth_of_a_core():
+    now = [0.0]
+    used = [0.0]
+    rate = [0.0]  # CPU seconds the other threads use per second
+
+    def sleep(s):
+        now[0] += s
+        used[0] += s * rate[0]
+
+    for rate[0], busy in ((1.0, True), (0.25, True), (0.1, False), (0.0, False)):
+        assert cores_busy(cpu=lambda: used[0], clock=lambda: now[0], sleep=sleep) is busy
+
+
+def test_other_threads_cpu_sees_a_busy_thread_exactly_and_not_the_caller():
+    cpu = other_threads_cpu()
+    if cpu is None:
+        pytest.skip("no per-thread CPU clocks on this platform (wait_idle polls the process's CPU time)")
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    worker = threading.Thread(target=spin)
+    before = cpu()
+    worker.start()
+    try:
+        time.sleep(0.05)
+        during = cpu()
+    finally:
+        stop.set()
+        worker.join()
+    assert during - before > 0.005  # the spinning thread's CPU, read while it still runs
+    # the caller's own CPU is not counted: a fresh process, once its other threads are idle (OpenBLAS's
+    # spin for ~0.1 s after numpy's import)
+    code = ("import time; from edgeship.profiling.timing import other_threads_cpu, wait_idle; wait_idle(2.0); "
+            "cpu = other_threads_cpu(); a = cpu(); t = time.thread_time()\n"
+            "while time.thread_time() - t < 0.05: pass\nprint(cpu() - a)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert float(out) < 0.01
 
 
 def test_timing_loop_duration_mode():

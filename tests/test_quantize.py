@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import arch
+from conftest import arch, fake_p50s
 
 import edgeship
 from edgeship.bundle.golden import Sample
@@ -160,7 +160,7 @@ def test_fallback_rounds_follow_the_schedule(tmp_path, monkeypatch, kind):
 def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
     from edgeship.pipeline import select as stages
 
-    monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: 0.001 if "int8" in n else 1.0 for n in runners})
+    monkeypatch.setattr(stages, "quick_p50s", fake_p50s(lambda n: 0.001 if "int8" in n else 1.0))
     path = _save(models.OutlierChannel(), tmp_path)
     r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
     assert set(r.variants) == {"fp32"} and r.defaults == {"cpu": "fp32"}
@@ -192,7 +192,7 @@ def test_dynamo_export_with_dynamic_batch_builds_dynamic_int8(tmp_path):
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
     from edgeship.pipeline import select as stages
 
-    monkeypatch.setattr(stages, "quick_p50s", lambda runners, feeds, **kw: {n: int8_ms if "int8" in n else 1.0 for n in runners})
+    monkeypatch.setattr(stages, "quick_p50s", fake_p50s(lambda n: int8_ms if "int8" in n else 1.0))
     r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
     assert r.defaults["cpu"] == default
     manifest = json.loads((r.bundle / "manifest.json").read_text())

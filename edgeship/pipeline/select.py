@@ -4,8 +4,9 @@ A candidate is (runtime, variant's model file, precision, runtime options): ever
 on onnxruntime's defaults, and, with ``config.tune`` on the cpu target, onnxruntime's session
 options (intra-op threads, spinning, graph optimisation level) and OpenVINO where it is installed
 (f32, bf16 where the CPU has it, the static-int8 QDQ file). Candidates beyond the variants'
-defaults are parity-checked first (the precision class's tolerance), then everything that passes
-is timed interleaved and adaptively (:func:`quick_p50s`).
+defaults are parity-checked (the precision class's tolerance) before their first timing, and
+those that pass are timed interleaved and adaptively (:func:`quick_p50s`, which opens and checks
+them when it suits the timing).
 
 Reads ``spec``, ``samples``, ``references``, ``variants`` (with ``passed``), ``targets``; adds
 ``latency`` (p50 ms of each passing variant on onnxruntime's defaults per target), ``defaults``
@@ -14,6 +15,7 @@ Reads ``spec``, ``samples``, ``references``, ``variants`` (with ``passed``), ``t
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -29,7 +31,7 @@ from edgeship.host import usable_cpus
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.tolerances import Tolerance
 from edgeship.pipeline.context import Context, required
-from edgeship.profiling.timing import time_calls, wait_idle
+from edgeship.profiling.timing import cores_busy, time_calls, wait_idle
 from edgeship.runtimes import openvino as ov_runtime
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner
@@ -44,7 +46,7 @@ MIN_SPEEDUP = 1.05
 NEAR_TIE = 1.03
 # adaptive timing (quick_p50s): up to ROUNDS rounds of one block each, a block ~BLOCK_S long (at
 # least MIN_CALLS calls); a candidate slower than the best so far by DROP[rounds done] stops being
-# timed (1.5x after one round, 1.2x from the second on)
+# timed (1.5x after one round, 1.2x after later ones), and before the last round LAST_MARGIN decides
 ROUNDS = 3
 BLOCK_S = 0.003
 MIN_CALLS = 3
@@ -54,12 +56,19 @@ MAX_CALLS = 2000
 # onnxruntime and OpenVINO alike
 WARM_S = 0.006
 DROP = {1: 1.5, 2: 1.2}
+# before the last round, a runner goes on only if its fastest block is within this factor of the
+# best's slowest: the last block moves each figure only within its blocks so far, so any other
+# cannot end within NEAR_TIE of the fastest nor, if it is the fp32 reference, within MIN_SPEEDUP
+LAST_MARGIN = NEAR_TIE * MIN_SPEEDUP
 # onnxruntime's idle intra-op workers spin for 32-34 ms after a run (measured from the threads'
 # schedstat, EfficientNet-style at 2 threads; OpenVINO's idle threads use no CPU). In one process,
 # blocks of four sessions of one int8 model taken in turns measured 1.0 to 6.2 ms for the same
 # 1.0 ms call: after a block of a session that spins, the next block of another waits until the
 # process is idle (timing.wait_idle), at most SETTLE_MAX_S.
 SETTLE_MAX_S = 0.2
+# ...unless the spinning session reopens faster than this: closing it ends its threads at once
+# (ResNet-style 64x64 reopens in 2 ms)
+REOPEN_MAX_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -113,60 +122,110 @@ def candidate_configs(variants: dict[str, str], target: str, tune: bool = True, 
 
 
 def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS, block_s: float = BLOCK_S,
-               keep: str | None = None, settle: Callable[[], object] = lambda: wait_idle(SETTLE_MAX_S)) -> dict[str, float]:
+               keep: str | None = None, settle: Callable[[], object] = lambda: wait_idle(SETTLE_MAX_S),
+               prepare: Mapping[str, Callable[[], bool]] | None = None,
+               busy: Callable[[], bool] = lambda: cores_busy()) -> dict[str, float]:
     """p50 latency in ms of each runner on ``feeds``, measured interleaved and adaptively.
 
     The runners take turns in short blocks (the profiler's timing loop), a new order each round,
     and each figure is the median of its block medians: on a shared machine a burst of load then
     hits every runner alike instead of whichever happened to be timed during it. A block is sized
-    to ``block_s`` from a first few calls, after :data:`WARM_S` of untimed ones. A runner whose
-    figure so far is :data:`DROP` times the best's (1.5 after the first round, 1.2 from the
-    second) stops being timed (it cannot win),
-    except ``keep`` (the reference the default must beat): twice the candidates do not cost twice
-    the time. After a block of a runner whose idle threads spin (``spins_when_idle``: onnxruntime
-    with more than one thread), the next block of another runner waits until they stop
-    (``settle``), so no block shares the cores with the one before it; a runner on one thread
-    (``one_core``) goes next where there is one, and needs no wait (the spinning thread has the
-    other core).
+    to ``block_s`` from a first few calls (which count towards its :data:`WARM_S` of untimed
+    ones). A runner whose figure so far is :data:`DROP` times the best's (1.5 after the first
+    round) stops being timed (it cannot win), except ``keep`` (the reference the default must
+    beat); before the last round, which moves a figure only within its blocks so far (``rounds``
+    of 3 or more), only the runners whose fastest block is within :data:`LAST_MARGIN` of the best's
+    slowest go on, the best among them: twice the candidates do not cost twice the time.
+
+    No block shares the cores with the idle threads of the runner before it, which spin for a
+    while (``spins_when_idle``: onnxruntime with more than one thread): a runner on one thread
+    (``one_core``) may go next (the spinning thread has the other core); otherwise the spinning
+    runner is closed, which ends its threads, and reopened before its next block if it opened in
+    under :data:`REOPEN_MAX_S`, else the next block waits for the spinning to stop (``settle``).
+    A runner no longer timed is closed. So the runners must be able to reopen (fresh ones).
+
+    Args:
+        prepare: runner name -> a function that opens and checks it (False: leave it out). Runners
+            that do not spin when idle are prepared during the waits while the spinning lasts
+            (``busy``); the others, and those left over, just before their first block; in the first
+            round the runners that spin go first.
     """
-    calls = {n: r.timing_call(feeds) for n, r in runners.items()}
+    pending = dict(prepare or {})
+    calls: dict[str, tuple[Callable, tuple]] = {}
     spins = {n: bool(getattr(r, "spins_when_idle", False)) for n, r in runners.items()}
     one_core = {n: bool(getattr(r, "one_core", False)) for n, r in runners.items()}
-    blocks: dict[str, list[float]] = {n: [] for n in calls}
+
+    def ready(n: str) -> bool:
+        if n in pending and not pending.pop(n)():
+            return False
+        if n not in calls:  # (re)opens it
+            calls[n] = runners[n].timing_call(feeds)
+        return True
+
+    def pause() -> None:  # a spinning pool holds a core: no timing, but other runners can be prepared meanwhile
+        while (n := next((m for m in pending if not spins[m]), None)) and busy():
+            ready(n)
+        settle()
+
+    def close(n: str) -> None:
+        runners[n].close()
+        calls.pop(n, None)
+
+    blocks: dict[str, list[float]] = {n: [] for n in runners}
     size: dict[str, int] = {}
     warm: dict[str, int] = {}
-    active = list(calls)
     rng = random.Random(0)
+    active = list(runners)
+    rng.shuffle(active)
+    active.sort(key=lambda n: not spins[n])  # the first round: the spinning ones first, the others prepared meanwhile
     spinning: str | None = ""  # the runner whose threads may still spin ("": whatever ran before, e.g. parity)
     spare_core = usable_cpus() > 1
     for round_ in range(rounds):
         order = list(active)
-        rng.shuffle(order)
+        if round_:
+            rng.shuffle(order)
         while order:
             n = order[0]
             if spinning is not None and spare_core:  # a one-thread runner can go now: a core is free
                 n = next((m for m in order if one_core[m]), n)
             order.remove(n)
-            immune = spare_core and one_core[n]
-            if spinning is not None and spinning != n and not immune:
-                settle()
+            if spinning is not None and spinning != n and not (spare_core and one_core[n]):
+                load_s = getattr(runners[spinning], "load_s", None) if spinning else None
+                if load_s is not None and load_s <= REOPEN_MAX_S:
+                    close(spinning)
+                else:
+                    pause()
                 spinning = None
+            if not ready(n):
+                active.remove(n)
+                continue
             run, args = calls[n]
-            if n not in size:  # size its block and its warm-up
+            count = None
+            if n not in size:  # size its block from a few calls, which count towards its warm-up
                 per_call = max(float(np.median(time_calls(run, args, warmup=2, iterations=MIN_CALLS))), 1.0)
                 size[n] = int(min(MAX_CALLS, max(MIN_CALLS, block_s * 1e9 / per_call)))
                 warm[n] = int(min(MAX_CALLS, max(2, WARM_S * 1e9 / per_call)))
-            blocks[n].append(float(np.median(time_calls(run, args, warmup=warm[n], iterations=size[n]))))
+                count = max(2, warm[n] - 2 - MIN_CALLS)
+            blocks[n].append(float(np.median(time_calls(run, args, warmup=count or warm[n], iterations=size[n]))))
             if spins[n]:
                 spinning = n
-        factor = DROP[min(round_ + 1, max(DROP))]
+        before = active
         if len(active) > 1:
             so_far = {n: float(np.median(blocks[n])) for n in active}
-            best = min(so_far.values())
-            active = [n for n in active if n == keep or so_far[n] <= best * factor]
-        if len(active) == 1:
+            best = min(active, key=so_far.__getitem__)
+            if rounds >= 3 and round_ + 1 == rounds - 1:
+                reach = max(blocks[best]) * LAST_MARGIN
+                active = [best] + [n for n in active if n != best and min(blocks[n]) <= reach]
+            else:
+                factor = DROP[min(round_ + 1, max(DROP))]
+                active = [n for n in active if n == keep or so_far[n] <= so_far[best] * factor]
+        for n in before:
+            if n not in active:
+                close(n)
+                spinning = None if spinning == n else spinning
+        if len(active) <= 1:
             break
-    return {n: float(np.median(b) / 1e6) for n, b in blocks.items()}
+    return {n: float(np.median(b) / 1e6) for n, b in blocks.items() if b}
 
 
 def parity_of(runner: Runner, samples: list[Sample], references: list[dict], tol: Callable[[str], Tolerance],
@@ -196,25 +255,32 @@ def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: C
     checked = checked or {}
     runners: dict[str, Runner] = {}
     figures: dict[str, dict] = {}
+
+    def ready(c: CandidateConfig) -> bool:  # open it and check its parity; False: leave it out
+        r = runners[c.id]
+        try:
+            r.load()
+        except EdgeshipError as e:
+            note(f"{target}: candidate {c.id} does not open ({brief(e)}); left out")
+            return False
+        if c.id in checked:
+            figures[c.id] = checked[c.id]
+            return True
+        ok, fig, why = parity_of(r, samples, references, tol_of(c), c.variant)
+        if not ok:
+            note(f"{target}: candidate {c.id} fails parity for {c.precision} ({why}); left out")
+            r.close()
+            return False
+        figures[c.id] = fig
+        return True
+
     try:
         for c in configs:
-            r = make_runner(spec, model_of(c.variant), c.runtime, target=target, precision=c.precision,
-                            options=c.options, name=c.id, what=f"variant {c.variant}")
-            try:
-                r.load()
-            except EdgeshipError as e:
-                note(f"{target}: candidate {c.id} does not open ({brief(e)}); left out")
-                continue
-            if c.id in checked:
-                runners[c.id], figures[c.id] = r, checked[c.id]
-                continue
-            ok, fig, why = parity_of(r, samples, references, tol_of(c), c.variant)
-            if not ok:
-                note(f"{target}: candidate {c.id} fails parity for {c.precision} ({why}); left out")
-                r.close()
-                continue
-            runners[c.id], figures[c.id] = r, fig
-        p50 = quick_p50s(runners, feeds, keep="fp32") if runners else {}
+            runners[c.id] = make_runner(spec, model_of(c.variant), c.runtime, target=target, precision=c.precision,
+                                        options=c.options, name=c.id, what=f"variant {c.variant}")
+        # opened by quick_p50s when it suits the timing (while a spinning session holds the cores)
+        p50 = quick_p50s(runners, feeds, keep="fp32", prepare={c.id: functools.partial(ready, c) for c in configs}) \
+            if runners else {}
     finally:
         for r in runners.values():
             r.close()
@@ -222,7 +288,7 @@ def measure_candidates(spec: IOSpec, configs: list[CandidateConfig], model_of: C
     return [Candidate(id=i, runtime=by_id[i].runtime, variant=by_id[i].variant, precision=by_id[i].precision,
                       options=dict(by_id[i].options), p50_ms=round(p50[i], 4), passed=True,
                       max_abs=figures[i].get("max_abs"), min_cosine=figures[i].get("min_cosine"))
-            for i in runners if i in p50]
+            for i in runners if i in p50 and i in figures]
 
 
 def rank(candidates: list[Candidate], vacuous: bool = False) -> list[Candidate]:

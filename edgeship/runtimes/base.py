@@ -7,6 +7,7 @@ validates feed names, dtypes and shapes against the IOSpec before the runtime se
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,6 +24,7 @@ class Runner(ABC):
 
     name: str = "runner"
     runtime: str = "?"  # the library that runs it: onnxruntime, openvino, torch
+    load_s: float | None = None  # how long the last load() took to open it, seconds
 
     def __init__(self, spec: IOSpec):
         self.spec = spec
@@ -30,7 +32,9 @@ class Runner(ABC):
 
     def load(self: R) -> R:
         if not self._loaded:
+            t0 = time.perf_counter()
             self._load()
+            self.load_s = time.perf_counter() - t0
             self._loaded = True
         return self
 
