@@ -42,6 +42,37 @@ def test_openvino_runs_the_verified_bytes_within_the_precision_tolerance(mlp_bun
     assert report.passed, report.failures()
 
 
+def test_openvino_reads_the_callers_input_in_place_and_never_writes_to_it():
+    """Inputs are shared with OpenVINO (no copy), as onnxruntime shares them: a graph whose first
+    node could work in place on its input (Relu, then Add) must leave the caller's array as it was,
+    and arrays OpenVINO cannot share (a strided view, a read-only array) still give the right result."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "one"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    spec = IOSpec.from_dict({"inputs": [{"name": "x", "dtype": "float32", "shape": [2, 8]}],
+                             "outputs": [{"name": "y", "dtype": "float32", "shape": [2, 8]}]})
+    x = np.linspace(-4, 4, 16, dtype=np.float32).reshape(2, 8)
+    before = x.copy()
+    with ov_runtime.OpenVINORunner(spec, model.SerializeToString(), precision="fp32") as runner:
+        (y,) = runner.run(None, {"x": x})
+        np.testing.assert_array_equal(x, before)
+        np.testing.assert_allclose(y, np.maximum(before, 0) + 1)
+        wide = np.zeros((2, 16), np.float32)
+        wide[:, ::2] = x
+        frozen = x.copy()
+        frozen.flags.writeable = False
+        for a in (wide[:, ::2], frozen):
+            np.testing.assert_allclose(runner.run(None, {"x": a})[0], np.maximum(before, 0) + 1)
+        np.testing.assert_array_equal(wide[:, ::2], before)
+    assert onnx.checker.check_model(model) is None
+
+
 def test_load_pins_openvino_and_the_default_still_loads_on_onnxruntime(mlp_bundle):
     _, _, ins, outs = _golden(mlp_bundle)
     m = edgeship.load(mlp_bundle, runtime="openvino")
