@@ -426,3 +426,40 @@ def test_quick_p50s_closes_a_spinning_session_that_reopens_quickly_instead_of_wa
         r.load_s, r.open = 0.5, False
     select.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
     assert log.count("open a") == 1 and log.count("pause") >= 3
+
+
+def test_quick_p50s_closes_and_reopens_real_onnxruntime_sessions(mlp_bundle, monkeypatch):
+    """The real thing: two onnxruntime sessions taken in turns are closed after their blocks and
+    reopened for the next (REOPEN_MAX_S raised so that it does not depend on how fast they open);
+    each comes back measured, and a reopened session still gives the bundle's outputs."""
+    from edgeship.bundle.golden import read_bundle_npz
+    from edgeship.bundle.read import open_bundle
+    from edgeship.runtimes.ort import OrtRunner
+    from edgeship.spec import IOSpec
+
+    b = open_bundle(mlp_bundle)
+    spec = IOSpec.from_dict(b.manifest["io"])
+    feeds = read_bundle_npz(b, "golden/inputs.npz")[0]
+    want = read_bundle_npz(b, "golden/outputs.npz")[0]
+    runners = {n: OrtRunner(spec, mlp_bundle / b.manifest["variants"][n]["file"], target="cpu", threads=2).load()
+               for n in ("fp32", "int8_dynamic")}
+    opened = dict.fromkeys(runners, 0)
+    for n, r in runners.items():
+        load = r._load
+
+        def counted(n=n, load=load):
+            opened[n] += 1
+            load()
+        r._load = counted
+    monkeypatch.setattr(select, "REOPEN_MAX_S", 10.0)
+    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    try:
+        pauses = []
+        p50 = select.quick_p50s(runners, feeds, rounds=3, settle=lambda: pauses.append(1))
+        assert len(pauses) <= 1  # only before the first block (whatever ran before may spin), never between
+        assert set(p50) == set(runners) and all(0 < v < 1000 for v in p50.values())
+        assert sum(opened.values()) >= 1  # closed after a block, reopened for its next one
+        np.testing.assert_allclose(runners["fp32"].infer(feeds)["output"], want["output"], rtol=1e-4, atol=1e-5)
+    finally:
+        for r in runners.values():
+            r.close()
