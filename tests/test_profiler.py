@@ -4,6 +4,7 @@ the baseline gate (exit 1 on a regression) and its error paths."""
 import csv
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -167,12 +168,13 @@ def test_other_threads_cpu_sees_a_busy_thread_exactly_and_not_the_caller():
         stop.set()
         worker.join()
     assert during - before > 0.005  # the spinning thread's CPU, read while it still runs
-    # the caller's own CPU is not counted: a fresh process, once its other threads are idle (OpenBLAS's
-    # spin for ~0.1 s after numpy's import)
-    code = ("import time; from edgeship.profiling.timing import other_threads_cpu, wait_idle; wait_idle(2.0); "
+    # the caller's own CPU is not counted: a fresh process with no other thread (numpy's OpenBLAS
+    # would start one, which spins for ~0.1 s after the import)
+    code = ("import time; from edgeship.profiling.timing import other_threads_cpu; "
             "cpu = other_threads_cpu(); a = cpu(); t = time.thread_time()\n"
             "while time.thread_time() - t < 0.05: pass\nprint(cpu() - a)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert float(out) < 0.01
 
 
