@@ -17,6 +17,7 @@ nothing but the call sits between the two clock reads.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -100,14 +101,17 @@ def other_threads_cpu() -> Callable[[], float] | None:
     Linux: each thread's own CPU clock (``clock_gettime`` on the clock id the kernel derives from
     its thread id, ``MAKE_THREAD_CPUCLOCK``), which includes the slice a thread is running right
     now; the process clock adds other threads' time only at the scheduler tick (4 ms here), so a
-    short poll of it sees 0 or 4 ms of a spinning thread.
+    short poll of it sees 0 or 4 ms of a spinning thread. Made once per calling thread.
     """
     if not sys.platform.startswith("linux") or not hasattr(time, "clock_gettime_ns"):
         return None
     import threading
 
-    me = threading.get_native_id()
+    return _other_threads_cpu(threading.get_native_id())
 
+
+@functools.lru_cache(maxsize=8)
+def _other_threads_cpu(me: int) -> Callable[[], float] | None:
     def cpu() -> float:
         total = 0
         for name in os.listdir("/proc/self/task"):
