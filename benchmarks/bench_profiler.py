@@ -6,7 +6,7 @@ Models: SimpleNet (the bundle run.py builds) and ResNetish from tests/models.py 
 ResNet-style CNN, 1×3×32×32, exported with the edgeship CLI into benchmarks/out/).
 
 For each model one session is opened exactly as ``edgeship profile`` opens it
-(``edgeship.profiling.timing.ort_harness``, one intra-op thread per core) with the profiler's feeds
+(``edgeship.profiling.harness.ort_harness``, one intra-op thread per core) with the profiler's feeds
 (``edgeship.profiling.source.batch_feeds``). Then, interleaved with the order alternated each
 repeat: the profiler's own timing loop (``edgeship.profiling.timing.time_calls``, the loop ``profile()``
 runs) gives a p50 over N single calls, and ``timeit.Timer("run(names, feeds)").repeat(N, number=1)``
@@ -48,8 +48,10 @@ def build_cnn_bundle(cli: list[str]) -> Path:
 
 
 def measure(bundle: Path, repeats: int, calls: int) -> dict:
+    from edgeship.profiling.harness import ort_harness
     from edgeship.profiling.source import batch_feeds, open_source
-    from edgeship.profiling.timing import Stats, ort_harness, time_calls
+    from edgeship.profiling.stats import Stats
+    from edgeship.profiling.timing import time_calls
     from edgeship.runtimes.ort import providers_for
 
     src = open_source(bundle)

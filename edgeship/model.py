@@ -4,13 +4,18 @@
     m = edgeship.load("simplenet.edgeship", target="cpu")   # or "cuda", "auto"
     y = m(x)                      # positional arrays -> array (or tuple for several outputs)
     d = m({"x": x})               # dict -> dict of outputs by name
-    m.inputs, m.outputs, m.variant, m.providers
+    m.inputs, m.outputs, m.variant, m.precision, m.candidate, m.providers
     m.session                     # the onnxruntime.InferenceSession itself (public: IO binding, run options)
 
-A bundle lists per target its candidates (runtime, variant, precision, runtime options), fastest
-first; ``load`` takes the first whose runtime is installed here (saying once when it skips one), so
-a bundle whose default runs on OpenVINO still loads where only onnxruntime is. ``variant=`` and
-``runtime=`` pin one.
+A bundle lists per target its candidates (runtime, variant, precision, runtime options, what each
+needs of a host), fastest first. ``load`` takes the first this host can run: it skips a candidate
+whose needs are unmet (its runtime is not installed, the CPU lacks the flags it needs, such as native
+bf16 for OpenVINO's bf16, or the GPU provider is missing), and falls back to the next when one fails
+to open, down to the fp32 variant on onnxruntime's defaults, which always runs; it says once which
+it took and why (``Model.skipped`` keeps the reasons). ``EDGESHIP_CPU_MASK=avx512_bf16,amx_bf16``
+treats those CPU flags as absent, to see what a device without them gets. Thread counts stored as
+``cores/N`` are resolved for this host, and every count is capped at its usable cores.
+``variant=`` and ``runtime=`` pin one.
 
 The bundle is fully verified (every sha256, no unlisted, linked or escaping files) before
 onnxruntime sees a byte, and the model is handed to onnxruntime from the verified bytes; the
@@ -33,9 +38,9 @@ from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.host import cpu_flags
 from edgeship.runtimes.external_data import refuse_external_data
-from edgeship.runtimes.ort import OrtRunner, check_threads, resolve_target
+from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
-from edgeship.runtimes.registry import OPENVINO, ORT, installed, make_runner, runtime_name
+from edgeship.runtimes.registry import OPENVINO, ORT, for_this_host, installed, make_runner, requirements, runtime_name, unmet
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
@@ -128,12 +133,14 @@ class Model:
     """
 
     def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: Any,
-                 candidate: Candidate | None = None):
+                 candidate: Candidate, skipped: tuple[str, ...] = ()):
         self.bundle = bundle
         self.spec = spec
         self.variant = variant
         self.target = target
-        self.candidate = candidate  # the manifest's candidate this runs (None: a bundle without candidates)
+        # what runs: the manifest's candidate, or the variant on a runtime's defaults where it lists none
+        self.candidate = candidate
+        self.skipped = skipped  # the candidates load passed over on this host, each with why
         self.runtime = runner.runtime  # onnxruntime or openvino
         self._runner = runner.load()
         release_model_bytes(runner)
@@ -144,6 +151,12 @@ class Model:
                         for t in spec.inputs]
         self._fast = _fast_path(self._checks, self._out_names)
         self._run_checked = _checked_run(runner)
+
+    @property
+    def precision(self) -> str:
+        """The precision class the model computes in: the candidate's (``bf16`` for OpenVINO's bf16
+        run of the fp32 file), not only the variant's."""
+        return self.candidate.precision
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -246,22 +259,17 @@ class Model:
             SpecError: a numpy feed does not fit the model's inputs.
             InferenceError: onnxruntime failed to run.
         """
-        import onnxruntime as ort
-
+        if self.runtime != ORT:
+            raise SpecError(f"run_bound is onnxruntime's IO binding; this Model runs candidate {self.candidate.id} on "
+                            f"{self.runtime}. Call m(x) or m.run(feeds), or load with runtime='onnxruntime' for IO binding.")
         device = device or ("cuda" if self.target == "cuda" else "cpu")
         arrays = {k: v for k, v in feeds.items() if isinstance(v, np.ndarray)}
         if len(arrays) == len(feeds):
             validate_feeds(self.spec.inputs, arrays)
         elif set(feeds) != set(self._names):
             raise SpecError(f"run_bound needs every input ({', '.join(self._names)}); got {', '.join(feeds) or 'none'}.")
-        binding = self.session.io_binding()
         try:
-            for name, value in feeds.items():
-                if isinstance(value, np.ndarray):
-                    value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, device_id)
-                binding.bind_ortvalue_input(name, value)
-            for name in self._out_names:
-                binding.bind_output(name, device, device_id)
+            binding, _keep = bind_io(self.session, feeds, self._out_names, device, device_id)
             self.session.run_with_iobinding(binding)
         except Exception as e:
             raise self._run_error(arrays, e) from e
@@ -278,8 +286,8 @@ class Model:
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{t.name}:{t.dtype}{format_shape(t.shape)}" for t in self.inputs)
-        return (f"<edgeship.Model {self.bundle.manifest.get('name')} variant={self.variant} runtime={self.runtime} "
-                f"target={self.target} ({ins})>")
+        return (f"<edgeship.Model {self.bundle.manifest.get('name')} candidate={self.candidate.id} variant={self.variant} "
+                f"precision={self.precision} runtime={self.runtime} target={self.target} ({ins})>")
 
 
 def _np_dtype(name: str):
@@ -321,7 +329,7 @@ def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = 
         threads: intra-op threads; default: the candidate's, else one per usable core (or
             ``session_options``' own).
         runtime: ``onnxruntime`` (``ort``) or ``openvino``: the first candidate on that runtime;
-            default: the first candidate whose runtime is installed here. ``inter_op_threads``,
+            default: the first candidate this host can run (see the module's docstring). ``inter_op_threads``,
             ``session_options`` and ``provider_options`` are onnxruntime's, and pin it.
         inter_op_threads: threads for independent nodes; turns on onnxruntime's parallel mode.
         session_options: an ``onnxruntime.SessionOptions`` to open the session with (``threads``
@@ -365,23 +373,27 @@ def _say_once(text: str) -> None:
         log.warning(text)
 
 
-def choose_candidate(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> Candidate | None:
-    """The first of the manifest's candidates for ``target`` that matches ``variant`` (``auto``:
-    any) and ``runtime`` (None: any) and whose runtime is installed here; None when the bundle
-    lists none that match (a bundle written before candidates: its ``defaults`` decide). A pinned
-    variant runs at its own precision (``variant="fp32"`` is never OpenVINO's bf16 of that file).
-    Skipping a candidate whose runtime is not installed is said once."""
+def matching_candidates(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> list[Candidate]:
+    """The manifest's candidates for ``target`` in its order that match ``variant`` (``auto``: any)
+    and ``runtime`` (None: any). A pinned variant runs at its own precision (``variant="fp32"`` is
+    never OpenVINO's bf16 of that file)."""
     shipped = variants_of(manifest)
     precision = shipped[variant].precision if variant in shipped else None
-    for c in candidates_of(manifest).get(target, []):
-        if (variant != "auto" and (c.variant != variant or c.precision != precision)) \
-                or (runtime is not None and c.runtime != runtime):
-            continue
-        if installed(c.runtime):
-            return c
-        _say_once(f"bundle {manifest.get('name')!r}: skipping candidate {c.describe()} for {target}: {c.runtime} is not "
-                  f"installed here (pip install 'edgeship[{c.runtime}]' to use it)")
-    return None
+    return [c for c in candidates_of(manifest).get(target, [])
+            if (variant == "auto" or (c.variant == variant and c.precision == precision))
+            and (runtime is None or c.runtime == runtime)]
+
+
+def why_not_here(c: Candidate, target: str) -> str | None:
+    """Why candidate ``c`` cannot run on this host (what it needs and what is missing), or None.
+    Its needs are what edgeship derives for its runtime and precision and what the manifest records."""
+    return unmet(requirements(c.runtime, c.precision, target)) or unmet(c.requires or {"runtime": c.runtime})
+
+
+def choose_candidate(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> Candidate | None:
+    """The first matching candidate (:func:`matching_candidates`) whose needs this host meets
+    (:func:`why_not_here`), without opening it; None when none does or the bundle lists none."""
+    return next((c for c in matching_candidates(manifest, target, variant, runtime) if why_not_here(c, target) is None), None)
 
 
 def _tuned_elsewhere(manifest: dict) -> None:
@@ -398,32 +410,68 @@ def _tuned_elsewhere(manifest: dict) -> None:
                   f"than this one ({diff[:200]}); its default may not be the fastest here: run `edgeship tune` on this machine")
 
 
+def _runner(b: Bundle, spec: IOSpec, c: Candidate, target: str, providers: list[str], threads: int | None, options: Any,
+            provider_options: dict[str, Any] | None) -> Any:
+    """An opened runner for candidate ``c`` (checked against the manifest's io spec)."""
+    v = variants_of(b.manifest)[c.variant]
+    runtime_options = dict(c.options)
+    if c.runtime == OPENVINO:
+        if c.precision not in ("fp32", "bf16", "int8"):
+            raise SpecError(f"variant {v.name} ({c.precision}) does not run on OpenVINO; use an fp32 or int8 variant.")
+        if threads:
+            runtime_options["threads"] = threads
+        runner = make_runner(spec, b.read(v.file), OPENVINO, target=target, precision=c.precision,
+                             options=runtime_options, what=v.file)
+    else:
+        runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads, name=f"onnxruntime-{target}",
+                           options=options, provider_options=provider_options, runtime_options=for_this_host(ORT, runtime_options))
+    return open_variant(b, runner, v.file)
+
+
+def _plain(v: VariantResult, runtime: str, target: str) -> Candidate:
+    """A variant on a runtime's defaults, as a candidate (what runs where the manifest lists none)."""
+    return Candidate(id=v.name if runtime == ORT else f"{v.name}@openvino", runtime=runtime, variant=v.name,
+                     precision=v.precision, requires=requirements(runtime, v.precision, target))
+
+
 def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads: int | None, options: Any,
           provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
+    """Open the first candidate that runs here; see :func:`load`."""
     b = open_bundle(bundle)
     target, providers = resolve_target(target)
     spec = IOSpec.from_dict(b.manifest["io"])
-    c = choose_candidate(b.manifest, target, variant, runtime)
-    if c is not None:
+    listed = matching_candidates(b.manifest, target, variant, runtime)
+    if listed:
         _tuned_elsewhere(b.manifest)
-        v = variants_of(b.manifest)[c.variant]
-        precision, runtime_options = c.precision, dict(c.options)
-        run_on = c.runtime
+    shipped = variants_of(b.manifest)
+    if not listed or variant != "auto":  # the last resort: the variant itself (fp32 for auto) on onnxruntime's defaults
+        last = choose_variant(b.manifest, target, variant) if not listed else shipped[variant]
     else:
-        v = choose_variant(b.manifest, target, variant)
-        precision, runtime_options, run_on = v.precision, {}, runtime or ORT
-    if run_on == ORT:
-        runner: Any = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads,
-                                name=f"onnxruntime-{target}", options=options, provider_options=provider_options,
-                                runtime_options=runtime_options)
-    else:
-        if not installed(OPENVINO):
-            raise TargetUnavailableError("runtime='openvino' asked for, but openvino is not installed here; "
-                                         "pip install 'edgeship[openvino]'.")
-        if threads:
-            runtime_options["threads"] = threads
-        if precision not in ("fp32", "bf16", "int8"):
-            raise SpecError(f"variant {v.name} ({precision}) does not run on OpenVINO; use an fp32 or int8 variant.")
-        runner = make_runner(spec, b.read(v.file), OPENVINO, target=target, precision=precision,
-                             options=runtime_options, what=v.file)
-    return Model(b, spec, v.name, target, open_variant(b, runner, v.file), candidate=c)
+        last = shipped.get("fp32") or choose_variant(b.manifest, target, variant)
+    if runtime == OPENVINO and not installed(OPENVINO):
+        raise TargetUnavailableError("runtime='openvino' asked for, but openvino is not installed here; "
+                                     "pip install 'edgeship[openvino]'.")
+    fallback = _plain(last, runtime or ORT, target)
+    if all(c.id != fallback.id for c in listed):
+        listed.append(fallback)
+    skipped: list[str] = []
+    first_error: Exception | None = None
+    for c in listed:
+        why = why_not_here(c, target)
+        if why is None:
+            try:
+                runner = _runner(b, spec, c, target, providers, threads, options, provider_options)
+            except (BundleError, TargetUnavailableError) as e:
+                why, first_error = f"it did not open ({brief(e)})", first_error or e
+        if why is not None:
+            skipped.append(f"{c.id}: {why}")
+            continue
+        if skipped:
+            _say_once(f"bundle {b.manifest.get('name')!r} on {target}: running candidate {c.id} ({c.describe()}); "
+                      f"skipped {'; '.join(skipped)}")
+        return Model(b, spec, c.variant, target, runner, candidate=c, skipped=tuple(skipped))
+    if first_error is not None and len(listed) == 1:
+        raise first_error
+    raise (TargetUnavailableError if first_error is None or isinstance(first_error, TargetUnavailableError) else BundleError)(
+        f"bundle {b.path}: no candidate for {target} runs on this host: {'; '.join(skipped)}. "
+        "Install what they need, or pass variant=/runtime= to pick another.")

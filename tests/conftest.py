@@ -34,11 +34,13 @@ def arch(name: str) -> str:
 
 
 def fake_p50s(ms_of):
-    """A stand-in for select.quick_p50s giving each runner ``ms_of(name)``; like the real one, it
-    prepares the runners it is told to (open, parity) and leaves out those that fail."""
+    """A stand-in for interleave.quick_p50s giving each runner one block of ``ms_of(name)``; like the
+    real one, it prepares the runners it is told to (open, parity) and leaves out those that fail."""
+    from edgeship.profiling.interleave import Timings
+
     def quick_p50s(runners, feeds, prepare=None, **kw):
         prepare = prepare or {}
-        return {n: ms_of(n) for n in runners if n not in prepare or prepare[n]()}
+        return Timings({n: (ms_of(n),) for n in runners if n not in prepare or prepare[n]()})
 
     return quick_p50s
 
@@ -96,13 +98,12 @@ def mlp_bundle(files, tmp_path_factory):
     """
     from edgeship.config import ExportConfig, LoadOptions
     from edgeship.pipeline import export
-    from edgeship.pipeline import select as stages
 
     out = tmp_path_factory.mktemp("bundles") / "mlp.edgeship"
     cfg = ExportConfig(model=files["dir"] / "mlp_state.pt", output=out, inputs=("x:1x10",), dynamic_batch=True,
                        load=LoadOptions(arch=arch("MLP")), exporter="torchscript")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(stages, "quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+        mp.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
         return export(cfg).bundle
 
 

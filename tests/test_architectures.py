@@ -245,9 +245,8 @@ def test_rows_in_another_order_are_explained():
 
 def test_a_tiny_head_is_flagged_and_keeps_fp32_the_default(tmp_path, monkeypatch):
     from edgeship.parity.report import write_junit
-    from edgeship.pipeline import select
 
-    monkeypatch.setattr(select, "quick_p50s", fake_p50s(lambda n: 0.1 if "int8" in n else 1.0))
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 0.1 if "int8" in n else 1.0))
     path = _state(models.TinyHead(), tmp_path, "tiny")
     r = export(ExportConfig(model=path, output=tmp_path / "t.edgeship", inputs=("x:4x16",), dynamic_batch=True,
                             load=LoadOptions(arch=arch("TinyHead")), quantize=("dynamic",), torchscript=False))

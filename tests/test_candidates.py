@@ -17,6 +17,7 @@ from edgeship.bundle.manifest import Candidate, candidates_of
 from edgeship.errors import BundleError, SpecError, TargetUnavailableError
 from edgeship.host import usable_cpus
 from edgeship.pipeline import select
+from edgeship.profiling import interleave
 
 
 def edit_manifest(bundle, **changes) -> dict:
@@ -84,7 +85,9 @@ def test_a_bundle_without_candidates_loads_by_its_defaults(bundle_copy):
     m.pop("candidates")
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     model = edgeship.load(bundle_copy)
-    assert model.variant == m["defaults"]["cpu"] and model.candidate is None and model.runtime == "onnxruntime"
+    assert model.variant == m["defaults"]["cpu"] and model.runtime == "onnxruntime"
+    # what runs is still named: the default variant on onnxruntime's defaults
+    assert model.candidate.id == m["defaults"]["cpu"] and model.candidate.plain and model.skipped == ()
 
 
 def test_load_takes_the_candidates_options_and_threads_win(bundle_copy):
@@ -97,14 +100,14 @@ def test_load_takes_the_candidates_options_and_threads_win(bundle_copy):
 
 
 def test_load_skips_a_candidate_whose_runtime_is_not_installed(bundle_copy, monkeypatch):
-    from edgeship import model as model_mod
-
     edit_manifest(bundle_copy, candidates={"cpu": [
         {"id": "fp32@openvino", "runtime": "openvino", "variant": "fp32"},
         {"id": "fp32", "runtime": "onnxruntime", "variant": "fp32"}]})
-    monkeypatch.setattr(model_mod, "installed", lambda r: r == "onnxruntime")
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: r == "onnxruntime")
+    monkeypatch.setattr("edgeship.model.installed", lambda r: r == "onnxruntime")
     m = edgeship.load(bundle_copy)
     assert m.runtime == "onnxruntime" and m.candidate.id == "fp32"
+    assert m.skipped == ("fp32@openvino: openvino is not installed here (pip install 'edgeship[openvino]')",)
     with pytest.raises(TargetUnavailableError, match="openvino is not installed"):
         edgeship.load(bundle_copy, runtime="openvino")
     with pytest.raises(SpecError, match="unknown runtime 'tflite'"):
@@ -163,8 +166,8 @@ def test_quick_p50s_stops_timing_a_clearly_slower_candidate_but_keeps_the_refere
         timed[name] += 1
         return np.array([ms[name] * 1e6] * kw["iterations"])
 
-    monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    p50 = select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref", settle=lambda: None)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake_time_calls)
+    p50 = interleave.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, keep="ref", settle=lambda: None).p50
     assert p50 == pytest.approx(ms)
     # one sizing call each, then one block per round: "slow" (3x) stops after one round, "mid" (1.3x)
     # after two, "close" (1.1x) and the reference "ref" go on; the last round would time only what
@@ -194,21 +197,21 @@ def test_quick_p50s_last_round_times_only_what_can_still_tie_or_overtake(monkeyp
     figures = {"best": [1.0, 1.02, 1.0], "tie": [1.06, 1.07, 1.03], "far": [1.16, 1.15, 1.15],
                "ref": [1.2, 1.25, 1.2]}
     fake, timed = _per_block(figures)
-    monkeypatch.setattr(select, "time_calls", fake)
-    p50 = select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake)
+    p50 = interleave.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None).p50
     assert {n: k - 1 for n, k in timed.items()} == {"best": 3, "tie": 3, "far": 2, "ref": 2}
     assert p50 == pytest.approx({"best": 1.0, "tie": 1.06, "far": 1.155, "ref": 1.225})
     # a burst in one block of the best widens its range: then more may still win, and go on
     figures["best"] = [1.0, 1.1, 1.0]
     fake, timed = _per_block(figures)
-    monkeypatch.setattr(select, "time_calls", fake)
-    select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake)
+    interleave.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
     assert {n: k - 1 for n, k in timed.items()} == {"best": 3, "tie": 3, "far": 3, "ref": 2}
     # the reference within reach of the best goes on too (the 5% rule needs its figure)
     figures = {"best": [1.0, 1.02], "ref": [1.08, 1.1]}
     fake, timed = _per_block(figures)
-    monkeypatch.setattr(select, "time_calls", fake)
-    select.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake)
+    interleave.quick_p50s({n: _FakeRunner(n) for n in figures}, {}, rounds=3, keep="ref", settle=lambda: None)
     assert timed == {"best": 4, "ref": 4}
 
 
@@ -223,12 +226,12 @@ def test_quick_p50s_sizes_blocks_and_stops_when_one_candidate_is_left(monkeypatc
         warm[name].append(kw["warmup"])
         return np.array([ms[name] * 1e6] * kw["iterations"])
 
-    monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    select.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01, settle=lambda: None)
-    assert sizes["fast"] == [select.MIN_CALLS, 20]  # 10 ms of 0.5 ms calls; alone after one round
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake_time_calls)
+    interleave.quick_p50s({n: _FakeRunner(n) for n in ms}, {}, rounds=5, block_s=0.01, settle=lambda: None)
+    assert sizes["fast"] == [interleave.MIN_CALLS, 20]  # 10 ms of 0.5 ms calls; alone after one round
     # WARM_S (6 ms, 12 calls) of untimed calls, at least 2, of which the 2 + MIN_CALLS sizing calls are some
-    assert warm == {"fast": [2, 12 - 2 - select.MIN_CALLS], "slow": [2, 2]}
-    assert sizes["slow"] == [select.MIN_CALLS, select.MIN_CALLS]  # never fewer than MIN_CALLS
+    assert warm == {"fast": [2, 12 - 2 - interleave.MIN_CALLS], "slow": [2, 2]}
+    assert sizes["slow"] == [interleave.MIN_CALLS, interleave.MIN_CALLS]  # never fewer than MIN_CALLS
 
 
 def test_quick_p50s_waits_after_a_spinning_session_before_another_runs(monkeypatch):
@@ -243,14 +246,14 @@ def test_quick_p50s_waits_after_a_spinning_session_before_another_runs(monkeypat
         sized.add(args[0])
         return np.array([1e6] * kw["iterations"])
 
-    monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake_time_calls)
+    monkeypatch.setattr("edgeship.profiling.interleave.usable_cpus", lambda: 2)
     spins = {"a": True, "b": False, "c": True, "d": False, "one": False}
     runners = {n: _FakeRunner(n) for n in spins}
     for n, r in runners.items():
         r.spins_when_idle, r.one_core = spins[n], n == "one"
     pause = "pause"
-    select.quick_p50s(runners, {}, rounds=6, settle=lambda: seq.append(pause))
+    interleave.quick_p50s(runners, {}, rounds=6, settle=lambda: seq.append(pause))
     blocks = [x for x in seq if x != pause]
     assert len(blocks) == 6 * 5 and all(blocks.count(n) == 6 for n in spins)
     assert seq[0] == "one" or seq[0] == pause  # whatever ran before (parity checks) may still spin
@@ -277,7 +280,7 @@ def test_tune_restores_the_fastest_after_a_forced_bad_choice(bundle_copy, tmp_pa
     m["defaults"]["cpu"] = slowest["variant"]
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     assert edgeship.load(bundle_copy).candidate.id == slowest["id"]
-    monkeypatch.setattr(select, "quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
     before = (bundle_copy / "manifest.json").read_bytes()
     out = tmp_path / "tuned.edgeship"
     code, text = cli("tune", bundle_copy, "-o", out)
@@ -309,7 +312,7 @@ def test_tune_refuses_a_tampered_bundle(bundle_copy, tmp_path):
 def test_tune_on_a_zip_writes_a_zip(bundle_copy, tmp_path, monkeypatch):
     from edgeship.pipeline.tune import tune
 
-    monkeypatch.setattr(select, "quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
     shutil.make_archive(str(tmp_path / "b.edgeship"), "zip", bundle_copy)
     r = tune(tmp_path / "b.edgeship.zip", tmp_path / "t.edgeship.zip")
     assert r.bundle.name == "t.edgeship.zip" and edgeship.load(r.bundle).variant == "fp32"
@@ -368,8 +371,8 @@ def test_quick_p50s_prepares_runners_while_a_spinning_one_holds_the_cores(monkey
         sized.add(args[0])
         return np.array([1e6] * kw["iterations"])
 
-    monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake_time_calls)
+    monkeypatch.setattr("edgeship.profiling.interleave.usable_cpus", lambda: 2)
     runners = {n: _FakeRunner(n) for n in ("s1", "s2", "p1", "p2", "bad")}
     for n, r in runners.items():
         r.spins_when_idle, r.one_core = n.startswith("s"), False
@@ -384,8 +387,8 @@ def test_quick_p50s_prepares_runners_while_a_spinning_one_holds_the_cores(monkey
     def settle():
         seq.append("pause")
 
-    p50 = select.quick_p50s(runners, {}, rounds=1, settle=settle, prepare={n: prepare(n) for n in ("p1", "p2", "bad")},
-                            busy=lambda: bool(spinning_polls) and spinning_polls.pop(0))
+    p50 = interleave.quick_p50s(runners, {}, rounds=1, settle=settle, prepare={n: prepare(n) for n in ("p1", "p2", "bad")},
+                            busy=lambda: bool(spinning_polls) and spinning_polls.pop(0)).p50
     assert set(p50) == {"s1", "s2", "p1", "p2"}  # "bad" left out, the rest measured
     opened = [x for x in seq if x.startswith("open")]
     assert sorted(opened) == ["open bad", "open p1", "open p2"]
@@ -407,12 +410,12 @@ def test_quick_p50s_closes_a_spinning_session_that_reopens_quickly_instead_of_wa
         log.append(args[0])
         return np.array([{"a": 1.0, "b": 1.01, "slow": 9.0}[args[0]] * 1e6] * kw["iterations"])
 
-    monkeypatch.setattr(select, "time_calls", fake_time_calls)
-    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    monkeypatch.setattr("edgeship.profiling.interleave.time_calls", fake_time_calls)
+    monkeypatch.setattr("edgeship.profiling.interleave.usable_cpus", lambda: 2)
     runners = {n: _FakeRunner(n, log=log) for n in ("a", "b", "slow")}
     for r in runners.values():
         r.spins_when_idle, r.one_core, r.load_s = True, False, 0.002
-    select.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
+    interleave.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
     assert "pause" not in log[1:]  # only before the very first block (whatever ran before may spin)
     for i, x in enumerate(log):
         if x in runners and i and log[i - 1] in runners and log[i - 1] != x:
@@ -424,7 +427,7 @@ def test_quick_p50s_closes_a_spinning_session_that_reopens_quickly_instead_of_wa
     log.clear()
     for r in runners.values():
         r.load_s, r.open = 0.5, False
-    select.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
+    interleave.quick_p50s(runners, {}, rounds=3, settle=lambda: log.append("pause"))
     assert log.count("open a") == 1 and log.count("pause") >= 3
 
 
@@ -451,11 +454,11 @@ def test_quick_p50s_closes_and_reopens_real_onnxruntime_sessions(mlp_bundle, mon
             opened[n] += 1
             load()
         r._load = counted
-    monkeypatch.setattr(select, "REOPEN_MAX_S", 10.0)
-    monkeypatch.setattr(select, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(interleave, "REOPEN_MAX_S", 10.0)
+    monkeypatch.setattr("edgeship.profiling.interleave.usable_cpus", lambda: 2)
     try:
         pauses = []
-        p50 = select.quick_p50s(runners, feeds, rounds=3, settle=lambda: pauses.append(1))
+        p50 = interleave.quick_p50s(runners, feeds, rounds=3, settle=lambda: pauses.append(1)).p50
         assert len(pauses) <= 1  # only before the first block (whatever ran before may spin), never between
         assert set(p50) == set(runners) and all(0 < v < 1000 for v in p50.values())
         assert sum(opened.values()) >= 1  # closed after a block, reopened for its next one

@@ -124,14 +124,12 @@ def test_openvino_options_are_checked():
 
 
 def test_the_tuned_default_may_be_openvino_and_loads_without_it(bundle_copy, monkeypatch):
-    from edgeship import model as model_mod
-
     m = json.loads((bundle_copy / "manifest.json").read_text())
     m["candidates"]["cpu"].insert(0, {"id": "fp32@openvino", "runtime": "openvino", "variant": "fp32", "precision": "fp32"})
     m["candidates"]["cpu"] = [c for i, c in enumerate(m["candidates"]["cpu"]) if i == 0 or c["id"] != "fp32@openvino"]
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     assert edgeship.load(bundle_copy).runtime == "openvino"
-    monkeypatch.setattr(model_mod, "installed", lambda r: r == "onnxruntime")
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: r == "onnxruntime")
     assert edgeship.load(bundle_copy).runtime == "onnxruntime"
 
 

@@ -20,19 +20,15 @@ import edgeship.profiling.profiler as profiler
 from edgeship.bundle import open_bundle
 from edgeship.config import ProfileConfig
 from edgeship.errors import ModelLoadError, RegressionError, SpecError, TargetUnavailableError
+from edgeship.profiling.harness import Harness
+from edgeship.profiling.idle import cores_busy, other_threads_cpu, wait_idle
+from edgeship.profiling.memory import PeakRss
+from edgeship.profiling.opprofile import aggregate_ort_profile
 from edgeship.profiling.profiler import compare, parse_percent, profile
 from edgeship.profiling.source import batch_feeds, open_source
-from edgeship.profiling.timing import (
-    Harness,
-    PeakRss,
-    Stats,
-    aggregate_ort_profile,
-    bind_io,
-    cores_busy,
-    other_threads_cpu,
-    time_calls,
-    wait_idle,
-)
+from edgeship.profiling.stats import Stats
+from edgeship.profiling.timing import time_calls
+from edgeship.runtimes.ort import bind_io
 
 FAST_ONNX = {"warmup": 2, "iterations": 20}
 FAST = {**FAST_ONNX, "variants": ("fp32",)}  # the MLP bundle also has int8_dynamic
@@ -170,7 +166,7 @@ def test_other_threads_cpu_sees_a_busy_thread_exactly_and_not_the_caller():
     assert during - before > 0.005  # the spinning thread's CPU, read while it still runs
     # the caller's own CPU is not counted: a fresh process with no other thread (numpy's OpenBLAS
     # would start one, which spins for ~0.1 s after the import)
-    code = ("import time; from edgeship.profiling.timing import other_threads_cpu; "
+    code = ("import time; from edgeship.profiling.idle import other_threads_cpu; "
             "cpu = other_threads_cpu(); a = cpu(); t = time.thread_time()\n"
             "while time.thread_time() - t < 0.05: pass\nprint(cpu() - a)")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -230,7 +226,7 @@ def test_without_resource_and_proc_peak_rss_is_not_measured(mlp_bundle, monkeypa
     import math
 
     from edgeship.profiling.html import write_html
-    from edgeship.profiling.timing import RSS_NOT_MEASURED
+    from edgeship.profiling.memory import RSS_NOT_MEASURED
 
     real_import = builtins.__import__
 
@@ -373,9 +369,9 @@ def test_fixed_batch_axis(tmp_path):
 def test_io_binding_matches_session_run(files):
     s = ort.InferenceSession(str(files["dir"] / "mlp.onnx"), providers=["CPUExecutionProvider"])
     names = [o.name for o in s.get_outputs()]
-    call, args, keep = bind_io(s, {"x": files["x"]}, names, device="cpu")
-    call(*args)
-    assert np.array_equal(args[0].copy_outputs_to_cpu()[0], s.run(names, {"x": files["x"]})[0])
+    binding, keep = bind_io(s, {"x": files["x"]}, names, device="cpu")
+    s.run_with_iobinding(binding)
+    assert np.array_equal(binding.copy_outputs_to_cpu()[0], s.run(names, {"x": files["x"]})[0])
 
 
 @pytest.mark.cuda
@@ -600,10 +596,11 @@ def test_candidates_skip_openvino_bf16_on_a_cpu_without_it(bundle_copy, monkeypa
         {"id": "fp32@openvino-bf16", "runtime": "openvino", "variant": "fp32", "precision": "bf16"}]
     (bundle_copy / "manifest.json").write_text(json.dumps(m))
     monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: True)
-    monkeypatch.setattr(profiler, "_has_bf16", lambda: False)
+    monkeypatch.setenv("EDGESHIP_CPU_MASK", "avx512_bf16,amx_bf16")
     report = profile(bundle_copy, ProfileConfig(candidates=True, runtimes=("onnxruntime", "openvino"), warmup=1, iterations=2))
     assert [r.variant for r in report.results] == [m["candidates"]["cpu"][0]["id"]]
-    assert any("fp32@openvino-bf16 left out: OpenVINO bf16 needs a CPU with native bf16" in n for n in report.notes)
+    assert any("fp32@openvino-bf16 left out: it needs a CPU with avx512_bf16 or amx_bf16; this one has none" in n
+               for n in report.notes)
 
 
 def test_candidates_errors(mlp_bundle, tmp_path):

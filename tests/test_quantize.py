@@ -158,9 +158,8 @@ def test_fallback_rounds_follow_the_schedule(tmp_path, monkeypatch, kind):
 
 
 def test_without_fallback_a_failing_variant_is_not_shipped(tmp_path, monkeypatch):
-    from edgeship.pipeline import select as stages
 
-    monkeypatch.setattr(stages, "quick_p50s", fake_p50s(lambda n: 0.001 if "int8" in n else 1.0))
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 0.001 if "int8" in n else 1.0))
     path = _save(models.OutlierChannel(), tmp_path)
     r = export(_cfg(tmp_path, path, "OutlierChannel", ("x:8x16",), quantize=("static",), fallback=False))
     assert set(r.variants) == {"fp32"} and r.defaults == {"cpu": "fp32"}
@@ -190,9 +189,8 @@ def test_dynamo_export_with_dynamic_batch_builds_dynamic_int8(tmp_path):
 
 @pytest.mark.parametrize("int8_ms, default", [(0.5, "int8_dynamic"), (3.0, "fp32"), (0.98, "fp32")])
 def test_default_is_the_fastest_passing_variant(files, tmp_path, monkeypatch, int8_ms, default):
-    from edgeship.pipeline import select as stages
 
-    monkeypatch.setattr(stages, "quick_p50s", fake_p50s(lambda n: int8_ms if "int8" in n else 1.0))
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: int8_ms if "int8" in n else 1.0))
     r = export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",)))
     assert r.defaults["cpu"] == default
     manifest = json.loads((r.bundle / "manifest.json").read_text())
@@ -220,6 +218,7 @@ class _TimedRunner:
 def test_select_picks_the_fastest_variant_that_passes_on_each_target(tmp_path, monkeypatch, dynamic_ms, cpu_default):
     from edgeship.pipeline import select as stages
     from edgeship.pipeline.context import Variant
+    from edgeship.profiling.interleave import Timings
     from edgeship.spec import IOSpec, TensorSpec
 
     p50 = {"fp32": 1.0, "int8_static": 0.1, "int8_dynamic": dynamic_ms, "fp16": 3.0}  # int8_static fails on cpu
@@ -228,10 +227,10 @@ def test_select_picks_the_fastest_variant_that_passes_on_each_target(tmp_path, m
     def quick_p50s(runners, feeds, **kw):
         (target,) = {r.target for r in runners.values()}
         timed.append((target, sorted(runners)))
-        return {n: p50[n] for n in runners}
+        return Timings({n: (p50[n],) for n in runners})
 
     monkeypatch.setattr(stages, "OrtRunner", _TimedRunner)
-    monkeypatch.setattr(stages, "quick_p50s", quick_p50s)
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", quick_p50s)
     # tune=False: the variants on onnxruntime's defaults only (the stand-in runners open no file)
     ctx = Context(_cfg(tmp_path, tmp_path / "m.pt", "MLP", ("x:1x10",), tune=False), tmp_path,
                   spec=IOSpec((TensorSpec("x", "float32", (1, 10)),), (TensorSpec("y", "float32", (1, 4)),)),

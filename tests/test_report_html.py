@@ -18,9 +18,9 @@ from test_profiler import FakeClock, _onnx
 import edgeship.profiling.profiler as profiler
 from edgeship.config import ProfileConfig
 from edgeship.profiling.charts import number, size_unit, time_unit
+from edgeship.profiling.harness import Harness
 from edgeship.profiling.html import render_html, write_html
 from edgeship.profiling.profiler import ProfileReport, profile, rss_holds
-from edgeship.profiling.timing import Harness
 
 UNITS = ("µs", "ms", "s")
 STALL_MS = 48.0  # one call in 200 of the two-thread configurations; p99 stays at the usual speed

@@ -69,7 +69,9 @@ class Candidate:
     ``edgeship.load`` takes the first whose runtime is installed.
 
     JSON shape: ``{"id", "runtime", "variant", "precision", "options": {...}, "p50_ms",
-    "parity": {"passed", "max_abs", "min_cosine"}}``.
+    "parity": {"passed", "max_abs", "min_cosine"}, "requires": {"runtime", "cpu_any", "providers"}}``
+    (``requires``: what it needs of a host, :func:`edgeship.runtimes.registry.requirements`;
+    ``options.threads`` is 1 or ``cores/N``, resolved on the host that runs it).
     """
 
     id: str
@@ -81,11 +83,13 @@ class Candidate:
     passed: bool = True
     max_abs: float | None = None
     min_cosine: float | None = None
+    requires: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "runtime": self.runtime, "variant": self.variant, "precision": self.precision,
                 "options": dict(self.options), "p50_ms": self.p50_ms,
-                "parity": {"passed": self.passed, "max_abs": self.max_abs, "min_cosine": self.min_cosine}}
+                "parity": {"passed": self.passed, "max_abs": self.max_abs, "min_cosine": self.min_cosine},
+                "requires": dict(self.requires)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
@@ -95,7 +99,7 @@ class Candidate:
         return cls(id=d["id"], runtime=d["runtime"], variant=d["variant"], precision=d.get("precision", "fp32"),
                    options=dict(_table(d.get("options"))), p50_ms=_number(d.get("p50_ms")),
                    passed=parity.get("passed") is not False, max_abs=_number(parity.get("max_abs")),
-                   min_cosine=_number(parity.get("min_cosine")))
+                   min_cosine=_number(parity.get("min_cosine")), requires=dict(_table(d.get("requires"))))
 
     @property
     def plain(self) -> bool:
@@ -104,7 +108,7 @@ class Candidate:
 
     def describe(self) -> str:
         opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(self.options.items()))
-        at = f" at {self.precision}" if self.runtime != "onnxruntime" else ""
+        at = f" at {self.precision}" if self.runtime != "onnxruntime" and self.precision != "fp32" else ""
         return f"{self.variant} on {self.runtime}{at}" + (f" ({opts})" if opts else "")
 
 
@@ -211,6 +215,9 @@ def _check_fields(m: dict, where: Path) -> None:
     tuned = m.get("tuned")
     if tuned is not None and not isinstance(tuned, dict):
         bad("has a malformed 'tuned' record")
+    selection = m.get("selection")
+    if selection is not None and not (isinstance(selection, dict) and all(isinstance(v, dict) for v in selection.values())):
+        bad("has a malformed 'selection' record")
     golden = m.get("golden")
     if not isinstance(golden, dict):
         bad("has no 'golden' section")
@@ -255,6 +262,11 @@ def _check_candidates(table: object, variants: dict, bad: Callable[[str], NoRetu
                 check_options(c["runtime"], c.get("options", {}))
             except SpecError as e:
                 bad(f"candidate {c['id'][:60]!r}: {e}")
+            req = c.get("requires", {})
+            if not isinstance(req, dict) or not isinstance(req.get("runtime", ""), str) or not all(
+                    isinstance(req.get(k, []), list) and all(isinstance(x, str) for x in req.get(k, []))
+                    for k in ("cpu_any", "providers")):
+                bad(f"candidate {c['id'][:60]!r} has malformed 'requires'")
             if "cache_dir" in c.get("options", {}):  # a bundle never names a folder for edgeship to write in
                 bad(f"candidate {c['id'][:60]!r} names a cache folder; a bundle may not choose where files are written")
             p50 = c.get("p50_ms")

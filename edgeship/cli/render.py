@@ -13,7 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeship.bundle.manifest import Candidate, VariantResult
-from edgeship.profiling.timing import KERNEL_TIME, format_ms
+from edgeship.profiling.opprofile import KERNEL_TIME
+from edgeship.profiling.stats import format_ms
 from edgeship.spec import format_shape
 
 _MARK = {"ok": ("✓", "green"), "warning": ("!", "yellow"), "skipped": ("–", "yellow"), "failed": ("✗", "red")}
@@ -147,10 +148,12 @@ def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -
         t.add_column("p50 ms", justify="right")
         t.add_column("min cosine", justify="right")
         t.add_column("max abs", justify="right")
+        t.add_column("needs")
         for i, c in enumerate(cands):
             opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(c.options.items())) or "defaults"
+            needs = " ".join(["|".join(c.requires.get("cpu_any") or [])] + list(c.requires.get("providers") or [])).strip()
             t.add_row(Text(c.id + (" ★" if i == 0 else ""), "bold" if i == 0 else ""), c.runtime, c.variant, c.precision,
-                      opts, "—" if c.p50_ms is None else f"{c.p50_ms:.3g}", _fmt(c.min_cosine), _fmt(c.max_abs))
+                      opts, "—" if c.p50_ms is None else f"{c.p50_ms:.3g}", _fmt(c.min_cosine), _fmt(c.max_abs), needs or "—")
         console.print(t)
 
 

@@ -30,6 +30,10 @@ def tune(
     render.candidates_table(out, result.after)
     for line in result.notes:
         out.print(f"note: {line}", markup=False)
+    for t, sel in result.selection.items():
+        noise = f"{sel['noise'] * 100:.1f}%" if sel.get("noise") is not None else "not measured (one block each)"
+        out.print(f"{t}: timing noise {noise} across {sel.get('blocks', 0)} interleaved blocks; a lossy candidate had to be "
+                  f"more than {(sel['lossy_margin'] - 1) * 100:.1f}% faster than the best exact one", markup=False)
     for line in result.changes:
         out.print(line, markup=False)
     out.print(f"Tuned bundle: {result.bundle}", markup=False)

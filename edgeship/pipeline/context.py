@@ -109,6 +109,7 @@ class Context:
     latency: dict[tuple[str, str], float] = field(default_factory=dict)  # select: (variant, target) -> p50 ms
     defaults: dict[str, str] = field(default_factory=dict)      # select: target -> variant
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # select: target -> passing, default first
+    selection: dict[str, dict] = field(default_factory=dict)  # select: target -> timing noise and lossy margin
     profile: ProfileReport | None = None               # profile (with --profile)
     manifest_variants: dict[str, VariantResult] = field(default_factory=dict)  # package
     bundle_path: Path | None = None                    # package

@@ -20,7 +20,7 @@ def profile_stage(ctx: Context) -> str:
     from edgeship.config import ProfileConfig
     from edgeship.profiling.profiler import profile
     from edgeship.profiling.source import Source
-    from edgeship.profiling.timing import format_ms
+    from edgeship.profiling.stats import format_ms
 
     files = {n: str(v.file) for n, v in ctx.variants.items()}
     src = Source(ctx.config.bundle_name, "export", str(ctx.config.output_path), required(ctx.spec, "spec"),

@@ -27,9 +27,10 @@ from edgeship.parity.check import golden_samples, variant_tolerance
 from edgeship.parity.evaluate import vacuous_outputs
 from edgeship.parity.tolerances import tolerance_for
 from edgeship.pipeline.package import tool_versions
-from edgeship.pipeline.select import CandidateConfig, candidate_configs, measure_candidates, rank
+from edgeship.pipeline.select import parity_check, rank, selection_record
+from edgeship.profiling import interleave
 from edgeship.runtimes.ort import providers_for
-from edgeship.runtimes.registry import installed
+from edgeship.runtimes.registry import CandidateConfig, candidate_configs, installed
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class TuneResult:
     """What ``tune`` did: the bundle written, per target the candidates before and after (default
-    first), and in words what changed and why."""
+    first), the timing noise measured and the margin it set for lossy candidates (``selection``),
+    and in words what changed and why."""
 
     bundle: Path
     before: dict[str, list[Candidate]]
@@ -46,9 +48,11 @@ class TuneResult:
     changes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     host: dict = field(default_factory=dict)
+    selection: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"bundle": str(self.bundle), "changes": self.changes, "notes": self.notes, "host": self.host,
+                "selection": self.selection,
                 "before": {t: [c.to_dict() for c in cs] for t, cs in self.before.items()},
                 "after": {t: [c.to_dict() for c in cs] for t, cs in self.after.items()}}
 
@@ -76,6 +80,7 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
     vacuous = bool(vacuous_outputs(references, lambda o: tolerance_for("fp32")))
     notes: list[str] = []
     after: dict[str, list[Candidate]] = {}
+    selection: dict[str, dict] = {}
     for t in targets:
         providers_for(t)
         configs = candidate_configs({n: v.precision for n, v in variants.items()}, t, True, runtimes)
@@ -84,16 +89,20 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
             if c.id not in known and installed(c.runtime) and (runtimes is None or c.runtime in runtimes):
                 configs.append(CandidateConfig(c.id, c.runtime, c.variant, c.precision, dict(c.options)))
                 known.add(c.id)
-        measured = measure_candidates(
-            spec, configs, lambda n: b.read(variants[n].file), t, samples[0].feeds, samples, references,
-            lambda c: variant_tolerance(variants[c.variant], c.precision), note=notes.append)
+        check = parity_check(t, samples, references, lambda c: variant_tolerance(variants[c.variant], c.precision),
+                             note=notes.append)
+        measured, timings = interleave.measure_candidates(spec, configs, lambda n: b.read(variants[n].file), t, samples[0].feeds,
+                                               check, note=notes.append)
         if not measured:
             raise BundleError(f"bundle {b.path}: no candidate passes parity on {t} on this machine; nothing was written.")
-        after[t] = rank(measured, vacuous)
+        selection[t] = selection_record(timings)
+        after[t] = rank(measured, vacuous, timings.noise())
     changes = [_change(t, before.get(t, []), after[t], m.get("defaults") or {}) for t in after]
     manifest = {k: v for k, v in m.items() if k not in ("schema_version", "files")}
     manifest["defaults"] = {**(m.get("defaults") or {}), **{t: cs[0].variant for t, cs in after.items()}}
     manifest["candidates"] = {**(m.get("candidates") or {}), **{t: [c.to_dict() for c in cs] for t, cs in after.items()}}
+    earlier = m.get("selection")
+    manifest["selection"] = {**(earlier if isinstance(earlier, dict) else {}), **selection}
     for n, v in manifest["variants"].items():
         for t, cs in after.items():
             plain = next((c for c in cs if c.id == n and c.plain), None)
@@ -113,7 +122,7 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
             dst.write_bytes(b.read(rel))
             files[rel] = dst
         written = write_bundle(out, files, manifest)
-    return TuneResult(written, before, after, changes, notes, host)
+    return TuneResult(written, before, after, changes, notes, host, selection)
 
 
 def _change(t: str, before: list[Candidate], after: list[Candidate], defaults: dict) -> str:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeship.profiling.timing import format_ms
+from edgeship.profiling.stats import format_ms
 
 if TYPE_CHECKING:
     from edgeship.profiling.profiler import ConfigResult

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.profiling.charts import DOTS, distribution_svg, in_unit, p50_svg, size_unit, time_unit
-from edgeship.profiling.timing import KERNEL_TIME, RSS_NOT_MEASURED, format_ms
+from edgeship.profiling.memory import RSS_NOT_MEASURED
+from edgeship.profiling.opprofile import KERNEL_TIME
+from edgeship.profiling.stats import format_ms
 
 if TYPE_CHECKING:
     from edgeship.profiling.baseline import Comparison

@@ -48,18 +48,12 @@ from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.host import usable_cpus
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
+from edgeship.profiling.harness import openvino_harness, ort_harness, torch_harness
+from edgeship.profiling.memory import RSS_NOT_MEASURED, PeakRss
+from edgeship.profiling.opprofile import OpProfile, ort_op_profile
 from edgeship.profiling.source import Source, batch_feeds, natural_batch, open_source
-from edgeship.profiling.timing import (
-    RSS_NOT_MEASURED,
-    OpProfile,
-    PeakRss,
-    Stats,
-    openvino_harness,
-    ort_harness,
-    ort_op_profile,
-    time_calls,
-    torch_harness,
-)
+from edgeship.profiling.stats import Stats
+from edgeship.profiling.timing import time_calls
 from edgeship.runtimes.ort import MAX_THREADS
 
 log = logging.getLogger(__name__)
@@ -231,7 +225,7 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
                                partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
                          for t in threads for b in batches]
         if "openvino" in config.runtimes:
-            plan += _openvino_items(variants, models, [t for t, _ in targets], threads, batches, feeds)
+            plan += _openvino_items(src, variants, models, [t for t, _ in targets], threads, batches, feeds)
         if "onnxruntime" not in config.runtimes:
             plan = [i for i in plan if i.runtime != "onnxruntime"]
     if config.compare_torch is not None:
@@ -307,24 +301,22 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
                         dict(item.options))
 
 
-def _openvino_items(variants: list[str], models: dict, targets: list[str], threads, batches, feeds) -> list[_Item]:
-    """OpenVINO rows (cpu target only): each fp32/int8 variant at its own precision, and the fp32
-    variant at bf16 where the CPU has it; named like the export's candidates (``fp32@openvino-bf16``)."""
-    from edgeship.runtimes import openvino as ov_runtime
+def _openvino_items(src: Source, variants: list[str], models: dict, targets: list[str], threads, batches,
+                    feeds) -> list[_Item]:
+    """OpenVINO rows (cpu target only): the OpenVINO candidates the export would consider for each
+    variant (:func:`edgeship.runtimes.registry.candidate_configs`: fp32 at f32 and, where the CPU
+    has it, bf16; the static-int8 QDQ file), named like them (``fp32@openvino-bf16``)."""
+    from edgeship.runtimes.registry import OPENVINO, candidate_configs, installed
 
-    if not ov_runtime.installed():
+    if not installed(OPENVINO):
         raise SpecError("--runtime openvino: openvino is not installed here; pip install 'edgeship[openvino]'.")
     if "cpu" not in targets:
         return []
-    items = []
-    for v in variants:
-        precision = "int8" if v.startswith("int8") else "fp16" if v.startswith("fp16") else "fp32"  # the variants' names
-        runs = [(precision, f"{v}@openvino")] if precision in ("fp32", "int8") else []
-        if precision == "fp32" and ov_runtime.has_bf16():
-            runs.append(("bf16", f"{v}@openvino-bf16"))
-        items += [_Item("openvino", "cpu", label, t, b, partial(openvino_harness, models[v], p, t, feeds[b]))
-                  for p, label in runs for t in threads for b in batches]
-    return items
+    info = src.variant_info
+    configs = candidate_configs({v: info[v].precision if v in info else "fp32" for v in variants}, "cpu",
+                                runtimes=(OPENVINO,))
+    return [_Item("openvino", "cpu", c.id, t, b, partial(openvino_harness, models[c.variant], c.precision, t, feeds[b]))
+            for c in configs for t in threads for b in batches]
 
 
 def _candidate_items(src: Source, variants: list[str], models: dict, targets: list[tuple[str, list[str]]], batches,
@@ -336,13 +328,15 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
     Raises:
         SpecError: the source lists no candidates (an .onnx file, a bundle from before candidates).
     """
-    from edgeship.runtimes.registry import installed
+    from edgeship.host import resolve_threads
+    from edgeship.model import why_not_here
 
     if not src.candidates:
         why = "an .onnx file has one model" if src.kind == "onnx" else "a bundle exported before candidates"
         raise SpecError(f"--candidates: {src.name} lists no candidates ({why}); profile its variants with --variant "
                         "and --runtime instead.")
-    items, skipped = [], []
+    items: list[_Item] = []
+    skipped: list[str] = []
     ops_warm = min(cfg.warmup, 5)
     for target, providers in targets:
         for c in src.candidates.get(target, []):
@@ -351,14 +345,11 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
             if c.runtime not in cfg.runtimes:
                 skipped.append(f"{target}: candidate {c.id} left out: --runtime {','.join(cfg.runtimes)}")
                 continue
-            if not installed(c.runtime):
-                skipped.append(f"{target}: candidate {c.id} left out: {c.runtime} is not installed here "
-                               f"(pip install 'edgeship[{c.runtime}]')")
+            unmet = why_not_here(c, target)
+            if unmet is not None:
+                skipped.append(f"{target}: candidate {c.id} left out: {unmet}")
                 continue
-            if c.runtime == "openvino" and c.precision == "bf16" and not _has_bf16():
-                skipped.append(f"{target}: candidate {c.id} left out: OpenVINO bf16 needs a CPU with native bf16")
-                continue
-            t = int(c.options.get("threads") or usable_cpus())
+            t = resolve_threads(c.options["threads"]) if c.options.get("threads") is not None else usable_cpus()
             model = models[c.variant]
             for b in batches:
                 if c.runtime == "openvino":
@@ -374,12 +365,6 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
         raise SpecError(f"--candidates: {src.name} has no candidate for {', '.join(t for t, _ in targets)}"
                         + (f" among variants {', '.join(variants)}" if cfg.variants else "") + ".")
     return items, skipped
-
-
-def _has_bf16() -> bool:
-    from edgeship.runtimes import openvino as ov_runtime
-
-    return ov_runtime.has_bf16()
 
 
 def options_text(options: dict) -> str:

@@ -156,6 +156,40 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
     return so
 
 
+def candidate_session_options(options: dict, threads: int | None = None, **kwargs: Any) -> Any:
+    """:func:`session_options` for a candidate's runtime options (``threads``, ``spinning``,
+    ``opt_level``; threads resolved for this host by :func:`edgeship.host.resolve_threads`);
+    ``threads`` given here wins over the candidate's; ``kwargs`` go to :func:`session_options`."""
+    from edgeship.host import resolve_threads
+
+    t = threads or (resolve_threads(options["threads"]) if options.get("threads") is not None else None)
+    return session_options(t, spinning=options.get("spinning"), opt_level=options.get("opt_level"), **kwargs)
+
+
+def bind_io(session: Any, feeds: dict[str, Any], output_names: list[str], device: str = "cuda",
+            device_id: int = 0) -> tuple[Any, list]:
+    """onnxruntime IO binding: numpy ``feeds`` copied to ``device`` once (``OrtValue``s already
+    there are bound as they are) and the outputs bound on ``device``.
+
+    Returns:
+        ``(binding, keep)``: ``session.run_with_iobinding(binding)`` runs on the bound tensors;
+        ``keep`` holds the device copies alive as long as the binding is used.
+    """
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    keep = []
+    for name, value in feeds.items():
+        if isinstance(value, np.ndarray):
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), device, device_id)
+            keep.append(value)
+        binding.bind_ortvalue_input(name, value)
+    for name in output_names:
+        binding.bind_output(name, device, device_id)
+    binding.synchronize_inputs()
+    return binding, keep
+
+
 def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", providers: list[str] | None = None,
                  options: Any = None, error: type[EdgeshipError] = ExportError, what: str | None = None,
                  provider_options: dict[str, Any] | None = None) -> Any:
@@ -241,8 +275,7 @@ class OrtRunner(Runner):
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def _options(self) -> Any:
-        o = self.runtime_options
-        return session_options(self.threads or o.get("threads"), spinning=o.get("spinning"), opt_level=o.get("opt_level"))
+        return candidate_session_options(self.runtime_options, self.threads)
 
     @property
     def one_core(self) -> bool:
