@@ -421,14 +421,14 @@ def _runner(b: Bundle, spec: IOSpec, c: Candidate, target: str, providers: list[
         if threads:
             runtime_options["threads"] = threads
         runner = make_runner(spec, b.read(v.file), OPENVINO, target=target, precision=c.precision,
-                             options=runtime_options, what=v.file)
+                             options=runtime_options, name=f"openvino-{target}", what=v.file)
     else:
         runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads, name=f"onnxruntime-{target}",
                            options=options, provider_options=provider_options, runtime_options=for_this_host(ORT, runtime_options))
     return open_variant(b, runner, v.file)
 
 
-def _plain(v: VariantResult, runtime: str, target: str) -> Candidate:
+def plain_candidate(v: VariantResult, runtime: str, target: str) -> Candidate:
     """A variant on a runtime's defaults, as a candidate (what runs where the manifest lists none)."""
     return Candidate(id=v.name if runtime == ORT else f"{v.name}@openvino", runtime=runtime, variant=v.name,
                      precision=v.precision, requires=requirements(runtime, v.precision, target))
@@ -440,6 +440,23 @@ def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads:
     b = open_bundle(bundle)
     target, providers = resolve_target(target)
     spec = IOSpec.from_dict(b.manifest["io"])
+    runner, c, skipped = open_candidate(b, spec, target, providers, variant, runtime, threads, options, provider_options)
+    return Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped)
+
+
+def open_candidate(b: Bundle, spec: IOSpec, target: str, providers: list[str], variant: str = "auto",
+                   runtime: str | None = None, threads: int | None = None, options: Any = None,
+                   provider_options: dict[str, Any] | None = None) -> tuple[Any, Candidate, tuple[str, ...]]:
+    """What ``load`` runs on this host: the first of the matching candidates (then the variant
+    itself, fp32 for ``auto``, on onnxruntime's defaults) whose needs are met and that opens.
+
+    Returns:
+        ``(runner, candidate, skipped)``: the opened runner (checked against the io spec), the
+        candidate it runs, and each candidate passed over with why.
+
+    Raises:
+        BundleError, TargetUnavailableError: nothing runs here (every reason is named).
+    """
     listed = matching_candidates(b.manifest, target, variant, runtime)
     if listed:
         _tuned_elsewhere(b.manifest)
@@ -451,7 +468,7 @@ def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads:
     if runtime == OPENVINO and not installed(OPENVINO):
         raise TargetUnavailableError("runtime='openvino' asked for, but openvino is not installed here; "
                                      "pip install 'edgeship[openvino]'.")
-    fallback = _plain(last, runtime or ORT, target)
+    fallback = plain_candidate(last, runtime or ORT, target)
     if all(c.id != fallback.id for c in listed):
         listed.append(fallback)
     skipped: list[str] = []
@@ -469,9 +486,7 @@ def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads:
         if skipped:
             _say_once(f"bundle {b.manifest.get('name')!r} on {target}: running candidate {c.id} ({c.describe()}); "
                       f"skipped {'; '.join(skipped)}")
-        return Model(b, spec, c.variant, target, runner, candidate=c, skipped=tuple(skipped))
-    if first_error is not None and len(listed) == 1:
-        raise first_error
-    raise (TargetUnavailableError if first_error is None or isinstance(first_error, TargetUnavailableError) else BundleError)(
-        f"bundle {b.path}: no candidate for {target} runs on this host: {'; '.join(skipped)}. "
-        "Install what they need, or pass variant=/runtime= to pick another.")
+        return runner, c, tuple(skipped)
+    kind = TargetUnavailableError if first_error is None or isinstance(first_error, TargetUnavailableError) else BundleError
+    raise kind(f"bundle {b.path}: no candidate for {target} runs on this host: {'; '.join(skipped)}. "
+               "Install what they need, or pass variant=/runtime= to pick another.") from first_error

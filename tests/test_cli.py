@@ -63,7 +63,21 @@ def test_check_passes_and_writes_json_and_junit(cli, mlp_bundle, tmp_path):
     assert "check passed" in out and "onnxruntime-cpu" in out
     assert json.loads((tmp_path / "c.json").read_text())["passed"]
     suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
-    assert int(suite.get("tests")) == 2 and suite.get("failures") == "0"  # fp32 and int8_dynamic
+    # by default what load runs here: the fp32 candidate (also the fp32 reference), one output
+    assert int(suite.get("tests")) == 1 and suite.get("failures") == "0"
+    assert [tc.get("classname") for tc in suite.iter("testcase")] == ["edgeship.parity.fp32.onnxruntime-cpu"]
+    rows = json.loads((tmp_path / "c.json").read_text())["summary"]
+    assert [(r["candidate"], r["variant"]) for r in rows] == [("fp32", "fp32")]
+    # every candidate this host can run, each named
+    code, out = cli("check", mlp_bundle, "--candidates", "all", "--junit", tmp_path / "all.xml", "--json", tmp_path / "all.json")
+    assert code == 0, out
+    listed = [c["id"] for c in json.loads((mlp_bundle / "manifest.json").read_text())["candidates"]["cpu"]]
+    rows = json.loads((tmp_path / "all.json").read_text())["summary"]
+    assert [r["candidate"] for r in rows] == listed and "int8_dynamic" in listed
+    assert {tc.get("classname").split(".")[2] for tc in ET.parse(tmp_path / "all.xml").getroot().iter("testcase")} \
+        >= {"fp32", "int8_dynamic"}
+    code, out = cli("check", mlp_bundle, "--candidates", "some")
+    assert code == 2 and "--candidates 'some': use default" in out
 
 
 def test_check_is_quiet_in_ci(cli, mlp_bundle, monkeypatch):
@@ -96,7 +110,7 @@ def test_check_changed_weight_fails_exit_1_with_junit_failure(cli, bundle_copy, 
     _change_one_weight(bundle_copy)
     code, out = cli("check", bundle_copy, "--junit", tmp_path / "c.xml")
     assert code == 1
-    assert "FAIL" in out and "check FAILED" in out
+    assert "FAIL" in out and "check FAILED" in out and "(1 of 1 candidate × output checks failed)" in out
     suite = ET.parse(tmp_path / "c.xml").getroot().find("testsuite")
     failures = [tc for tc in suite.iter("testcase") if tc.find("failure") is not None]
     assert len(failures) == 1 and "outside atol" in failures[0].find("failure").get("message")

@@ -90,7 +90,8 @@ def _damage_first_weight(path, factor):
 def test_check_names_the_first_divergent_node_of_a_damaged_variant(bundle_copy, cli, tmp_path):
     node = _damage_first_weight(bundle_copy / "models" / "int8_dynamic.onnx", -1.0)
     _resign(bundle_copy, "models/int8_dynamic.onnx")
-    code, out = cli("check", bundle_copy, "--junit", tmp_path / "c.xml", "--json", tmp_path / "c.json")
+    code, out = cli("check", bundle_copy, "--variant", "fp32,int8_dynamic", "--junit", tmp_path / "c.xml",
+                    "--json", tmp_path / "c.json")
     assert code == 1
     where = json.loads((tmp_path / "c.json").read_text())["divergence"]["int8_dynamic"]
     assert node.startswith(where["node"]), (node, where)  # the quantizer names its node after the fp32 one
@@ -107,6 +108,10 @@ def test_junit_parses_with_a_standard_parser(mlp_bundle, cli, tmp_path):
     assert code == 0
     xml = JUnitXml.fromfile(str(tmp_path / "ok.xml"))
     cases = [c for suite in xml for c in suite]
+    assert {c.classname for c in cases} == {"edgeship.parity.fp32.onnxruntime-cpu"}  # the candidate load runs here
+    code, _ = cli("check", mlp_bundle, "--variant", "fp32,int8_dynamic", "--junit", tmp_path / "v.xml")
+    assert code == 0
+    cases = [c for suite in JUnitXml.fromfile(str(tmp_path / "v.xml")) for c in suite]
     assert {c.classname for c in cases} == {"edgeship.parity.onnxruntime-cpu.fp32",
                                            "edgeship.parity.onnxruntime-cpu.int8_dynamic"}
     assert all(c.is_passed for c in cases)
@@ -120,7 +125,8 @@ def test_check_with_your_own_inputs_and_the_pytorch_model(mlp_bundle, files, cli
     assert "FAIL" not in out and "check passed" in out and "(1 runner × variant × output checks)" in out
     # every variant runs on your inputs (one sample: plain input names) against the PyTorch model's outputs;
     # whether int8 keeps top-1 on 7 random rows is the model's business, not this test's
-    code, out = cli("check", mlp_bundle, "--inputs", tmp_path / "mine.npz", *against, "--json", tmp_path / "mine.json")
+    code, out = cli("check", mlp_bundle, "--inputs", tmp_path / "mine.npz", *against, "--variant", "fp32,int8_dynamic",
+                    "--json", tmp_path / "mine.json")
     assert code in (0, 1), out
     checks = json.loads((tmp_path / "mine.json").read_text())["checks"]
     assert sorted((c["variant"], c["sample"]) for c in checks) == [("fp32", "inputs-0"), ("int8_dynamic", "inputs-0")]

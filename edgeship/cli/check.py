@@ -19,21 +19,23 @@ from edgeship.errors import EXIT_GATE_FAILED
 def check(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder (NAME.edgeship) or zip.")],
     target: opt.TargetOpt = ["cpu"],  # noqa: B006
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants to check, comma-separated (default: all).")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Check these variants on onnxruntime's defaults (or --runtime), comma-separated, instead of the candidates.")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", help="Re-run this PyTorch model on the golden inputs too (needs torch).")] = None,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Your own inputs (.npz: one array per input, or <i>/<input> keys for several samples) in place of the golden ones; needs --against for the reference outputs.")] = None, tolerance: opt.TolOpt = None,
     json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None,
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", "-q", help="Print only the result line (and failing rows) instead of the table; default: quiet when CI=true, --table to force the table.")] = None,
-    runtime: opt.RuntimeOpt = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
+    candidates: Annotated[str, typer.Option("--candidates", help="default: the candidate edgeship.load runs on this host, and fp32 on onnxruntime; all: every candidate this host can run. Ignored with --variant or --runtime.")] = "default",
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
-    """Re-check BUNDLE against its golden outputs with onnxruntime alone. Exit 1 on drift, 2 on a bad bundle."""
+    """Re-check what BUNDLE runs on this host (and fp32) against its golden outputs. Exit 1 on drift, 2 on a bad bundle."""
     setup_logging(verbose, bool(quiet))
     from edgeship.cli import render
     from edgeship.parity.check import check as run_check
 
     report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
-                       tolerances=opt.tolerances(tolerance), inputs=inputs, runtimes=opt.runtimes(runtime))
+                       tolerances=opt.tolerances(tolerance), inputs=inputs,
+                       runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates)
     out = console(to_stdout(json_out, junit))
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -42,7 +44,10 @@ def check(
         render.tolerance_table(out, report)
     opt.write_reports(report, json_out, junit, console(to_stdout(json_out, junit), quiet))
     status = "passed" if report.passed else "FAILED"
-    out.print(f"check {status}: {bundle} ({len(report.summary())} runner × variant × output checks)",
-                  markup=False)
+    rows = report.summary()
+    failed = sum(not r["passed"] for r in rows)
+    what = "candidate" if any(r.get("candidate") for r in rows) else "runner × variant"
+    out.print(f"check {status}: {bundle} ({f'{failed} of ' if failed else ''}{len(rows)} {what} × output checks"
+              f"{' failed' if failed else ''})", markup=False)
     if not report.passed:
         raise typer.Exit(EXIT_GATE_FAILED)

@@ -76,8 +76,9 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
     if not rows:
         return
     t = Table(title=Text(title), title_justify="left")
-    for col in ("runner", "variant", "output", "max abs", "max rel", "cosine", "SNR dB", "top-1", "result"):
-        t.add_column(col, justify="right" if col not in ("runner", "variant", "output", "result") else "left")
+    named = any(r.get("candidate") for r in rows)  # check names the bundle candidate each row ran
+    for col in ("candidate",) * named + ("runner", "variant", "output", "max abs", "max rel", "cosine", "SNR dB", "top-1", "result"):
+        t.add_column(col, justify="right" if col not in ("candidate", "runner", "variant", "output", "result") else "left")
     failed: list[dict] = []
     for r in rows:
         result = Text("pass", "green") if r["passed"] else Text(f"FAIL ({len(failed) + 1})", "red")
@@ -86,11 +87,13 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
         if not r["passed"]:
             failed.append(r)
         close = _fmt if r["passed"] else _exact  # a failing row shows enough digits to see why it failed
-        t.add_row(Text(r["runner"]), Text(r["variant"]), Text(r["output"]), _fmt(r.get("max_abs")), _fmt(r.get("max_rel")),
-                  close(r.get("cosine")), _fmt(r.get("snr_db")), close(r.get("top1")), result)
+        t.add_row(*[Text(r.get("candidate") or "—")] * named, Text(r["runner"]), Text(r["variant"]), Text(r["output"]),
+                  _fmt(r.get("max_abs")), _fmt(r.get("max_rel")), close(r.get("cosine")), _fmt(r.get("snr_db")),
+                  close(r.get("top1")), result)
     console.print(t)
     for i, r in enumerate(failed, 1):
-        console.print(Text.assemble((f"({i}) ", "red"), f"{r['runner']} {r['variant']} {r['output']}: {r['reason']}"))
+        who = f"candidate {r['candidate']} ({r['runner']})" if r.get("candidate") else f"{r['runner']} {r['variant']}"
+        console.print(Text.assemble((f"({i}) ", "red"), f"{who} {r['output']}: {r['reason']}"))
     from edgeship.parity.localize import describe
 
     for variant, where in (report.divergence or {}).items():
@@ -98,6 +101,8 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
             console.print(Text.assemble(("where: ", "yellow"), f"{variant}: {describe(where)}"))
     for warning in report.vacuous.values():
         console.print(Text.assemble(("warning: ", "bold yellow"), warning))
+    for cid, why in (report.skipped or {}).items():
+        console.print(Text.assemble(("not checked: ", "yellow"), f"candidate {cid}: {why}"))
 
 
 def tolerance_table(console: Console, report) -> None:

@@ -1,7 +1,12 @@
-"""``edgeship check``: re-check a bundle's variants against its golden outputs.
+"""``edgeship check``: re-check a bundle against its golden outputs, as it runs on this host.
 
-Needs onnxruntime and numpy only; ``against=model.pt`` also re-runs the PyTorch model on the
-golden inputs (and needs torch).
+By default it checks what ``edgeship.load`` runs here (:func:`edgeship.model.open_candidate`: the
+same candidate, skipping what this host cannot run and falling back the same way, with the same
+runtime, precision and options) and the fp32 variant on onnxruntime, the reference every other
+candidate is judged beside; ``candidates="all"`` checks every candidate this host can run (and
+names those it cannot); ``variants`` or ``runtimes`` check variants on runtimes' defaults instead.
+Every row names its candidate. Needs onnxruntime and numpy only; ``against=model.pt`` also re-runs
+the PyTorch model on the golden inputs (and needs torch).
 """
 
 from __future__ import annotations
@@ -15,32 +20,38 @@ import numpy as np
 
 from edgeship.bundle.golden import Sample, load_npz_samples, read_bundle_npz
 from edgeship.bundle.limits import read_npz
-from edgeship.bundle.manifest import VariantResult, variants_of
+from edgeship.bundle.manifest import Candidate, VariantResult, variants_of
 from edgeship.bundle.read import open_bundle
-from edgeship.errors import BundleError, SpecError
-from edgeship.model import open_variant
+from edgeship.errors import BundleError, SpecError, TargetUnavailableError, brief
+from edgeship.model import matching_candidates, open_candidate, open_variant, plain_candidate, why_not_here
 from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
 from edgeship.runtimes.base import Runner
-from edgeship.runtimes.ort import OrtRunner
-from edgeship.runtimes.registry import make_runner
+from edgeship.runtimes.ort import OrtRunner, providers_for
+from edgeship.runtimes.registry import ORT, make_runner
 from edgeship.spec import IOSpec, validate_feeds
 
 log = logging.getLogger(__name__)
 
 
+CANDIDATES = ("default", "all")
+
+
 def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
           against: str | os.PathLike | None = None, load_options=None,
           tolerances: dict | None = None, inputs: str | os.PathLike | None = None,
-          localise: bool = True, runtimes: tuple[str, ...] = ("onnxruntime",)) -> ParityReport:
-    """Run every (or the named) variant on every target over the golden inputs.
+          localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default") -> ParityReport:
+    """Check what runs on this host (or the named variants) on every target over the golden inputs.
 
     Args:
         bundle: the bundle folder or zip.
         targets: onnxruntime targets (``cpu``, ``cuda``, a provider name).
-        variants: variant names; empty means all of them.
+        variants: variant names, checked on ``runtimes`` (onnxruntime by default) instead of candidates.
+        candidates: with no ``variants`` nor ``runtimes``: ``default`` checks the candidate ``load``
+            takes here and the fp32 variant on onnxruntime; ``all`` every candidate this host can run,
+            and every variant that no candidate runs on onnxruntime's defaults.
         against: a model file to re-run with PyTorch as the reference too.
         load_options: ``LoadOptions`` for ``against`` (``--arch`` etc.). The bundle's recorded
             ``--arch`` is never used on its own: the error for a state_dict quotes it.
@@ -51,14 +62,17 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
             from ``against`` (required).
         localise: for a failing quantized/fp16 variant, name the first node where it leaves the
             bundle's fp32 variant (needs the onnx package; skipped without it).
-        runtimes: ``onnxruntime`` and/or ``openvino``; OpenVINO runs each variant at its own
-            precision on the cpu target, and the OpenVINO candidates the manifest lists at another
-            precision (bf16) with that precision's tolerance.
+        runtimes: ``onnxruntime`` and/or ``openvino`` (with ``variants`` or alone): OpenVINO runs each
+            variant at its own precision on the cpu target, and the OpenVINO candidates the manifest
+            lists at another precision (bf16) with that precision's tolerance.
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
         TargetUnavailableError: a target's provider is not installed.
+        SpecError: ``candidates`` is neither default nor all.
     """
+    if candidates not in CANDIDATES:
+        raise SpecError(f"--candidates {candidates!r}: use default (what load runs here, and fp32) or all.")
     b = open_bundle(bundle)
     m = b.manifest
     spec = IOSpec.from_dict(m["io"])
@@ -75,6 +89,10 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
             report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
     shipped = variants_of(m)
     overrides = Tolerances.from_dict(tolerances or {})
+    if not variants and not runtimes:
+        for t in targets:
+            report = report.merged(_check_candidates(b, spec, t, candidates, samples, outputs, overrides, localise))
+        return report
     for name in list(variants) or list(shipped):
         if name not in shipped:
             raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(shipped)}.")
@@ -82,7 +100,7 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
         tol = _tolerance(v, overrides)
         data = b.read(v.file)
         runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file)
-                                 for t in targets] if "onnxruntime" in runtimes else []
+                                 for t in targets] if "onnxruntime" in (runtimes or ("onnxruntime",)) else []
         variant_report = run_parity(runners, samples, outputs, tol, name) if runners else ParityReport(())
         for r in runners:
             r.close()
@@ -93,12 +111,61 @@ def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), varian
                 with ov:
                     variant_report = variant_report.merged(
                         run_parity([ov], samples, outputs, variant_tolerance(v, precision, overrides), name))
-        report = report.merged(variant_report)
-        if localise and not variant_report.passed and name != "fp32" and "fp32" in shipped:
-            bad = variant_report.failures()[0]
-            sample = next((s for s in samples if s.label == bad.sample), samples[0])
-            where = explain_models(b.read(shipped["fp32"].file), data, [sample.feeds], v.precision, tol(bad.output))
-            report = report.with_divergence(name, where)
+        report = report.merged(_localised(b, name, variant_report, samples, tol) if localise else variant_report)
+    return report
+
+
+def _localised(b, name: str, report: ParityReport, samples: list[Sample], tol: Callable[[str], Tolerance]) -> ParityReport:
+    """``report`` with the first node where variant ``name`` leaves the fp32 variant, when it failed."""
+    shipped = variants_of(b.manifest)
+    if report.passed or name == "fp32" or "fp32" not in shipped:
+        return report
+    bad = report.failures()[0]
+    sample = next((s for s in samples if s.label == bad.sample), samples[0])
+    where = explain_models(b.read(shipped["fp32"].file), b.read(shipped[name].file), [sample.feeds],
+                           shipped[name].precision, tol(bad.output))
+    return report.with_divergence(name, where)
+
+
+def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sample], outputs: list[dict],
+                      overrides: Tolerances, localise: bool) -> ParityReport:
+    """The candidates of ``target`` this check covers (module docstring), each run as ``load`` runs it."""
+
+    providers = providers_for(target)
+    shipped = variants_of(b.manifest)
+    plan: list[tuple[Candidate, Runner | None]] = []  # a runner already open (load's own pick), else None
+    skipped: dict[str, str] = {}
+    if which == "default":
+        runner, chosen, _ = open_candidate(b, spec, target, providers)
+        plan.append((chosen, runner))
+        if "fp32" in shipped and not (chosen.plain and chosen.variant == "fp32"):
+            plan.append((plain_candidate(shipped["fp32"], ORT, target), None))
+    else:
+        listed = matching_candidates(b.manifest, target)
+        covered = {c.variant for c in listed if c.plain}
+        for c in listed + [plain_candidate(v, ORT, target) for n, v in shipped.items() if n not in covered]:
+            why = why_not_here(c, target)
+            if why is None:
+                plan.append((c, None))
+            else:
+                skipped[c.id] = why
+    report = ParityReport((), skipped=skipped)
+    for c, runner in plan:
+        v = shipped[c.variant]
+        tol = variant_tolerance(v, c.precision, overrides)
+        try:
+            if runner is None:
+                runner = open_variant(b, make_runner(spec, b.read(v.file), c.runtime, target=target, precision=c.precision,
+                                                     options=c.options, name=f"{c.runtime}-{target}", what=v.file,
+                                                     **({"providers": providers} if c.runtime == ORT else {})), v.file)
+            with runner:
+                one = run_parity([runner], samples, outputs, tol, v.name)
+        except TargetUnavailableError as e:
+            report = report.merged(ParityReport((), skipped={c.id: brief(e)}))
+            continue
+        if localise and c.precision == v.precision:
+            one = _localised(b, v.name, one, samples, tol)
+        report = report.merged(one.of_candidate(c.id))
     return report
 
 

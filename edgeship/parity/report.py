@@ -11,7 +11,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """One output of one candidate on one sample."""
+    """One output of one candidate on one sample (``candidate``: the bundle candidate's id where
+    the runner ran one, as ``check`` does; None for a variant checked on a runtime's defaults)."""
 
     runner: str
     variant: str
@@ -20,6 +21,7 @@ class OutputCheck:
     passed: bool
     metrics: dict = field(default_factory=dict)
     reason: str | None = None
+    candidate: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,6 +35,7 @@ class ParityReport:
     tolerances: dict = field(default_factory=dict)
     divergence: dict = field(default_factory=dict)  # variant -> first divergent node (localize.explain)
     vacuous: dict = field(default_factory=dict)  # output -> why its evidence proves nothing (evaluate.vacuous_outputs)
+    skipped: dict = field(default_factory=dict)  # candidate id -> why it was not checked on this host
 
     @property
     def passed(self) -> bool:
@@ -42,12 +45,12 @@ class ParityReport:
         return [c for c in self.checks if not c.passed]
 
     def summary(self) -> list[dict]:
-        """One row per runner × variant × output: the worst figure over samples."""
+        """One row per candidate (or runner) × variant × output: the worst figure over samples."""
         rows: dict[tuple, dict] = {}
         for c in self.checks:
-            key = (c.runner, c.variant, c.output)
-            row = rows.setdefault(key, {"runner": c.runner, "variant": c.variant, "output": c.output,
-                                        "samples": 0, "passed": True, "reason": None})
+            key = (c.candidate, c.runner, c.variant, c.output)
+            row = rows.setdefault(key, {"candidate": c.candidate, "runner": c.runner, "variant": c.variant,
+                                        "output": c.output, "samples": 0, "passed": True, "reason": None})
             row["samples"] += 1
             for k, v in c.metrics.items():
                 worse = min if k in ("cosine", "snr_db", "top1") else max
@@ -58,12 +61,19 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
-                "warnings": list(self.vacuous.values()), "vacuous": self.vacuous,
+                "warnings": list(self.vacuous.values()), "vacuous": self.vacuous, "skipped": self.skipped,
                 "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
 
     def merged(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},
-                            {**self.divergence, **other.divergence}, {**self.vacuous, **other.vacuous})
+                            {**self.divergence, **other.divergence}, {**self.vacuous, **other.vacuous},
+                            {**self.skipped, **other.skipped})
+
+    def of_candidate(self, candidate: str) -> ParityReport:
+        """The same checks, each naming ``candidate`` (the bundle candidate its runner ran), and the
+        tolerances keyed by it (two candidates of one variant may run at two precisions)."""
+        return replace(self, checks=tuple(replace(c, candidate=candidate) for c in self.checks),
+                       tolerances={candidate: next(iter(self.tolerances.values()), {})})
 
     def with_divergence(self, variant: str, where: dict | None) -> ParityReport:
         return replace(self, divergence={**self.divergence, variant: where}) if where else self
@@ -85,7 +95,8 @@ def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity"
     ts = ET.Element("testsuite", name=suite, tests=str(len(rows)),
                     failures=str(sum(not r["passed"] for r in rows)), errors="0", skipped="0")
     for r in rows:
-        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{r['runner']}.{r['variant']}", name=r["output"])
+        who = f"{r['candidate']}.{r['runner']}" if r.get("candidate") else f"{r['runner']}.{r['variant']}"
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{who}", name=r["output"])
         figures = ", ".join(f"{k}={r[k]:.6g}" for k in ("max_abs", "max_rel", "cosine", "snr_db", "top1", "outlier_frac",
                                                           "nonfinite_ref") if k in r)
         if not r["passed"]:
