@@ -56,7 +56,8 @@ def open_regular(path: Path, what: str, error: type[EdgeshipError]) -> IO[bytes]
         error: missing, unreadable, or not a regular file (a FIFO, device, socket or folder).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        # O_BINARY: on Windows os.open gives a text-mode descriptor otherwise (CRLF folded, ^Z read as EOF)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
         raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -107,6 +108,11 @@ def _clean_stale_temps(out: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still run. Windows: always True, since ``os.kill(pid, 0)`` is no
+    probe there (0 is CTRL_C_EVENT, sent to a console process group; any other signal ends the
+    process), so a killed writer's temporaries stay until removed by hand."""
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -124,6 +130,10 @@ def _fsync_write(path: Path, data: bytes) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable. Skipped on Windows, which cannot open a folder as a file
+    (and where NTFS journals the rename itself)."""
+    if sys.platform == "win32":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -179,6 +189,8 @@ def _write_dir(out: Path, files: dict[str, Path], manifest: bytes) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):  # Linux only (and ctypes.CDLL(None) fails on Windows)
+        return False
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
@@ -191,8 +203,13 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _write_zip(out: Path, files: dict[str, Path], manifest: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out) + f"{os.getpid()}-", dir=out.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
+    mode = 0o666 & ~_umask()  # mkstemp makes it 0600
+    fchmod = getattr(os, "fchmod", None)  # Windows has it from Python 3.13 on
+    if fchmod is not None:
+        fchmod(fd, mode)
     os.close(fd)
+    if fchmod is None:
+        os.chmod(tmp, mode)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
             for rel, src in sorted(files.items()):
