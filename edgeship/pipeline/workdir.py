@@ -1,59 +1,118 @@
-"""The export's work folder in ``$TMPDIR``, and the removal of ones a killed export left behind.
+"""The export's work folder in the temporary directory, and the removal of ones a killed export left behind.
 
-Each export works in ``edgeship-work-PID-XXXX`` and holds an exclusive ``flock`` on the
-``.lock`` file inside it for as long as it runs. A killed process drops its lock, so the next
-export removes every work folder of the current user whose lock it can take. Locks, not pids,
-decide: a pid from another container sharing ``/tmp`` could look dead while it runs.
+Each export works in ``edgeship-work-PID-XXXX`` and holds an exclusive lock on the ``.lock`` file
+inside it for as long as it runs: ``filelock.lock_descriptor``, the primitive ``filelock.FileLock``
+uses (``flock`` on POSIX, ``LockFileEx`` on Windows), which the OS drops when the process dies. So
+the next export removes every work folder of the current user whose lock it can take. Locks, not
+pids, decide: a pid from another container sharing ``/tmp`` could look dead while it runs.
+
+The current user's folders: those whose owner is ``os.getuid()``. Windows has no uids (``st_uid``
+is 0 there), and its temporary folder (``%TEMP%``) is the user's own, so there every work folder
+in it is judged, by its lock alone. On a filesystem without locks (locking fails with ENOSYS,
+ENOLCK or EOPNOTSUPP, as on some network mounts) an export runs unlocked and removes nothing: a
+folder whose lock cannot be taken is never removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from filelock import lock_descriptor
+
 PREFIX = "edgeship-work-"
 LOCK = ".lock"
+_OPEN = os.O_RDWR | getattr(os, "O_BINARY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; the folder itself is checked for links first
+_NO_LOCKS = {getattr(errno, n) for n in ("ENOSYS", "ENOLCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, n)}
+_ATTEMPTS = 5
 
 
 @contextlib.contextmanager
 def work_folder() -> Iterator[Path]:
     """A fresh, locked work folder, removed afterwards; stale ones are removed first."""
     remove_stale(Path(tempfile.gettempdir()))
-    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
-    fd = os.open(work / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    work, fd = _locked_folder()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield work
     finally:
+        os.close(fd)  # drops the lock
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _locked_folder() -> tuple[Path, int]:
+    """A new work folder and the open descriptor of the lock it holds on its ``.lock``.
+
+    Another export's :func:`remove_stale` can take the lock in the instant between the file's
+    creation and its locking here; it removes the folder while holding the lock, so this process
+    gets the lock only afterwards, finds that its ``.lock`` is gone, and makes a new folder.
+    """
+    for _ in range(_ATTEMPTS):
+        work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+        fd = os.open(work / LOCK, _OPEN | os.O_CREAT, 0o600)
+        try:
+            _lock(fd)
+            if os.path.samestat(os.fstat(fd), os.stat(work / LOCK)):
+                return work, fd
+        except FileNotFoundError:
+            pass  # removed as stale meanwhile
+        except BaseException:
+            os.close(fd)
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         os.close(fd)
         shutil.rmtree(work, ignore_errors=True)
+    raise OSError(errno.EAGAIN, f"no work folder in {tempfile.gettempdir()} kept its lock after {_ATTEMPTS} attempts "
+                  "(other exports kept removing them)")
+
+
+def _lock(fd: int) -> bool:
+    """Take the lock on ``fd``, waiting while a remover holds it; False where the filesystem has no locks."""
+    try:
+        return lock_descriptor(fd, blocking=True, poll_interval=0.01)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
 
 
 def remove_stale(tmp: Path) -> list[Path]:
     """Remove this user's work folders whose owner no longer holds their lock; returns them."""
+    getuid = getattr(os, "getuid", None)  # none on Windows: see the module's docstring
+    uid = getuid() if getuid is not None else None
     removed = []
     for p in tmp.glob(PREFIX + "*"):
         try:
             st = os.lstat(p)
         except OSError:
             continue
-        if not p.is_dir() or p.is_symlink() or st.st_uid != os.getuid():
-            continue
+        if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid):
+            continue  # a link, a file, or another user's
         try:
-            fd = os.open(p / LOCK, os.O_RDWR | os.O_NOFOLLOW)
+            fd = os.open(p / LOCK, _OPEN | _NOFOLLOW)
         except OSError:
             continue  # a folder still being created, or not ours to judge
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live export holds it
+            try:
+                if not lock_descriptor(fd, blocking=False):
+                    continue  # a live export holds it
+            except OSError:
+                continue  # no locks here: nothing can be judged
+            # removed while the lock is held, so an export that created this folder an instant ago
+            # gets its lock only once it is gone (and then makes another: see _locked_folder)
+            shutil.rmtree(p, ignore_errors=True)
         finally:
             os.close(fd)
-        shutil.rmtree(p, ignore_errors=True)
-        removed.append(p)
+        if os.path.lexists(p):  # Windows: a file cannot be deleted while open, so .lock is removed now
+            with contextlib.suppress(OSError):
+                (p / LOCK).unlink()
+                p.rmdir()
+        if not os.path.lexists(p):
+            removed.append(p)
     return removed
