@@ -479,6 +479,10 @@ def open_candidate(b: Bundle, spec: IOSpec, target: str, providers: list[str], v
             try:
                 runner = _runner(b, spec, c, target, providers, threads, options, provider_options)
             except (BundleError, TargetUnavailableError) as e:
+                # the runtime cannot open it here: try the next; a corrupt bundle (a file that
+                # disagrees with the manifest, external data) is refused whatever else it lists
+                if not isinstance(e, TargetUnavailableError) and not isinstance(e.__cause__, ExportError):
+                    raise
                 why, first_error = f"it did not open ({brief(e)})", first_error or e
         if why is not None:
             skipped.append(f"{c.id}: {why}")
