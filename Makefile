@@ -1,5 +1,7 @@
-# make demo | make test | make bench | make floors — each creates .venv and installs on its own.
-# make test runs the linters (ruff, mypy) first, then the suite; CI (.ci/run) runs make test.
+# make demo | make test | make bench | make floors | make cross-check — each creates .venv and installs on its own.
+# make test runs the linters (ruff, mypy) first, then the suite; CI (.ci/run) runs make test, make floors
+# and make cross-check: bundles exported here, checked by the project's wheel in an emulated arm64
+# Debian root (qemu-user; needs root; the root, qemu and wheels are cached in ~/.cache/edgeship/cross-arm64).
 # PYTHON=python3.10 (3.10 to 3.13) picks the interpreter; a different one than .venv was built
 # with rebuilds .venv from scratch (the stamp names the interpreter's version), never a mixed venv.
 # torch is the CPU build from TORCH_INDEX: constraints.txt pins torch==X+cpu (Linux, Windows), so
@@ -16,7 +18,7 @@ STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
-.PHONY: demo test bench lint floors clean
+.PHONY: demo test bench lint floors cross-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
@@ -50,6 +52,11 @@ lint: $(STAMP)
 # the lowest supported versions (constraints-floors.txt) in their own venv: the quick subset
 floors:
 	PYTHON=$(PYTHON) TORCH_INDEX=$(TORCH_INDEX) .ci/floors
+
+# arm64 without the hardware: `edgeship check` of bundles exported here (int8 ones included) in an
+# arm64 Debian root under qemu-user, with the runtime dependencies only (.ci/cross-check; as root)
+cross-check: $(STAMP)
+	VENV=$(VENV) .ci/cross-check
 
 clean:
 	rm -rf $(VENV) .venv-floors build dist *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship
