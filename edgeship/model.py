@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import weakref
 from typing import Any, Union
 
 import numpy as np
 
 from edgeship.bundle.manifest import Candidate, VariantResult, candidates_of, variants_of
 from edgeship.bundle.read import Bundle, identity, open_bundle
-from edgeship.errors import BundleError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
+from edgeship.errors import BundleError, EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.host import cpu_flags
 from edgeship.runtimes.external_data import refuse_external_data
 from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
@@ -118,15 +119,57 @@ def release_model_bytes(runner: Any) -> None:
         session._model_bytes = None
 
 
+def _hangs_after_fork(runner: Any) -> bool:
+    """Whether a call in a fork()ed child would wait forever: onnxruntime's parallel execution mode
+    (``inter_op_threads``) with other than one inter-op thread; its pool's threads do not survive
+    fork (measured, onnxruntime 1.32: 7 of 7 such calls hung; the sequential mode runs)."""
+    if not isinstance(runner, OrtRunner):
+        return False
+    so = runner.session.get_session_options()
+    return str(so.execution_mode).endswith("ORT_PARALLEL") and so.inter_op_num_threads != 1
+
+
+_hang_after_fork: weakref.WeakSet[Model] = weakref.WeakSet()
+
+
+def _refuse_after_fork(names: Any, feeds: Any, options: Any = None) -> Any:
+    raise InferenceError("this Model runs onnxruntime's parallel execution mode (inter_op_threads), whose threads "
+                         "do not survive fork(): a call in this fork()ed process would hang. Load the model after "
+                         "fork (gunicorn: no --preload, or load in post_fork; multiprocessing: 'spawn' or 'forkserver').")
+
+
+def _after_fork_in_child() -> None:
+    for m in list(_hang_after_fork):
+        m._run_checked = _refuse_after_fork  # the same call path: nothing is checked per call
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Model:
     """A loaded bundle variant, callable on numpy arrays.
 
-    Thread safety: one Model may be called from several threads at once. onnxruntime's
-    ``InferenceSession.run`` is thread-safe and a call keeps no state on the Model (measured: 8
-    threads × 50 calls on one Model gave results identical to single-threaded calls, see
-    tests/test_bundle_runtime.py). Threads share the session's intra-op thread pool, so for
-    throughput prefer ``threads=1`` per Model with one Model per worker, or one Model with the
-    default threads and few callers.
+    Thread safety: one Model may be called from several threads at once, on either runtime.
+    onnxruntime's ``InferenceSession.run`` is thread-safe and a call keeps no state on the Model;
+    on OpenVINO each calling thread runs its own infer request (``runtimes/openvino.py``). 8
+    threads × 25 calls on one Model give results bit-identical to single-threaded calls on both
+    (tests/test_threads.py). Threads share the session's intra-op thread pool, so for throughput
+    prefer ``threads=1`` per Model with one Model per worker, or one Model with the default
+    threads and few callers.
+
+    fork(): load the Model after fork (gunicorn: no ``--preload``, or load in ``post_fork``;
+    multiprocessing: ``spawn``/``forkserver``, or load in the pool's initializer). A Model loaded
+    before fork and called in the child, as measured (tests/test_fork.py): on onnxruntime it runs,
+    bit-identical, but on one thread (the intra-op pool's threads do not survive fork: threads=2
+    ran at the speed of threads=1), except in the parallel execution mode (``inter_op_threads``
+    other than 1), where every call hung: it raises ``InferenceError`` instead. On OpenVINO it
+    raises ``InferenceError`` (calls hang there), and a child of a process that compiled an
+    OpenVINO model cannot compile one (``load`` falls back to onnxruntime); see
+    ``runtimes/openvino.py``. Neither check costs a call (``os.register_at_fork`` swaps the call
+    of the Models concerned in the child). Apart from edgeship, a child forked after ``import
+    onnxruntime`` hangs at a normal interpreter exit, in onnxruntime's own C++ exit handlers;
+    children that leave with ``os._exit`` (multiprocessing's fork workers) do not.
 
     Memory: the model bytes read from the bundle are released once onnxruntime has opened the
     session (onnxruntime keeps its own copy of the weights); see :func:`release_model_bytes`.
@@ -151,6 +194,8 @@ class Model:
                         for t in spec.inputs]
         self._fast = _fast_path(self._checks, self._out_names)
         self._run_checked = _checked_run(runner)
+        if _hangs_after_fork(runner):
+            _hang_after_fork.add(self)
 
     @property
     def precision(self) -> str:
@@ -193,6 +238,8 @@ class Model:
                 feeds = {name: a}
                 try:  # free when nothing is raised
                     return self._run_checked(self._out_names, feeds, None)[0]
+                except EdgeshipError:  # edgeship's own (a call in a fork()ed child): as it is
+                    raise
                 except Exception as e:  # onnxruntime's own Fail, RuntimeException, allocation errors...
                     raise self._run_error(feeds, e) from e
         if len(args) == 1 and isinstance(args[0], dict) and not kwargs:
@@ -229,6 +276,8 @@ class Model:
             validate_feeds(self.spec.inputs, feeds)
         try:
             return self._run_checked(self._out_names, feeds, None)
+        except EdgeshipError:
+            raise
         except Exception as e:  # onnxruntime's own Fail, RuntimeException, allocation errors...
             raise self._run_error(feeds, e) from e
 

@@ -19,6 +19,21 @@ call). With the LATENCY hint the compiled model has one stream, whose threads th
 threads share: on 2 cores a threads=2 model gave 1181 calls/s from one calling thread, 1186 from
 two, 1095 from four. Outputs are the caller's own arrays (OpenVINO copies them out of the
 request's buffers, which the next call reuses). tests/test_threads.py checks all of this.
+
+fork(): load OpenVINO models after fork (gunicorn: no ``--preload``, or load in ``post_fork``;
+multiprocessing: the ``spawn`` or ``forkserver`` start method). OpenVINO's threads do not survive
+fork, and measured with OpenVINO 2026.4 on this 2-core host, a model compiled before the fork and
+called in the child hung in 13-17 of 20 children forked while another thread was inside a call,
+and in 1-2 of 50 forked right after a call at bf16 (the others ran, on one thread: 1.6 vs 0.9 ms);
+a model compiled in a child of a process that had compiled one hung (3 of 3 after the parent
+closed its model) or ran on one thread; and such a child hangs at a normal interpreter exit while
+an inherited compiled model is alive (multiprocessing's fork workers leave with ``os._exit`` and
+do not). So: a model compiled before the fork raises ``InferenceError`` in the child (an
+``os.register_at_fork`` hook empties each runner's thread-local requests, and the cold path that
+makes one refuses; calls pay nothing), and compiling in a child of a process that compiled one
+raises ``TargetUnavailableError`` (so ``edgeship.load`` falls back to the next candidate, down to
+onnxruntime). Importing openvino or making its ``Core`` before the fork is harmless: a model
+compiled in such a child ran at full speed. tests/test_fork.py.
 """
 
 from __future__ import annotations
@@ -27,12 +42,13 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from edgeship.errors import EdgeshipError, ExportError, SpecError, TargetUnavailableError, brief
+from edgeship.errors import EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
 from edgeship.spec import IOSpec
 
@@ -42,6 +58,27 @@ RUNTIME = "openvino"
 OPTION_KEYS = ("threads", "cache_dir")
 # edgeship precision class -> OpenVINO INFERENCE_PRECISION_HINT
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+# fork(): see the module's docstring. The process that first compiled a model here (None: none
+# yet; a fork()ed child inherits its parent's), the runners compiled, and what a fork copied.
+_compiled_in: int | None = None
+_runners: weakref.WeakSet[OpenVINORunner] = weakref.WeakSet()
+_inherited: list[Any] = []
+AFTER_FORK = ("load it after fork() in a process that compiled none before (gunicorn: no --preload, or load "
+              "in post_fork; multiprocessing: 'spawn' or 'forkserver')")
+
+
+def _after_fork_in_child() -> None:
+    """Send every runner compiled before the fork to its cold path (``_new_request``), which
+    refuses: nothing is destroyed here (the copied requests are kept) and no call pays for it."""
+    for runner in list(_runners):
+        _inherited.append(runner._local)
+        runner._local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def installed() -> bool:
@@ -105,11 +142,13 @@ class OpenVINORunner(Runner):
         self.what = what
         self.name = name or f"openvino-{precision}"
         self.compiled: Any = None
+        self._pid: int | None = None  # the process that compiled it
         self._local = threading.local()  # .request: the calling thread's InferRequest
         self.output_names: list[str] = []
         self._ports: list[Any] = []
 
     def _load(self) -> None:
+        global _compiled_in
         from edgeship.host import usable_cpus
         from edgeship.runtimes.external_data import refuse_external_data
 
@@ -120,6 +159,10 @@ class OpenVINORunner(Runner):
         if self.precision == "bf16" and not has_bf16():
             raise TargetUnavailableError("OpenVINO bf16 needs a CPU with native bf16 (avx512_bf16 or AMX); this one has none.")
         refuse_external_data(self.model, self.what)
+        if _compiled_in not in (None, os.getpid()):
+            raise TargetUnavailableError(
+                f"OpenVINO cannot compile here: process {_compiled_in} compiled a model before fork()ing this one, and "
+                f"OpenVINO's threads do not survive fork; {AFTER_FORK}.")
         import openvino as ov
 
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
@@ -132,6 +175,7 @@ class OpenVINORunner(Runner):
         try:
             core = _core()
             model = core.read_model(model=self.model, weights=ov.Tensor(np.empty(0, np.uint8)))
+            _compiled_in = _compiled_in or os.getpid()  # from here on a fork()ed child cannot compile
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad graphs
             raise self.error(f"OpenVINO could not open {self.what} at {self.precision}: {brief(e)}") from e
@@ -140,6 +184,8 @@ class OpenVINORunner(Runner):
         self._port_of = dict(zip(self.output_names, self._ports))
         self._local = threading.local()
         self._local.request = self.compiled.create_infer_request()  # the loading thread's, made now
+        self._pid = os.getpid()
+        _runners.add(self)
 
     @property
     def request(self) -> Any:
@@ -151,9 +197,17 @@ class OpenVINORunner(Runner):
             return self._new_request()
 
     def _new_request(self) -> Any:
+        """A request for the calling thread (its first call, or its first in a fork()ed child).
+
+        Raises:
+            InferenceError: the model was compiled before this process was fork()ed from its parent.
+        """
         local, compiled = self._local, self.compiled
         if compiled is None:
             raise RuntimeError(f"{self.name} is closed; load it again")
+        if self._pid != os.getpid():
+            raise InferenceError(f"OpenVINO compiled this model in process {self._pid}, which then fork()ed this one, "
+                                 f"where it cannot run (a call can hang); {AFTER_FORK}.")
         local.request = compiled.create_infer_request()
         return local.request
 
