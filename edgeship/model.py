@@ -34,41 +34,16 @@ from typing import Any, Union
 
 import numpy as np
 
-from edgeship.bundle.manifest import Candidate, VariantResult, candidates_of, variants_of
+from edgeship.bundle.choose import open_candidate
+from edgeship.bundle.manifest import Candidate
 from edgeship.bundle.read import Bundle, identity, open_bundle
-from edgeship.errors import BundleError, EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
-from edgeship.host import cpu_flags
-from edgeship.runtimes.external_data import refuse_external_data
+from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
 from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
-from edgeship.runtimes.registry import OPENVINO, ORT, for_this_host, installed, make_runner, requirements, runtime_name, unmet
+from edgeship.runtimes.registry import OPENVINO, ORT, runtime_name
 from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 
 log = logging.getLogger(__name__)
-
-
-def open_variant(bundle: Bundle, runner: Any, file: str) -> Any:
-    """Open a verified variant and check that the model agrees with the manifest's io spec.
-
-    Raises:
-        BundleError: the file names external data, onnxruntime cannot open it, or its inputs/outputs
-            differ from the manifest.
-    """
-    if isinstance(runner.model, bytes):  # before onnxruntime sees a byte (it would read from the cwd)
-        refuse_external_data(runner.model, file, BundleError, where=f"bundle {bundle.path}: ")
-    try:
-        runner.load()
-    except ExportError as e:
-        what = "OpenVINO" if getattr(runner, "compiled", False) is not False else "onnxruntime"
-        raise BundleError(f"bundle {bundle.path}: {what} cannot open {file}: {brief(e.__cause__ or e)}") from e
-    problems = runner.io_problems()
-    if problems:
-        runner.close()
-        raise BundleError(
-            f"bundle {bundle.path}: {file} does not match manifest.json's io spec ({'; '.join(problems)}); "
-            "the manifest was edited or belongs to another model. Re-export the bundle."
-        )
-    return runner
 
 
 Outputs = Union[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]
@@ -346,25 +321,6 @@ def _np_dtype(name: str):
         return None
 
 
-def choose_variant(manifest: dict, target: str, variant: str) -> VariantResult:
-    """The named variant, or for ``auto`` the bundle's default for ``target`` (else for cpu,
-    else its first variant).
-
-    Raises:
-        BundleError: the bundle has no such variant.
-    """
-    variants = variants_of(manifest)
-    if variant == "auto":
-        defaults = manifest.get("defaults") or {}
-        variant = defaults.get(target) or defaults.get("cpu") or next(iter(variants), "")
-    if variant not in variants:
-        raise BundleError(
-            f"variant {variant!r} is not in bundle {manifest.get('name')!r}; it has "
-            f"{', '.join(variants) or 'none'}."
-        )
-    return variants[variant]
-
-
 def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = "auto",
          threads: int | None = None, *, runtime: str | None = None, inter_op_threads: int | None = None,
          session_options: Any = None, provider_options: dict[str, Any] | None = None) -> Model:
@@ -413,76 +369,6 @@ def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = 
         return _load(bundle, target, variant, threads, options, provider_options, runtime)
 
 
-_said: set[str] = set()
-
-
-def _say_once(text: str) -> None:
-    if text not in _said:
-        _said.add(text)
-        log.warning(text)
-
-
-def matching_candidates(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> list[Candidate]:
-    """The manifest's candidates for ``target`` in its order that match ``variant`` (``auto``: any)
-    and ``runtime`` (None: any). A pinned variant runs at its own precision (``variant="fp32"`` is
-    never OpenVINO's bf16 of that file)."""
-    shipped = variants_of(manifest)
-    precision = shipped[variant].precision if variant in shipped else None
-    return [c for c in candidates_of(manifest).get(target, [])
-            if (variant == "auto" or (c.variant == variant and c.precision == precision))
-            and (runtime is None or c.runtime == runtime)]
-
-
-def why_not_here(c: Candidate, target: str) -> str | None:
-    """Why candidate ``c`` cannot run on this host (what it needs and what is missing), or None.
-    Its needs are what edgeship derives for its runtime and precision and what the manifest records."""
-    return unmet(requirements(c.runtime, c.precision, target)) or unmet(c.requires or {"runtime": c.runtime})
-
-
-def choose_candidate(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> Candidate | None:
-    """The first matching candidate (:func:`matching_candidates`) whose needs this host meets
-    (:func:`why_not_here`), without opening it; None when none does or the bundle lists none."""
-    return next((c for c in matching_candidates(manifest, target, variant, runtime) if why_not_here(c, target) is None), None)
-
-
-def _tuned_elsewhere(manifest: dict) -> None:
-    """Say once when the bundle's candidates were measured on a CPU with other flags than this one."""
-    tuned = manifest.get("tuned") if isinstance(manifest.get("tuned"), dict) else None
-    host = (tuned or {}).get("host") if tuned else manifest.get("host")
-    flags = host.get("cpu_flags") if isinstance(host, dict) else None
-    if not isinstance(flags, list):
-        return
-    theirs, ours = {f for f in flags if isinstance(f, str)}, set(cpu_flags())
-    if theirs != ours:
-        diff = ", ".join([f"+{f}" for f in sorted(ours - theirs)] + [f"-{f}" for f in sorted(theirs - ours)])
-        _say_once(f"bundle {manifest.get('name')!r} was {'tuned' if tuned else 'selected'} on a CPU with other flags "
-                  f"than this one ({diff[:200]}); its default may not be the fastest here: run `edgeship tune` on this machine")
-
-
-def _runner(b: Bundle, spec: IOSpec, c: Candidate, target: str, providers: list[str], threads: int | None, options: Any,
-            provider_options: dict[str, Any] | None) -> Any:
-    """An opened runner for candidate ``c`` (checked against the manifest's io spec)."""
-    v = variants_of(b.manifest)[c.variant]
-    runtime_options = dict(c.options)
-    if c.runtime == OPENVINO:
-        if c.precision not in ("fp32", "bf16", "int8"):
-            raise SpecError(f"variant {v.name} ({c.precision}) does not run on OpenVINO; use an fp32 or int8 variant.")
-        if threads:
-            runtime_options["threads"] = threads
-        runner = make_runner(spec, b.read(v.file), OPENVINO, target=target, precision=c.precision,
-                             options=runtime_options, name=f"openvino-{target}", what=v.file)
-    else:
-        runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads, name=f"onnxruntime-{target}",
-                           options=options, provider_options=provider_options, runtime_options=for_this_host(ORT, runtime_options))
-    return open_variant(b, runner, v.file)
-
-
-def plain_candidate(v: VariantResult, runtime: str, target: str) -> Candidate:
-    """A variant on a runtime's defaults, as a candidate (what runs where the manifest lists none)."""
-    return Candidate(id=v.name if runtime == ORT else f"{v.name}@openvino", runtime=runtime, variant=v.name,
-                     precision=v.precision, requires=requirements(runtime, v.precision, target))
-
-
 def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads: int | None, options: Any,
           provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
     """Open the first candidate that runs here; see :func:`load`."""
@@ -491,55 +377,3 @@ def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads:
     spec = IOSpec.from_dict(b.manifest["io"])
     runner, c, skipped = open_candidate(b, spec, target, providers, variant, runtime, threads, options, provider_options)
     return Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped)
-
-
-def open_candidate(b: Bundle, spec: IOSpec, target: str, providers: list[str], variant: str = "auto",
-                   runtime: str | None = None, threads: int | None = None, options: Any = None,
-                   provider_options: dict[str, Any] | None = None) -> tuple[Any, Candidate, tuple[str, ...]]:
-    """What ``load`` runs on this host: the first of the matching candidates (then the variant
-    itself, fp32 for ``auto``, on onnxruntime's defaults) whose needs are met and that opens.
-
-    Returns:
-        ``(runner, candidate, skipped)``: the opened runner (checked against the io spec), the
-        candidate it runs, and each candidate passed over with why.
-
-    Raises:
-        BundleError, TargetUnavailableError: nothing runs here (every reason is named).
-    """
-    listed = matching_candidates(b.manifest, target, variant, runtime)
-    if listed:
-        _tuned_elsewhere(b.manifest)
-    shipped = variants_of(b.manifest)
-    if not listed or variant != "auto":  # the last resort: the variant itself (fp32 for auto) on onnxruntime's defaults
-        last = choose_variant(b.manifest, target, variant) if not listed else shipped[variant]
-    else:
-        last = shipped.get("fp32") or choose_variant(b.manifest, target, variant)
-    if runtime == OPENVINO and not installed(OPENVINO):
-        raise TargetUnavailableError("runtime='openvino' asked for, but openvino is not installed here; "
-                                     "pip install 'edgeship[openvino]'.")
-    fallback = plain_candidate(last, runtime or ORT, target)
-    if all(c.id != fallback.id for c in listed):
-        listed.append(fallback)
-    skipped: list[str] = []
-    first_error: Exception | None = None
-    for c in listed:
-        why = why_not_here(c, target)
-        if why is None:
-            try:
-                runner = _runner(b, spec, c, target, providers, threads, options, provider_options)
-            except (BundleError, TargetUnavailableError) as e:
-                # the runtime cannot open it here: try the next; a corrupt bundle (a file that
-                # disagrees with the manifest, external data) is refused whatever else it lists
-                if not isinstance(e, TargetUnavailableError) and not isinstance(e.__cause__, ExportError):
-                    raise
-                why, first_error = f"it did not open ({brief(e)})", first_error or e
-        if why is not None:
-            skipped.append(f"{c.id}: {why}")
-            continue
-        if skipped:
-            _say_once(f"bundle {b.manifest.get('name')!r} on {target}: running candidate {c.id} ({c.describe()}); "
-                      f"skipped {'; '.join(skipped)}")
-        return runner, c, tuple(skipped)
-    kind = TargetUnavailableError if first_error is None or isinstance(first_error, TargetUnavailableError) else BundleError
-    raise kind(f"bundle {b.path}: no candidate for {target} runs on this host: {'; '.join(skipped)}. "
-               "Install what they need, or pass variant=/runtime= to pick another.") from first_error

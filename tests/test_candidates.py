@@ -104,7 +104,7 @@ def test_load_skips_a_candidate_whose_runtime_is_not_installed(bundle_copy, monk
         {"id": "fp32@openvino", "runtime": "openvino", "variant": "fp32"},
         {"id": "fp32", "runtime": "onnxruntime", "variant": "fp32"}]})
     monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: r == "onnxruntime")
-    monkeypatch.setattr("edgeship.model.installed", lambda r: r == "onnxruntime")
+    monkeypatch.setattr("edgeship.bundle.choose.installed", lambda r: r == "onnxruntime")
     m = edgeship.load(bundle_copy)
     assert m.runtime == "onnxruntime" and m.candidate.id == "fp32"
     assert m.skipped == ("fp32@openvino: openvino is not installed here (pip install 'edgeship[openvino]')",)
@@ -319,7 +319,7 @@ def test_tune_on_a_zip_writes_a_zip(bundle_copy, tmp_path, monkeypatch):
 
 
 def test_load_says_once_that_the_bundle_was_tuned_on_a_cpu_with_other_flags(bundle_copy, caplog):
-    import edgeship.model as model_mod
+    import edgeship.bundle.choose as model_mod
 
     ours = edgeship.host.host_info()["cpu_flags"]
     if not ours:
@@ -327,7 +327,7 @@ def test_load_says_once_that_the_bundle_was_tuned_on_a_cpu_with_other_flags(bund
     theirs = [f for f in ours if f != ours[0]] + ["amx_fake"]
     edit_manifest(bundle_copy, tuned={"at": "2026-01-01T00:00:00+00:00", "host": {"cpu_flags": theirs}})
     model_mod._said.clear()
-    with caplog.at_level("WARNING", logger="edgeship.model"):
+    with caplog.at_level("WARNING", logger="edgeship.bundle.choose"):
         edgeship.load(bundle_copy).close()
         edgeship.load(bundle_copy).close()
     said = [r.getMessage() for r in caplog.records if "tuned on a CPU with other flags" in r.getMessage()]
@@ -337,7 +337,7 @@ def test_load_says_once_that_the_bundle_was_tuned_on_a_cpu_with_other_flags(bund
     edit_manifest(bundle_copy, tuned={"at": "2026-01-01T00:00:00+00:00", "host": {"cpu_flags": list(ours)}})
     model_mod._said.clear()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="edgeship.model"):
+    with caplog.at_level("WARNING", logger="edgeship.bundle.choose"):
         edgeship.load(bundle_copy).close()
     assert not [r for r in caplog.records if "other flags" in r.getMessage()]
 

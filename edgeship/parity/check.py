@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeship.bundle.choose import matching_candidates, open_candidate, open_variant, plain_candidate, why_not_here
 from edgeship.bundle.golden import Sample, load_npz_samples, read_bundle_npz
 from edgeship.bundle.limits import read_npz
 from edgeship.bundle.manifest import Candidate, VariantResult, variants_of
 from edgeship.bundle.read import open_bundle
 from edgeship.errors import BundleError, SpecError, TargetUnavailableError, brief
-from edgeship.model import matching_candidates, open_candidate, open_variant, plain_candidate, why_not_here
 from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport

@@ -34,9 +34,9 @@ class Side:
 
 def _side(path: Path, variant: str) -> Side:
     from edgeship.bundle import open_bundle
+    from edgeship.bundle.choose import choose_variant
     from edgeship.bundle.golden import read_bundle_npz
     from edgeship.bundle.inspect import graph_precision, onnx_for_session, onnx_io
-    from edgeship.model import choose_variant
 
     if path.is_dir() or path.name.endswith(".zip"):
         b = open_bundle(path)

@@ -328,8 +328,8 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
     Raises:
         SpecError: the source lists no candidates (an .onnx file, a bundle from before candidates).
     """
+    from edgeship.bundle.choose import why_not_here
     from edgeship.host import resolve_threads
-    from edgeship.model import why_not_here
 
     if not src.candidates:
         why = "an .onnx file has one model" if src.kind == "onnx" else "a bundle exported before candidates"
