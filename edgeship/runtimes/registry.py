@@ -74,7 +74,7 @@ class CandidateConfig:
 def openvino_precisions(variant: str, precision: str) -> list[str]:
     """The precisions OpenVINO runs a variant at as a candidate: an fp32 file at f32, and at bf16
     where this CPU has native bf16 (:func:`unmet`); the static-int8 QDQ file as OpenVINO quantizes
-    it. Not the dynamic-int8 file (DynamicQuantizeLinear/MatInteger: 3.5x slower than onnxruntime
+    it. Not the dynamic-int8 file (DynamicQuantizeLinear/MatMulInteger: 3.5x slower than onnxruntime
     on MiniLM) nor fp16 (OpenVINO's CPU plugin computes it in f32 or bf16 anyway)."""
     if precision == "fp32":
         bf16 = ov_runtime.has_bf16() and unmet(requirements(OPENVINO, "bf16")) is None
