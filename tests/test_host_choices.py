@@ -151,7 +151,12 @@ def test_a_lossy_candidate_must_beat_the_exact_one_by_more_than_the_noise():
 def test_timings_measure_their_own_noise():
     t = Timings({"a": (1.0, 1.1, 1.05), "b": (2.0, 2.0, 2.02), "c": (5.0,)})
     assert t.p50 == {"a": 1.05, "b": 2.0, "c": 5.0}
-    assert t.noise() == pytest.approx(np.median([0.1 / 1.05, 0.02 / 2.0]), abs=1e-4)  # c was timed once: no spread
+    assert 0.02 < t.noise() < 0.1  # "a" moved against "b"; "c" was timed once and has no spread
+    # a slow round that hits every candidate alike cannot change which is faster: it is not noise
+    assert Timings({"a": (1.0, 1.3, 1.0), "b": (2.0, 2.6, 2.0), "c": (0.5, 0.65)}).noise() == 0.0
+    # blocks disturbed on their own are: the typical (median) candidate's 20% against the others
+    assert Timings({"a": (1.0, 1.2, 1.0), "b": (2.0, 2.0, 2.4), "c": (0.5, 0.5, 0.5)}).noise() == pytest.approx(0.2, abs=0.01)
+    assert Timings({"a": (1.0, 1.2, 1.0), "b": (2.0, 2.0, 2.0), "c": (0.5, 0.5, 0.5)}).noise() == 0.0  # one of three
     assert Timings({"a": (1.0,)}).noise() is None
 
 

@@ -77,8 +77,9 @@ def selection_record(timings: Timings) -> dict:
     it set, and how both were measured."""
     noise = timings.noise()
     return {"noise": noise, "lossy_margin": lossy_margin(noise), "blocks": max(map(len, timings.blocks.values()), default=0),
-            "method": "interleaved blocks, one per candidate per round; noise = median over candidates timed more than "
-                      "once of (slowest block - fastest) / median block"}
+            "method": "interleaved blocks, one per candidate per round, each divided by its round's level (what every "
+                      "candidate of the round shared); noise = median over candidates timed more than once of "
+                      "(slowest block - fastest) / median block"}
 
 
 def rank(candidates: list[Candidate], vacuous: bool = False, noise: float | None = None) -> list[Candidate]:

@@ -74,13 +74,24 @@ class Timings:
         return {n: float(np.median(b)) for n, b in self.blocks.items()}
 
     def noise(self) -> float | None:
-        """How much the same runner's blocks differed in this run, relative: for every runner timed
-        in two blocks or more, (slowest - fastest) / its median; the median of that over those
+        """How much one runner's figure moved against the others in this run, relative: each
+        block of a runner timed in two rounds or more is first divided by its round's level (the
+        median, over those runners, of block ÷ the runner's own median), so a slow spell that hits
+        every runner of a round alike, which cannot change which is faster, does not count; then
+        (slowest - fastest) / median of those blocks, per runner; the median of that over the
         runners. None when no runner was timed twice. Blocks of one runner are taken rounds apart,
-        interleaved with the others, so this is what a burst of load or a clock change between
-        rounds does to one figure, the error a comparison of two figures must exceed."""
-        spreads = [(max(b) - min(b)) / float(np.median(b)) for b in self.blocks.values() if len(b) > 1 and np.median(b) > 0]
-        return round(float(np.median(spreads)), 4) if spreads else None
+        interleaved with the others, so this is the error a comparison of two figures must exceed."""
+        p50 = self.p50
+        repeated = {n: b for n, b in self.blocks.items() if len(b) > 1 and p50[n] > 0}
+        if not repeated:
+            return None
+        level = [float(np.median([b[i] / p50[n] for n, b in repeated.items() if len(b) > i]))
+                 for i in range(max(map(len, repeated.values())))]
+        spreads = []
+        for b in repeated.values():
+            norm = [x / level[i] for i, x in enumerate(b)]
+            spreads.append((max(norm) - min(norm)) / float(np.median(norm)))
+        return round(float(np.median(spreads)), 4)
 
 
 def quick_p50s(runners: Mapping[str, Runner], feeds: dict, rounds: int = ROUNDS, block_s: float = BLOCK_S,
