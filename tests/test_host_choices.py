@@ -196,3 +196,24 @@ def test_run_bound_is_onnxruntimes_and_says_so_on_openvino(mlp_bundle):
         m.run_bound({"x": np.ones((1, 10), np.float32)})
     bound = edgeship.load(mlp_bundle, runtime="ort").run_bound({"x": np.ones((1, 10), np.float32)}, device="cpu")
     np.testing.assert_allclose(next(iter(bound.values())).numpy(), m(np.ones((1, 10), np.float32)), atol=1e-4)
+
+
+@openvino
+@pytest.mark.parametrize("edit, match", [
+    (lambda io: io["inputs"][0].update(dtype="float64"), "input 'x' is float32 in the model, float64 in the spec"),
+    (lambda io: io["inputs"][0].update(shape=["batch", 10, 1]), r"input 'x' has shape \[None, 10\] in the model"),
+    (lambda io: io["inputs"][0].update(shape=["batch", 11]), r"input 'x' has shape \[None, 10\] in the model"),
+    (lambda io: io["outputs"][0].update(dtype="int64"), "output '.*' is float32 in the model, int64 in the spec"),
+])
+def test_openvino_refuses_a_manifest_whose_io_disagrees_with_the_model(bundle_copy, edit, match):
+    """OpenVINO checks the io spec as onnxruntime does, and load refuses such a bundle instead of
+    falling back to whatever runtime checks least."""
+    from edgeship.errors import BundleError
+
+    m = json.loads((bundle_copy / "manifest.json").read_text())
+    edit(m["io"])
+    (bundle_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=match):
+        edgeship.load(bundle_copy, runtime="openvino")
+    with pytest.raises(BundleError, match="does not match manifest.json's io spec"):
+        edgeship.load(bundle_copy)

@@ -242,7 +242,8 @@ class OpenVINORunner(Runner):
         return self.run, (None, feeds)
 
     def io_problems(self) -> list[str]:
-        """Where the compiled model's input and output names disagree with the spec."""
+        """Where the compiled model's inputs and outputs disagree with the spec: names, element
+        types, and for inputs ranks and fixed sizes (as :meth:`OrtRunner.io_problems` checks them)."""
         self.load()
         problems = []
         inputs = [p.get_any_name() for p in self.compiled.inputs]
@@ -250,6 +251,18 @@ class OpenVINORunner(Runner):
             problems.append(f"inputs are {inputs} in the model, {list(self.spec.input_names)} in the spec")
         if self.output_names != list(self.spec.output_names):
             problems.append(f"outputs are {self.output_names} in the model, {list(self.spec.output_names)} in the spec")
+        if problems:
+            return problems
+        for label, specs, ports in (("input", self.spec.inputs, self.compiled.inputs), ("output", self.spec.outputs, self._ports)):
+            for t, p in zip(specs, ports):
+                dtype = str(p.get_element_type().to_dtype())
+                if dtype != t.dtype:
+                    problems.append(f"{label} {t.name!r} is {dtype} in the model, {t.dtype} in the spec")
+                    continue
+                if label == "input":
+                    dims = [d.get_length() if d.is_static else None for d in p.get_partial_shape()]
+                    if len(dims) != len(t.shape) or any(m is not None and isinstance(d, int) and m != d for m, d in zip(dims, t.shape)):
+                        problems.append(f"input {t.name!r} has shape {dims} in the model, {list(t.shape)} in the spec")
         return problems
 
     def _close(self) -> None:
