@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 from pathlib import Path
 
 from edgeship.errors import SpecError
@@ -69,8 +70,9 @@ def resolve_threads(value: object, usable: int | None = None) -> int:
     usable = usable or usable_cpus()
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return min(value, usable)
-    if isinstance(value, str) and value.startswith("cores/") and value[6:].isdigit() and int(value[6:]) >= 1:
-        return max(1, min(usable // int(value[6:]), usable))
+    match = re.fullmatch(r"cores/([1-9][0-9]{0,5})", value) if isinstance(value, str) else None
+    if match:
+        return max(1, min(usable // int(match[1]), usable))
     raise SpecError(f"threads={value!r}: use a whole number from 1 up, or cores/N (this host's usable cores divided by N).")
 
 

@@ -123,8 +123,9 @@ def test_thread_counts_are_relative_to_the_host_and_capped(bundle_copy):
     cores = usable_cpus()
     assert resolve_threads("cores/2", 32) == 16 and resolve_threads("cores/2", 4) == 2 and resolve_threads("cores/4", 2) == 1
     assert resolve_threads(16, 4) == 4 and resolve_threads(1, 4) == 1
-    with pytest.raises(SpecError, match="cores/N"):
-        resolve_threads("half", 4)
+    for bad in ("half", "cores/0", "cores/²", "cores/-2", "cores/1e3", "cores/" + "9" * 40, 0, True, 2.0, None):
+        with pytest.raises(SpecError, match="cores/N"):
+            resolve_threads(bad, 4)
     assert [c.options["threads"] for c in candidate_configs({"fp32": "fp32"}, "cpu", runtimes=("onnxruntime",), cores=32)
             if "threads" in c.options] == [1, "cores/2"]
     for stored, expected in (("cores/2", max(1, cores // 2)), (1024, cores)):
