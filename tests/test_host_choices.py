@@ -218,3 +218,16 @@ def test_openvino_refuses_a_manifest_whose_io_disagrees_with_the_model(bundle_co
         edgeship.load(bundle_copy, runtime="openvino")
     with pytest.raises(BundleError, match="does not match manifest.json's io spec"):
         edgeship.load(bundle_copy)
+
+
+def test_the_order_after_the_default_follows_the_same_rules():
+    """load takes the next candidate when this host cannot run the first: that one must have won by
+    the same rules, not merely be the next fastest (a lossy one 3% faster than exact fp32 is not)."""
+    def c(i, ms, precision="fp32", runtime="onnxruntime", **o):
+        return Candidate(i, runtime, i.split("+")[0].split("@")[0], precision, o, ms)
+
+    bf16, int8, fp32 = c("fp32@openvino-bf16", 0.6, "bf16", "openvino"), c("int8_dynamic", 0.97, "int8"), c("fp32", 1.0)
+    assert [x.id for x in rank([fp32, int8, bf16], noise=0.01)] == ["fp32@openvino-bf16", "fp32", "int8_dynamic"]
+    assert [x.id for x in rank([fp32, c("int8_dynamic", 0.5, "int8"), bf16], noise=0.01)][:2] == \
+        ["int8_dynamic", "fp32@openvino-bf16"]
+    assert rank([]) == []

@@ -83,7 +83,19 @@ def selection_record(timings: Timings) -> dict:
 
 
 def rank(candidates: list[Candidate], vacuous: bool = False, noise: float | None = None) -> list[Candidate]:
-    """The candidates fastest first, except that:
+    """The candidates in the order ``load`` tries them: each position holds the candidate that
+    :func:`leader` picks from those not placed yet. So the order a host gets when it cannot run
+    the first few (``load`` skips them) follows the same rules as the default."""
+    rest, order = list(candidates), []
+    while rest:
+        best = leader(rest, vacuous, noise)
+        order.append(best)
+        rest.remove(best)
+    return order
+
+
+def leader(candidates: list[Candidate], vacuous: bool = False, noise: float | None = None) -> Candidate:
+    """The one candidate that should run: the fastest, except that
 
     - among candidates within :data:`NEAR_TIE` of the fastest of their class the simplest leads
       (onnxruntime before OpenVINO, then the fewest options: a difference that small is the
@@ -96,8 +108,6 @@ def rank(candidates: list[Candidate], vacuous: bool = False, noise: float | None
     """
     ms = {c.id: c.p50_ms if c.p50_ms is not None else float("inf") for c in candidates}
     order = sorted(candidates, key=lambda c: ms[c.id])
-    if not order:
-        return order
 
     def simplest(group: list[Candidate]) -> Candidate | None:
         if not group:
@@ -111,8 +121,7 @@ def rank(candidates: list[Candidate], vacuous: bool = False, noise: float | None
         exact = plain
     lossy = None if vacuous else simplest([c for c in order if c.precision != EXACT])
     best = exact if lossy is None or (exact is not None and ms[lossy.id] * lossy_margin(noise) >= ms[exact.id]) else lossy
-    best = best or order[0]
-    return [best] + [c for c in order if c is not best]
+    return best or order[0]
 
 
 def select_stage(ctx: Context) -> str:
