@@ -231,3 +231,15 @@ def test_the_order_after_the_default_follows_the_same_rules():
     assert [x.id for x in rank([fp32, c("int8_dynamic", 0.5, "int8"), bf16], noise=0.01)][:2] == \
         ["int8_dynamic", "fp32@openvino-bf16"]
     assert rank([]) == []
+
+
+def test_check_all_names_a_candidate_that_does_not_open_here(bundle_copy, monkeypatch):
+    def refuse(self):
+        raise TargetUnavailableError("OpenVINO's CPU plugin is missing here")
+
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: True)
+    monkeypatch.setattr(ov_runtime.OpenVINORunner, "_load", refuse)
+    _candidates(bundle_copy, [OV, PLAIN])
+    report = check(bundle_copy, candidates="all")
+    assert report.passed and [r["candidate"] for r in report.summary()] == ["fp32", "int8_dynamic"]
+    assert report.skipped == {"fp32@openvino": "it did not open (OpenVINO's CPU plugin is missing here)"}

@@ -1,6 +1,6 @@
 """``edgeship check``: re-check a bundle against its golden outputs, as it runs on this host.
 
-By default it checks what ``edgeship.load`` runs here (:func:`edgeship.model.open_candidate`: the
+By default it checks what ``edgeship.load`` runs here (:func:`edgeship.bundle.choose.open_candidate`: the
 same candidate, skipping what this host cannot run and falling back the same way, with the same
 runtime, precision and options) and the fp32 variant on onnxruntime, the reference every other
 candidate is judged beside; ``candidates="all"`` checks every candidate this host can run (and
@@ -23,7 +23,7 @@ from edgeship.bundle.golden import Sample, load_npz_samples, read_bundle_npz
 from edgeship.bundle.limits import read_npz
 from edgeship.bundle.manifest import Candidate, VariantResult, variants_of
 from edgeship.bundle.read import open_bundle
-from edgeship.errors import BundleError, SpecError, TargetUnavailableError, brief
+from edgeship.errors import BundleError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
@@ -129,8 +129,8 @@ def _localised(b, name: str, report: ParityReport, samples: list[Sample], tol: C
 
 def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sample], outputs: list[dict],
                       overrides: Tolerances, localise: bool) -> ParityReport:
-    """The candidates of ``target`` this check covers (module docstring), each run as ``load`` runs it."""
-
+    """The candidates of ``target`` this check covers (module docstring), each run as ``load`` runs it;
+    one a runtime cannot open on this host is named with why, as ``load`` would pass over it."""
     providers = providers_for(target)
     shipped = variants_of(b.manifest)
     plan: list[tuple[Candidate, Runner | None]] = []  # a runner already open (load's own pick), else None
@@ -160,8 +160,10 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
                                                      **({"providers": providers} if c.runtime == ORT else {})), v.file)
             with runner:
                 one = run_parity([runner], samples, outputs, tol, v.name)
-        except TargetUnavailableError as e:
-            report = report.merged(ParityReport((), skipped={c.id: brief(e)}))
+        except (TargetUnavailableError, BundleError) as e:
+            if not isinstance(e, TargetUnavailableError) and not isinstance(e.__cause__, ExportError):
+                raise  # the bundle disagrees with itself: corrupt, whatever runs here
+            report = report.merged(ParityReport((), skipped={c.id: f"it did not open ({brief(e)})"}))
             continue
         if localise and c.precision == v.precision:
             one = _localised(b, v.name, one, samples, tol)
