@@ -93,12 +93,6 @@ def why_not_here(c: Candidate, target: str) -> str | None:
     return unmet(requirements(c.runtime, c.precision, target)) or unmet(c.requires or {"runtime": c.runtime})
 
 
-def choose_candidate(manifest: dict, target: str, variant: str = "auto", runtime: str | None = None) -> Candidate | None:
-    """The first matching candidate (:func:`matching_candidates`) whose needs this host meets
-    (:func:`why_not_here`), without opening it; None when none does or the bundle lists none."""
-    return next((c for c in matching_candidates(manifest, target, variant, runtime) if why_not_here(c, target) is None), None)
-
-
 def _tuned_elsewhere(manifest: dict) -> None:
     """Say once when the bundle's candidates were measured on a CPU with other flags than this one."""
     tuned = manifest.get("tuned") if isinstance(manifest.get("tuned"), dict) else None
