@@ -243,3 +243,32 @@ def test_check_all_names_a_candidate_that_does_not_open_here(bundle_copy, monkey
     report = check(bundle_copy, candidates="all")
     assert report.passed and [r["candidate"] for r in report.summary()] == ["fp32", "int8_dynamic"]
     assert report.skipped == {"fp32@openvino": "it did not open (OpenVINO's CPU plugin is missing here)"}
+
+
+def test_tune_keeps_what_this_host_cannot_measure(bundle_copy, monkeypatch, cli):
+    """A tune on a host without OpenVINO keeps the OpenVINO candidates, after the measured ones and
+    marked as not measured here, so the bundle still offers them to hosts that have it."""
+    from conftest import fake_p50s
+
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: r == "onnxruntime")
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+    _candidates(bundle_copy, [{**OV, "p50_ms": 0.5}, PLAIN])
+    code, out = cli("tune", bundle_copy, "-q")
+    assert code == 0, out
+    assert "Candidates on" not in out and "timing noise" not in out  # -q: no table, no detail; what changed:
+    assert "cpu: the default is now fp32 on onnxruntime" in out and "Tuned bundle" in out
+    cands = candidates_of(json.loads((bundle_copy / "manifest.json").read_text()))["cpu"]
+    assert cands[0].id == "fp32" and cands[-1].id == "fp32@openvino" and cands[-1].p50_ms == 0.5
+    assert "openvino is not installed here" in cands[-1].unmeasured
+    assert all(c.unmeasured is None for c in cands[:-1])
+    monkeypatch.setattr("edgeship.runtimes.registry.installed", lambda r: True)
+    assert edgeship.load(bundle_copy).candidate.id == "fp32"  # what was measured leads
+
+
+def test_two_reports_on_stdout_are_refused_before_any_work(cli, bundle_copy):
+    for args in (("check", bundle_copy, "--json", "-", "--junit", "-"),
+                 ("profile", bundle_copy, "--json", "-", "--csv", "-", "--html", "-")):
+        code, out = cli(*args)
+        assert code == 2 and "(stdout), where they would run together" in out, out
+    code, out = cli("check", "-h")
+    assert code == 0 and "Usage:" in out

@@ -84,12 +84,16 @@ class Candidate:
     max_abs: float | None = None
     min_cosine: float | None = None
     requires: dict = field(default_factory=dict)
+    unmeasured: str | None = None  # why the last tune could not measure it there (kept for other hosts)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "runtime": self.runtime, "variant": self.variant, "precision": self.precision,
-                "options": dict(self.options), "p50_ms": self.p50_ms,
-                "parity": {"passed": self.passed, "max_abs": self.max_abs, "min_cosine": self.min_cosine},
-                "requires": dict(self.requires)}
+        d = {"id": self.id, "runtime": self.runtime, "variant": self.variant, "precision": self.precision,
+             "options": dict(self.options), "p50_ms": self.p50_ms,
+             "parity": {"passed": self.passed, "max_abs": self.max_abs, "min_cosine": self.min_cosine},
+             "requires": dict(self.requires)}
+        if self.unmeasured:
+            d["unmeasured"] = self.unmeasured
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
@@ -99,7 +103,8 @@ class Candidate:
         return cls(id=d["id"], runtime=d["runtime"], variant=d["variant"], precision=d.get("precision", "fp32"),
                    options=dict(_table(d.get("options"))), p50_ms=_number(d.get("p50_ms")),
                    passed=parity.get("passed") is not False, max_abs=_number(parity.get("max_abs")),
-                   min_cosine=_number(parity.get("min_cosine")), requires=dict(_table(d.get("requires"))))
+                   min_cosine=_number(parity.get("min_cosine")), requires=dict(_table(d.get("requires"))),
+                   unmeasured=d["unmeasured"][:500] if isinstance(d.get("unmeasured"), str) else None)
 
     @property
     def plain(self) -> bool:

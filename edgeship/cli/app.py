@@ -26,6 +26,7 @@ from edgeship.errors import EXIT_BAD_INPUT, EXIT_BUG, EdgeshipError, SpecError
 
 app = typer.Typer(
     name="edgeship", no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Ship trained PyTorch models to the edge: export, quantize, check, compare, inspect, run and profile bundles.",
 )
 
@@ -59,6 +60,20 @@ def console(stderr: bool = False, quiet: bool = False):
 def to_stdout(*paths: object) -> bool:
     """Whether any file option was given as ``-`` (stdout)."""
     return any(str(p) == "-" for p in paths if p is not None)
+
+
+def one_stdout(**flags: object) -> None:
+    """Refuse two reports on stdout (``--json - --junit -`` would write them back to back, which
+    neither a JSON nor an XML parser reads); ``flags``: option name (``json``) -> its value.
+
+    Raises:
+        SpecError: more than one of them is ``-``.
+    """
+    dash = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None and str(v) == "-"]
+    if len(dash) > 1:
+        raise SpecError(f"{', '.join(dash[:-1])} and {dash[-1]} are {'both' if len(dash) == 2 else 'all'} - (stdout), "
+                        "where they would run together; "
+                        "give all but one of them a file name.")
 
 
 def write_file(path: Path, write: Callable[[Path], Any], out: Any, flag: str, binary: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging, to_stdout
+from edgeship.cli.app import app, console, one_stdout, setup_logging, to_stdout
 from edgeship.config import LoadOptions
 from edgeship.errors import EXIT_GATE_FAILED
 
@@ -30,6 +30,7 @@ def check(
 ) -> None:
     """Re-check what BUNDLE runs on this host (and fp32) against its golden outputs. Exit 1 on drift, 2 on a bad bundle."""
     setup_logging(verbose, bool(quiet))
+    one_stdout(json=json_out, junit=junit)
     from edgeship.cli import render
     from edgeship.parity.check import check as run_check
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging, to_stdout
+from edgeship.cli.app import app, console, one_stdout, setup_logging, to_stdout
 from edgeship.errors import EXIT_GATE_FAILED
 
 
@@ -27,6 +27,7 @@ def compare(
 
     A runs on onnxruntime; B on each --runtime (OpenVINO at B's own precision)."""
     setup_logging(verbose, quiet)
+    one_stdout(json=json_out, junit=junit)
     from edgeship.cli import render
     from edgeship.parity.compare import compare as run_compare
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging, to_stdout
+from edgeship.cli.app import app, console, one_stdout, setup_logging, to_stdout
 from edgeship.config import LoadOptions
 from edgeship.errors import EdgeshipError
 
@@ -43,6 +43,7 @@ def export(
 ) -> None:
     """Export MODEL to a self-verifying bundle: load, TorchScript, ONNX, optimise, parity, package."""
     setup_logging(verbose, quiet)
+    one_stdout(json=json_out, junit=junit)
     from edgeship.config import ExportConfig
     from edgeship.pipeline import export as run_export
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeship.cli import options as opt
-from edgeship.cli.app import app, console, setup_logging, to_stdout, write_file
+from edgeship.cli.app import app, console, one_stdout, setup_logging, to_stdout, write_file
 from edgeship.config import LoadOptions
 
 
@@ -49,10 +49,7 @@ def profile_command(
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
                         run_bundled_torchscript=run_bundled_torchscript)
     stderr = to_stdout(json_out, csv_out, html_out)
-    if sum(to_stdout(p) for p in (json_out, csv_out, html_out)) > 1:
-        from edgeship.errors import SpecError
-
-        raise SpecError("only one of --json, --csv and --html can be - (stdout); give the others file names.")
+    one_stdout(json=json_out, csv=csv_out, html=html_out)
     out = console(stderr, quiet)
     with render.ProfileProgress(out) as progress:
         report = profile(source, cfg, progress)

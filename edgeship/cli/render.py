@@ -158,7 +158,8 @@ def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -
             opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(c.options.items())) or "defaults"
             needs = " ".join(["|".join(c.requires.get("cpu_any") or [])] + list(c.requires.get("providers") or [])).strip()
             t.add_row(Text(c.id + (" ★" if i == 0 else ""), "bold" if i == 0 else ""), c.runtime, c.variant, c.precision,
-                      opts, "—" if c.p50_ms is None else f"{c.p50_ms:.3g}", _fmt(c.min_cosine), _fmt(c.max_abs), needs or "—")
+                      opts, "not here" if c.unmeasured else "—" if c.p50_ms is None else f"{c.p50_ms:.3g}",
+                      _fmt(c.min_cosine), _fmt(c.max_abs), needs or "—")
         console.print(t)
 
 

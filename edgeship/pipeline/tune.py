@@ -15,9 +15,10 @@ import datetime as dt
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edgeship.bundle.choose import why_not_here
 from edgeship.bundle.manifest import Candidate, candidates_of, variants_of
 from edgeship.bundle.read import open_bundle
 from edgeship.bundle.write import write_bundle
@@ -30,7 +31,7 @@ from edgeship.pipeline.package import tool_versions
 from edgeship.pipeline.select import parity_check, rank, selection_record
 from edgeship.profiling import interleave
 from edgeship.runtimes.ort import providers_for
-from edgeship.runtimes.registry import CandidateConfig, candidate_configs, installed
+from edgeship.runtimes.registry import CandidateConfig, candidate_configs
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
         configs = candidate_configs({n: v.precision for n, v in variants.items()}, t, True, runtimes)
         known = {c.id for c in configs}
         for c in before.get(t, []):  # what the manifest lists (e.g. measured on another machine) is tried too
-            if c.id not in known and installed(c.runtime) and (runtimes is None or c.runtime in runtimes):
+            if c.id not in known and why_not_here(c, t) is None and (runtimes is None or c.runtime in runtimes):
                 configs.append(CandidateConfig(c.id, c.runtime, c.variant, c.precision, dict(c.options)))
                 known.add(c.id)
         check = parity_check(t, samples, references, lambda c: variant_tolerance(variants[c.variant], c.precision),
@@ -96,7 +97,11 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
         if not measured:
             raise BundleError(f"bundle {b.path}: no candidate passes parity on {t} on this machine; nothing was written.")
         selection[t] = selection_record(timings)
-        after[t] = rank(measured, vacuous, timings.noise())
+        # what this host cannot run stays, after what it measured, for the hosts that can
+        done = {c.id for c in measured}
+        kept = [replace(c, unmeasured=f"not measured by the tune of {dt.date.today().isoformat()}: {why}")
+                for c in before.get(t, []) if c.id not in done and (why := _not_measured(c, t, runtimes)) is not None]
+        after[t] = rank(measured, vacuous, timings.noise()) + kept
     changes = [_change(t, before.get(t, []), after[t], m.get("defaults") or {}) for t in after]
     manifest = {k: v for k, v in m.items() if k not in ("schema_version", "files")}
     manifest["defaults"] = {**(m.get("defaults") or {}), **{t: cs[0].variant for t, cs in after.items()}}
@@ -125,13 +130,21 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
     return TuneResult(written, before, after, changes, notes, host, selection)
 
 
+def _not_measured(c: Candidate, target: str, runtimes: tuple[str, ...] | None) -> str | None:
+    """Why tune left candidate ``c`` unmeasured here (this host cannot run it, or ``--runtime``
+    left its runtime out); None when it was measured, or tried and failed here (then it goes)."""
+    if runtimes is not None and c.runtime not in runtimes:
+        return f"--runtime {','.join(runtimes)}"
+    return why_not_here(c, target)
+
+
 def _change(t: str, before: list[Candidate], after: list[Candidate], defaults: dict) -> str:
     new = after[0]
     old = before[0] if before else next((c for c in after if c.id == defaults.get(t)), None)
     ms = f"{new.p50_ms:.3g} ms" if new.p50_ms is not None else "unmeasured"
     if old is not None and old.id == new.id:
         return f"{t}: the default stays {new.describe()} ({ms} here): still the fastest that passes parity"
-    old_here = next((c for c in after if old is not None and c.id == old.id), None)
+    old_here = next((c for c in after if old is not None and c.id == old.id and not c.unmeasured), None)
     if old is None:
         why = "the bundle named no candidate"
     elif old_here is None:
