@@ -133,7 +133,24 @@ def test_run_with_npy_and_save_npz(cli, mlp_bundle, tmp_path, files):
     code, out = cli("run", mlp_bundle, "--input", f"x={tmp_path / 'missing.npy'}")
     assert code == 2 and "cannot read it" in out
     code, out = cli("run", mlp_bundle)
-    assert code == 2 and "NAME=FILE.npy" in out
+    assert code == 2 and "NAME=FILE.npy" in out and "this model has one input, 'x'" in out
+
+
+def test_run_takes_a_plain_npy_for_one_input_and_a_raw_onnx(cli, mlp_bundle, tmp_path, files):
+    from edgeship.cli.run import _read_feeds
+    from edgeship.errors import SpecError
+
+    np.save(tmp_path / "x.npy", files["x"])
+    code, out = cli("run", mlp_bundle, "-i", tmp_path / "x.npy", "-o", tmp_path / "a.npz")
+    assert code == 0, out
+    code, out = cli("run", files["dir"] / "mlp.onnx", "-i", tmp_path / "x.npy", "-o", tmp_path / "b.npz")
+    assert code == 0 and "mlp.onnx (onnxruntime, cpu)" in out, out
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        np.testing.assert_allclose(a[a.files[0]], b[b.files[0]], atol=1e-5)
+    code, out = cli("run", files["dir"] / "mlp.onnx", "-i", tmp_path / "x.npy", "--variant", "fp32")
+    assert code == 2 and "--variant and --runtime apply to bundles" in out
+    with pytest.raises(SpecError, match=r"the model has 2 inputs \(feats, ids\): name the one it feeds"):
+        _read_feeds([str(tmp_path / "x.npy")], ["feats", "ids"])
 
 
 # ----------------------------------------------------------------------------- conventions

@@ -197,9 +197,9 @@ def inspection_line(info: dict) -> str:
     return f"{info['path']}: {info['kind']}, {info['size_mb']:.2f} MB, variants: {variants}"
 
 
-def outputs(console: Console, model, outs: dict, saved) -> None:
-    t = Table(title=Text(f"{model.bundle.manifest.get('name')} ({model.variant}, {model.target})"),
-              title_justify="left")
+def outputs(console: Console, title: str, outs: dict) -> None:
+    """``edgeship run``'s outputs: dtype, shape, min, max, mean of each."""
+    t = Table(title=Text(title), title_justify="left")
     for col in ("output", "dtype", "shape", "min", "max", "mean"):
         t.add_column(col)
     for k, a in outs.items():

@@ -15,26 +15,33 @@ from edgeship.errors import SpecError
 
 @app.command()
 def run(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip.")],
-    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy (repeatable), or a single FILE.npz holding every input.")] = None,
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip, or an .onnx file (run on onnxruntime's defaults).")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy (repeatable), FILE.npy for a model with one input, or a FILE.npz holding every input.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz (- for stdout: the .npz bytes).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime (ort) or openvino; default: the bundle's first candidate whose runtime is installed.")] = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
-    """Run BUNDLE once on inputs from .npy/.npz files and print (or save) the outputs."""
+    """Run BUNDLE (or an .onnx file) once on inputs from .npy/.npz files and print (or save) the outputs."""
     setup_logging(verbose, quiet)
     import numpy as np
 
     from edgeship.cli import render
-    from edgeship.model import load
+    from edgeship.profiling.source import is_bundle
 
-    feeds = _read_feeds(input or [])
-    model = load(bundle, target=target, variant=variant, runtime=runtime)
-    outputs = model.run(feeds)
+    if is_bundle(bundle):
+        from edgeship.model import load
+
+        model = load(bundle, target=target, variant=variant, runtime=runtime)
+        spec, name, what = model.spec, model.bundle.manifest.get("name"), f"{model.variant}, {model.target}"
+        run_model = model.run
+    else:
+        spec, run_model = _onnx(bundle, target, variant, runtime)
+        name, what = bundle.name, f"onnxruntime, {target}"
+    outputs = run_model(_read_feeds(input or [], [t.name for t in spec.inputs]))
     out = console(to_stdout(output), quiet)
-    render.outputs(out, model, outputs, output)
+    render.outputs(out, f"{name} ({what})", outputs)
     if output:
 
         arrays: dict[str, Any] = dict(outputs)
@@ -46,11 +53,30 @@ def run(
         write_file(output, save, out, "--output", binary=True)
 
 
-def _read_feeds(items: list[str]) -> dict[str, np.ndarray]:
+def _onnx(path: Path, target: str, variant: str, runtime: str | None) -> tuple[Any, Any]:
+    """(io spec, run(feeds) -> outputs) of a raw .onnx file on onnxruntime's defaults, its
+    external data checked first (as ``profile``, ``inspect`` and ``compare`` take it)."""
+    from edgeship.bundle.inspect import onnx_for_session, onnx_io
+    from edgeship.runtimes.ort import OrtRunner, resolve_target
+    from edgeship.runtimes.registry import ORT, runtime_name
+
+    if variant != "auto" or (runtime is not None and runtime_name(runtime) != ORT):
+        raise SpecError(f"{path} is an ONNX file: one model, run on onnxruntime; --variant and --runtime apply to bundles.")
+    data = onnx_for_session(path)
+    spec = onnx_io(data, str(path))
+    t, providers = resolve_target(target)
+    runner = OrtRunner(spec, data, target=t, providers=providers).load()
+    return spec, runner.infer
+
+
+def _read_feeds(items: list[str], inputs: list[str]) -> dict[str, np.ndarray]:
+    """Feeds from ``--input`` values: NAME=FILE.npy, FILE.npz, or FILE.npy when ``inputs`` (the
+    model's input names) has one name."""
     from edgeship.bundle.limits import open_regular, read_npy, read_npz
 
     if not items:
-        raise SpecError("no inputs: pass --input NAME=FILE.npy for each input, or --input FILE.npz.")
+        one = f" (--input FILE.npy: this model has one input, {inputs[0]!r})" if len(inputs) == 1 else ""
+        raise SpecError(f"no inputs: pass --input NAME=FILE.npy for each input, or --input FILE.npz{one}.")
     feeds = {}
     for item in items:
         name, sep, file = item.partition("=")
@@ -60,7 +86,11 @@ def _read_feeds(items: list[str]) -> dict[str, np.ndarray]:
             continue
         with open_regular(Path(item), "--input", SpecError) as f:
             npy = f.read(6) == b"\x93NUMPY"
-        if npy:
-            raise SpecError(f"--input {item} is an .npy file (one array): name the input it feeds, --input NAME={item}.")
-        feeds.update(read_npz(Path(item), what, SpecError))
+        if npy and len(inputs) == 1:
+            feeds[inputs[0]] = read_npy(Path(item), what, SpecError)
+        elif npy:
+            raise SpecError(f"--input {item} is an .npy file (one array) and the model has {len(inputs)} inputs "
+                            f"({', '.join(inputs)}): name the one it feeds, --input NAME={item}.")
+        else:
+            feeds.update(read_npz(Path(item), what, SpecError))
     return feeds

@@ -47,19 +47,26 @@ class Source:
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # manifest["candidates"]: default first
 
 
-def open_source(path: str | os.PathLike) -> Source:
-    """A bundle (folder or zip, fully verified) or an ONNX file, recognised by content."""
+def is_bundle(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a bundle (a folder, or a zip by content) rather than an ONNX file.
+
+    Raises:
+        ModelLoadError: it does not exist, or is a FIFO, device or socket (never opened for reading).
+    """
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p} does not exist; pass a bundle (NAME.edgeship folder or .zip) or an .onnx file.")
     if p.is_dir():
-        return _bundle_source(p)
+        return True
     from edgeship.bundle.limits import open_regular
 
-    with open_regular(p, "profile source", ModelLoadError) as f:  # a FIFO or device would block or never end
-        if zipfile.is_zipfile(f):
-            return _bundle_source(p)
-    return _onnx_source(p)
+    with open_regular(p, "model source", ModelLoadError) as f:  # a FIFO or device would block or never end
+        return zipfile.is_zipfile(f)
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """A bundle (folder or zip, fully verified) or an ONNX file, recognised by content."""
+    return _bundle_source(Path(path)) if is_bundle(path) else _onnx_source(Path(path))
 
 
 def _bundle_source(p: Path) -> Source:
