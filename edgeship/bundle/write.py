@@ -9,7 +9,6 @@ next write.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from edgeship import jsonout
 from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath, sha256_file
 from edgeship.bundle.manifest import parse_manifest
 from edgeship.errors import BundleError
@@ -37,7 +37,7 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
         check_relpath(rel)
         entries[rel] = {"sha256": sha256_file(src), "size": Path(src).stat().st_size}
     full = {"schema_version": SCHEMA_VERSION, **manifest, "files": entries}
-    data = json.dumps(full, indent=2, sort_keys=False, default=str).encode()
+    data = jsonout.dumps(full, indent=2).encode()
     zipped = out.name.endswith(".zip")
     if (out.exists() or out.is_symlink()) and not _is_bundle(out, zipped):
         raise BundleError(

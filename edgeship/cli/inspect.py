@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +24,9 @@ def inspect(
 
     info = inspect_path(path)
     if json_out:
-        print(json.dumps(info, indent=2, default=str))
+        from edgeship import jsonout
+
+        print(jsonout.dumps(info, indent=2))
     elif quiet:
         console().print(render.inspection_line(info), markup=False)
     else:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from edgeship import jsonout
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,7 @@ class ParityReport:
 
 
 def write_json(report: ParityReport, path: Path) -> None:
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2, default=_json_default))
-
-
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    raise TypeError(type(o).__name__)
+    Path(path).write_text(jsonout.dumps(report.to_dict(), indent=2))
 
 
 def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity") -> None:

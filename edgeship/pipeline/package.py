@@ -7,12 +7,12 @@ Reads everything the earlier stages added; adds ``manifest_variants`` (one
 from __future__ import annotations
 
 import datetime as dt
-import json
 import platform
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
+from edgeship import jsonout
 from edgeship.bundle.golden import save_samples
 from edgeship.bundle.layout import sha256_file
 from edgeship.bundle.manifest import VariantResult
@@ -81,7 +81,7 @@ def package_stage(ctx: Context) -> str:
     report = ctx.workdir / "report.json"
     # the package stage's own timing is recorded by the runner after this; the report shows
     # every stage up to here
-    report.write_text(json.dumps(report_dict(ctx, source), indent=2, default=str))
+    report.write_text(jsonout.dumps(report_dict(ctx, source), indent=2))
     files["report.json"] = report
     if ctx.profile is not None:  # export --profile: the same report for people, with charts
         from edgeship.profiling.html import write_html

@@ -1,8 +1,7 @@
 """The latency profiler: ``edgeship profile BUNDLE|model.onnx``. Torch-free unless asked to compare.
 
     import edgeship
-    from edgeship.bundle.manifest import VariantResult
-from edgeship.config import ProfileConfig
+    from edgeship.config import ProfileConfig
     report = edgeship.profile("model.edgeship", ProfileConfig(threads=(1, 2), batches=(1, 8)))
     compare(report, "baseline.json", max_regression=0.10).check()   # RegressionError: exit 1
 
@@ -29,7 +28,6 @@ import csv
 import datetime as dt
 import gc
 import io
-import json
 import logging
 import math
 import os
@@ -43,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeship import jsonout
 from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
@@ -416,7 +415,7 @@ def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Compa
     d["latencies"] = npz.name if arrays else None
     if comparison is not None:
         d["comparison"] = comparison.to_dict()
-    _write(path, json.dumps(d, indent=2, default=str))
+    _write(path, jsonout.dumps(d, indent=2))
     if not arrays:
         return path
     with open(npz, "wb") as f:
