@@ -17,14 +17,14 @@ from edgeship.errors import EXIT_GATE_FAILED
 @app.command()
 @opt.with_load_options
 def check(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder (NAME.edgeship) or zip.")],
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle folder (NAME.edgeship) or zip.")],
     target: opt.TargetOpt = ["cpu"],  # noqa: B006
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Check these variants on onnxruntime's defaults (or --runtime), comma-separated, instead of the candidates.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", metavar="TEXT", help="Check these variants on onnxruntime's defaults (or --runtime), comma-separated, instead of the candidates.")] = None,
     against: Annotated[Optional[Path], typer.Option("--against", help="Re-run this PyTorch model on the golden inputs too (needs torch).")] = None,
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Your own inputs (.npz: one array per input, or <i>/<input> keys for several samples) in place of the golden ones; needs --against for the reference outputs.")] = None, tolerance: opt.TolOpt = None,
     json_out: opt.JsonOpt = None, junit: opt.JunitOpt = None,
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", "-q", help="Print only the result line (and failing rows) instead of the table; default: quiet when CI=true, --table to force the table.")] = None,
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
     candidates: Annotated[str, typer.Option("--candidates", help="default: the candidate edgeship.load runs on this host, and fp32 on onnxruntime; all: every candidate this host can run. Ignored with --variant or --runtime.")] = "default",
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:

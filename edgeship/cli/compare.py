@@ -14,8 +14,8 @@ from edgeship.errors import EXIT_GATE_FAILED
 
 @app.command()
 def compare(
-    a: Annotated[Path, typer.Argument(help="The reference: a bundle or an .onnx file (e.g. yesterday's release).")],
-    b: Annotated[Path, typer.Argument(help="The candidate: a bundle or an .onnx file (e.g. today's build).")],
+    a: Annotated[Path, typer.Argument(metavar="A", help="The reference: a bundle or an .onnx file (e.g. yesterday's release).")],
+    b: Annotated[Path, typer.Argument(metavar="B", help="The candidate: a bundle or an .onnx file (e.g. today's build).")],
     variant_a: Annotated[str, typer.Option("--variant-a", help="Variant of A when it is a bundle (default: its CPU default).")] = "auto",
     variant_b: Annotated[str, typer.Option("--variant-b", help="Variant of B when it is a bundle.")] = "auto",
     inputs: Annotated[Optional[Path], typer.Option("--inputs", help="Inputs (.npz); default: A's golden inputs, else B's, else seeded random ones.")] = None,

@@ -16,12 +16,12 @@ from edgeship.errors import EdgeshipError
 @app.command()
 @opt.with_load_options
 def export(
-    model: Annotated[Path, typer.Argument(help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle) or ONNX. Detected by content.")],
-    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle) or ONNX. Detected by content.")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz with one array per input name: the example (and first golden sample).")] = None,
-    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,
+    dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", metavar="TEXT", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,
     dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="Make axis 0 of every input the symbolic 'batch' axis.")] = False,
-    output_names: Annotated[Optional[list[str]], typer.Option("--output-names", help="Names for the outputs, comma-separated (default: dict keys, else output / output_N).")] = None,
+    output_names: Annotated[Optional[list[str]], typer.Option("--output-names", metavar="TEXT", help="Names for the outputs, comma-separated (default: dict keys, else output / output_N).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Bundle path (default ./<model name>.edgeship; end it in .zip for a zipped bundle).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Bundle name (default: the model file's stem).")] = None,
     exporter: Annotated[str, typer.Option("--exporter", help="ONNX exporter: auto (dynamo, then the TorchScript-based one), dynamo or torchscript.")] = "auto",
@@ -32,7 +32,7 @@ def export(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
-    quantize: Annotated[list[str], typer.Option("--quantize", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    quantize: Annotated[list[str], typer.Option("--quantize", metavar="TEXT", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
     tolerance: opt.TolOpt = None,

@@ -13,7 +13,7 @@ from edgeship.cli.app import app, console, setup_logging
 
 @app.command()
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="A bundle (folder or zip) or an .onnx file.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (to stdout) instead of tables.")] = False,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:

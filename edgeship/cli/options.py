@@ -25,10 +25,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file (- for stdout).")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output (- for stdout).")]
-TargetOpt = Annotated[list[str], typer.Option("--target", "-t", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", metavar="TEXT", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line and errors (no progress, tables or notes).")]
-TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
+TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", metavar="TEXT", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
 CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
 CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
 CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
@@ -38,8 +38,8 @@ _LOAD_PARAMS = [
     inspect.Parameter("arch_kwargs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch-kwargs", help="JSON object of keyword arguments for the --arch factory.")]),
     inspect.Parameter("trust_pickle", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-pickle", help="Load a whole pickled nn.Module (runs code from the file: only for files you trust).")]),
     inspect.Parameter("trust_ops", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, typer.Option("--trust-ops", help="Run an ExportedProgram (.pt2) whose graph calls ops outside edgeship's allow-list of pure aten/prims ops (such ops can read or write files: only for files you trust).")]),
-    inspect.Parameter("imports", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--import", help="Module to import before unpickling, so its classes resolve (repeatable).")]),
-    inspect.Parameter("code", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--code", help="Python file to run before unpickling, defining the model's classes (repeatable).")]),
+    inspect.Parameter("imports", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--import", metavar="TEXT", help="Module to import before unpickling, so its classes resolve (repeatable).")]),
+    inspect.Parameter("code", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[list[str]], typer.Option("--code", metavar="TEXT", help="Python file to run before unpickling, defining the model's classes (repeatable).")]),
 ]
 
 
@@ -65,7 +65,7 @@ def with_load_options(fn: F) -> F:
     return command  # type: ignore[return-value]
 
 
-RuntimeOpt = Annotated[Optional[list[str]], typer.Option("--runtime", help="Runtimes, comma-separated: onnxruntime (ort), openvino (the optional extra). Default: onnxruntime.")]
+RuntimeOpt = Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Runtimes, comma-separated: onnxruntime (ort), openvino (the optional extra). Default: onnxruntime.")]
 
 
 def runtimes(values: list[str] | None) -> tuple[str, ...]:

@@ -15,12 +15,12 @@ from edgeship.config import LoadOptions
 @app.command("profile")
 @opt.with_load_options
 def profile_command(
-    source: Annotated[Path, typer.Argument(help="A bundle (folder or zip) or an .onnx file.")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="A bundle (folder or zip) or an .onnx file.")],
     target: opt.TargetOpt = ["cpu"],  # noqa: B006
     runtime: opt.RuntimeOpt = None,
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Variants, comma-separated (default: every variant of the bundle).")] = None,
-    threads: Annotated[Optional[list[str]], typer.Option("--threads", help="Intra-op thread counts, comma-separated, e.g. 1,2,4 (default: one per core).")] = None,
-    batch: Annotated[Optional[list[str]], typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8 (default: the golden sample's batch).")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", metavar="TEXT", help="Variants, comma-separated (default: every variant of the bundle).")] = None,
+    threads: Annotated[Optional[list[str]], typer.Option("--threads", metavar="TEXT", help="Intra-op thread counts, comma-separated, e.g. 1,2,4 (default: one per core).")] = None,
+    batch: Annotated[Optional[list[str]], typer.Option("--batch", metavar="TEXT", help="Batch sizes, comma-separated, e.g. 1,8 (default: the golden sample's batch).")] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls before timing each configuration.")] = 10,
     iterations: Annotated[Optional[int], typer.Option("--iterations", "-n", help="Timed calls per configuration (default 200).")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed calls per configuration, in place of --iterations.")] = None,

@@ -14,10 +14,10 @@ from edgeship.errors import EdgeshipError
 
 @app.command()
 def quantize(
-    model: Annotated[Path, typer.Argument(help="An fp32 ONNX model.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="An fp32 ONNX model.")],
     method: Annotated[str, typer.Option("--method", "-m", help="dynamic, static or fp16.")] = "dynamic",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the quantized model (default: MODEL.<variant>.onnx beside it).")] = None,
-    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="Example sizes NAME:SHAPE[:DTYPE] for the model's symbolic axes (repeatable).")] = None,
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Example sizes NAME:SHAPE[:DTYPE] for the model's symbolic axes (repeatable).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz of real inputs for the parity check.")] = None,
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32.")] = False,

@@ -15,8 +15,8 @@ from edgeship.errors import SpecError
 
 @app.command()
 def run(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder or zip, or an .onnx file (run on onnxruntime's defaults).")],
-    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", help="NAME=FILE.npy (repeatable), FILE.npy for a model with one input, or a FILE.npz holding every input.")] = None,
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle folder or zip, or an .onnx file (run on onnxruntime's defaults).")],
+    input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="NAME=FILE.npy (repeatable), FILE.npy for a model with one input, or a FILE.npz holding every input.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the outputs to this .npz (- for stdout: the .npz bytes).")] = None,
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",

@@ -13,9 +13,9 @@ from edgeship.cli.app import app, console, setup_logging
 
 @app.command()
 def tune(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder (NAME.edgeship) or zip.")],
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="Bundle folder (NAME.edgeship) or zip.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the tuned bundle here instead of replacing BUNDLE.")] = None,
-    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", help="Only these runtimes, comma-separated: onnxruntime (ort), openvino (default: every installed one).")] = None,
+    runtime: Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Only these runtimes, comma-separated: onnxruntime (ort), openvino (default: every installed one).")] = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
     """Re-measure BUNDLE's candidates on this machine (parity on the golden samples first) and rewrite its defaults; -q prints only what changed."""
