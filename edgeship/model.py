@@ -226,8 +226,8 @@ class Model:
             raise SpecError("pass inputs either positionally or by name, not both.")
         if len(args) != len(self._names):
             raise SpecError(
-                f"the model takes {len(self._names)} inputs ({', '.join(self._names)}), got {len(args)} "
-                "positional arrays."
+                f"the model takes {len(self._names)} input{'s' * (len(self._names) != 1)} ({', '.join(self._names)}), "
+                f"got {len(args)} positional array{'s' * (len(args) != 1)}."
             )
         outs = self._run(dict(zip(self._names, args)))
         return outs[0] if len(outs) == 1 else tuple(outs)

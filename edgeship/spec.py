@@ -183,10 +183,9 @@ def validate_feeds(specs: tuple[TensorSpec, ...], feeds: dict) -> None:
         expected = ", ".join(f"{s.name}: {s.dtype}{format_shape(s.shape)}" for s in specs)
         missing = [s.name for s in specs if s.name not in feeds]
         extra = [k for k in feeds if k not in {s.name for s in specs}]
-        raise SpecError(
-            f"feeds do not match the model's inputs: missing {missing or 'none'}, unexpected "
-            f"{extra or 'none'}; the model expects {expected}."
-        )
+        wrong = "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                      f"unexpected {', '.join(map(str, extra))}" if extra else "") if x)
+        raise SpecError(f"feeds do not match the model's inputs ({wrong}); the model expects {expected}.")
     for s in specs:
         a = feeds[s.name]
         if not isinstance(a, np.ndarray):

@@ -161,8 +161,8 @@ def test_eight_threads_on_one_model_give_identical_results(mlp_bundle):
 @pytest.mark.parametrize("call, match", [
     (lambda m: m(np.zeros((1, 10))), "expects dtype float32, got float64"),
     (lambda m: m(np.zeros((1, 9), np.float32)), r"expects shape \[batch, 10\], got \[1, 9\]"),
-    (lambda m: m({"y": np.zeros((1, 10), np.float32)}), r"missing \['x'\]"),
-    (lambda m: m(np.zeros((1, 10), np.float32), np.zeros(1)), "takes 1 inputs"),
+    (lambda m: m({"y": np.zeros((1, 10), np.float32)}), r"\(missing x; unexpected y\)"),
+    (lambda m: m(np.zeros((1, 10), np.float32), np.zeros(1)), "takes 1 input \\(x\\), got 2 positional arrays"),
 ])
 def test_bad_feeds_name_the_input(mlp_bundle, call, match):
     with pytest.raises(SpecError, match=match):

@@ -129,7 +129,7 @@ def bind_inputs(module: Any, names: Sequence[str]) -> Binding:
     varargs = any(kind == "VAR_POSITIONAL" for _, kind in params)
     if list(names) == plain[:len(names)] or not any(n in by_keyword for n in names):
         if not varargs and len(names) > len(plain):
-            raise SpecError(f"the model takes {len(plain)} inputs ({', '.join(plain) or 'none'}), but "
+            raise SpecError(f"the model takes {len(plain)} input{'s' * (len(plain) != 1)} ({', '.join(plain) or 'none'}), but "
                             f"{len(names)} were given ({', '.join(names)}); pass one --input per forward() parameter.")
         matched = list(names) == plain[:len(names)]
         note = None if matched or not plain else (
