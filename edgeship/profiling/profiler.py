@@ -430,10 +430,18 @@ def write_csv(report: ProfileReport, path: str | os.PathLike) -> Path:
     w.writerow(CSV_FIELDS)
     for r in report.results:
         s = r.stats
-        w.writerow([r.runtime, r.target, r.variant, r.threads, r.batch, s.count, r.cold_start_ms, r.session_ms,
-                    r.first_run_ms, s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max, r.throughput,
-                    r.peak_rss_mb, r.rss_growth_mb, " ".join(r.providers), r.options_text])
+        w.writerow([_csv(v) for v in (r.runtime, r.target, r.variant, r.threads, r.batch, s.count, r.cold_start_ms,
+                    r.session_ms, r.first_run_ms, s.mean, s.std, s.min, s.p50, s.p90, s.p95, s.p99, s.max, r.throughput,
+                    r.peak_rss_mb, r.rss_growth_mb, " ".join(r.providers), r.options_text)])
     return _write(Path(path), buf.getvalue())
+
+
+def _csv(value: object) -> object:
+    """A CSV cell: floats to 6 significant digits (``0.006484895000000001`` is ``0.0064849``), as
+    the timing's precision warrants; NaN (not measured) as an empty cell."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
 
 
 def _write(path: Path, text: str) -> Path:
