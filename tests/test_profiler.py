@@ -458,7 +458,8 @@ def test_cli_writes_json_csv_html(cli, mlp_bundle, tmp_path):
     rows = list(csv.DictReader(c.open()))
     assert len(rows) == 4 and rows[1]["batch"] == "3"
     assert float(rows[1]["p50_ms"]) == pytest.approx(data["results"][1]["stats"]["p50"], rel=1e-5)
-    assert all(len(row["mean_ms"].replace(".", "").replace("e-", "").lstrip("0")) <= 6 for row in rows)  # 6 digits, not 17
+    assert all(len(row[k].split("e")[0].replace(".", "").lstrip("0")) <= 6 for row in rows
+               for k in ("mean_ms", "std_ms", "p50_ms"))  # 6 significant digits, not 17
 
     text = h.read_text()
     page = _Page()
