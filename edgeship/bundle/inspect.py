@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 from edgeship.errors import BundleError, ModelLoadError
@@ -24,20 +23,23 @@ def precision_of(ops: set[str], initializer_types: set[int]) -> str:
 
 
 def onnx_summary(data: bytes) -> dict:
-    """Opset, op counts and precision (detected from the graph) of an ONNX model (needs the onnx package)."""
+    """Opset, op counts and precision (detected from the graph) of an ONNX model, read from its
+    protobuf wire format: the same answer with or without the onnx package installed.
+
+    Raises:
+        ModelLoadError: the bytes are not ONNX.
+    """
+    from edgeship.runtimes.onnx_wire import NotOnnxError, summary
+
     try:
-        import onnx
-    except ImportError:
-        return {"opset": None, "ops": {}, "note": "install onnx to see op counts and the precision"}
-    m = onnx.load_model_from_string(data)
-    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
-    ops = dict(Counter(n.op_type for n in m.graph.node))
-    return {"opset": opset, "ops": ops,
-            "precision": precision_of(set(ops), {i.data_type for i in m.graph.initializer})}
+        opset, ops, types = summary(data)
+    except NotOnnxError as e:
+        raise ModelLoadError(f"not an ONNX model ({e}).") from e
+    return {"opset": opset, "ops": dict(ops), "precision": precision_of(set(ops), types)}
 
 
 def graph_precision(data: bytes) -> str | None:
-    """The precision of an ONNX model's graph; None without the onnx package to read it."""
+    """The precision class of an ONNX model's graph (int8, fp16 or fp32)."""
     return onnx_summary(data).get("precision")
 
 
@@ -51,7 +53,8 @@ def onnx_for_session(path: Path) -> bytes | str:
         UnsafeModelError: a location that escapes the model's folder or is linked.
     """
     from edgeship.bundle.limits import read_regular_file
-    from edgeship.runtimes.external_data import NotOnnxError, check_entries, external_refs
+    from edgeship.runtimes.external_data import check_entries, external_refs
+    from edgeship.runtimes.onnx_wire import NotOnnxError
 
     data = read_regular_file(path, "ONNX input", ModelLoadError)
     try:

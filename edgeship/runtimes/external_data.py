@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.errors import EdgeshipError, ModelLoadError, UnsafeModelError
+from edgeship.runtimes.onnx_wire import MAX_DEPTH, NotOnnxError, fields
 
 ALLOWED_KEYS = ("location", "offset", "length", "checksum")
-MAX_DEPTH = 100  # nested graphs, as protobuf's own recursion limit
 # message kind -> {field number: kind of the nested message}, from onnx.proto
 _NESTED = {
     "model": {7: "graph", 25: "function", 20: "training"},
@@ -53,78 +53,13 @@ class ExternalRef:
         return dict(self.entries).get("location", "")
 
 
-class NotOnnxError(ValueError):
-    """The bytes are not a well-formed protobuf message."""
-
-
-def _varint(buf: memoryview, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise NotOnnxError("truncated or overlong varint")
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if b < 0x80:
-            return value, i
-
-
-def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
-    """(field number, value) of one message: an int for varints, the bytes for length-delimited."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-            yield field, value
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            if i + n > len(buf):
-                raise NotOnnxError("a field runs past the end of its message")
-            yield field, buf[i:i + n]
-            i += n
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        elif wire == 3:  # a group: unused by onnx.proto, but parsers skip it, so skip it too
-            i = _skip_group(buf, i, field)
-        else:  # an end-group without a start; 6 and 7 do not exist
-            raise NotOnnxError(f"unexpected wire type {wire}")
-    if i != len(buf):
-        raise NotOnnxError("a fixed-size field runs past the end of its message")
-
-
-def _skip_group(buf: memoryview, i: int, field: int) -> int:
-    """The index after the end-group tag of ``field`` (groups nest)."""
-    depth = [field]
-    while depth:
-        key, i = _varint(buf, i)
-        wire = key & 7
-        if wire == 0:
-            _, i = _varint(buf, i)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            i += n
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        elif wire == 3:
-            depth.append(key >> 3)
-        elif wire == 4 and depth[-1] == key >> 3:
-            depth.pop()
-        else:
-            raise NotOnnxError("a group is not closed")
-        if i > len(buf) or len(depth) > MAX_DEPTH:
-            raise NotOnnxError("a group runs past the end of its message")
-    return i
-
-
 def _tensor_ref(buf: memoryview) -> ExternalRef | None:
     name, entries, external = "", [], False
-    for field, value in _fields(buf):
+    for field, value in fields(buf):
         if field == _TENSOR_NAME and isinstance(value, memoryview):
             name = bytes(value).decode("utf-8", "replace")
         elif field == _TENSOR_EXTERNAL and isinstance(value, memoryview):
-            entry = dict(_fields(value))
+            entry = dict(fields(value))
             key, val = entry.get(1, b""), entry.get(2, b"")
             entries.append((bytes(key).decode("utf-8", "replace") if isinstance(key, memoryview) else "",
                             bytes(val).decode("utf-8", "replace") if isinstance(val, memoryview) else ""))
@@ -142,7 +77,7 @@ def _walk(buf: memoryview, kind: str, depth: int) -> Iterator[ExternalRef]:
             yield ref
         return
     nested = _NESTED[kind]
-    for field, value in _fields(buf):
+    for field, value in fields(buf):
         if field in nested and isinstance(value, memoryview):
             yield from _walk(value, nested[field], depth + 1)
 
