@@ -250,7 +250,8 @@ def profile_table(console: Console, report) -> None:
     runs = f"{s['iterations']} calls" if s.get("iterations") else f"{s.get('duration')} s"
     micro = max((r.stats.p99 for r in report.results), default=0) < 1  # one unit per table: µs or ms
     unit, scale, fmt = ("µs", 1e3, "{:,.1f}") if micro else ("ms", 1.0, "{:,.2f}")
-    t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; times in {unit})",
+    t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; latency in {unit}, "
+                    "cold start in ms)",
               title_justify="left")
     options = any(r.options_text for r in report.results)
     cols = ["target/variant", "runtime", *(["options"] if options else []), "threads", "batch", "cold ms", "mean", "p50",

@@ -16,6 +16,8 @@ from importlib import metadata
 from edgeship.errors import ModelLoadError
 
 FLOORS = {"torch": (2, 6), "onnx": (1, 21)}
+# the oldest versions the suite runs on (pyproject's export extra, .ci/floors): what an upgrade asks for
+TESTED = {"torch": "2.13", "onnx": "1.21"}
 _WHY = {"torch": "its safe weights_only loader", "onnx": "its external-data path checks"}
 
 
@@ -36,12 +38,13 @@ def require(package: str) -> None:
         have = metadata.version(package)
     except metadata.PackageNotFoundError:
         raise ModelLoadError(
-            f"{package} is not installed; the export side needs {package}>={need}: "
+            f"{package} is not installed; the export side needs {package}>={TESTED[package]}: "
             "pip install 'edgeship[export]'."
         ) from None
     parsed = _parse(have)
     if parsed is None or parsed < floor:
         raise ModelLoadError(
             f"{package} {have} is below {need}, the oldest version edgeship trusts for {_WHY[package]}; "
-            f"refusing to load models with it. Upgrade: pip install '{package}>={need}'."
+            f"refusing to load models with it. Upgrade: pip install '{package}>={TESTED[package]}' (the oldest "
+            "edgeship is tested with)."
         )

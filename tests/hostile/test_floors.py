@@ -33,7 +33,8 @@ def test_torch_floor(monkeypatch, have, ok):
     if ok:
         floors.require("torch")
     else:
-        with pytest.raises(ModelLoadError, match=rf"torch {re.escape(have)} is below 2\.6.*weights_only.*pip install 'torch>=2\.6'"):
+        upgrade = r"pip install 'torch>=2\.13' \(the oldest edgeship is tested with\)"
+        with pytest.raises(ModelLoadError, match=rf"torch {re.escape(have)} is below 2\.6.*weights_only.*{upgrade}"):
             floors.require("torch")
 
 
