@@ -112,9 +112,15 @@ class Candidate:
         return self.runtime == "onnxruntime" and not self.options
 
     def describe(self) -> str:
-        opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(self.options.items()))
+        opts = options_text(self.options)
         at = f" at {self.precision}" if self.runtime != "onnxruntime" and self.precision != "fp32" else ""
         return f"{self.variant} on {self.runtime}{at}" + (f" ({opts})" if opts else "")
+
+
+def options_text(options: dict, leave_out: tuple[str, ...] = ()) -> str:
+    """A candidate's runtime options in words, ``spinning=off threads=1`` ("" for none)."""
+    return " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}"
+                    for k, v in sorted(options.items()) if k not in leave_out)
 
 
 def candidates_of(manifest: dict) -> dict[str, list[Candidate]]:

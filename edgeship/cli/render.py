@@ -12,7 +12,7 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
-from edgeship.bundle.manifest import Candidate, VariantResult
+from edgeship.bundle.manifest import Candidate, VariantResult, options_text
 from edgeship.profiling.opprofile import KERNEL_TIME
 from edgeship.profiling.stats import format_ms
 from edgeship.spec import format_shape
@@ -155,7 +155,7 @@ def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -
         t.add_column("max abs", justify="right")
         t.add_column("needs")
         for i, c in enumerate(cands):
-            opts = " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}" for k, v in sorted(c.options.items())) or "defaults"
+            opts = options_text(c.options) or "defaults"
             needs = " ".join(["|".join(c.requires.get("cpu_any") or [])] + list(c.requires.get("providers") or [])).strip()
             t.add_row(Text(c.id + (" ★" if i == 0 else ""), "bold" if i == 0 else ""), c.runtime, c.variant, c.precision,
                       opts, "not here" if c.unmeasured else "—" if c.p50_ms is None else f"{c.p50_ms:.3g}",

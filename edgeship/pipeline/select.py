@@ -159,7 +159,7 @@ def select_stage(ctx: Context) -> str:
                                 **_variant_figures(ctx, n)) for n in passing]
         vacuous = bool(ctx.parity.vacuous) and "fp32" in passing
         ctx.selection[t] = selection_record(timings)
-        order = rank(ranked, vacuous, timings.noise())
+        order = rank(ranked, vacuous, ctx.selection[t]["noise"])
         if not order:
             continue
         best, fastest = order[0], rank(ranked)[0]

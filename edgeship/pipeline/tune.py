@@ -101,7 +101,7 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
         done = {c.id for c in measured}
         kept = [replace(c, unmeasured=f"not measured by the tune of {dt.date.today().isoformat()}: {why}")
                 for c in before.get(t, []) if c.id not in done and (why := _not_measured(c, t, runtimes)) is not None]
-        after[t] = rank(measured, vacuous, timings.noise()) + kept
+        after[t] = rank(measured, vacuous, selection[t]["noise"]) + kept
     changes = [_change(t, before.get(t, []), after[t], m.get("defaults") or {}) for t in after]
     manifest = {k: v for k, v in m.items() if k not in ("schema_version", "files")}
     manifest["defaults"] = {**(m.get("defaults") or {}), **{t: cs[0].variant for t, cs in after.items()}}

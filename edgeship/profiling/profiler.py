@@ -43,6 +43,7 @@ import numpy as np
 
 from edgeship import jsonout
 from edgeship.bundle.manifest import Candidate, VariantResult
+from edgeship.bundle.manifest import options_text as manifest_options_text
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.host import usable_cpus
@@ -368,8 +369,7 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
 
 def options_text(options: dict) -> str:
     """A row's runtime options beyond threads, ``spinning=off opt_level=extended``."""
-    return " ".join(f"{k}={('on' if v else 'off') if isinstance(v, bool) else v}"
-                    for k, v in sorted(options.items()) if k != "threads")
+    return manifest_options_text(options, leave_out=("threads",))
 
 
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
