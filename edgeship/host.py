@@ -41,11 +41,10 @@ def cpu_mask() -> frozenset[str]:
 def host_info() -> dict:
     """Machine, OS, CPU model and count, Python, and the CPU flags that matter (VNNI, AMX, ...),
     less those :data:`CPU_MASK_ENV` masks (named under ``cpu_mask`` when set)."""
-    cpu, flags = _cpuinfo()
+    cpu, _ = _cpuinfo()
     mask = cpu_mask()
     info = {"machine": platform.machine(), "system": platform.system(), "cpu": cpu, "cpus": os.cpu_count(),
-            "usable_cpus": usable_cpus(), "python": platform.python_version(),
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags and f not in mask]}
+            "usable_cpus": usable_cpus(), "python": platform.python_version(), "cpu_flags": cpu_flags()}
     if mask:
         info["cpu_mask"] = sorted(mask)
     return info
