@@ -9,12 +9,16 @@ torch (or onnx):
     edgeship.check(bundle, targets=("cpu",)) -> ParityReport
     edgeship.compare(a, b) -> ParityReport
     edgeship.profile(bundle_or_onnx, ProfileConfig(...)) -> ProfileReport
+
+Type checkers see the real types: every lazy name is also imported under ``TYPE_CHECKING`` (never
+at runtime), so ``edgeship.load("b")`` is an ``edgeship.model.Model`` to mypy and pyright, and a
+misspelt name is an error rather than ``Any``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeship.errors import (
     BundleError,
@@ -29,6 +33,15 @@ from edgeship.errors import (
     TargetUnavailableError,
     UnsafeModelError,
 )
+
+if TYPE_CHECKING:  # the names _LAZY imports on first use, for type checkers only
+    from edgeship.config import ExportConfig, LoadOptions, ProfileConfig
+    from edgeship.model import Model, load
+    from edgeship.parity.check import check
+    from edgeship.parity.compare import compare
+    from edgeship.pipeline import export
+    from edgeship.pipeline import quantize_model as quantize
+    from edgeship.profiling.profiler import profile
 
 __version__ = "0.1.0"
 
@@ -45,14 +58,17 @@ _LAZY = {
     "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
+# spelt out (not `*_LAZY`) so type checkers read it: a name listed here is the package's to export
 __all__ = ["BundleError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError", "ParityError", "QuantizationError",
-           "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__", *_LAZY]
+           "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__",
+           "load", "Model", "export", "quantize", "ExportConfig", "LoadOptions", "ProfileConfig", "check", "compare", "profile"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'edgeship' has no attribute {name!r}")
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read any other name as Any
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            module, attr = _LAZY[name]
+            value = getattr(importlib.import_module(module), attr)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module 'edgeship' has no attribute {name!r}")

@@ -3,7 +3,7 @@
     import edgeship
     m = edgeship.load("simplenet.edgeship", target="cpu")   # or "cuda", "auto"
     y = m(x)                      # positional arrays -> array (or tuple for several outputs)
-    d = m({"x": x})               # dict -> dict of outputs by name
+    d = m({"x": x})               # dict -> dict of outputs by name (also m(x=x), m.run({"x": x}))
     m.inputs, m.outputs, m.variant, m.precision, m.candidate, m.providers
     m.session                     # the onnxruntime.InferenceSession itself (public: IO binding, run options)
 
@@ -30,7 +30,7 @@ import logging
 import operator
 import os
 import weakref
-from typing import Any, Union
+from typing import Any, TypeAlias, overload
 
 import numpy as np
 
@@ -46,7 +46,10 @@ from edgeship.spec import IOSpec, TensorSpec, format_shape, validate_feeds
 log = logging.getLogger(__name__)
 
 
-Outputs = Union[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]
+# What ``m(x, ...)`` returns: an ndarray, or a tuple of them for a model with several outputs. How
+# many is the bundle's, which no type checker can know, so it is typed Any (``m(x).shape`` checks);
+# ``m({...})``, ``m(name=x)`` and ``m.run(feeds)`` are typed precisely, as dict[str, np.ndarray].
+ArrayOrArrays: TypeAlias = Any
 
 
 def _fast_path(checks: list, out_names: list[str]) -> tuple | None:
@@ -199,11 +202,34 @@ class Model:
         return self._runner.session if self.runtime == ORT else self._runner.compiled
 
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
+        """The bundle's manifest.json, as read."""
         return self.bundle.manifest
 
-    def __call__(self, *args: np.ndarray | dict[str, np.ndarray], **kwargs: np.ndarray) -> Outputs:
-        """``m(x, ...)`` returns an array (a tuple for several outputs); ``m({...})`` a dict."""
+    @overload
+    def __call__(self, feeds: dict[str, np.ndarray], /) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def __call__(self, *arrays: np.ndarray) -> ArrayOrArrays: ...
+
+    @overload
+    def __call__(self, **feeds: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def __call__(self, *args: np.ndarray | dict[str, np.ndarray], **kwargs: np.ndarray) -> Any:
+        """Run the model on numpy arrays.
+
+        ``m(x, ...)``: one array per input, in the model's order; returns the output array, or a
+        tuple of arrays for a model with several outputs. How many is the bundle's, unknown to a
+        type checker, so this form is typed ``Any`` (``ArrayOrArrays``): ``m(x).shape`` checks,
+        and an app that knows its model says which (``y: np.ndarray = m(x)``, ``a, b = m(x)``).
+        ``m({"x": x})`` and ``m(x=x)`` return the outputs by name and are typed precisely
+        (``dict[str, np.ndarray]``), as is ``m.run(feeds)``.
+
+        Raises:
+            SpecError: the feeds do not fit the model's inputs (names, count, dtypes, ranks, fixed
+                sizes), or mix positional and named inputs.
+            InferenceError: the runtime failed to run.
+        """
         fast = self._fast
         if fast is not None and len(args) == 1 and not kwargs:  # one array in, one out: kept lean (B3, B8)
             a = args[0]
@@ -305,7 +331,7 @@ class Model:
     def __enter__(self) -> Model:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -321,7 +347,7 @@ def _np_dtype(name: str):
         return None
 
 
-def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = "auto",
+def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: str = "auto",
          threads: int | None = None, *, runtime: str | None = None, inter_op_threads: int | None = None,
          session_options: Any = None, provider_options: dict[str, Any] | None = None) -> Model:
     """Verify a bundle and open one variant of it for ``target``.
@@ -369,7 +395,7 @@ def load(bundle: str | os.PathLike | bytes, target: str = "cpu", variant: str = 
         return _load(bundle, target, variant, threads, options, provider_options, runtime)
 
 
-def _load(bundle: str | os.PathLike | bytes, target: str, variant: str, threads: int | None, options: Any,
+def _load(bundle: str | os.PathLike[str] | bytes, target: str, variant: str, threads: int | None, options: Any,
           provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
     """Open the first candidate that runs here; see :func:`load`."""
     b = open_bundle(bundle)
