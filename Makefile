@@ -48,6 +48,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgeship tests benchmarks examples
 	$(VENV)/bin/mypy
+	d=$$(mktemp -d) && { $(VENV)/bin/mkdocs build --strict --site-dir $$d; rc=$$?; rm -rf $$d; exit $$rc; }
 
 # the lowest supported versions (constraints-floors.txt) in their own venv: the quick subset
 floors:
