@@ -16,8 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from edgeship import jsonout
-from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath, sha256_file
+from edgeship import jsonout, schemas
+from edgeship.bundle.layout import MANIFEST, check_relpath, sha256_file
 from edgeship.bundle.manifest import parse_manifest
 from edgeship.errors import BundleError
 
@@ -25,8 +25,9 @@ from edgeship.errors import BundleError
 def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
     """Write ``files`` (bundle-relative path -> source file) and ``manifest`` to ``out`` atomically.
 
-    ``out`` ending in ``.zip`` gives a zipped bundle. The manifest gains ``schema_version`` and
-    ``files`` (sha256 and size of each file).
+    ``out`` ending in ``.zip`` gives a zipped bundle. The manifest gains ``schema`` and
+    ``schema_version`` (:func:`edgeship.schemas.header`: this edgeship's, whatever ``manifest``
+    says) and ``files`` (sha256 and size of each file).
 
     Raises:
         BundleError: ``out`` exists and is not a bundle, or the write failed.
@@ -36,7 +37,8 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
     for rel, src in sorted(files.items()):
         check_relpath(rel)
         entries[rel] = {"sha256": sha256_file(src), "size": Path(src).stat().st_size}
-    full = {"schema_version": SCHEMA_VERSION, **manifest, "files": entries}
+    head = schemas.header("manifest")
+    full = {**head, **{k: v for k, v in manifest.items() if k not in head}, "files": entries}
     data = jsonout.dumps(full, indent=2).encode()
     zipped = out.name.endswith(".zip")
     if (out.exists() or out.is_symlink()) and not _is_bundle(out, zipped):

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from edgeship import jsonout
+from edgeship import jsonout, schemas
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,8 @@ class ParityReport:
 
 
 def write_json(report: ParityReport, path: Path) -> None:
-    Path(path).write_text(jsonout.dumps(report.to_dict(), indent=2))
+    """The report as ``check``/``compare``/``export --json`` write it (its schema: ``edgeship/schemas/parity.json``)."""
+    Path(path).write_text(jsonout.dumps({**schemas.header("parity"), **report.to_dict()}, indent=2))
 
 
 def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity") -> None:

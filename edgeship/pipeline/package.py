@@ -12,7 +12,7 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from edgeship import jsonout
+from edgeship import jsonout, schemas
 from edgeship.bundle.golden import save_samples
 from edgeship.bundle.layout import sha256_file
 from edgeship.bundle.manifest import VariantResult
@@ -32,7 +32,9 @@ def tool_versions() -> dict:
 
 
 def report_dict(ctx: Context, source: dict) -> dict:
+    """report.json (its schema: ``edgeship/schemas/report.json``)."""
     return {
+        **schemas.header("report"),
         "name": ctx.config.bundle_name,
         "source": source,
         "stages": [s.to_dict() for s in ctx.stages],

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship import jsonout
+from edgeship import jsonout, schemas
 from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.bundle.manifest import options_text as manifest_options_text
 from edgeship.config import ProfileConfig
@@ -411,7 +411,7 @@ def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Compa
     """The report as JSON, and (``arrays``) every call's latency (ms) in an .npz beside it (same stem)."""
     path = Path(path)
     npz = path.with_suffix(".npz")
-    d = report.to_dict()
+    d = {**schemas.header("profile"), **report.to_dict()}  # its schema: edgeship/schemas/profile.json
     d["latencies"] = npz.name if arrays else None
     if comparison is not None:
         d["comparison"] = comparison.to_dict()
