@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeship import schemas
 from edgeship.errors import RegressionError, SpecError
 
 
@@ -101,12 +102,23 @@ class Comparison:
 
 
 def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str, int, int], float]:
-    """p50 (ms) by (target, variant, threads, batch) from a ``profile --json`` file."""
+    """p50 (ms) by (target, variant, threads, batch) from a ``profile --json`` file.
+
+    Any version up to this edgeship's is read (a file without ``schema_version``, written before it
+    existed, is version 1); keys it does not know are ignored.
+
+    Raises:
+        SpecError: unreadable, not a profile, or of a newer ``schema_version`` than this edgeship reads.
+    """
     try:
         data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"--baseline {path}: not a profile JSON written by `edgeship profile --json` ({e!r}).") from e
+    schemas.check_version(data, "profile", f"--baseline {path}")
+    try:
         return {(r["target"], r["variant"], int(r["threads"]), int(r["batch"])): float(r["stats"]["p50"])
                 for r in data["results"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise SpecError(f"--baseline {path}: not a profile JSON written by `edgeship profile --json` ({e!r}).") from e
 
 
