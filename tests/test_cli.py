@@ -116,12 +116,36 @@ def test_check_changed_weight_fails_exit_1_with_junit_failure(cli, bundle_copy, 
     assert len(failures) == 1 and "outside atol" in failures[0].find("failure").get("message")
 
 
-def test_inspect_bundle_and_onnx(cli, mlp_bundle, files):
+def test_inspect_bundle_and_onnx(cli, mlp_bundle, files, tmp_path):
     code, out = cli("inspect", mlp_bundle)
     assert code == 0 and "variant fp32" in out and "Gemm" in out and "batch" in out and "opset" in out
-    code, out = cli("inspect", files["dir"] / "mlp.onnx", "--json")
-    info = json.loads(out)
+    code, out = cli("inspect", files["dir"] / "mlp.onnx", "--json", tmp_path / "i.json")
+    assert code == 0 and "mlp.onnx" in out and f"wrote {(tmp_path / 'i.json').resolve()}" in out, out
+    info = json.loads((tmp_path / "i.json").read_text())
+    assert info["schema"] == "edgeship.inspect/1" and info["schema_version"] == 1
     assert info["inputs"][0]["name"] == "x" and info["variants"]["model"]["ops"]
+
+
+def test_inspect_json_takes_a_path_and_dash_is_stdout(mlp_bundle, tmp_path, monkeypatch, capsys, cli):
+    """Issue 19 item 5: --json PATH as check, compare and profile take it; - writes the JSON alone to
+    stdout, and the tables (or with -q the line) go to stderr."""
+    from edgeship.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for quiet in ((), ("-q",)):
+        monkeypatch.setattr("sys.argv", ["edgeship", "inspect", str(mlp_bundle), "--json", "-", *quiet])
+        main()
+        out = capsys.readouterr()
+        assert json.loads(out.out)["kind"] == "bundle"  # stdout holds the JSON only
+        assert ("fp32 (fp32)" if quiet else "variant fp32") in out.err and "wrote" not in out.err
+    assert not (tmp_path / "-").exists()
+    code, out = cli("inspect", mlp_bundle, "--json", tmp_path / "q.json", "-q")
+    assert code == 0 and "fp32 (fp32)" in out and "wrote" not in out, out  # -q: the result line only
+    assert json.loads((tmp_path / "q.json").read_text())["kind"] == "bundle"
+    code, out = cli("inspect", mlp_bundle, "--json")
+    assert code == 2 and "'--json' requires an argument" in out, out
+    code, out = cli("inspect", mlp_bundle, "--json", tmp_path / "missing" / "i.json")
+    assert code == 2 and "--json" in out and "cannot write it" in out, out
 
 
 def test_run_with_npy_and_save_npz(cli, mlp_bundle, tmp_path, files):

@@ -47,9 +47,9 @@ def test_bundle_files_profile_and_inspect_json_are_strict(mlp_bundle, tmp_path, 
         strict((mlp_bundle / name).read_text())
     rep = profile(mlp_bundle, ProfileConfig(variants=("fp32",), warmup=1, iterations=3))
     strict(write_profile_json(rep, tmp_path / "p.json").read_text())
-    code, out = cli("inspect", mlp_bundle, "--json")
-    assert code == 0
-    strict(out)
+    code, out = cli("inspect", mlp_bundle, "--json", tmp_path / "i.json")
+    assert code == 0, out
+    strict((tmp_path / "i.json").read_text())
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -97,7 +97,7 @@ def test_compare_and_inspect_give_the_same_answer_without_onnx(mlp_bundle, tmp_p
     for blocked in (True, False):
         cmd = [sys.executable, "-c", code] if blocked else [sys.executable, "-m", "edgeship"]
         cmp = subprocess.run([*cmd, "compare", str(a), str(b), "-q"], capture_output=True, text=True, timeout=300)
-        ins = subprocess.run([*cmd, "inspect", str(b), "--json"], capture_output=True, text=True, timeout=300)
+        ins = subprocess.run([*cmd, "inspect", str(b), "--json", "-"], capture_output=True, text=True, timeout=300)
         assert cmp.returncode == 0, (blocked, cmp.stdout, cmp.stderr)
         info = strict(ins.stdout)["variants"]["model"]
         assert info["opset"] and info["ops"].get("MatMulInteger") and info["precision"] == "int8", (blocked, info)
