@@ -15,6 +15,7 @@ types alike).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,30 @@ class Sample:
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.sizes.items()) or "fixed shapes"
+
+
+def describe_sample(label: str) -> str:
+    """What a sample label means (the legend of ``example``, ``seed0-1``, ``dynamic-batch2``...)."""
+    kind, _, rest = label.partition("-")
+    if label == "example":
+        return "the example inputs given to the export (--example-inputs)"
+    if kind.startswith("seed") and kind[4:].isdigit() and rest.isdigit():
+        return f"seeded random data (seed {kind[4:]}, sample {rest}) at the example's sizes"
+    if kind == "resampled" and rest.isdigit():
+        return f"rows resampled from the example inputs (sample {rest})"
+    if kind == "dynamic":
+        sizes = ", ".join(re.sub(r"^(.*?)(\d+)$", r"\1=\2", part) for part in rest.split("-"))
+        return f"every dynamic axis at a second size ({sizes}), so a size the trace fixed fails"
+    if kind == "inputs" and rest.isdigit():
+        return f"the given --inputs file, sample {rest}"
+    if kind == "golden" and rest.isdigit():
+        return f"the bundle's golden input {rest}"
+    return "a sample of the bundle's golden inputs"
+
+
+def legend(labels) -> str:
+    """One line naming what each label means, in order of first appearance."""
+    return "; ".join(f"{label} = {describe_sample(label)}" for label in dict.fromkeys(labels))
 
 
 def second_size(size: int) -> int:

@@ -12,6 +12,7 @@ from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
+from edgeship.bundle.golden import legend
 from edgeship.bundle.manifest import Candidate, VariantResult, options_text
 from edgeship.profiling.opprofile import KERNEL_TIME
 from edgeship.profiling.stats import format_ms
@@ -94,6 +95,9 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
     for i, r in enumerate(failed, 1):
         who = f"candidate {r['candidate']} ({r['runner']})" if r.get("candidate") else f"{r['runner']} {r['variant']}"
         console.print(Text.assemble((f"({i}) ", "red"), f"{who} {r['output']}: {r['reason']}"))
+    if failed:
+        labels = [c.sample for c in report.checks if not c.passed]
+        console.print(Text.assemble(("samples: ", "dim"), legend(labels)))
     from edgeship.parity.localize import describe
 
     for variant, where in (report.divergence or {}).items():

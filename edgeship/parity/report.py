@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from edgeship import jsonout, schemas
+from edgeship.bundle.golden import describe_sample
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class ParityReport:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
                 "warnings": list(self.vacuous.values()), "vacuous": self.vacuous, "skipped": self.skipped,
-                "summary": self.summary(), "checks": [c.to_dict() for c in self.checks]}
+                "summary": self.summary(), "checks": [c.to_dict() for c in self.checks],
+                "samples": {c.sample: describe_sample(c.sample) for c in self.checks}}
 
     def merged(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgeship import jsonout, schemas
-from edgeship.bundle.golden import save_samples
+from edgeship.bundle.golden import describe_sample, save_samples
 from edgeship.bundle.layout import sha256_file
 from edgeship.bundle.manifest import VariantResult
 from edgeship.bundle.write import write_bundle
@@ -101,7 +101,8 @@ def package_stage(ctx: Context) -> str:
         "candidates": {t: [c.to_dict() for c in cs] for t, cs in ctx.candidates.items()},
         "selection": ctx.selection,
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
-                   "samples": [{"label": s.label, "sizes": s.sizes} for s in ctx.samples]},
+                   "samples": [{"label": s.label, "sizes": s.sizes, "about": describe_sample(s.label)}
+                               for s in ctx.samples]},
         "torchscript": "torchscript/model.pt" if ctx.torchscript_path else None,
         "source": source,
         "host": host_info(),
