@@ -46,6 +46,7 @@ TENSOR_PATHS: dict[str, dict[int, str]] = {
     "TrainingInfoProto": {1: "GraphProto", 2: "GraphProto"},
 }
 TENSOR = "TensorProto"
+ORT_FORMAT_ID = b"ORTM"  # onnxruntime takes model bytes with this at offset 4 as an ORT-format model
 _TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION, _EXTERNAL = 8, 13, 14, 1
 
 
@@ -110,8 +111,13 @@ def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = Un
 
     Raises:
         error: a tensor keeps its data in another file, or the bytes are not a protobuf message
-            (which a parser could read differently from this scan).
+            (which a parser could read differently from this scan), or they carry the ORT format's
+            file identifier (onnxruntime would read them as flatbuffers, which this scan does not).
     """
+    if data[4:8] == ORT_FORMAT_ID:  # onnxruntime would take the bytes as an ORT-format (flatbuffers) model
+        raise error(f"{where}{what} is marked as an ORT-format model (file identifier ORTM at byte 4), which "
+                    "onnxruntime reads as flatbuffers, not ONNX, so this check cannot scan it; edgeship hands "
+                    "onnxruntime ONNX models only. Re-export it, or pass the ONNX model.")
     try:
         refs = external_refs(data)
     except NotOnnxError as e:

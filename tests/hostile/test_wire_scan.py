@@ -206,6 +206,15 @@ def test_data_location_is_read_as_protobuf_reads_an_enum():
     assert [r.tensor for r in external_refs(crafted)] == ["w"]
 
 
+def test_bytes_onnxruntime_would_read_as_ort_format_are_refused():
+    """Valid protobuf (an unknown field) that carries the ORT format's identifier at byte 4: the
+    scan finds nothing, but onnxruntime would parse the bytes as flatbuffers instead."""
+    data = bytes([0xA2, 0x06, 0x06, 0x00]) + b"ORTM\x00"  # field 100, 6 bytes: 00 O R T M 00
+    assert external_refs(data) == []
+    with pytest.raises(UnsafeModelError, match="ORT-format model"):
+        refuse_external_data(data, "the model")
+
+
 def test_garbage_is_not_onnx():
     with pytest.raises(NotOnnxError):
         external_refs(b"\x3a\xff\xff\xff\xff\x0f")
