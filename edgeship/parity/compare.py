@@ -36,6 +36,7 @@ def _side(path: Path, variant: str) -> Side:
     from edgeship.bundle.choose import choose_variant
     from edgeship.bundle.golden import read_bundle_npz
     from edgeship.bundle.inspect import graph_precision, onnx_for_session, onnx_io
+    from edgeship.bundle.limits import read_regular_file
     from edgeship.bundle.read import is_bundle, open_bundle
 
     if not path.exists():
@@ -49,7 +50,7 @@ def _side(path: Path, variant: str) -> Side:
     data = onnx_for_session(path)  # bytes, or the path of a model whose external data was checked
     io = onnx_io(data, str(path))
     # a raw int8 .onnx is judged with int8 tolerances
-    precision = graph_precision(data if isinstance(data, bytes) else path.read_bytes()) or "fp32"
+    precision = graph_precision(data if isinstance(data, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)) or "fp32"
     return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), precision)
 
 
