@@ -38,6 +38,7 @@ from edgeship.bundle.choose import open_candidate
 from edgeship.bundle.manifest import Candidate
 from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
+from edgeship.host import resolve_threads
 from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
 from edgeship.runtimes.registry import OPENVINO, ORT, runtime_name
@@ -114,6 +115,10 @@ def _refuse_after_fork(names: Any, feeds: Any, options: Any = None) -> Any:
     raise InferenceError("this Model runs onnxruntime's parallel execution mode (inter_op_threads), whose threads "
                          "do not survive fork(): a call in this fork()ed process would hang. Load the model after "
                          "fork (gunicorn: no --preload, or load in post_fork; multiprocessing: 'spawn' or 'forkserver').")
+
+
+def _refuse_closed(names: Any, feeds: Any, options: Any = None) -> Any:
+    raise InferenceError("this Model was closed (its session and memory were freed); load the bundle again to run it.")
 
 
 def _after_fork_in_child() -> None:
@@ -309,6 +314,8 @@ class Model:
             SpecError: a numpy feed does not fit the model's inputs.
             InferenceError: onnxruntime failed to run.
         """
+        if self._run_checked is _refuse_closed:
+            _refuse_closed(None, feeds)
         if self.runtime != ORT:
             raise SpecError(f"run_bound is onnxruntime's IO binding; this Model runs candidate {self.candidate.id} on "
                             f"{self.runtime}. Call m(x) or m.run(feeds), or load with runtime='onnxruntime' for IO binding.")
@@ -326,6 +333,9 @@ class Model:
         return dict(zip(self._out_names, binding.get_outputs()))
 
     def close(self) -> None:
+        """Free the runtime's session and the memory it holds; a call after it raises InferenceError."""
+        self._run_checked = _refuse_closed  # it held the session's run: the session lives as long as it does
+        _hang_after_fork.discard(self)
         self._runner.close()
 
     def __enter__(self) -> Model:
@@ -354,15 +364,18 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
 
     Args:
         bundle: a ``NAME.edgeship`` folder, a ``NAME.edgeship.zip`` file, or the bytes of a zipped
-            bundle already in memory (verified exactly like the file, without a temporary file).
+            bundle already in memory (``bytes``, ``bytearray`` or ``memoryview``, copied once;
+            verified exactly like the file, without a temporary file, and not kept once the model
+            is open).
         target: ``cpu``, ``cuda``, ``auto`` (CUDA when usable, else CPU) or a provider name.
         variant: ``auto`` (the bundle's default for the target) or a variant name such as ``fp32``.
-        threads: intra-op threads; default: the candidate's, else one per usable core (or
-            ``session_options``' own).
+        threads: intra-op threads, at most this host's usable cores (a larger count is capped);
+            default: the candidate's, else one per usable core (or ``session_options``' own).
         runtime: ``onnxruntime`` (``ort``) or ``openvino``: the first candidate on that runtime;
             default: the first candidate this host can run (see the module's docstring). ``inter_op_threads``,
             ``session_options`` and ``provider_options`` are onnxruntime's, and pin it.
-        inter_op_threads: threads for independent nodes; turns on onnxruntime's parallel mode.
+        inter_op_threads: threads for independent nodes (capped like ``threads``); turns on
+            onnxruntime's parallel mode.
         session_options: an ``onnxruntime.SessionOptions`` to open the session with (``threads``
             and ``inter_op_threads``, when given, are set on it).
         provider_options: options for the target's execution provider, e.g. ``{"device_id": 1}``
@@ -373,6 +386,11 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
         TargetUnavailableError: the target's execution provider (or the runtime) is not installed.
     """
     check_threads(threads)
+    check_threads(inter_op_threads, "inter_op_threads")
+    threads = resolve_threads(threads) if threads else None  # more threads than cores only oversubscribe
+    inter_op_threads = resolve_threads(inter_op_threads) if inter_op_threads else None
+    if isinstance(bundle, (bytearray, memoryview)):  # a snapshot: the buffer may change after verification
+        bundle = bytes(bundle)
     if runtime is not None:
         runtime = runtime_name(runtime)
     if session_options is not None or inter_op_threads or provider_options:
@@ -380,7 +398,7 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
             raise SpecError("session_options, inter_op_threads and provider_options are onnxruntime's; "
                             "leave them out with runtime='openvino'.")
         runtime = ORT
-    before = identity(bundle) if not isinstance(bundle, bytes) else None
+    before = identity(bundle) if isinstance(bundle, (str, os.PathLike)) else None
     options = None
     if session_options is not None or inter_op_threads:
         options = ort_session_options(threads, inter_op_threads=inter_op_threads, base=session_options)
@@ -397,9 +415,18 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
 
 def _load(bundle: str | os.PathLike[str] | bytes, target: str, variant: str, threads: int | None, options: Any,
           provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
-    """Open the first candidate that runs here; see :func:`load`."""
+    """Open the first candidate that runs here; see :func:`load`. A bundle given as bytes is closed
+    once the model is open: the Model keeps its manifest, not the zip's bytes (``Model.bundle.read``
+    then refuses); a bundle on disk stays readable."""
     b = open_bundle(bundle)
-    target, providers = resolve_target(target)
-    spec = IOSpec.from_dict(b.manifest["io"])
-    runner, c, skipped = open_candidate(b, spec, target, providers, variant, runtime, threads, options, provider_options)
-    return Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped)
+    try:
+        target, providers = resolve_target(target)
+        spec = IOSpec.from_dict(b.manifest["io"])
+        runner, c, skipped = open_candidate(b, spec, target, providers, variant, runtime, threads, options, provider_options)
+        model = Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped)
+    except BaseException:
+        b.close()
+        raise
+    if isinstance(bundle, bytes):
+        b.close()
+    return model

@@ -80,14 +80,20 @@ def onnx_io(data: bytes | str, what: str) -> IOSpec:
 
 
 def inspect_path(path: str | Path) -> dict:
+    """What a bundle (a folder, or a zip recognised by its content, whatever its name) or an ONNX
+    file holds.
+
+    Raises:
+        BundleError: a missing path, or a corrupt bundle.
+        ModelLoadError, UnsafeModelError: an ONNX file that cannot be read or names bad external data.
+    """
     from edgeship.bundle.limits import read_regular_file
+    from edgeship.bundle.read import is_bundle, open_bundle
 
     path = Path(path)
     if not path.exists():
         raise BundleError(f"{path} does not exist; pass a bundle or an .onnx file.")
-    if path.is_dir() or path.name.endswith(".zip"):
-        from edgeship.bundle import open_bundle
-
+    if is_bundle(path, ModelLoadError):  # by content: a zipped bundle under any name, an .onnx named .zip
         b = open_bundle(path)
         m = b.manifest
         variants = {}

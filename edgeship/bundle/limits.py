@@ -4,7 +4,9 @@ A crafted input can declare any size: a manifest padded to GiBs, a zip member wh
 header hides a stream that inflates to GiBs, an .npz of compressed zeros, an .npy header that
 declares 10^12 elements, a FIFO or ``/dev/zero`` passed as a file. Every reader here
 
-- opens without blocking and refuses anything but a regular file (:func:`open_regular`);
+- opens without blocking and refuses anything but a regular file (:func:`open_regular`), and
+  where a link must not be followed refuses it in the same step (``O_NOFOLLOW``);
+- reads and hashes no more than a bound (:func:`read_at_most`, :func:`sha256_at_most`);
 - reads zip members in chunks, never past the size their header declares (:func:`read_member`),
   and refuses a member that inflates more than :data:`MAX_RATIO` times;
 - reads an .npy header first and refuses an array larger than its member or than the budget
@@ -18,10 +20,13 @@ The array budget (golden files, ``--example-inputs``, ``--inputs``, ``--calibrat
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import io
 import math
 import os
 import stat
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,21 +54,52 @@ def array_budget() -> int:
     return int(mb * (1 << 20)) if math.isfinite(mb) and mb > 0 else DEFAULT_ARRAY_MB << 20
 
 
-def open_regular(path: Path, what: str, error: type[EdgeshipError]) -> IO[bytes]:
+def open_regular(path: Path, what: str, error: type[EdgeshipError], *, nofollow: bool = False) -> IO[bytes]:
     """Open ``path`` for reading if it is a regular file; never blocks on a FIFO or device.
 
+    Args:
+        nofollow: refuse a symbolic link as the last part of ``path`` (``O_NOFOLLOW``: the check and
+            the open are one step, so no link can be swapped in between).
+
     Raises:
-        error: missing, unreadable, or not a regular file (a FIFO, device, socket or folder).
+        error: missing, unreadable, a symbolic link (with ``nofollow``), or not a regular file (a
+            FIFO, device, socket or folder).
     """
+    # O_BINARY: on Windows os.open gives a text-mode descriptor otherwise (CRLF folded, ^Z read as EOF)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        # O_BINARY: on Windows os.open gives a text-mode descriptor otherwise (CRLF folded, ^Z read as EOF)
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        if nofollow and not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: checked first
+            raise OSError(errno.ELOOP, "is a symbolic link")
+        fd = os.open(path, flags)
     except OSError as e:
+        if nofollow and e.errno == errno.ELOOP:
+            raise error(f"{what}: {path} is a symbolic link; a plain file was expected here.") from e
         raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise error(f"{what}: {path} is not a regular file (a folder, device, pipe or socket); pass a file.")
     return os.fdopen(fd, "rb")
+
+
+def read_at_most(f: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` + 1 bytes of ``f`` (one more than allowed, so a caller sees a file that holds
+    more than it should without reading all of it)."""
+    return f.read(limit + 1)
+
+
+def sha256_at_most(f: IO[bytes], limit: int) -> tuple[str, int]:
+    """(the sha256, the count) of up to ``limit`` + 1 bytes of ``f``, read in chunks: a file that
+    grows, or never ends, is hashed no further than one byte past ``limit``."""
+    h, n = hashlib.sha256(), 0
+    while n <= limit:
+        chunk = f.read(min(CHUNK, limit + 1 - n))
+        if not chunk:
+            break
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
 
 
 def read_regular_file(path: Path, what: str, error: type[EdgeshipError]) -> bytes:
@@ -82,6 +118,42 @@ def check_ratio(info: zipfile.ZipInfo, where: str, error: type[EdgeshipError]) -
             f"{where}: zip member {info.filename!r} declares {info.file_size} bytes from "
             f"{info.compress_size} compressed (over {MAX_RATIO}x): refused as a decompression bomb."
         )
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # a zip member's local header (PKWARE APPNOTE 4.3.7)
+
+
+def check_members(z: zipfile.ZipFile, source: IO[bytes], size: int, where: str, error: type[EdgeshipError]) -> None:
+    """Refuse a zip (``source``, ``size`` bytes long) that inflates too much in all or whose members overlap.
+
+    - all members together may declare at most :data:`MAX_RATIO` times the zip's size (plus
+      :data:`RATIO_FLOOR`): :func:`check_ratio` bounds one member, and thousands of small members
+      (each under the floor) would otherwise multiply it;
+    - each member's data must end before the next member's header (or the central directory)
+      begins: members that share their bytes (a "quoted overlap" bomb) are refused, as zipfile in
+      Python >= 3.12 refuses them on reading.
+
+    Raises:
+        error: either one.
+    """
+    infos = z.infolist()
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_RATIO * size + RATIO_FLOOR:
+        raise error(f"{where}: its {len(infos)} zip members declare {declared} bytes in all from a {size}-byte zip "
+                    f"(over {MAX_RATIO}x): refused as a decompression bomb.")
+    end = z.start_dir
+    for info in sorted(infos, key=lambda i: i.header_offset, reverse=True):
+        source.seek(info.header_offset)
+        header = source.read(_LOCAL_HEADER.size)
+        if len(header) != _LOCAL_HEADER.size or header[:4] != b"PK\x03\x04":
+            raise error(f"{where}: zip member {info.filename!r} has no local header at offset {info.header_offset}; "
+                        "the zip is corrupt.")
+        fields = _LOCAL_HEADER.unpack(header)
+        data_end = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1] + info.compress_size
+        if data_end > end:
+            raise error(f"{where}: zip member {info.filename!r} overlaps the next member or the central directory "
+                        f"(its data ends at byte {data_end}, past {end}): refused as a decompression bomb.")
+        end = info.header_offset
 
 
 def iter_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:

@@ -2,6 +2,14 @@
 
 Reading refuses unlisted, missing, linked or escaping paths and checks every sha256 and size;
 :meth:`Bundle.read` checks the sha256 of the bytes it returns once more.
+
+A file may be swapped while the bundle is read (a FIFO, a link to ``/dev/zero``, another file), so
+nothing is read by a path that was checked earlier: a zipped bundle is opened once (without
+following a link, without blocking) and every member is read from that open file; a folder's
+files are opened the same way (``O_NOFOLLOW``, non-blocking, regular files only) each time, read
+no further than the size the manifest gives, and :meth:`Bundle.read` takes only the very file
+(device and inode) that was verified. A zip's members may not overlap, and all of them together
+may not inflate to more than :data:`~edgeship.bundle.limits.MAX_RATIO` times the zip's size.
 """
 
 from __future__ import annotations
@@ -13,21 +21,34 @@ import stat
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from edgeship.bundle.layout import MANIFEST, check_relpath, sha256_bytes, sha256_file
-from edgeship.bundle.limits import MAX_MANIFEST_BYTES, check_ratio, iter_member, read_member
+from edgeship.bundle.layout import MANIFEST, check_relpath, sha256_bytes
+from edgeship.bundle.limits import (
+    MAX_MANIFEST_BYTES,
+    check_members,
+    check_ratio,
+    iter_member,
+    open_regular,
+    read_at_most,
+    read_member,
+    sha256_at_most,
+)
 from edgeship.bundle.manifest import parse_manifest
-from edgeship.errors import BundleError
+from edgeship.errors import BundleError, EdgeshipError
 
 
 class Bundle:
-    """A verified bundle (directory or zip). Construct with :func:`open_bundle`."""
+    """A verified bundle (directory or zip). Construct with :func:`open_bundle`.
 
-    def __init__(self, path: Path, manifest: dict, reader):
+    :meth:`close` (or leaving a ``with`` block) lets go of the zip (its file, or the bytes it was
+    read from); the manifest and path stay, :meth:`read` then refuses."""
+
+    def __init__(self, path: Path, manifest: dict, reader, closer=None):
         self.path = path
         self.manifest = manifest
         self._reader = reader
+        self._closer = closer
 
     @property
     def files(self) -> dict:
@@ -37,6 +58,8 @@ class Bundle:
         """The bytes of a listed file, checked against the manifest's sha256 once more."""
         if rel not in self.files:
             raise BundleError(f"bundle {self.path} does not list {rel!r}; it lists {', '.join(self.files)}.")
+        if self._reader is None:
+            raise BundleError(f"bundle {self.path} was closed after it was read; open it again to read {rel}.")
         data = self._reader(rel)
         if sha256_bytes(data) != self.files[rel]["sha256"]:
             raise BundleError(
@@ -44,6 +67,18 @@ class Bundle:
                 "is corrupt or was modified. Re-export it or fetch a clean copy."
             )
         return data
+
+    def close(self) -> None:
+        """Let go of what the files are read from (a zip's open file or bytes); idempotent."""
+        closer, self._reader, self._closer = self._closer, None, None
+        if closer is not None:
+            closer()
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
@@ -61,10 +96,11 @@ def identity(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
 IN_MEMORY = Path("<bundle bytes>")
 
 
-def open_bundle(path: str | os.PathLike | bytes) -> Bundle:
+def open_bundle(path: str | os.PathLike | bytes | bytearray | memoryview) -> Bundle:
     """Open and fully verify a bundle: manifest, schema, paths, links, sizes and every sha256.
-    ``path`` may also be the bytes of a zipped bundle already in memory (an app resource): they
-    are read through the same zip reader and checks, with no temporary file.
+    ``path`` may also be the bytes of a zipped bundle already in memory (an app resource; ``bytes``,
+    ``bytearray`` or ``memoryview``, copied once so a later change to the buffer cannot reach what
+    was verified): they are read through the same zip reader and checks, with no temporary file.
 
     Raises:
         BundleError: anything missing, extra, linked, escaping, unknown or not matching.
@@ -72,9 +108,13 @@ def open_bundle(path: str | os.PathLike | bytes) -> Bundle:
     if isinstance(path, (bytes, bytearray, memoryview)):
         import io
 
-        return _open_zip(IN_MEMORY, io.BytesIO(bytes(path)))
+        data = bytes(path)
+        return _open_zip(IN_MEMORY, io.BytesIO(data), len(data))
+    if not isinstance(path, (str, os.PathLike)):
+        raise BundleError(f"a bundle is a path (NAME.edgeship folder or .zip file) or the bytes of a zipped bundle, "
+                          f"not {type(path).__name__}.")
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise BundleError(f"bundle {path} does not exist; pass the NAME.edgeship folder or NAME.edgeship.zip file.")
     if path.is_symlink():
         raise BundleError(f"bundle {path} is a symbolic link; pass the bundle itself.")
@@ -82,26 +122,50 @@ def open_bundle(path: str | os.PathLike | bytes) -> Bundle:
         return _open_dir(path)
     if not path.is_file():
         raise BundleError(f"bundle {path} is not a folder or a regular file (a device, pipe or socket).")
+    f = open_regular(path, f"bundle {path}", BundleError, nofollow=True)  # once, and checked again: the zip is read from it
     try:
-        with open(path, "rb") as f:
-            head = f.read(2)
+        head = f.read(2)
+        is_zip = head == b"PK" or zipfile.is_zipfile(f)
+        f.seek(0)
+        if is_zip:
+            return _open_zip(path, f, os.fstat(f.fileno()).st_size)
     except OSError as e:
+        f.close()
         raise BundleError(f"bundle {path} cannot be read ({e}).") from e
-    if head == b"PK" or zipfile.is_zipfile(path):
-        return _open_zip(path)
+    except BaseException:
+        f.close()
+        raise
+    f.close()
     raise BundleError(f"{path} is neither a bundle folder nor a zipped bundle.")
+
+
+def is_bundle(path: str | os.PathLike, error: type[EdgeshipError] = BundleError) -> bool:
+    """Whether ``path`` is a bundle (a folder, or a zip by its content, whatever its name) rather
+    than a model file; opened without blocking, so a FIFO or device is refused, never read.
+
+    Raises:
+        error: it does not exist, or is not a folder or regular file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{p} does not exist; pass a bundle (NAME.edgeship folder or .zip) or an .onnx file.")
+    if p.is_dir():
+        return True
+    with open_regular(p, "model source", error) as f:
+        return zipfile.is_zipfile(f)
 
 
 def _open_dir(path: Path) -> Bundle:
     mpath = path / MANIFEST
     if mpath.is_symlink() or not mpath.is_file():
         raise BundleError(f"{path} has no manifest.json; it is not a complete edgeship bundle.")
-    try:
-        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
-            raise BundleError(f"bundle {path}: manifest.json is over {MAX_MANIFEST_BYTES >> 20} MiB; refused unread.")
-        data = mpath.read_bytes()
-    except OSError as e:
-        raise BundleError(f"bundle {path}: manifest.json cannot be read ({e}).") from e
+    with open_regular(mpath, f"bundle {path}: manifest.json", BundleError, nofollow=True) as f:
+        try:
+            data = read_at_most(f, MAX_MANIFEST_BYTES)
+        except OSError as e:
+            raise BundleError(f"bundle {path}: manifest.json cannot be read ({e}).") from e
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"bundle {path}: manifest.json is over {MAX_MANIFEST_BYTES >> 20} MiB; refused unread.")
     manifest = parse_manifest(data, path)
     found = set()
 
@@ -122,25 +186,56 @@ def _open_dir(path: Path) -> Bundle:
             elif not stat.S_ISDIR(st.st_mode):
                 raise BundleError(f"bundle {path}: {rel} is not a regular file.")
     _compare_listing(path, manifest, found - {MANIFEST})
+    verified: dict[str, tuple[int, int]] = {}  # rel -> (device, inode) of the file whose bytes were hashed
     for rel, meta in manifest["files"].items():
-        f = path / rel
-        try:
-            same = f.stat().st_size == meta["size"] and sha256_file(f) == meta["sha256"]
-        except OSError as e:
-            raise BundleError(f"bundle {path}: {rel} cannot be read ({e}).") from e
-        if not same:
+        with _open_listed(path, rel, meta["size"]) as f:
+            try:
+                digest, count = sha256_at_most(f, meta["size"])
+            except OSError as e:
+                raise BundleError(f"bundle {path}: {rel} cannot be read ({e}).") from e
+            st = os.fstat(f.fileno())
+        if count != meta["size"] or digest != meta["sha256"]:
             raise BundleError(
                 f"bundle {path}: {rel} does not match its sha256/size in manifest.json; the bundle "
                 "is corrupt or was modified. Re-export it or fetch a clean copy."
             )
+        verified[rel] = (st.st_dev, st.st_ino)
 
     def reader(rel: str) -> bytes:
-        try:
-            return (path / rel).read_bytes()
-        except OSError as e:
-            raise BundleError(f"bundle {path}: {rel} cannot be read ({e}).") from e
+        size = manifest["files"][rel]["size"]
+        with _open_listed(path, rel, size) as f:
+            st = os.fstat(f.fileno())
+            if (st.st_dev, st.st_ino) != verified[rel]:
+                raise BundleError(f"bundle {path}: {rel} was replaced after the bundle was verified; refused. "
+                                  "Load the bundle again once nothing writes to it.")
+            try:
+                data = read_at_most(f, size)
+            except OSError as e:
+                raise BundleError(f"bundle {path}: {rel} cannot be read ({e}).") from e
+        if len(data) != size:
+            raise BundleError(f"bundle {path}: {rel} changed size after the bundle was verified; refused.")
+        return data
 
     return Bundle(path, manifest, reader)
+
+
+def _open_listed(path: Path, rel: str, size: int) -> IO[bytes]:
+    """A listed file of a folder bundle opened for reading: not through a link, not blocking, a
+    regular file with one link and the manifest's size.
+
+    Raises:
+        BundleError: a link, a FIFO, device or folder, a hard link, or another size.
+    """
+    f = open_regular(path / rel, f"bundle {path}: {rel}", BundleError, nofollow=True)
+    st = os.fstat(f.fileno())
+    if st.st_nlink > 1:
+        f.close()
+        raise BundleError(f"bundle {path}: {rel} is hard-linked elsewhere; bundles hold plain files only.")
+    if st.st_size != size:
+        f.close()
+        raise BundleError(f"bundle {path}: {rel} does not match its sha256/size in manifest.json ({st.st_size} bytes, "
+                          f"not {size}); the bundle is corrupt or was modified. Re-export it or fetch a clean copy.")
+    return f
 
 
 def _compare_listing(path: Path, manifest: dict, found: set) -> None:
@@ -160,13 +255,29 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, OSError, EOFError
                RuntimeError, NotImplementedError, UnicodeDecodeError)
 
 
-def _open_zip(path: Path, source: Any = None) -> Bundle:
-    """``source``: a file object holding the zip (bytes in memory); else the file at ``path``."""
+def _open_zip(path: Path, source: IO[bytes], size: int) -> Bundle:
+    """``source``: the zip, opened once (a file, or bytes in memory) and ``size`` bytes long; every
+    member is read from it, and :meth:`Bundle.close` closes it."""
     try:
-        z = zipfile.ZipFile(source if source is not None else path)
+        z = zipfile.ZipFile(source)
         infos = z.infolist()
     except _ZIP_ERRORS as e:
+        source.close()
         raise BundleError(f"{path} is not a readable zip bundle: {e}") from e
+
+    def close() -> None:
+        z.close()
+        source.close()
+
+    try:
+        return _verify_zip(path, z, infos, source, size, close)
+    except BaseException:
+        close()
+        raise
+
+
+def _verify_zip(path: Path, z: zipfile.ZipFile, infos: list[zipfile.ZipInfo], source: IO[bytes], size: int,
+                close) -> Bundle:
     names = set()
     for info in infos:
         if info.orig_filename != info.filename:  # zipfile cuts a name at its first NUL
@@ -181,6 +292,10 @@ def _open_zip(path: Path, source: Any = None) -> Bundle:
             names.add(info.filename)
     if MANIFEST not in names:
         raise BundleError(f"{path} has no manifest.json; it is not a complete edgeship bundle.")
+    try:
+        check_members(z, source, size, f"bundle {path}", BundleError)
+    except _ZIP_ERRORS as e:
+        raise BundleError(f"bundle {path}: the zip cannot be read ({e}); it is corrupt.") from e
 
     def read(rel: str, limit: int) -> bytes:
         try:  # in chunks: zipfile.read() would inflate a whole bomb before truncating it
@@ -197,7 +312,7 @@ def _open_zip(path: Path, source: Any = None) -> Bundle:
                 f"bundle {path}: {rel} does not match its sha256/size in manifest.json; the bundle "
                 "is corrupt or was modified. Re-export it or fetch a clean copy."
             )
-    return Bundle(path, manifest, lambda rel: read(rel, manifest["files"][rel]["size"]))
+    return Bundle(path, manifest, lambda rel: read(rel, manifest["files"][rel]["size"]), close)
 
 
 def _zip_sha256(z: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> str:

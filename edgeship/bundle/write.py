@@ -63,7 +63,7 @@ def _is_bundle(path: Path, zipped: bool) -> bool:
     """Whether ``path`` may be replaced: a bundle of the kind being written, whose manifest.json
     parses as an edgeship manifest of a known schema (or an empty folder). A web app or browser
     extension that merely has a manifest.json is not one."""
-    from edgeship.bundle.limits import MAX_MANIFEST_BYTES, read_member
+    from edgeship.bundle.limits import MAX_MANIFEST_BYTES, open_regular, read_at_most, read_member
 
     if path.is_symlink():
         return False
@@ -73,14 +73,13 @@ def _is_bundle(path: Path, zipped: bool) -> bool:
                 return False
             if not any(path.iterdir()):
                 return True
-            mpath = path / MANIFEST
-            if mpath.is_symlink() or not mpath.is_file() or mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            # opened once, not following a link, not blocking: a FIFO or /dev/zero link swapped in is refused
+            with open_regular(path / MANIFEST, str(path), BundleError, nofollow=True) as f:
+                data = read_at_most(f, MAX_MANIFEST_BYTES)
+            if len(data) > MAX_MANIFEST_BYTES:
                 return False
-            data = mpath.read_bytes()
         else:
-            if not path.is_file():
-                return False
-            with zipfile.ZipFile(path) as z:
+            with open_regular(path, str(path), BundleError, nofollow=True) as f, zipfile.ZipFile(f) as z:
                 data = read_member(z, z.getinfo(MANIFEST), MAX_MANIFEST_BYTES, str(path), BundleError)
         parse_manifest(data, path)
     except (BundleError, KeyError, zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError):

@@ -19,43 +19,59 @@ commands that hand a raw .onnx to onnxruntime.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from edgeship.runtimes.external_data import ALLOWED_KEYS, ExternalRef, check_entries
+from edgeship.runtimes.external_data import ALLOWED_KEYS, TENSOR, TENSOR_PATHS, ExternalRef, check_entries
 
-__all__ = ["ALLOWED_KEYS", "check_external_data", "external_tensors"]
+__all__ = ["ALLOWED_KEYS", "check_external_data", "derive_tensor_paths", "external_tensors"]
 
 
-def external_tensors(model):
-    """Yield every TensorProto of ``model`` (graphs, subgraphs, attributes, functions, sparse)."""
-    def graph_tensors(g):
-        yield from g.initializer
-        for sp in g.sparse_initializer:
-            yield sp.values
-            yield sp.indices
-        for node in g.node:
-            yield from node_tensors(node)
+def derive_tensor_paths(root: Any) -> dict[str, dict[int, str]]:
+    """From a protobuf descriptor (``onnx.onnx_ml_pb2.ModelProto.DESCRIPTOR``): every message type
+    reachable from it that can hold a TensorProto, directly or nested, with each field that leads to
+    one (message name -> {field number: message name}). ``runtimes.external_data.TENSOR_PATHS`` is
+    this table for the installed onnx, copied so the runtime needs no onnx (a test keeps them equal)."""
+    types: dict[str, Any] = {}
+    todo = [root]
+    while todo:
+        d = todo.pop()
+        if d.name not in types:
+            types[d.name] = d
+            todo += [f.message_type for f in d.fields if f.message_type is not None]
+    holds = {TENSOR}
+    grew = True
+    while grew:  # a fixed point: a type holds a tensor when one of its fields' types does
+        before = len(holds)
+        holds |= {name for name, d in types.items()
+                  if any(f.message_type is not None and f.message_type.name in holds for f in d.fields)}
+        grew = len(holds) != before
+    return {name: {f.number: f.message_type.name for f in d.fields if f.message_type is not None and f.message_type.name in holds}
+            for name, d in types.items() if name in holds and name != TENSOR}
 
-    def node_tensors(node):
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
-                yield sp.values
-                yield sp.indices
-            if a.HasField("g"):
-                yield from graph_tensors(a.g)
-            for g in a.graphs:
-                yield from graph_tensors(g)
 
-    yield from graph_tensors(model.graph)
-    for f in model.functions:
-        for node in f.node:
-            yield from node_tensors(node)
-    for ti in model.training_info:
-        yield from graph_tensors(ti.initialization)
-        yield from graph_tensors(ti.algorithm)
+def external_tensors(model: Any) -> Iterator[Any]:
+    """Yield every TensorProto of ``model``: every field of :data:`TENSOR_PATHS` (graphs, subgraphs,
+    attributes, local functions and their attribute defaults, sparse tensors, training info), walked
+    by message type as the runtime's wire scan walks it."""
+    todo = [model]
+    while todo:
+        msg = todo.pop()
+        d = msg.DESCRIPTOR
+        if d.name == TENSOR:
+            yield msg
+            continue
+        nested = []
+        for number in TENSOR_PATHS[d.name]:
+            fd = d.fields_by_number[number]
+            value = getattr(msg, fd.name)
+            # protobuf >= 5.29 has is_repeated (7 dropped label)
+            if fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED:
+                nested += list(value)
+            elif msg.HasField(fd.name):
+                nested.append(value)
+        todo += reversed(nested)  # depth first, each message's fields in order
 
 
 def check_external_data(model, model_path: Path) -> int:

@@ -2,6 +2,12 @@
 
 Everything here executes code the user named on the command line (never code named by a file
 being loaded): modules are imported, ``.py`` files run, factories called.
+
+A module name (``--arch mypkg.models:Net``, ``--import``, ``--calibration mod:fn``) is looked up in the
+installed packages first and in the current directory after them: a file or folder in the current
+directory never shadows an installed package (nor one of edgeship's own dependencies imported
+later). Where both exist the installed one is used, and a warning says so; a path
+(``--arch ./mypkg/models.py:Net``) names the file itself.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,18 +23,40 @@ from typing import Any
 from edgeship.config import LoadOptions
 from edgeship.errors import EdgeshipError, ModelLoadError
 
+log = logging.getLogger(__name__)
+
 
 def import_user_code(options: LoadOptions) -> None:
-    """Apply ``--import`` and ``--code`` (the current directory importable first)."""
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    """Apply ``--import`` and ``--code``; the current directory becomes importable, after the
+    installed packages (see the module's docstring)."""
+    _cwd_importable()
     for name in options.imports:
         try:
-            importlib.import_module(name)
+            _import_module(name, "--import")
         except Exception as e:
             raise ModelLoadError(f"--import {name}: could not import it: {e}") from e
     for file in options.code:
         import_file(Path(file))
+
+
+def _cwd_importable() -> None:
+    """The current directory on ``sys.path`` after everything else (unless Python put it there)."""
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.append(str(Path.cwd()))
+
+
+def _import_module(name: str, flag: str) -> Any:
+    """``importlib.import_module(name)``, with a warning when a module of the same top-level name
+    in the current directory was passed over for the installed one."""
+    module = importlib.import_module(name)
+    top = name.split(".")[0]
+    here = Path.cwd()
+    local = next((p for p in (here / f"{top}.py", here / top) if p.exists()), None)
+    origin = getattr(sys.modules.get(top), "__file__", None) or ""
+    if local is not None and origin and not Path(origin).resolve().is_relative_to(here.resolve()):
+        log.warning(f"{flag} {name}: imported the installed {top} ({origin}), not {local.name} in the current directory "
+                    f"(installed packages come first); to use that one, pass its path (e.g. ./{top}.py:factory).")
+    return module
 
 
 def import_file(file: Path, flag: str = "--code") -> Any:
@@ -59,14 +88,19 @@ def import_file(file: Path, flag: str = "--code") -> Any:
 
 
 def import_callable(spec: str, flag: str, error: type[EdgeshipError] = ModelLoadError) -> Any:
-    """The callable named by ``module:attr`` or ``file.py:attr`` (a user's --arch, --calibration).
+    """The callable named by ``module:attr`` (installed packages first, then the current
+    directory) or ``file.py:attr`` (that file) (a user's --arch, --calibration).
 
     Raises:
         ``error``: the module cannot be imported or has no such callable.
     """
     mod_name, _, attr = spec.rpartition(":")
     try:
-        module = import_file(Path(mod_name), flag) if mod_name.endswith(".py") else importlib.import_module(mod_name)
+        if mod_name.endswith(".py"):
+            module = import_file(Path(mod_name), flag)
+        else:
+            _cwd_importable()
+            module = _import_module(mod_name, flag)
     except ModelLoadError as e:
         raise error(str(e)) from e
     except Exception as e:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.bundle.golden import Sample, make_samples
-from edgeship.errors import SpecError
+from edgeship.errors import ModelLoadError, SpecError
 from edgeship.parity.evaluate import reference_outputs, run_parity
 from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
@@ -33,23 +33,24 @@ class Side:
 
 
 def _side(path: Path, variant: str) -> Side:
-    from edgeship.bundle import open_bundle
     from edgeship.bundle.choose import choose_variant
     from edgeship.bundle.golden import read_bundle_npz
     from edgeship.bundle.inspect import graph_precision, onnx_for_session, onnx_io
+    from edgeship.bundle.limits import read_regular_file
+    from edgeship.bundle.read import is_bundle, open_bundle
 
-    if path.is_dir() or path.name.endswith(".zip"):
+    if not path.exists():
+        raise SpecError(f"{path} does not exist; pass a bundle or an .onnx file.")
+    if is_bundle(path, ModelLoadError):  # by content: a zipped bundle under any name, an .onnx named .zip
         b = open_bundle(path)
         v = choose_variant(b.manifest, "cpu", variant)
         golden = read_bundle_npz(b, b.manifest["golden"]["inputs"])
         samples = tuple(Sample(f"golden-{i}", feeds, {}) for i, feeds in enumerate(golden))
         return Side(f"{path.name}:{v.name}", b.read(v.file), IOSpec.from_dict(b.manifest["io"]), v.precision, samples)
-    if not path.exists():
-        raise SpecError(f"{path} does not exist; pass a bundle or an .onnx file.")
     data = onnx_for_session(path)  # bytes, or the path of a model whose external data was checked
     io = onnx_io(data, str(path))
     # a raw int8 .onnx is judged with int8 tolerances
-    precision = graph_precision(data if isinstance(data, bytes) else path.read_bytes()) or "fp32"
+    precision = graph_precision(data if isinstance(data, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)) or "fp32"
     return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), precision)
 
 

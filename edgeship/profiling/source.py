@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +52,9 @@ def is_bundle(path: str | os.PathLike) -> bool:
     Raises:
         ModelLoadError: it does not exist, or is a FIFO, device or socket (never opened for reading).
     """
-    p = Path(path)
-    if not p.exists():
-        raise ModelLoadError(f"{p} does not exist; pass a bundle (NAME.edgeship folder or .zip) or an .onnx file.")
-    if p.is_dir():
-        return True
-    from edgeship.bundle.limits import open_regular
+    from edgeship.bundle.read import is_bundle as bundle_by_content
 
-    with open_regular(p, "model source", ModelLoadError) as f:  # a FIFO or device would block or never end
-        return zipfile.is_zipfile(f)
+    return bundle_by_content(path, ModelLoadError)
 
 
 def open_source(path: str | os.PathLike) -> Source:

@@ -7,8 +7,10 @@ directory* when given the model's bytes: a model handed over as bytes can read `
 wherever the app runs. So:
 
 - :func:`external_refs` lists every tensor with external data straight from the protobuf wire
-  format (the runtime side has no onnx package), in graphs, subgraphs, attributes, functions,
-  sparse tensors and training info;
+  format (the runtime side has no onnx package), walking every message type where a TensorProto
+  can live (:data:`TENSOR_PATHS`, onnx.proto's own, checked against onnx's descriptor by a test):
+  graphs, subgraphs, attributes, local functions and their attribute defaults, sparse tensors
+  and training info; tags and enums are read as protobuf's C++ parser reads them;
 - :func:`refuse_external_data` refuses any such tensor in model bytes (bundle variants never
   have external data: it is inlined at export) before onnxruntime sees them;
 - :func:`check_entries` checks the locations of a user's raw ``.onnx`` file (a plain, unlinked
@@ -28,16 +30,23 @@ from edgeship.errors import EdgeshipError, ModelLoadError, UnsafeModelError
 from edgeship.runtimes.onnx_wire import MAX_DEPTH, NotOnnxError, fields
 
 ALLOWED_KEYS = ("location", "offset", "length", "checksum")
-# message kind -> {field number: kind of the nested message}, from onnx.proto
-_NESTED = {
-    "model": {7: "graph", 25: "function", 20: "training"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-    "function": {7: "node"},
-    "training": {1: "graph", 2: "graph"},
+# Every message type of onnx.proto (onnx-ml) that can hold a TensorProto, reached from ModelProto,
+# and each of its fields that leads to one: message -> {field number: the message that field holds}.
+# Derived from onnx's own descriptor (exporters.onnx_guard.derive_tensor_paths); a test checks that
+# this table equals what the installed onnx.onnx_ml_pb2 gives, so it cannot drift. The runtime side
+# has no onnx package, hence the copy.
+TENSOR_PATHS: dict[str, dict[int, str]] = {
+    "ModelProto": {7: "GraphProto", 20: "TrainingInfoProto", 25: "FunctionProto"},
+    "GraphProto": {1: "NodeProto", 5: "TensorProto", 15: "SparseTensorProto"},
+    "NodeProto": {5: "AttributeProto"},
+    "AttributeProto": {5: "TensorProto", 6: "GraphProto", 10: "TensorProto", 11: "GraphProto",
+                       22: "SparseTensorProto", 23: "SparseTensorProto"},
+    "SparseTensorProto": {1: "TensorProto", 2: "TensorProto"},
+    "FunctionProto": {7: "NodeProto", 11: "AttributeProto"},  # 11: attribute defaults (attribute_proto)
+    "TrainingInfoProto": {1: "GraphProto", 2: "GraphProto"},
 }
+TENSOR = "TensorProto"
+ORT_FORMAT_ID = b"ORTM"  # onnxruntime takes model bytes with this at offset 4 as an ORT-format model
 _TENSOR_NAME, _TENSOR_EXTERNAL, _TENSOR_LOCATION, _EXTERNAL = 8, 13, 14, 1
 
 
@@ -63,32 +72,34 @@ def _tensor_ref(buf: memoryview) -> ExternalRef | None:
             key, val = entry.get(1, b""), entry.get(2, b"")
             entries.append((bytes(key).decode("utf-8", "replace") if isinstance(key, memoryview) else "",
                             bytes(val).decode("utf-8", "replace") if isinstance(val, memoryview) else ""))
-        elif field == _TENSOR_LOCATION and value == _EXTERNAL:
-            external = True
+        elif field == _TENSOR_LOCATION and isinstance(value, int) and value & 0xFFFFFFFF == _EXTERNAL:
+            external = True  # protobuf reads an enum as int32: 1 + 2**32 is EXTERNAL too
     return ExternalRef(name, tuple(entries)) if external or entries else None
 
 
 def _walk(buf: memoryview, kind: str, depth: int) -> Iterator[ExternalRef]:
     if depth > MAX_DEPTH:
-        raise NotOnnxError(f"graphs nested deeper than {MAX_DEPTH}")
-    if kind == "tensor":
+        raise NotOnnxError(f"messages nested deeper than {MAX_DEPTH}")
+    if kind == TENSOR:
         ref = _tensor_ref(buf)
         if ref is not None:
             yield ref
         return
-    nested = _NESTED[kind]
+    nested = TENSOR_PATHS[kind]
     for field, value in fields(buf):
         if field in nested and isinstance(value, memoryview):
             yield from _walk(value, nested[field], depth + 1)
 
 
 def external_refs(data: bytes) -> list[ExternalRef]:
-    """Every tensor of an ONNX model (its serialized bytes) that uses external data.
+    """Every tensor of an ONNX model (its serialized bytes) that uses external data, wherever a
+    TensorProto can live (:data:`TENSOR_PATHS`: graphs, subgraphs, node attributes, local functions
+    and their attribute defaults, sparse tensors, training info).
 
     Raises:
         NotOnnxError: the bytes are not a well-formed protobuf message.
     """
-    return list(_walk(memoryview(data), "model", 0))
+    return list(_walk(memoryview(data), "ModelProto", 0))
 
 
 def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = UnsafeModelError,
@@ -100,8 +111,13 @@ def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = Un
 
     Raises:
         error: a tensor keeps its data in another file, or the bytes are not a protobuf message
-            (which a parser could read differently from this scan).
+            (which a parser could read differently from this scan), or they carry the ORT format's
+            file identifier (onnxruntime would read them as flatbuffers, which this scan does not).
     """
+    if data[4:8] == ORT_FORMAT_ID:  # onnxruntime would take the bytes as an ORT-format (flatbuffers) model
+        raise error(f"{where}{what} is marked as an ORT-format model (file identifier ORTM at byte 4), which "
+                    "onnxruntime reads as flatbuffers, not ONNX, so this check cannot scan it; edgeship hands "
+                    "onnxruntime ONNX models only. Re-export it, or pass the ONNX model.")
     try:
         refs = external_refs(data)
     except NotOnnxError as e:

@@ -31,10 +31,16 @@ def varint(buf: memoryview, i: int) -> tuple[int, int]:
 
 
 def fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
-    """(field number, value) of one message: an int for varints, the bytes for length-delimited."""
+    """(field number, value) of one message: an int for varints, the bytes for length-delimited.
+
+    A tag is read as protobuf's C++ parser (onnxruntime's, OpenVINO's) reads it, as 32 bits: one
+    with bits above those, which that parser would cut to another field than its value names (an
+    overlong tag hiding a graph from this scan), is refused, as is field number 0."""
     i = 0
     while i < len(buf):
         key, i = varint(buf, i)
+        if key >> 32 or key >> 3 == 0:
+            raise NotOnnxError(f"a field tag {'over 32 bits' if key >> 32 else 'of field number 0'} at byte {i}")
         field, wire = key >> 3, key & 7
         if wire == 0:
             value, i = varint(buf, i)
@@ -60,6 +66,8 @@ def _skip_group(buf: memoryview, i: int, field: int) -> int:
     depth = [field]
     while depth:
         key, i = varint(buf, i)
+        if key >> 32:  # as in fields(): the C++ parser would see another tag (and close the group elsewhere)
+            raise NotOnnxError(f"a field tag over 32 bits at byte {i}")
         wire = key & 7
         if wire == 0:
             _, i = varint(buf, i)

@@ -89,15 +89,18 @@ def resolve_targets(requested: tuple[str, ...] | list[str]) -> list[str]:
 MAX_THREADS = 1024
 
 
-def check_threads(threads: int | None) -> None:
+def check_threads(threads: int | None, name: str = "threads") -> None:
     """Refuse a thread count onnxruntime cannot honour (it segfaults or exhausts memory on 10**6).
+
+    Args:
+        name: the argument, as messages name it (``threads``, ``inter_op_threads``).
 
     Raises:
         SpecError: not None and not an int from 1 to :data:`MAX_THREADS`.
     """
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                 or not 1 <= threads <= MAX_THREADS):
-        raise SpecError(f"threads={threads!r}: use a whole number of intra-op threads from 1 to {MAX_THREADS} "
+        raise SpecError(f"{name}={threads!r}: use a whole number of threads from 1 to {MAX_THREADS} "
                         f"(this machine has {os.cpu_count()} cores), or leave it out for one per core.")
 
 
@@ -129,6 +132,7 @@ def session_options(threads: int | None = None, *, profile_prefix: str | None = 
     from edgeship.host import usable_cpus
 
     check_threads(threads)
+    check_threads(inter_op_threads, "inter_op_threads")
     so = base if base is not None else ort.SessionOptions()
     if base is None:
         so.log_severity_level = 4  # errors reach users through EdgeshipError, not ORT's log
