@@ -27,9 +27,9 @@ def disguised(mlp_bundle, files, tmp_path):
 def test_inspect_tells_bundles_and_models_apart_by_content(cli, disguised):
     """Before the fix the bundle was read as an ONNX model and the model as a zip (both exit 2)."""
     bundle, model = disguised
-    code, msg = cli("inspect", bundle, "--json")
+    code, msg = cli("inspect", bundle, "--json", "-")
     assert code == 0 and '"kind": "bundle"' in msg, msg
-    code, msg = cli("inspect", model, "--json")
+    code, msg = cli("inspect", model, "--json", "-")
     assert code == 0 and '"kind": "onnx"' in msg, msg
 
 
