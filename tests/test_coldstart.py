@@ -1,8 +1,11 @@
-"""Cold start in a fresh process (edgeship.profiling.coldstart): the request a child reads, why a
-child gave nothing, the child's own side, the real spawn, and real children."""
+"""Cold start in a fresh process per configuration (edgeship.profiling.coldstart): each row's figure
+comes from its own child, a child that fails gives None ("—", null, an empty CSV cell) and never
+another row's figure, the request a child gets is that row's configuration, and one real child."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -10,17 +13,31 @@ import sys
 import numpy as np
 import pytest
 from conftest import FakeChildren
+from test_profiler import FAST, FakeClock, _fake_runner
 
 import edgeship.profiling.coldstart as coldstart
-from edgeship.config import LoadOptions
+import edgeship.profiling.profiler as profiler
+from edgeship.config import LoadOptions, ProfileConfig
 from edgeship.profiling import harness
 from edgeship.profiling.coldstart import ColdStart, Request
+from edgeship.profiling.html import render_html
+from edgeship.profiling.profiler import profile, write_csv
 from edgeship.profiling.source import open_source
 
+FRESH = {**FAST, "cold_start": "fresh"}
 REASONS = {"crash": "its process was killed by signal SIGSEGV",
            "timeout": "its process did not finish within 60 s and was stopped",
            "error": "its process exited with status 1: ModelLoadError: cannot open the model",
            "garbage": "its process printed no result"}
+
+
+@pytest.fixture
+def fake_runner(monkeypatch):
+    """The timed configurations run on a fake clock: only the children's figures are cold starts."""
+    clock = FakeClock()
+    monkeypatch.setattr(profiler, "clock", clock)
+    monkeypatch.setattr(profiler, "ort_harness", _fake_runner(clock, {1: 1.0, 2: 2.0}, open_ms=3.0, first_ms=9.0))
+    return clock
 
 
 # ----------------------------------------------------------------------------- the request
@@ -37,6 +54,40 @@ def test_request_round_trips_the_model_and_feeds():
             assert req.feeds[k].dtype == a.dtype and np.array_equal(req.feeds[k], a)
     with pytest.raises(ValueError, match="not a cold-start request"):
         coldstart.decode(b'{"runtime": "tensorflow"}\n')
+
+
+# ----------------------------------------------------------------------------- each row, its own child
+def test_each_configuration_gets_the_figures_of_its_own_child(mlp_bundle, fake_runner, children):
+    src = open_source(mlp_bundle)
+    r = profile(mlp_bundle, ProfileConfig(**{**FRESH, "variants": ("int8_dynamic", "fp32")}, threads=(2, 1), batches=(4, 1)))
+    assert len(r.results) == len(children.requests) == 8
+    for n, (x, q) in enumerate(zip(r.results, children.requests)):
+        # the child was asked for exactly this configuration: runtime, model, target, threads, batch, options
+        assert q.runtime == x.runtime == "onnxruntime" and q.model == src.model(x.variant)
+        assert (q.params["target"], q.params["threads"], q.params["options"]) == (x.target, x.threads, {})
+        assert q.params["providers"] == ["CPUExecutionProvider"] and q.feeds["x"].shape[0] == x.batch
+        # and the row has that child's figures, not this process's open (3 ms) + first call (9 ms)
+        assert (x.session_ms, x.first_run_ms, x.cold_start_ms) == (n + 1.0, 0.25, n + 1.25)
+        assert x.to_dict()["cold_start_ms"] == n + 1.25
+    assert all(a[0] == sys.executable and a[1] == "-c" for a in children.argv)
+    assert r.settings["cold_start"] == "fresh"
+    assert r.notes[0].startswith("cold start = session creation + first call, each configuration in a Python process")
+    assert "importing onnxruntime there took 44 ms, median" in r.notes[0]  # 40 + n over 8 children: 43.5 → 44
+
+
+@pytest.mark.parametrize("how", sorted(REASONS))
+def test_a_failed_child_leaves_its_row_unmeasured(mlp_bundle, fake_runner, children, tmp_path, how):
+    children.fail[1] = how
+    r = profile(mlp_bundle, ProfileConfig(threads=(1,), batches=(1, 2, 4), **FRESH))
+    first, failed, last = r.results
+    assert (first.cold_start_ms, last.cold_start_ms) == (1.25, 3.25)  # the third row keeps its own child's 3.25
+    assert failed.cold_start_ms is None and failed.session_ms is None and failed.first_run_ms is None
+    assert f"cpu/fp32 threads=1 batch=2: cold start not measured: {REASONS[how]}" in r.notes
+    d = failed.to_dict()
+    assert d["cold_start_ms"] is None and d["session_ms"] is None and d["first_run_ms"] is None
+    rows = list(csv.DictReader(write_csv(r, tmp_path / "p.csv").open()))
+    assert [row["cold_start_ms"] for row in rows] == ["1.25", "", "3.25"] and rows[1]["session_ms"] == ""
+    assert ">—</td>" in render_html(r)
 
 
 def test_measure_says_why_a_child_gave_nothing(monkeypatch):
@@ -67,6 +118,55 @@ def test_measure_says_why_a_child_gave_nothing(monkeypatch):
     assert coldstart.measure(req) == ColdStart(2.0, 0.5, 90.0) and coldstart.measure(req).cold_start_ms == 2.5
 
 
+def test_a_childs_time_limit_follows_its_configuration(mlp_bundle, monkeypatch, children):
+    clock = FakeClock()
+    monkeypatch.setattr(profiler, "clock", clock)
+    opens = iter([3.0, 10_000.0])  # ms to open each configuration in this process
+    monkeypatch.setattr(profiler, "ort_harness", lambda *a, **k: _fake_runner(clock, {1: 1.0, 2: 1.0}, next(opens))(*a, **k))
+    profile(mlp_bundle, ProfileConfig(threads=(1, 2), **FRESH))
+    assert children.timeouts == [60.0, pytest.approx(20 * 10.001)]  # at least a minute, 20× a slow open
+
+
+def test_off_starts_no_child(mlp_bundle, fake_runner, children):
+    r = profile(mlp_bundle, ProfileConfig(threads=(1, 2), **FAST))
+    assert children.requests == [] and all(x.cold_start_ms is None for x in r.results)
+    assert r.settings["cold_start"] == "off" and r.notes[0].startswith("cold start not measured in this run")
+
+
+def test_cli_cold_start_flag_table_json_csv_html(cli, mlp_bundle, tmp_path, fake_runner, children):
+    children.fail[0] = "crash"
+    j, c, h = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "p.html"
+    code, out = cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "-n", "5", "--json", j, "--csv", c,
+                    "--html", h)
+    assert code == 0, out
+    assert "cold ms = session + first call in a fresh process" in out
+    assert "│ cpu/fp32 │ onnxruntime │ 1 │ 1 │ — │" in out and "│ cpu/fp32 │ onnxruntime │ 2 │ 1 │ 2.2 │" in out  # child 1: 2.25
+    assert "cpu/fp32 threads=1 batch=1: cold start not measured: its process was killed by signal SIGSEGV" in out
+    assert [r["cold_start_ms"] for r in json.loads(j.read_text())["results"]] == [None, 2.25]
+    assert [r["cold_start_ms"] for r in csv.DictReader(c.open())] == ["", "2.25"]
+    assert "—" in h.read_text()
+
+    children.requests.clear()
+    code, out = cli("profile", mlp_bundle, "--variant", "fp32", "-n", "5", "--cold-start", "off", "--json", j)
+    assert code == 0 and children.requests == [] and "cold start not measured" in out
+    assert json.loads(j.read_text())["results"][0]["cold_start_ms"] is None
+    code, out = cli("profile", mlp_bundle, "--cold-start", "warm")
+    assert code == 2 and "--cold-start warm: use one of fresh, off" in out and "Traceback" not in out
+
+
+def test_torch_rows_get_a_child_of_their_own(mlp_bundle, files, children):
+    from conftest import arch
+
+    r = profile(mlp_bundle, ProfileConfig(threads=(1,), compare_torch=files["dir"] / "mlp_state.pt",
+                                          load=LoadOptions(arch=arch("MLP")), run_bundled_torchscript=True, **FRESH))
+    q = {x.variant: children.requests[i] for i, x in enumerate(r.results)}
+    assert [x.cold_start_ms for x in r.results] == [1.25, 2.25, 3.25]
+    assert q["torch-eager"].runtime == "torch" and q["torch-eager"].model is None
+    assert q["torch-eager"].params["path"] == str(files["dir"] / "mlp_state.pt")
+    assert q["torch-eager"].params["load"]["arch"] == arch("MLP") and q["torch-eager"].params["threads"] == 1
+    assert q["torchscript"].model == open_source(mlp_bundle).torchscript()
+
+
 # ----------------------------------------------------------------------------- the child itself
 def test_the_child_opens_the_configuration_it_is_given(mlp_bundle, files, monkeypatch):
     """:func:`coldstart.child`, run in this process: the harness gets the request's arguments."""
@@ -89,6 +189,18 @@ def test_the_child_opens_the_configuration_it_is_given(mlp_bundle, files, monkey
     assert all(v >= 0 for v in (*eager.values(), *script.values()))
 
 
+def test_a_real_child_process_measures_a_positive_cold_start(mlp_bundle):
+    """End to end: real child processes (one that works, one given bytes that are not a model)."""
+    r = profile(mlp_bundle, ProfileConfig(variants=("fp32",), threads=(1,), warmup=0, iterations=2))
+    (x,) = r.results
+    assert x.session_ms > 0 and x.first_run_ms > 0 and x.cold_start_ms == x.session_ms + x.first_run_ms
+    assert "importing onnxruntime there took" in r.notes[0] and not any("not measured" in n for n in r.notes)
+    feeds = {"x": np.zeros((1, 10), np.float32)}
+    bad = coldstart.measure(Request.ort(b"not a model", "cpu", ["CPUExecutionProvider"], 1, feeds))
+    assert bad.cold_start_ms is None, bad
+    assert bad.reason.startswith("its process exited with status 1: UnsafeModelError: onnxruntime cannot open"), bad
+
+
 def test_spawn_copes_with_a_child_that_stops_reading_or_hangs():
     """The real spawn (not replaced here): a child that exits without reading its 32 MiB of stdin is an exit status,
     not a broken pipe here; one that runs past its time limit is stopped (the limit is no claim
@@ -100,14 +212,3 @@ def test_spawn_copes_with_a_child_that_stops_reading_or_hangs():
     assert p.returncode == 0 and p.stdout.strip() == b"5"
     with pytest.raises(subprocess.TimeoutExpired):
         coldstart.spawn([*py, "import time; time.sleep(600)"], [b""], 2.0)
-
-
-
-def test_a_real_child_process_opens_a_model_or_says_why_not(mlp_bundle):
-    """End to end: real child processes, one given the bundle's fp32 model, one given bytes that are not a model."""
-    feeds = {"x": np.zeros((1, 10), np.float32)}
-    good = coldstart.measure(Request.ort(open_source(mlp_bundle).model("fp32"), "cpu", ["CPUExecutionProvider"], 1, feeds))
-    assert good.reason is None and good.session_ms > 0 and good.first_run_ms > 0 and good.import_ms > 0
-    bad = coldstart.measure(Request.ort(b"not a model", "cpu", ["CPUExecutionProvider"], 1, feeds))
-    assert bad.cold_start_ms is None, bad
-    assert bad.reason.startswith("its process exited with status 1: UnsafeModelError: onnxruntime cannot open"), bad
