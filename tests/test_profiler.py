@@ -539,6 +539,10 @@ def test_export_profile_puts_report_html_in_the_bundle(files, tmp_path):
     assert {"report.html", "report.json"} <= set(b.files)
     report = json.loads(b.read("report.json"))
     assert report["profile"]["results"][0]["variant"] == "fp32" and report["profile"]["results"][0]["per_op"]
+    # the export does not start a process per variant: its report says cold start was not measured
+    assert report["profile"]["settings"]["cold_start"] == "off"
+    assert all(r["cold_start_ms"] is None for r in report["profile"]["results"])
+    assert "Cold start was not measured in this run: `edgeship profile` measures it" in b.read("report.html").decode()
     page = _Page()
     page.feed(b.read("report.html").decode())
     assert {"summary", "export", "parity", "chart-distribution", "chart-p50", "chart-p50-item", "per-op"} <= page.ids
