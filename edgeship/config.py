@@ -115,6 +115,9 @@ class ProfileConfig:
         candidates: profile the bundle's candidates as its manifest records them (runtime,
             precision, options, threads) instead of variants × threads; ``variants`` and
             ``runtimes`` still filter them, ``threads`` does not apply.
+        cold_start: ``fresh``: each configuration's cold start (session creation + first call) in a
+            Python process of its own, so each pays the runtime's one-time process start-up alike
+            (the runtime's import excluded); ``off``: not measured (None), for quicker runs.
     """
 
     targets: tuple[str, ...] = ("cpu",)
@@ -131,4 +134,5 @@ class ProfileConfig:
     compare_torch: Path | None = None
     load: LoadOptions | None = None
     run_bundled_torchscript: bool = False
+    cold_start: str = "fresh"
     candidates: bool = False

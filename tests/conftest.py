@@ -45,6 +45,50 @@ def fake_p50s(ms_of):
     return quick_p50s
 
 
+class FakeChildren:
+    """Stands in for the cold-start child processes (``coldstart.spawn``): child n (from 0) answers
+    session n + 1 ms and first call 0.25 ms, so each row's figure says which child gave it; the
+    requests it got say which configuration each child was asked to open. ``fail[n]``: child n
+    crashes, times out, fails with an error, or prints no result."""
+
+    def __init__(self):
+        self.requests: list = []  # coldstart.Request
+        self.timeouts: list[float] = []
+        self.argv: list[list[str]] = []
+        self.fail: dict[int, str] = {}
+
+    def __call__(self, argv, data, timeout_s):
+        import json
+        import signal
+        import subprocess
+
+        import edgeship.profiling.coldstart as coldstart
+
+        n = len(self.requests)
+        self.requests.append(coldstart.decode(b"".join(data)))
+        self.timeouts.append(timeout_s)
+        self.argv.append(argv)
+        how = self.fail.get(n)
+        if how == "timeout":
+            raise subprocess.TimeoutExpired(argv, timeout_s)
+        if how == "crash":
+            return subprocess.CompletedProcess(argv, -signal.SIGSEGV, b"", b"")
+        if how == "error":
+            return subprocess.CompletedProcess(argv, 1, b"", b"warning: something\nModelLoadError: cannot open the model\n")
+        if how == "garbage":
+            return subprocess.CompletedProcess(argv, 0, b"hello\n", b"")
+        result = json.dumps({"session_ms": n + 1.0, "first_run_ms": 0.25, "import_ms": 40.0 + n})
+        return subprocess.CompletedProcess(argv, 0, f"a line a library printed\n{coldstart.MARKER} {result}\n".encode(), b"")
+
+
+@pytest.fixture
+def children(monkeypatch):
+    """FakeChildren installed as the cold-start children: no process is started."""
+    fake = FakeChildren()
+    monkeypatch.setattr("edgeship.profiling.coldstart.spawn", fake)
+    return fake
+
+
 @pytest.fixture
 def cli(capsys):
     """Run the edgeship CLI in-process; returns (exit_code, stdout + stderr)."""

@@ -1,5 +1,6 @@
 """The latency profiler: stats, the timing loop, per-op aggregation, batch feeds, report files,
-the baseline gate (exit 1 on a regression) and its error paths."""
+the baseline gate (exit 1 on a regression) and its error paths. Cold start in a fresh process per
+configuration is in test_coldstart.py."""
 
 import csv
 import itertools
@@ -30,7 +31,7 @@ from edgeship.profiling.stats import Stats
 from edgeship.profiling.timing import time_calls
 from edgeship.runtimes.ort import bind_io
 
-FAST_ONNX = {"warmup": 2, "iterations": 20}
+FAST_ONNX = {"warmup": 2, "iterations": 20, "cold_start": "off"}  # cold start: tests/test_coldstart.py
 FAST = {**FAST_ONNX, "variants": ("fp32",)}  # the MLP bundle also has int8_dynamic
 
 
@@ -191,9 +192,9 @@ def test_timing_loop_reads_the_real_clock_by_default():
     assert ns.shape == (3,) and (ns >= 0).all()  # shapes only: no test asserts a real duration
 
 
-def test_profile_reports_the_fake_runners_latency(mlp_bundle, monkeypatch, clock):
+def test_profile_reports_the_fake_runners_latency(mlp_bundle, monkeypatch, clock, children):
     monkeypatch.setattr(profiler, "ort_harness", _fake_runner(clock, {1: 2.0, 2: 4.0}, open_ms=3.0, first_ms=9.0))
-    r = profile(mlp_bundle, ProfileConfig(threads=(1, 2), batches=(1, 4), **FAST))
+    r = profile(mlp_bundle, ProfileConfig(threads=(1, 2), batches=(1, 4), **{**FAST, "cold_start": "fresh"}))
     assert [x.key for x in r.results] == [("cpu", "fp32", 1, 1), ("cpu", "fp32", 1, 4), ("cpu", "fp32", 2, 1),
                                           ("cpu", "fp32", 2, 4)]
     for x in r.results:
@@ -201,7 +202,8 @@ def test_profile_reports_the_fake_runners_latency(mlp_bundle, monkeypatch, clock
         assert x.latencies_ms.tolist() == [want] * 20  # neither the first call nor the warm-up is in them
         assert (x.stats.count, x.stats.min, x.stats.p50, x.stats.p99, x.stats.max) == (20, want, want, want, want)
         assert x.stats.mean == pytest.approx(want) and x.stats.std == 0.0
-        assert (x.session_ms, x.first_run_ms, x.cold_start_ms) == (3.0, 9.0, 12.0)
+        n = r.results.index(x)  # the open (3 ms) and first call (9 ms) in this process are not the cold start
+        assert (x.session_ms, x.first_run_ms, x.cold_start_ms) == (n + 1.0, 0.25, n + 1.25)
         assert x.throughput == pytest.approx(x.batch * 1e3 / x.stats.p50)  # p50: one stall does not drag it
         assert x.providers == ("FakeExecutionProvider",)
 
@@ -388,6 +390,7 @@ def test_cuda_uses_io_binding(mlp_bundle):
     ({"batches": (-1,)}, "--batch -1"),
     ({"duration": 0.0}, "--duration 0.0"),
     ({"variants": ("int8",)}, "variant.*int8 not in mlp; it has fp32"),
+    ({"cold_start": "warm"}, "--cold-start warm: use one of fresh, off"),
 ])
 def test_bad_settings(mlp_bundle, cfg, match):
     with pytest.raises(SpecError, match=match):
@@ -440,7 +443,7 @@ class _Page(HTMLParser):
         self.urls += [v for k, v in attrs if k in ("src", "href", "xlink:href", "action") and v]
 
 
-def test_cli_writes_json_csv_html(cli, mlp_bundle, tmp_path):
+def test_cli_writes_json_csv_html(cli, mlp_bundle, tmp_path, children):
     j, c, h = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "report.html"
     code, out = cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "--batch", "1,3", "-n", "25", "--warmup", "2",
                     "--per-op", "--json", j, "--csv", c, "--html", h)
@@ -452,7 +455,9 @@ def test_cli_writes_json_csv_html(cli, mlp_bundle, tmp_path):
     assert keys == [("cpu", "fp32", 1, 1), ("cpu", "fp32", 1, 3), ("cpu", "fp32", 2, 1), ("cpu", "fp32", 2, 3)]
     first = data["results"][0]
     assert set(first["stats"]) == {"count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max"}
-    assert first["cold_start_ms"] > 0 and first["peak_rss_mb"] > 0 and first["per_op"]["op_types"]
+    assert first["peak_rss_mb"] > 0 and first["per_op"]["op_types"]
+    assert [r["cold_start_ms"] for r in data["results"]] == [1.25, 2.25, 3.25, 4.25]  # each from its own child
+    assert data["settings"]["cold_start"] == "fresh"
     with np.load(tmp_path / data["latencies"]) as lat:
         assert len(lat.files) == 4 and all(lat[k].shape == (25,) for k in lat.files)
     rows = list(csv.DictReader(c.open()))
@@ -476,7 +481,7 @@ def test_cli_baseline_gate_catches_a_slowed_configuration(cli, mlp_bundle, tmp_p
     delays = {1: 5.0, 2: 5.0}
     monkeypatch.setattr(profiler, "ort_harness", _fake_runner(clock, delays))
     base = tmp_path / "base.json"
-    args = ("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "-n", "15", "--warmup", "1")
+    args = ("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "-n", "15", "--warmup", "1", "--cold-start", "off")
     assert cli(*args, "--json", base)[0] == 0
 
     code, out = cli(*args, "--baseline", base, "--max-regression", "20%")
@@ -495,7 +500,7 @@ def test_cli_baseline_gate_catches_a_slowed_configuration(cli, mlp_bundle, tmp_p
     assert now["comparison"]["passed"] is False
 
 
-def test_cli_baseline_reports_unmatched_configurations(cli, mlp_bundle, tmp_path, monkeypatch, clock):
+def test_cli_baseline_reports_unmatched_configurations(cli, mlp_bundle, tmp_path, monkeypatch, clock, children):
     monkeypatch.setattr(profiler, "ort_harness", _fake_runner(clock, {1: 1.0, 2: 1.0, 3: 1.0}))
     base = tmp_path / "base.json"
     assert cli("profile", mlp_bundle, "--variant", "fp32", "--threads", "1,2", "-n", "10", "--json", base)[0] == 0
@@ -534,6 +539,10 @@ def test_export_profile_puts_report_html_in_the_bundle(files, tmp_path):
     assert {"report.html", "report.json"} <= set(b.files)
     report = json.loads(b.read("report.json"))
     assert report["profile"]["results"][0]["variant"] == "fp32" and report["profile"]["results"][0]["per_op"]
+    # the export does not start a process per variant: its report says cold start was not measured
+    assert report["profile"]["settings"]["cold_start"] == "off"
+    assert all(r["cold_start_ms"] is None for r in report["profile"]["results"])
+    assert "Cold start was not measured in this run: `edgeship profile` measures it" in b.read("report.html").decode()
     page = _Page()
     page.feed(b.read("report.html").decode())
     assert {"summary", "export", "parity", "chart-distribution", "chart-p50", "chart-p50-item", "per-op"} <= page.ids
@@ -551,12 +560,13 @@ def test_help_lists_the_options(cli):
     code, out = cli("profile", "--help")
     assert code == 0
     for opt in ("--target", "--variant", "--threads", "--batch", "--warmup", "--iterations", "--duration", "--per-op",
-                "--json", "--csv", "--html", "--baseline", "--max-regression", "--compare-torch"):
+                "--json", "--csv", "--html", "--baseline", "--max-regression", "--compare-torch", "--cold-start"):
         assert opt in out, opt
     assert "--profile" in cli("export", "--help")[1]
 
 
-def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cli, bundle_copy, tmp_path, monkeypatch):
+def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cli, bundle_copy, tmp_path, monkeypatch,
+                                                                               children):
     """--candidates: one row per manifest candidate (the default first), its runtime, its options
     applied to the session it times, and shown in the table, JSON, CSV and report.html."""
     import edgeship.runtimes.ort as ort_mod
@@ -581,6 +591,10 @@ def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cl
     spin = next(r for r in report.results if r.options.get("spinning") is False)
     assert spin.options_text == "spinning=off"
     assert any(k.get("spinning") is False for _, k in asked)  # the session it timed had spinning off
+    # each row's cold-start child opened that very candidate: its options and threads
+    assert [(q.params["options"], q.params["threads"]) for q in children.requests] == [
+        (c.options, r.threads) for r, c in zip(report.results, expected)]
+    assert [r.cold_start_ms for r in report.results] == [n + 1.25 for n in range(len(expected))]
     assert any("fp32@openvino left out: openvino is not installed" in n for n in report.notes), report.notes
 
     j, c, h = tmp_path / "p.json", tmp_path / "p.csv", tmp_path / "p.html"
@@ -593,7 +607,7 @@ def test_candidates_are_profiled_as_recorded_with_runtime_and_options_per_row(cl
     assert "<th class=\"l\">options</th>" in page and "spinning=off" in page
 
 
-def test_candidates_skip_openvino_bf16_on_a_cpu_without_it(bundle_copy, monkeypatch):
+def test_candidates_skip_openvino_bf16_on_a_cpu_without_it(bundle_copy, monkeypatch, children):
     m = json.loads((bundle_copy / "manifest.json").read_text())
     m["candidates"]["cpu"] = [c for c in m["candidates"]["cpu"] if c["runtime"] == "onnxruntime"][:1] + [
         {"id": "fp32@openvino-bf16", "runtime": "openvino", "variant": "fp32", "precision": "bf16"}]

@@ -101,14 +101,20 @@ def _stalling_runner(clock: FakeClock, open_ms: float = 2.5):
     return harness
 
 
-@pytest.fixture
-def report(mlp_bundle, monkeypatch) -> ProfileReport:
+def _profile(mlp_bundle, monkeypatch) -> ProfileReport:
     """The MLP bundle profiled on a fake clock: threads 1 and 2, batch 1 and 4, 200 calls each, the
-    two-thread calls mixing 3.5 ms with one 48 ms stall; exact figures whatever the machine does."""
+    two-thread calls mixing 3.5 ms with one 48 ms stall; exact figures whatever the machine does.
+    Cold starts come from fake children (child n: n + 1.25 ms); the host has 2 usable cores."""
     clock = FakeClock()
     monkeypatch.setattr(profiler, "clock", clock)
     monkeypatch.setattr(profiler, "ort_harness", _stalling_runner(clock))
-    return profile(mlp_bundle, ProfileConfig(threads=(1, 2), batches=(1, 4), warmup=0, iterations=200))
+    r = profile(mlp_bundle, ProfileConfig(threads=(1, 2), batches=(1, 4), warmup=0, iterations=200))
+    return replace(r, host={**r.host, "usable_cpus": 2})  # what a candidate without its own threads runs at
+
+
+@pytest.fixture
+def report(mlp_bundle, monkeypatch, children) -> ProfileReport:
+    return _profile(mlp_bundle, monkeypatch)
 
 
 def _check_page(dom: _Dom, text: str) -> None:
@@ -120,7 +126,7 @@ def _check_page(dom: _Dom, text: str) -> None:
     head, rows = dom.tables["summary"]
     assert head[:3] == ["default", "target", "variant"] and "parity" in head
     assert any(h.startswith("p50 / call (") for h in head) and any(h.startswith("p50 / item (") for h in head)
-    assert any(h.startswith("cold start (") for h in head) and any(h.startswith("size (") for h in head)
+    assert "cold start, fresh process (ms)" in head and any(h.startswith("size (") for h in head)
     by_variant = {r[2]: r for r in rows}
     assert by_variant["fp32"][0] == "★" and by_variant["int8_dynamic"][0] == ""  # fp32 is the CPU default
     assert by_variant["fp32"][head.index("parity")] == "pass" and by_variant["fp32"][3] == "fp32"
@@ -227,8 +233,57 @@ def test_candidates_table_lists_them_in_load_order(report, tmp_path):
     text = write_html(tmp_path / "r.html", report).read_text(encoding="utf-8")
     head, rows = _parse(text).tables["candidates"]
     assert head[:4] == ["default", "target", "candidate", "runtime"]
-    assert any(h.startswith("p50 at selection (") for h in head) and any(h.startswith("cold start, this run (") for h in head)
+    assert any(h.startswith("p50 at selection (") for h in head) and "cold start, fresh process, this run (ms)" in head
     assert [r[2] for r in rows] == [c.describe() for c in cands]
     assert [r[0] for r in rows] == ["★"] + [""] * (len(cands) - 1)
-    assert rows[0][head.index("cold start, this run (ms)")] != "—"  # this run profiled fp32 on onnxruntime
+    assert rows[0][head.index("cold start, fresh process, this run (ms)")] == "3.25"  # fp32, 2 threads, batch 1
     assert report.to_dict()["candidates"]["cpu"] == [c.to_dict() for c in cands]
+
+
+def _candidate_cells(report: ProfileReport) -> dict[str, str]:
+    head, rows = _parse(render_html(report)).tables["candidates"]
+    col = head.index("cold start, fresh process, this run (ms)")
+    return {c.id: row[col] for c, row in zip(report.candidates["cpu"], rows)}
+
+
+def _latency_cells(report: ProfileReport) -> dict[str, str]:
+    head, rows = _parse(render_html(report)).tables["latency"]
+    return {r[0]: r[head.index("cold start, fresh process (ms)")] for r in rows}
+
+
+def test_candidates_show_only_the_cold_start_of_their_own_configuration(report):
+    """A candidate's cell holds the figure of the row with its runtime, variant, options and threads
+    (at its smallest batch): not that of another candidate of the same variant, never a guess."""
+    rows = _latency_cells(report)
+    assert rows == {"cpu/fp32 threads=1 batch=1": "1.25", "cpu/fp32 threads=1 batch=4": "2.25",
+                    "cpu/fp32 threads=2 batch=1": "3.25", "cpu/fp32 threads=2 batch=4": "4.25",
+                    "cpu/int8_dynamic threads=1 batch=1": "5.25", "cpu/int8_dynamic threads=1 batch=4": "6.25",
+                    "cpu/int8_dynamic threads=2 batch=1": "7.25", "cpu/int8_dynamic threads=2 batch=4": "8.25"}
+    cells = _candidate_cells(report)
+    want = {"fp32": "3.25", "fp32+threads=1": "1.25", "int8_dynamic": "7.25", "int8_dynamic+threads=1": "5.25"}
+    for cid, cell in cells.items():  # spinning=off, opt_level=extended, OpenVINO: this run never ran them
+        assert cell == want.get(cid, "—"), (cid, cell)
+    assert {"fp32", "fp32+spinning=off", "int8_dynamic"} <= set(cells)  # what the MLP bundle records
+    section = _parse(render_html(report)).section_text["candidates"]
+    assert "shows a cold start only where this run profiled that very configuration" in section
+
+
+def test_a_row_whose_child_failed_fills_no_candidate(mlp_bundle, monkeypatch, children):
+    children.fail[2] = "crash"  # fp32, 2 threads, batch 1: the plain fp32 candidate's configuration
+    report = _profile(mlp_bundle, monkeypatch)
+    assert _latency_cells(report)["cpu/fp32 threads=2 batch=1"] == "—"
+    cells = _candidate_cells(report)
+    assert cells["fp32"] == "—" and cells["fp32+threads=1"] == "1.25"  # not batch 4's 4.25, not another's figure
+    head, rows = _parse(render_html(report)).tables["summary"]
+    at, cold = head.index("measured at"), head.index("cold start, fresh process (ms)")
+    assert {(r[2], r[at], r[cold]) for r in rows} == {("fp32", "threads 1, batch 4", "2.25"),  # that row's own figure
+                                                       ("int8_dynamic", "threads 1, batch 4", "6.25")}
+
+
+def test_without_cold_starts_the_report_says_so(mlp_bundle, monkeypatch, children):
+    clock = FakeClock()
+    monkeypatch.setattr(profiler, "clock", clock)
+    monkeypatch.setattr(profiler, "ort_harness", _stalling_runner(clock))
+    report = profile(mlp_bundle, ProfileConfig(threads=(1,), warmup=0, iterations=20, cold_start="off"))
+    assert set(_latency_cells(report).values()) == {"—"} and set(_candidate_cells(report).values()) == {"—"}
+    assert "Cold start was not measured in this run" in render_html(report) and children.requests == []

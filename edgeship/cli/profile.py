@@ -26,6 +26,7 @@ def profile_command(
     duration: Annotated[Optional[float], typer.Option("--duration", help="Seconds of timed calls per configuration, in place of --iterations.")] = None,
     per_op: Annotated[bool, typer.Option("--per-op", help="Also aggregate onnxruntime's profiler output: top op types and nodes by time.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Rows in the per-op tables.")] = 10,
+    cold_start: Annotated[str, typer.Option("--cold-start", metavar="fresh|off", help="Cold start (session creation + first call) of each configuration: fresh (default) measures it in a Python process of its own, so every configuration pays the runtime's one-time start-up alike (Python's start-up and the runtime's import not included; a few tenths of a second more per configuration); off skips it (shown as —).")] = "fresh",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the results as JSON (every call's latency goes to an .npz beside it); usable as a --baseline later; - for stdout, without the .npz).")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV row per configuration (- for stdout).")] = None,
     html_out: Annotated[Optional[Path], typer.Option("--html", help="Write a self-contained report.html with charts (- for stdout).")] = None,
@@ -47,7 +48,7 @@ def profile_command(
     cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=every or opt.runtimes(runtime), candidates=candidates, variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
-                        run_bundled_torchscript=run_bundled_torchscript)
+                        run_bundled_torchscript=run_bundled_torchscript, cold_start=cold_start)
     stderr = to_stdout(json_out, csv_out, html_out)
     one_stdout(json=json_out, csv=csv_out, html=html_out)
     out = console(stderr, quiet)

@@ -254,9 +254,10 @@ def profile_table(console: Console, report) -> None:
     runs = f"{s['iterations']} calls" if s.get("iterations") else f"{s.get('duration')} s"
     micro = max((r.stats.p99 for r in report.results), default=0) < 1  # one unit per table: µs or ms
     unit, scale, fmt = ("µs", 1e3, "{:,.1f}") if micro else ("ms", 1.0, "{:,.2f}")
-    t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; latency in {unit}, "
-                    "cold start in ms)",
-              title_justify="left")
+    cold = ("cold ms = session + first call in a fresh process" if s.get("cold_start") == "fresh"
+            else "cold start not measured")
+    t = Table(title=f"Latency: {report.name} ({s.get('warmup')} warm-up, {runs} per configuration; latency in {unit}; "
+                    f"{cold})", title_justify="left")
     options = any(r.options_text for r in report.results)
     cols = ["target/variant", "runtime", *(["options"] if options else []), "threads", "batch", "cold ms", "mean", "p50",
             "p90", "p99", "std", "items/s", "RSS MiB"]
@@ -266,7 +267,8 @@ def profile_table(console: Console, report) -> None:
         st = r.stats
         row: list[Text | str] = [Text(f"{r.target}/{r.variant}" + (" (IO binding)" if r.io_binding else "")), r.runtime,
                                  *([Text(r.options_text or "—")] if options else []), str(r.threads), str(r.batch),
-               f"{r.cold_start_ms:,.1f}", *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
+               "—" if r.cold_start_ms is None else f"{r.cold_start_ms:,.1f}",
+               *(fmt.format(v * scale) for v in (st.mean, st.p50, st.p90, st.p99, st.std)),
                _rate(r.throughput), f"{r.peak_rss_mb:,.0f}" if math.isfinite(r.peak_rss_mb) else "n/a"]
         if eager:
             sp = report.speedup(r)

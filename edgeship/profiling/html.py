@@ -1,15 +1,18 @@
 """report.html: a self-contained page (no scripts, no network, no CDN) with inline SVG charts.
 
 Sections, top to bottom: a summary (one row per target × variant: the default ★, precision, size,
-parity, p50 per call and per item, cold start), the export's stages (when written by ``edgeship
-export --profile``), parity (the export's checks, the bundle's recorded parity, or a line saying a
-raw .onnx file has none), the latency table, a latency distribution per configuration (box from
-p25 to p75, whiskers p1 to p99, the median as a bar, calls as dots, calls beyond the axis counted
-at its end), p50 per call and per item by threads and batch (grouped bars), the baseline
-comparison when there is one, and onnxruntime's per-op breakdown.
+parity, p50 per call and per item, cold start), the candidates (each with the cold start of that
+very configuration where this run profiled it, "—" where it did not), the export's stages (when
+written by ``edgeship export --profile``), parity (the export's checks, the bundle's recorded
+parity, or a line saying a raw .onnx file has none), the latency table, a latency distribution per
+configuration (box from p25 to p75, whiskers p1 to p99, the median as a bar, calls as dots, calls
+beyond the axis counted at its end), p50 per call and per item by threads and batch (grouped bars),
+the baseline comparison when there is one, and onnxruntime's per-op breakdown.
 
 Every table column shows one unit, named in its header; every chart axis one unit, named in its
-title. Everything from a bundle (names, precisions) is escaped. SVG is written here, in Python.
+title. Cold start is the fresh-process figure (:mod:`edgeship.profiling.coldstart`): a row shows
+only the one its own configuration measured, "—" for none. Everything from a bundle (names,
+precisions) is escaped. SVG is written here, in Python.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.profiling.charts import DOTS, distribution_svg, in_unit, p50_svg, size_unit, time_unit
+from edgeship.profiling.coldstart import EXCLUDED, MEASURED_BY
 from edgeship.profiling.memory import RSS_NOT_MEASURED
 from edgeship.profiling.opprofile import KERNEL_TIME
 from edgeship.profiling.stats import format_ms
 
 if TYPE_CHECKING:
+    from edgeship.bundle.manifest import Candidate
     from edgeship.profiling.baseline import Comparison
     from edgeship.profiling.profiler import ConfigResult, ProfileReport
 
@@ -99,7 +104,7 @@ def _summary(report: ProfileReport) -> str:
     item = time_unit(r.stats.p50 / r.batch for r in rows)
     cold = time_unit(r.cold_start_ms for r in rows)
     head = ["default", "target", "variant", "precision", f"size ({size[0]})", "parity", f"p50 / call ({call[0]})",
-            f"p50 / item ({item[0]})", f"cold start ({cold[0]})", "measured at"]
+            f"p50 / item ({item[0]})", f"{COLD} ({cold[0]})", "measured at"]
     body = []
     for r, info in zip(rows, infos):
         star = ("★", "star") if report.defaults.get(r.target) == r.variant else ("", "star")
@@ -112,23 +117,73 @@ def _summary(report: ProfileReport) -> str:
                                                                 else "this report names none."))
     return (f'<section id="summary"><h2>Summary</h2><div class="scroll">{_table(head, body, "summary", left={0, 1, 2, 3, 5, 9})}'
             f'</div><p class="meta">{legend} Each row shows its fastest configuration per item; the latency table '
-            "below has every configuration.</p></section>")
+            f"below has every configuration. {_cold_legend(report)}</p></section>")
+
+
+COLD = "cold start, fresh process"
+
+
+def _cold_legend(report: ProfileReport) -> str:
+    """What the cold-start column holds."""
+    if report.settings.get("cold_start") != "fresh":
+        return f"Cold start was not measured in this run: {escape(MEASURED_BY)}."
+    return (f"Cold start: session creation + first call, each configuration in a Python process of its own "
+            f"({EXCLUDED}); — where it was not measured (see the notes).")
+
+
+def _config_key(target: str, runtime: str, model: str, precision: str | None, options: dict,
+                threads: int) -> tuple:
+    """What makes two rows the same configuration: target, runtime, model file, precision (a
+    runtime's own; onnxruntime's is the file's), options beyond threads, and threads."""
+    from edgeship.profiling.profiler import options_text
+
+    return (target, runtime, model, precision if runtime != "onnxruntime" else None, options_text(options), threads)
+
+
+def candidate_colds(report: ProfileReport) -> dict[tuple[str, str], float | None]:
+    """Per ``(target, candidate id)``, the cold start this run measured for that very configuration
+    (same target, runtime, model file, precision, options and threads), at the smallest batch it
+    profiled; a candidate this run did not profile, or whose child measured nothing, is absent or
+    None, never given another configuration's figure."""
+    from edgeship.errors import SpecError
+    from edgeship.profiling.profiler import candidate_threads
+
+    by_id = {(t, c.id): c for t, cs in report.candidates.items() for c in cs}
+    measured: dict[tuple, ConfigResult] = {}
+    for r in report.results:
+        c = by_id.get((r.target, r.variant))  # a row named by candidate id (--candidates, OpenVINO rows)
+        model, precision = (c.variant, c.precision) if c is not None else (r.variant, None)
+        key = _config_key(r.target, r.runtime, model, precision, r.options, r.threads)
+        if key not in measured or r.batch < measured[key].batch:
+            measured[key] = r
+    usable = report.host.get("usable_cpus")
+    out: dict[tuple[str, str], float | None] = {}
+    for t, cs in report.candidates.items():
+        for c in cs:
+            try:
+                threads = candidate_threads(c, usable if isinstance(usable, int) and usable > 0 else None)
+            except SpecError:  # a threads value this host cannot resolve: not the configuration of any row
+                continue
+            row = measured.get(_config_key(t, c.runtime, c.variant, c.precision, c.options, threads))
+            if row is not None:
+                out[(t, c.id)] = row.cold_start_ms
+    return out
 
 
 def _candidates(report: ProfileReport) -> str:
     """Per target, every candidate that passed parity at selection, in the order ``edgeship.load``
     tries them (the default first): runtime, options, precision, size, parity, p50 at selection,
-    and the cold start this run measured for it where it profiled that runtime and variant."""
+    and the cold start this run measured for that very configuration (:func:`candidate_colds`)."""
     if not report.candidates:
         return ""
-    cold_of = {(r.target, r.runtime, r.variant): r.cold_start_ms for r in report.results}
-    rows = [(t, i, c) for t, cs in report.candidates.items() for i, c in enumerate(cs)]
+    cold_of = candidate_colds(report)
+    rows: list[tuple[str, int, Candidate]] = [(t, i, c) for t, cs in report.candidates.items() for i, c in enumerate(cs)]
     size = size_unit(v.size for v in report.variant_info.values() if v.size)
     p50 = time_unit(c.p50_ms for _, _, c in rows)
-    colds = [cold_of.get((t, c.runtime, c.variant)) for t, _, c in rows]
+    colds = [cold_of.get((t, c.id)) for t, _, c in rows]
     cold = time_unit(colds)
     head = ["default", "target", "candidate", "runtime", "precision", f"size ({size[0]})", "parity",
-            f"p50 at selection ({p50[0]})", f"cold start, this run ({cold[0]})"]
+            f"p50 at selection ({p50[0]})", f"{COLD}, this run ({cold[0]})"]
     body = []
     for (t, i, c), cs in zip(rows, colds):
         info = report.variant_info.get(c.variant)
@@ -142,7 +197,8 @@ def _candidates(report: ProfileReport) -> str:
             f'{_table(head, body, "candidates", left={0, 1, 2, 3, 4, 6})}</div><p class="meta">In the order '
             "<code>edgeship.load</code> tries them on each target (★ the default; a candidate whose runtime is "
             "not installed is skipped). p50 was measured at selection; <code>edgeship tune</code> re-measures "
-            "on the device.</p></section>")
+            "on the device. A candidate shows a cold start only where this run profiled that very configuration "
+            "(runtime, variant, options and threads; its smallest batch), — otherwise.</p></section>")
 
 
 def _parity(report: ProfileReport, export: dict | None) -> str:
@@ -184,7 +240,7 @@ def _latency_table(report: ProfileReport) -> str:
     cold = time_unit(r.cold_start_ms for r in results)
     item = time_unit(r.stats.p50 / r.batch for r in results)
     holds = report.settings.get("rss_holds") or "the whole process"
-    head = ["configuration", "runtime", "options", "calls", f"cold start ({cold[0]})",
+    head = ["configuration", "runtime", "options", "calls", f"{COLD} ({cold[0]})",
             *(f"{k} ({u[0]})" for k in ("mean", "std", "min", "p50")), f"p50 / item ({item[0]})",
             *(f"{k} ({u[0]})" for k in ("p90", "p95", "p99", "max")), "items/s", f"peak RSS (MiB; {holds})"]
     head += ["vs eager"] if eager else []
@@ -205,7 +261,8 @@ def _latency_table(report: ProfileReport) -> str:
     rss = (f"Peak RSS is the resident memory of this whole process while the configuration ran, which held: "
            f"{escape(holds)}.")
     return (f'<div class="scroll">{_table(head, rows, "latency", left=3, wrap={len(head) - 1 - eager})}</div>'
-            f'<p class="meta">p50 / item = p50 per call ÷ batch. {rss}</p><p class="meta">providers: {used}</p>')
+            f'<p class="meta">p50 / item = p50 per call ÷ batch. {_cold_legend(report)} {rss}</p>'
+            f'<p class="meta">providers: {used}</p>')
 
 
 def _comparison(comparison: Comparison) -> str:

@@ -5,11 +5,17 @@
     report = edgeship.profile("model.edgeship", ProfileConfig(threads=(1, 2), batches=(1, 8)))
     compare(report, "baseline.json", max_regression=0.10).check()   # RegressionError: exit 1
 
-For each target × variant × threads × batch it opens a fresh onnxruntime session and measures
-the cold start (session creation + first run), then times each call (``edgeship.profiling.timing``
-describes the loop: feeds built once, ``perf_counter_ns`` around the call only, IO binding on
-CUDA) and reports mean, std, min, p50, p90, p95, p99, max, throughput (batch ÷ p50 latency,
-items/s) and the peak RSS of the process while that configuration ran.
+For each target × variant × threads × batch it opens a fresh onnxruntime session and times
+each call (``edgeship.profiling.timing`` describes the loop: feeds built once, ``perf_counter_ns``
+around the call only, IO binding on CUDA) and reports mean, std, min, p50, p90, p95, p99, max,
+throughput (batch ÷ p50 latency, items/s) and the peak RSS of the process while that configuration ran.
+
+Cold start (``cold_start_ms`` = ``session_ms`` + ``first_run_ms``: session creation + first call)
+is measured in a fresh process per configuration (:mod:`edgeship.profiling.coldstart`; Python's
+start-up and the runtime's import excluded), so every configuration pays the runtime's one-time
+process start-up alike, whatever ran before it. Timed in this process, the first configuration
+would pay it and the others not. ``cold_start="off"`` skips it; a child that fails or times out
+leaves that configuration's cold start None (null in JSON, empty in CSV, "—" in tables).
 
 Inputs: the bundle's golden sample 0 (``golden/inputs.npz``, keys ``0/<input>``), repeated
 along the batch axis to each ``--batch`` size; other symbolic axes keep sample 0's sizes. The
@@ -34,7 +40,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,7 @@ from edgeship.bundle.manifest import options_text as manifest_options_text
 from edgeship.config import ProfileConfig
 from edgeship.errors import EdgeshipError, SpecError
 from edgeship.host import usable_cpus
+from edgeship.profiling import coldstart
 from edgeship.profiling.baseline import Comparison, compare, config_label, parse_percent
 from edgeship.profiling.harness import openvino_harness, ort_harness, torch_harness
 from edgeship.profiling.memory import RSS_NOT_MEASURED, PeakRss
@@ -62,8 +69,9 @@ __all__ = ["Comparison", "ConfigResult", "ProfileReport", "Source", "compare", "
 
 DEFAULT_ITERATIONS = 200
 SCHEMA = "edgeship.profile/1"
-# The clock every measurement reads (integer ns): cold start and the timing loop alike. A hook for
-# tests, which put a fake clock here to get exact figures; nothing else replaces it.
+# The clock every measurement in this process reads (integer ns): the timing loop, and the open +
+# first call that sets a cold-start child's time limit. A hook for tests, which put a fake clock
+# here to get exact figures; nothing else replaces it. (A cold-start child reads perf_counter_ns.)
 clock: Callable[[], int] = time.perf_counter_ns
 
 
@@ -78,9 +86,9 @@ class ConfigResult:
     batch: int
     providers: tuple[str, ...]
     io_binding: bool
-    cold_start_ms: float
-    session_ms: float
-    first_run_ms: float
+    cold_start_ms: float | None  # session_ms + first_run_ms, in a fresh process; None: not measured
+    session_ms: float | None
+    first_run_ms: float | None
     stats: Stats
     throughput: float  # items/s = batch / p50 latency (one stall does not drag it down)
     peak_rss_mb: float
@@ -152,6 +160,7 @@ class _Item:
     open: Callable  # () -> Harness
     ops: Callable | None = None  # () -> OpProfile
     options: dict = field(default_factory=dict, hash=False)
+    cold: coldstart.Request | None = None  # the same configuration, for a fresh process
 
     @property
     def label(self) -> str:
@@ -159,6 +168,7 @@ class _Item:
 
 
 MAX_BATCH = 1 << 16
+COLD_START = ("fresh", "off")
 MAX_DURATION_S = 24 * 3600.0
 
 
@@ -179,6 +189,8 @@ def _check(cfg: ProfileConfig) -> None:
     if cfg.candidates and tuple(cfg.threads) != (None,):
         raise SpecError("--threads does not apply with --candidates: each candidate runs at the thread count it "
                         "records (or one per core); drop --threads, or profile variants without --candidates.")
+    if cfg.cold_start not in COLD_START:
+        raise SpecError(f"--cold-start {cfg.cold_start}: use one of {', '.join(COLD_START)}.")
     if not cfg.targets or not cfg.threads or not cfg.batches:
         raise SpecError("nothing to profile: give at least one --target, --threads and --batch value.")
 
@@ -222,7 +234,8 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
             for v in variants:
                 model = models[v]
                 plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
-                               partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top))
+                               partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top),
+                               cold=coldstart.Request.ort(model, target, providers, t, feeds[b]))
                          for t in threads for b in batches]
         if "openvino" in config.runtimes:
             plan += _openvino_items(src, variants, models, [t for t, _ in targets], threads, batches, feeds)
@@ -242,15 +255,21 @@ def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileC
         notes.append(f"peak RSS {RSS_NOT_MEASURED} (no /proc and no resource module)")
     iterations = None if config.duration is not None else (config.iterations or DEFAULT_ITERATIONS)
     results = []
+    colds = coldstart.Children(config.cold_start)
     for i, item in enumerate(plan):
         if progress:
             progress(i, len(plan), item.label)
-        results.append(_measure(item, config, iterations, rss))
+        r, opened_s = _measure(item, config, iterations, rss)
+        if config.cold_start == "fresh":  # its own child's figures, or None: never another row's
+            got = colds.measure(item.cold, item.label, item.runtime, opened_s)
+            r = replace(r, cold_start_ms=got.cold_start_ms, session_ms=got.session_ms, first_run_ms=got.first_run_ms)
+        results.append(r)
     if progress:
         progress(len(plan), len(plan), "done")
+    notes[:0] = colds.notes()
     settings = {"warmup": config.warmup, "iterations": iterations, "duration": config.duration,
                 "per_op": config.per_op, "per_op_runs": config.per_op_runs if config.per_op else None,
-                "rss_scope": rss.scope, "rss_holds": rss_holds(sys.modules)}
+                "rss_scope": rss.scope, "rss_holds": rss_holds(sys.modules), "cold_start": config.cold_start}
     return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
                          dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes),
                          dict(src.variant_info), dict(src.defaults), dict(src.candidates))
@@ -277,16 +296,15 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakRss) -> ConfigResult:
+def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakRss) -> tuple[ConfigResult, float]:
+    """The configuration timed in this process, its cold start left unmeasured (None), and the
+    seconds its open + first call took here (what sets a cold-start child's time limit only:
+    in this process it depends on what ran before, so it is not reported)."""
     gc.collect()
     rss.reset()
     before = rss.current_mb()
-    t0 = clock()
-    h = item.open()
+    h, open_ns, first_ns = coldstart.time_open(item.open, clock)
     try:
-        t1 = clock()
-        h.call(*h.args)
-        t2 = clock()
         ns = time_calls(h.call, h.args, cfg.warmup, iterations, cfg.duration, clock=clock)
         peak = rss.peak_mb()
     finally:
@@ -295,10 +313,10 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
     ms = ns / 1e6
     stats = Stats.of(ms)
     return ConfigResult(item.runtime, item.target, item.variant, item.threads, item.batch, tuple(h.providers),
-                        h.io_binding, (t2 - t0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, stats,
+                        h.io_binding, None, None, None, stats,
                         item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
                         max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms,
-                        dict(item.options))
+                        dict(item.options)), (open_ns + first_ns) / 1e9
 
 
 def _openvino_items(src: Source, variants: list[str], models: dict, targets: list[str], threads, batches,
@@ -315,7 +333,8 @@ def _openvino_items(src: Source, variants: list[str], models: dict, targets: lis
     info = src.variant_info
     configs = candidate_configs({v: info[v].precision if v in info else "fp32" for v in variants}, "cpu",
                                 runtimes=(OPENVINO,))
-    return [_Item("openvino", "cpu", c.id, t, b, partial(openvino_harness, models[c.variant], c.precision, t, feeds[b]))
+    return [_Item("openvino", "cpu", c.id, t, b, partial(openvino_harness, models[c.variant], c.precision, t, feeds[b]),
+                  cold=coldstart.Request.openvino(models[c.variant], c.precision, t, feeds[b]))
             for c in configs for t in threads for b in batches]
 
 
@@ -329,7 +348,6 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
         SpecError: the source lists no candidates (an .onnx file, a bundle from before candidates).
     """
     from edgeship.bundle.choose import why_not_here
-    from edgeship.host import resolve_threads
 
     if not src.candidates:
         why = "an .onnx file has one model" if src.kind == "onnx" else "a bundle exported before candidates"
@@ -349,22 +367,32 @@ def _candidate_items(src: Source, variants: list[str], models: dict, targets: li
             if unmet is not None:
                 skipped.append(f"{target}: candidate {c.id} left out: {unmet}")
                 continue
-            t = resolve_threads(c.options["threads"]) if c.options.get("threads") is not None else usable_cpus()
+            t = candidate_threads(c)
             model = models[c.variant]
             for b in batches:
                 if c.runtime == "openvino":
                     items.append(_Item("openvino", target, c.id, t, b,
-                                       partial(openvino_harness, model, c.precision, t, feeds[b]), options=dict(c.options)))
+                                       partial(openvino_harness, model, c.precision, t, feeds[b]), options=dict(c.options),
+                                       cold=coldstart.Request.openvino(model, c.precision, t, feeds[b])))
                 else:
                     items.append(_Item("onnxruntime", target, c.id, t, b,
                                        partial(ort_harness, model, target, providers, t, feeds[b], options=c.options),
                                        partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm,
                                                cfg.per_op_runs, cfg.top, options=c.options),
-                                       options=dict(c.options)))
+                                       options=dict(c.options),
+                                       cold=coldstart.Request.ort(model, target, providers, t, feeds[b], c.options)))
     if not items and not skipped:
         raise SpecError(f"--candidates: {src.name} has no candidate for {', '.join(t for t, _ in targets)}"
                         + (f" among variants {', '.join(variants)}" if cfg.variants else "") + ".")
     return items, skipped
+
+
+def candidate_threads(c: Candidate, usable: int | None = None) -> int:
+    """The thread count a candidate is profiled at: its own (resolved for a host with ``usable``
+    cores, default this one), else one per core."""
+    from edgeship.host import resolve_threads
+
+    return resolve_threads(c.options["threads"], usable) if c.options.get("threads") is not None else (usable or usable_cpus())
 
 
 def options_text(options: dict) -> str:
@@ -373,7 +401,7 @@ def options_text(options: dict) -> str:
 
 
 def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> list[_Item]:
-    import torch  # imported here, so no configuration's cold start pays for it
+    import torch  # imported before any configuration is timed here (a cold-start child imports it apart)
 
     from edgeship.exporters.loading import load_reference
 
@@ -387,7 +415,11 @@ def _torch_items(src: Source, cfg: ProfileConfig, threads, batches, feeds) -> li
         data = src.torchscript()
         loaders["torchscript"] = lambda: torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     names = src.spec.input_names
-    return [_Item("torch", "cpu", v, t, b, partial(torch_harness, load, t, feeds[b], names))
+    colds = {"torch-eager": partial(coldstart.Request.torch, path=path, load=cfg.load, recorded=src.recorded)}
+    if "torchscript" in loaders:
+        colds["torchscript"] = partial(coldstart.Request.torch, torchscript=data)
+    return [_Item("torch", "cpu", v, t, b, partial(torch_harness, load, t, feeds[b], names),
+                  cold=colds[v](t, feeds[b], names))
             for v, load in loaders.items() for t in threads for b in batches]
 
 
