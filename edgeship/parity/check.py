@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,15 +34,18 @@ from edgeship.runtimes.ort import OrtRunner, providers_for
 from edgeship.runtimes.registry import ORT, make_runner
 from edgeship.spec import IOSpec, validate_feeds
 
+if TYPE_CHECKING:
+    from edgeship.config import LoadOptions
+
 log = logging.getLogger(__name__)
 
 
 CANDIDATES = ("default", "all")
 
 
-def check(bundle: str | os.PathLike, targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
-          against: str | os.PathLike | None = None, load_options=None,
-          tolerances: dict | None = None, inputs: str | os.PathLike | None = None,
+def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
+          against: str | os.PathLike[str] | None = None, load_options: LoadOptions | None = None,
+          tolerances: dict[str, Any] | None = None, inputs: str | os.PathLike[str] | None = None,
           localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default") -> ParityReport:
     """Check what runs on this host (or the named variants) on every target over the golden inputs.
 

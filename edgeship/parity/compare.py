@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgeship.bundle.golden import Sample, make_samples
 from edgeship.errors import ModelLoadError, SpecError
@@ -54,8 +55,8 @@ def _side(path: Path, variant: str) -> Side:
     return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), precision)
 
 
-def compare(a: str | os.PathLike, b: str | os.PathLike, *, variant_a: str = "auto", variant_b: str = "auto",
-            inputs: str | os.PathLike | None = None, tolerances: dict | None = None, seed: int = 0,
+def compare(a: str | os.PathLike[str], b: str | os.PathLike[str], *, variant_a: str = "auto", variant_b: str = "auto",
+            inputs: str | os.PathLike[str] | None = None, tolerances: dict[str, Any] | None = None, seed: int = 0,
             localise: bool = True, runtimes: tuple[str, ...] = (ORT,)) -> ParityReport:
     """Run A and B on the same inputs and judge B against A.
 

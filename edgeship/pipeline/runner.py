@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
@@ -191,10 +191,10 @@ class QuantizeResult:
     notes: tuple[str, ...]
 
 
-def quantize_model(model: str | os.PathLike, method: str = "dynamic", output: str | os.PathLike | None = None, *,
-                   inputs: tuple[str, ...] = (), example_inputs: str | os.PathLike | None = None,
+def quantize_model(model: str | os.PathLike[str], method: str = "dynamic", output: str | os.PathLike[str] | None = None, *,
+                   inputs: tuple[str, ...] = (), example_inputs: str | os.PathLike[str] | None = None,
                    calibration: str | None = None, calibration_method: str = "minmax", calibration_samples: int = 64,
-                   fallback: bool = True, tolerances: dict | None = None,
+                   fallback: bool = True, tolerances: dict[str, Any] | None = None,
                    progress: Progress = _silent) -> QuantizeResult:
     """Quantize an fp32 ONNX model on its own: the export pipeline with one variant, parity-checked
     against the fp32 model, written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).

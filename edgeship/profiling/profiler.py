@@ -201,7 +201,7 @@ def _targets(requested: tuple[str, ...]) -> list[tuple[str, list[str]]]:
     return [(t, providers_for(t)) for t in resolve_targets(requested)]
 
 
-def profile(source: str | os.PathLike | Source, config: ProfileConfig = ProfileConfig(),
+def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = ProfileConfig(),
             progress: Callable[[int, int, str], None] | None = None) -> ProfileReport:
     """Profile a bundle or .onnx file over every configuration of ``config``.
 
