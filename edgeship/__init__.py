@@ -18,6 +18,7 @@ from typing import Any
 
 from edgeship.errors import (
     BundleError,
+    DiskFullError,
     EdgeshipError,
     ExportError,
     InferenceError,
@@ -45,8 +46,9 @@ _LAZY = {
     "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
-__all__ = ["BundleError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError", "ParityError", "QuantizationError",
-           "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__", *_LAZY]
+__all__ = ["BundleError", "DiskFullError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError",
+           "ParityError", "QuantizationError", "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError",
+           "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -75,6 +75,12 @@ class InferenceError(EdgeshipError):
     could not allocate memory for them)."""
 
 
+class DiskFullError(EdgeshipError):
+    """A folder edgeship writes its work in (TMPDIR) has no room for what it is about to write;
+    checked before each large write, since onnxruntime and torch abort the process (or fail with
+    an unrelated message) when a disk fills up under them."""
+
+
 class TargetUnavailableError(EdgeshipError):
     """The requested execution target (e.g. CUDA) is not available on this machine."""
 
