@@ -83,7 +83,8 @@ def _bundle_source(p: Path) -> Source:
     ts = m.get("torchscript")
     return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
                   lambda v: b.read(m["variants"][v]["file"]), sample,
-                  (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}), variants_of(m),
+                  (lambda: b.read(ts)) if isinstance(ts, str) else None,
+                  dict(m["source"]) if isinstance(m.get("source"), dict) else {}, variants_of(m),
                   dict(m.get("defaults") or {}), candidates_of(m))
 
 
