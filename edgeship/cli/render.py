@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 from rich.console import Console
 from rich.progress import TaskID
 from rich.status import Status
@@ -215,9 +216,11 @@ def outputs(console: Console, title: str, outs: dict) -> None:
     for col in ("output", "dtype", "shape", "min", "max", "mean"):
         t.add_column(col)
     for k, a in outs.items():
-        f = a.astype("float64") if a.size else a
-        t.add_row(safe(k), str(a.dtype), safe(format_shape(a.shape)), *((_fmt(float(f.min())), _fmt(float(f.max())),
-                  _fmt(float(f.mean()))) if a.size else ("—",) * 3))
+        a = np.asarray(a)
+        numbers = a.size and a.dtype.kind in "biuf"  # a string or object output has no min, max or mean
+        f = a.astype("float64") if numbers else a
+        t.add_row(safe(k), safe(a.dtype), safe(format_shape(a.shape)), *((_fmt(float(f.min())), _fmt(float(f.max())),
+                  _fmt(float(f.mean()))) if numbers else ("—",) * 3))
     console.print(t)
 
 

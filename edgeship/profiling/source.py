@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.errors import ModelLoadError, SpecError, brief
-from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
+from edgeship.spec import IOSpec, check_numeric, format_shape, validate_feeds
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,8 @@ def _onnx_source(p: Path) -> Source:
     except ModelLoadError as e:
         raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e.__cause__ or e)}") from e
     inputs, outputs = io_specs(s)
-    for t in inputs + outputs:
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise SpecError(f"{p}: {t.name} has type {t.dtype}, which the profiler cannot feed.")
+    check_numeric(inputs, str(p))
+    check_numeric(outputs, str(p), "output")
     return Source(p.stem, "onnx", str(p), IOSpec(inputs, outputs), ("onnx",), lambda v: model)
 
 

@@ -234,12 +234,13 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
 
 
 def io_specs(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """A session's inputs and outputs as TensorSpecs: fixed sizes stay, symbolic axes keep their
-    name and unnamed ones become ``<tensor>_dim<axis>``; a type edgeship cannot feed keeps
-    onnxruntime's own name (e.g. ``seq(tensor(float))``)."""
+    """A session's inputs and outputs as TensorSpecs: fixed sizes stay (0 included: onnxruntime
+    holds a model to it), symbolic axes keep their name and unnamed ones become
+    ``<tensor>_dim<axis>``; a type edgeship cannot feed keeps onnxruntime's own name (e.g.
+    ``seq(tensor(float))``: see :func:`edgeship.spec.check_numeric`)."""
     def spec(args) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(a.name, ORT_DTYPES.get(a.type, a.type), tuple(
-            d if (isinstance(d, int) and d > 0) or (isinstance(d, str) and d) else f"{a.name}_dim{k}"
+            d if (isinstance(d, int) and d >= 0) or (isinstance(d, str) and d) else f"{a.name}_dim{k}"
             for k, d in enumerate(a.shape or ()))) for a in args)
 
     return spec(session.get_inputs()), spec(session.get_outputs())
