@@ -9,6 +9,9 @@ torch (or onnx):
     edgeship.check(bundle, targets=("cpu",)) -> ParityReport
     edgeship.compare(a, b) -> ParityReport
     edgeship.profile(bundle_or_onnx, ProfileConfig(...)) -> ProfileReport
+
+Importing edgeship turns the runtimes' telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless set;
+``EDGESHIP_RUNTIME_TELEMETRY=1`` keeps it): see :mod:`edgeship.telemetry`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from edgeship import telemetry as _telemetry
 from edgeship.errors import (
     BundleError,
     DiskFullError,
@@ -32,6 +36,8 @@ from edgeship.errors import (
 )
 
 __version__ = "0.1.0"
+
+_telemetry.quiet_onnxruntime_import()  # before anything imports onnxruntime: it reads the variable then
 
 _LAZY = {
     "load": ("edgeship.model", "load"),

@@ -51,6 +51,7 @@ import numpy as np
 from edgeship.errors import EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
 from edgeship.spec import IOSpec
+from edgeship.telemetry import import_openvino
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,10 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 
 def installed() -> bool:
-    """Whether the ``openvino`` package imports here."""
+    """Whether the ``openvino`` package imports here (imported without its telemetry: see
+    :mod:`edgeship.telemetry`)."""
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
@@ -92,9 +94,7 @@ def installed() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _core() -> Any:
-    import openvino as ov
-
-    return ov.Core()
+    return import_openvino().Core()
 
 
 def has_bf16() -> bool:
@@ -163,8 +163,7 @@ class OpenVINORunner(Runner):
             raise TargetUnavailableError(
                 f"OpenVINO cannot compile here: process {_compiled_in} compiled a model before fork()ing this one, and "
                 f"OpenVINO's threads do not survive fork; {AFTER_FORK}.")
-        import openvino as ov
-
+        ov = import_openvino()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                                   "INFERENCE_NUM_THREADS": int(self.options.get("threads") or usable_cpus())}
         hint = PRECISION_HINTS[self.precision]

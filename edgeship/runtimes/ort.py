@@ -211,7 +211,9 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     import onnxruntime as ort
 
     from edgeship.runtimes.external_data import refuse_external_data
+    from edgeship.telemetry import quiet_onnxruntime
 
+    quiet_onnxruntime(ort)  # once per process, for an onnxruntime imported before edgeship
     providers = providers or providers_for(target)
     src = model if isinstance(model, bytes) else os.fspath(model)
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
