@@ -26,6 +26,7 @@ from edgeship.errors import (
     EdgeshipError,
     ExportError,
     InferenceError,
+    InferenceTimeout,
     ModelLoadError,
     ParityError,
     QuantizationError,
@@ -52,7 +53,7 @@ _LAZY = {
     "profile": ("edgeship.profiling.profiler", "profile"),
 }
 
-__all__ = ["BundleError", "DiskFullError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError",
+__all__ = ["BundleError", "DiskFullError", "EdgeshipError", "ExportError", "InferenceError", "InferenceTimeout", "ModelLoadError",
            "ParityError", "QuantizationError", "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError",
            "__version__", *_LAZY]
 

@@ -158,6 +158,10 @@ def main() -> None:
         from rich.text import Text
 
         console(True).print(Text.assemble(("error: ", "bold red"), visible(e, lines=True)))
+        if getattr(e, "stuck", False):  # an inference the runtime could not stop (OpenVINO) would hold the exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import weakref
@@ -50,6 +51,8 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
+from edgeship.runtimes.deadline import Deadline
+from edgeship.runtimes.deadline import current as current_deadline
 from edgeship.spec import IOSpec
 from edgeship.telemetry import import_openvino
 
@@ -232,9 +235,28 @@ class OpenVINORunner(Runner):
             request = self._local.request
         except AttributeError:  # this thread's first call
             request = self._new_request()
+        d = current_deadline()
+        if d is not None:
+            return self._run_within(request, output_names, feeds, d)
         res = request.infer(feeds, share_inputs=True)
         port_of = self._port_of
         return [res[port_of[n]] for n in (output_names or self.output_names)]
+
+    def _run_within(self, request: Any, output_names: list[str] | None, feeds: dict[str, np.ndarray], d: Deadline) -> list:
+        """:meth:`run` under a deadline: asynchronously, waiting until ``d``. OpenVINO cannot stop
+        an inference it started, so on timeout this thread's request is left to it (the next call
+        makes a new one) and :class:`InferenceTimeout` says so (``stuck``)."""
+        left = d.left()
+        if left <= 0:
+            raise d.exceeded(self.name, RUNTIME)
+        request.start_async(feeds, share_inputs=True)
+        if not request.wait_for(max(1, math.ceil(left * 1000))):
+            request.cancel()
+            del self._local.request
+            raise d.exceeded(self.name, RUNTIME, stuck=True)
+        res = request.results
+        port_of = self._port_of
+        return [np.array(res[port_of[n]], copy=True) for n in (output_names or self.output_names)]
 
     def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
         self.load()

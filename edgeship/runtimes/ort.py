@@ -17,6 +17,8 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
+from edgeship.runtimes.deadline import current as current_deadline
+from edgeship.runtimes.deadline import run_ort
 from edgeship.spec import IOSpec, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -327,7 +329,10 @@ class OrtRunner(Runner):
         return list(self.session.get_providers()) if self.session else []
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        d = current_deadline()
+        if d is None:
+            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        return dict(zip(self.output_names, run_ort(self.session.run, self.output_names, feeds, d, self.name)))
 
     def _close(self) -> None:
         self.session = None
