@@ -136,13 +136,20 @@ def write_file(path: Path, write: Callable[[Path], Any], out: Any, flag: str, bi
             sys.stdout.flush()
 
 
+class _VisibleFormatter(logging.Formatter):
+    """Log lines as text: control characters in them (a candidate id from a bundle) escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record), lines=True)
+
+
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s",
-                        handlers=[RichHandler(console=console(True), show_path=False, show_time=False)],
-                        force=True)
+    handler = RichHandler(console=console(True), show_path=False, show_time=False, markup=False)
+    handler.setFormatter(_VisibleFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def main() -> None:

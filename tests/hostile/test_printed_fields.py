@@ -94,3 +94,21 @@ def test_mistyped_manifest_fields_do_not_crash(bundle_copy, cli, field, value, c
     code, msg = cli(*args)
     _clean(code, msg)
     assert code == 0, msg
+
+
+def test_logged_messages_are_printed_as_text_too(bundle_copy, cli, monkeypatch, caplog):
+    """Log lines (what load passed over and why, -v) name candidates from the bundle as well."""
+    import logging
+
+    _nasty(bundle_copy, "candidate id")
+    m = json.loads((bundle_copy / MANIFEST).read_text())
+    first = m["candidates"]["cpu"][0]
+    first["requires"] = {"cpu_any": ["no_such_flag" + NASTY]}  # passed over here, with a logged reason
+    (bundle_copy / MANIFEST).write_text(json.dumps(m))
+    import numpy as np
+
+    x = bundle_copy.parent / "x.npy"
+    np.save(x, np.ones((1, 10), np.float32))
+    code, msg = cli("run", bundle_copy, "--input", x, "-v")
+    _clean(code, msg)
+    logging.getLogger().handlers.clear()
