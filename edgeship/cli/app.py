@@ -17,6 +17,7 @@ escapes such as ``\x1b`` (:func:`visible`).
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -153,7 +154,8 @@ def setup_logging(verbose: bool, quiet: bool = False) -> None:
 
 
 def main() -> None:
-    """Entry point: EdgeshipError -> message and its exit code, without a traceback; any other
+    """Entry point: EdgeshipError -> message and its exit code, without a traceback; a full disk
+    (ENOSPC, EDQUOT) that no command turned into one is exit 2 too, naming the file; any other
     exception is a bug: its traceback, a line saying so, exit 3."""
     import edgeship.cli  # noqa: F401 - registers every command on ``app``
 
@@ -176,13 +178,26 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _bug()
+        import tempfile
+
+        console(True).print(f"error: {e}; free space there (TMPDIR is {tempfile.gettempdir()}) and run again.",
+                            style="bold red")
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as e:
         # typer ships its own copy of click's exceptions: recognise them by shape
         usage: Any = e
         if hasattr(usage, "show") and isinstance(getattr(usage, "exit_code", None), int):
             usage.show()
             sys.exit(EXIT_BAD_INPUT if usage.exit_code == 2 else usage.exit_code)
-        traceback.print_exc()
-        print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
-              "please report it with the traceback above.", file=sys.stderr)
-        sys.exit(EXIT_BUG)
+        _bug()
+
+
+def _bug() -> None:
+    """Exit 3 with the traceback of the exception being handled, and a line saying it is a bug."""
+    traceback.print_exc()
+    print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
+          "please report it with the traceback above.", file=sys.stderr)
+    sys.exit(EXIT_BUG)

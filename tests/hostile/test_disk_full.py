@@ -177,3 +177,29 @@ def test_a_real_4k_tmpdir(files, tmp_path, size):
         assert not [q for q in tmp.iterdir() if q.name.startswith("edgeship-")], list(tmp.iterdir())
     finally:
         subprocess.run(["umount", str(tmp)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------- other commands' TMPDIR use
+def test_profile_per_op_with_a_full_tmpdir_is_exit_2(bundle_copy, tmpdir_env, cli, monkeypatch):
+    """onnxruntime writes its per-op profile JSON in TMPDIR and, on a full disk, leaves it cut short."""
+    import json
+
+    import edgeship.profiling.opprofile as opprofile
+
+    def cut_short(f):
+        raise json.JSONDecodeError("Unterminated string starting at", "{", 1)
+
+    monkeypatch.setattr(opprofile.json, "load", cut_short)
+    monkeypatch.setattr(opprofile.shutil, "disk_usage", lambda p: Usage(1 << 20, (1 << 20) - 4096, 4096))
+    code, msg = cli("profile", bundle_copy, "--per-op", "-n", "2", "--warmup", "0")
+    assert code == 2 and "disk full in TMPDIR" in msg and "Traceback" not in msg, msg
+
+
+def test_a_full_disk_anywhere_is_exit_2_not_a_bug(bundle_copy, cli, monkeypatch):
+    """The last line of defence: an ENOSPC that no command expected (here: while printing the table)."""
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/some/file")
+
+    monkeypatch.setattr("edgeship.cli.render.parity_table", full)
+    code, msg = cli("check", bundle_copy, "--table")
+    assert code == 2 and "No space left on device" in msg and "/some/file" in msg and "Traceback" not in msg, msg
