@@ -84,9 +84,10 @@ def _itemsize(dtype: str) -> int:
     return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
-def check_generated(specs, sizes: dict) -> None:
+def check_generated(specs, sizes: dict) -> int:
     """Refuse inputs too large to generate, before allocating them: an input of more than
     :data:`~edgeship.spec.MAX_ELEMENTS` elements, or a sample over :data:`MAX_SAMPLE_BYTES`.
+    Returns the bytes one sample takes.
 
     Raises:
         SpecError: naming the input, its shape (and the symbols' sizes) and the limit.
@@ -109,6 +110,7 @@ def check_generated(specs, sizes: dict) -> None:
             f"the inputs {', '.join(repr(s.name) for s in specs)} would take {total / 2**30:.1f} GiB together, over the "
             f"{MAX_SAMPLE_BYTES / 2**30:.1f} GiB edgeship generates per sample. Pass inputs of your own (compare "
             "--inputs, export --example-inputs), or a model whose declared shapes are smaller or symbolic.")
+    return total
 
 
 def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None = None) -> dict:

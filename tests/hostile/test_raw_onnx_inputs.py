@@ -144,3 +144,16 @@ def test_a_zero_size_axis_is_a_size(tmp_path, cli, shape, command):
     assert code in (0, 2) and "Traceback" not in msg, msg
     if code == 2:
         assert "size 0" in msg or "empty" in msg, msg
+
+
+def test_synthetic_calibration_is_bounded_in_total(monkeypatch):
+    """static int8 without calibration data draws up to 32 synthetic samples: together at most
+    2 GiB (here scaled down: 4 KiB of samples, each 4 KiB, gives one)."""
+    import edgeship.exporters.calibration as calibration
+    from edgeship.spec import TensorSpec
+
+    monkeypatch.setattr(calibration, "MAX_SAMPLE_BYTES", 4096)
+    calib = calibration.load_calibration(None, (TensorSpec("x", "float32", (1024,)),), limit=64)
+    assert len(calib.samples) == 1
+    monkeypatch.setattr(calibration, "MAX_SAMPLE_BYTES", 1 << 31)
+    assert len(calibration.load_calibration(None, (TensorSpec("x", "float32", (1024,)),), limit=64).samples) == 32
