@@ -13,6 +13,9 @@ torch (or onnx):
 Type checkers see the real types: every lazy name is also imported under ``TYPE_CHECKING`` (never
 at runtime), so ``edgeship.load("b")`` is an ``edgeship.model.Model`` to mypy and pyright, and a
 misspelt name is an error rather than ``Any``.
+
+Importing edgeship turns the runtimes' telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless set;
+``EDGESHIP_RUNTIME_TELEMETRY=1`` keeps it): see :mod:`edgeship.telemetry`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from edgeship import telemetry as _telemetry
 from edgeship.errors import (
     BundleError,
+    DiskFullError,
     EdgeshipError,
     ExportError,
     InferenceError,
+    InferenceTimeout,
     ModelLoadError,
     ParityError,
     QuantizationError,
@@ -45,6 +51,8 @@ if TYPE_CHECKING:  # the names _LAZY imports on first use, for type checkers onl
 
 __version__ = "0.1.0"
 
+_telemetry.quiet_onnxruntime_import()  # before anything imports onnxruntime: it reads the variable then
+
 _LAZY = {
     "load": ("edgeship.model", "load"),
     "Model": ("edgeship.model", "Model"),
@@ -59,9 +67,10 @@ _LAZY = {
 }
 
 # spelt out (not `*_LAZY`) so type checkers read it: a name listed here is the package's to export
-__all__ = ["BundleError", "EdgeshipError", "ExportError", "InferenceError", "ModelLoadError", "ParityError", "QuantizationError",
-           "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError", "__version__",
-           "load", "Model", "export", "quantize", "ExportConfig", "LoadOptions", "ProfileConfig", "check", "compare", "profile"]
+__all__ = ["BundleError", "DiskFullError", "EdgeshipError", "ExportError", "InferenceError", "InferenceTimeout", "ModelLoadError",
+           "ParityError", "QuantizationError", "RegressionError", "SpecError", "TargetUnavailableError", "UnsafeModelError",
+           "__version__", "load", "Model", "export", "quantize", "ExportConfig", "LoadOptions", "ProfileConfig", "check",
+           "compare", "profile"]
 
 
 if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise read any other name as Any

@@ -75,6 +75,22 @@ class InferenceError(EdgeshipError):
     could not allocate memory for them)."""
 
 
+class InferenceTimeout(InferenceError):
+    """Inference did not finish within its deadline (``--timeout``, ``timeout=``): a graph can run
+    as long as it says. ``stuck``: the runtime could not stop it (OpenVINO), so it still runs on
+    one of the runtime's threads and the process cannot exit normally."""
+
+    def __init__(self, message: str = "", stuck: bool = False):
+        super().__init__(message)
+        self.stuck = stuck
+
+
+class DiskFullError(EdgeshipError):
+    """A folder edgeship writes its work in (TMPDIR) has no room for what it is about to write;
+    checked before each large write, since onnxruntime and torch abort the process (or fail with
+    an unrelated message) when a disk fills up under them."""
+
+
 class TargetUnavailableError(EdgeshipError):
     """The requested execution target (e.g. CUDA) is not available on this machine."""
 

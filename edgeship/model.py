@@ -22,6 +22,9 @@ onnxruntime sees a byte, and the model is handed to onnxruntime from the verifie
 opened model must then agree with the manifest's inputs and outputs. Feeds are checked for
 names, dtypes (in native byte order), ranks and fixed sizes; their values are not scanned for
 NaN/Inf (that would cost every call): NaN in, NaN out. ``edgeship check`` reports NaN/Inf.
+
+A graph can run as long as it says (a Loop of 2^62 iterations fits in a few hundred bytes):
+``load(..., timeout=s)`` bounds each call (``InferenceTimeout``); see :mod:`edgeship.runtimes.deadline`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from edgeship.bundle.manifest import Candidate
 from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
 from edgeship.host import resolve_threads
+from edgeship.runtimes.deadline import check_seconds, timed
 from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
 from edgeship.runtimes.registry import OPENVINO, ORT, runtime_name
@@ -159,7 +163,7 @@ class Model:
     """
 
     def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: Any,
-                 candidate: Candidate, skipped: tuple[str, ...] = ()):
+                 candidate: Candidate, skipped: tuple[str, ...] = (), timeout: float | None = None):
         self.bundle = bundle
         self.spec = spec
         self.variant = variant
@@ -177,6 +181,10 @@ class Model:
                         for t in spec.inputs]
         self._fast = _fast_path(self._checks, self._out_names)
         self._run_checked = _checked_run(runner)
+        self.timeout = timeout
+        if timeout is not None:  # each call bounded; without it the call path stays as it is (B3, B8)
+            self._run_checked = timed(self._run_checked, timeout, f"{bundle.path} (candidate {candidate.id})",
+                                      isinstance(runner, OrtRunner))
         if _hangs_after_fork(runner):
             _hang_after_fork.add(self)
 
@@ -359,7 +367,8 @@ def _np_dtype(name: str):
 
 def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: str = "auto",
          threads: int | None = None, *, runtime: str | None = None, inter_op_threads: int | None = None,
-         session_options: Any = None, provider_options: dict[str, Any] | None = None) -> Model:
+         session_options: Any = None, provider_options: dict[str, Any] | None = None,
+         timeout: float | None = None) -> Model:
     """Verify a bundle and open one variant of it for ``target``.
 
     Args:
@@ -380,10 +389,17 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
             and ``inter_op_threads``, when given, are set on it).
         provider_options: options for the target's execution provider, e.g. ``{"device_id": 1}``
             or ``{"arena_extend_strategy": "kSameAsRequested"}`` for CUDA.
+        timeout: seconds each call may take, for bundles you do not trust: a graph can run as long
+            as it says (an ONNX Loop of 2^62 iterations). A call past it raises
+            ``InferenceTimeout``; onnxruntime stops the inference (``RunOptions.terminate``) and the
+            Model stays usable; OpenVINO cannot stop it, so it keeps running on one of OpenVINO's
+            threads (see :mod:`edgeship.runtimes.deadline`). Default: none, and the call path is
+            then exactly as without it. ``run_bound`` is not bounded.
 
     Raises:
         BundleError: the bundle is missing, corrupt or tampered with, or lacks the variant.
         TargetUnavailableError: the target's execution provider (or the runtime) is not installed.
+        SpecError: ``timeout`` is not a number of seconds above 0.
     """
     check_threads(threads)
     check_threads(inter_op_threads, "inter_op_threads")
@@ -391,6 +407,8 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
     inter_op_threads = resolve_threads(inter_op_threads) if inter_op_threads else None
     if isinstance(bundle, (bytearray, memoryview)):  # a snapshot: the buffer may change after verification
         bundle = bytes(bundle)
+    if timeout is not None:
+        timeout = check_seconds(timeout, "timeout")
     if runtime is not None:
         runtime = runtime_name(runtime)
     if session_options is not None or inter_op_threads or provider_options:
@@ -403,18 +421,18 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
     if session_options is not None or inter_op_threads:
         options = ort_session_options(threads, inter_op_threads=inter_op_threads, base=session_options)
     try:
-        return _load(bundle, target, variant, threads, options, provider_options, runtime)
+        return _load(bundle, target, variant, threads, options, provider_options, runtime, timeout)
     except BundleError:
         # a folder bundle replaced by an export while it was read (its files then belong to two
         # manifests) fails verification once: read it again, once, when it changed underneath
         if before is None or isinstance(bundle, bytes) or identity(bundle) == before:
             raise
         log.info("bundle %s changed while it was read; reading it again", bundle)
-        return _load(bundle, target, variant, threads, options, provider_options, runtime)
+        return _load(bundle, target, variant, threads, options, provider_options, runtime, timeout)
 
 
 def _load(bundle: str | os.PathLike[str] | bytes, target: str, variant: str, threads: int | None, options: Any,
-          provider_options: dict[str, Any] | None, runtime: str | None = None) -> Model:
+          provider_options: dict[str, Any] | None, runtime: str | None = None, timeout: float | None = None) -> Model:
     """Open the first candidate that runs here; see :func:`load`. A bundle given as bytes is closed
     once the model is open: the Model keeps its manifest, not the zip's bytes (``Model.bundle.read``
     then refuses); a bundle on disk stays readable."""
@@ -423,7 +441,7 @@ def _load(bundle: str | os.PathLike[str] | bytes, target: str, variant: str, thr
         target, providers = resolve_target(target)
         spec = IOSpec.from_dict(b.manifest["io"])
         runner, c, skipped = open_candidate(b, spec, target, providers, variant, runtime, threads, options, provider_options)
-        model = Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped)
+        model = Model(b, spec, c.variant, target, runner, candidate=c, skipped=skipped, timeout=timeout)
     except BaseException:
         b.close()
         raise

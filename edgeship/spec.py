@@ -104,6 +104,33 @@ def check_dtype(dtype: str) -> str:
     return dtype
 
 
+def numeric(dtype: str) -> bool:
+    """Whether edgeship can make, feed and compare tensors of ``dtype``: numpy's bool, integer and
+    float types, and bfloat16; not strings, float8, complex, sequences, maps or optionals (which
+    onnxruntime names ``tensor(string)``, ``seq(tensor(float))``...)."""
+    if dtype == "bfloat16":
+        return True
+    try:
+        return np.dtype(dtype).kind in "biuf"
+    except TypeError:
+        return False
+
+
+def check_numeric(specs, what: str, kind: str = "input") -> None:
+    """Refuse a model whose inputs (or outputs) edgeship cannot make or compare.
+
+    Raises:
+        SpecError: naming the tensor and its type.
+    """
+    for t in specs:
+        if not numeric(t.dtype):
+            raise SpecError(
+                f"{what}: {kind} {t.name!r} has type {t.dtype}, which edgeship cannot "
+                f"{'generate or feed' if kind == 'input' else 'compare'}: "
+                "it works with tensors of bool, integer and float types (float16, bfloat16, float32, float64). "
+                "Wrap the model so that its inputs and outputs are such tensors.")
+
+
 def check_name(name: str, what: str = "input") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise SpecError(

@@ -11,23 +11,30 @@ the batch axis, other symbolic axes cropped or tiled to the second size), so qua
 variants are judged on the data's own distribution, not on noise. Without it, samples are
 seeded random: floats standard normal, integers in ``[0, 2)`` (valid for ids, masks and token
 types alike).
+
+Generated inputs are bounded before anything is allocated (:func:`check_generated`), whatever the
+shapes come from (``--input``, a raw .onnx's declared shapes, a second size): at most
+:data:`~edgeship.spec.MAX_ELEMENTS` (2^28) elements per input, as ``--input`` allows, and
+:data:`MAX_SAMPLE_BYTES` (2 GiB) for one sample's inputs together.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgeship.errors import BundleError
-from edgeship.spec import TensorSpec, concrete_shape
+from edgeship.errors import BundleError, SpecError
+from edgeship.spec import MAX_ELEMENTS, TensorSpec, check_numeric, concrete_shape, format_shape
 
 if TYPE_CHECKING:
     from edgeship.bundle.read import Bundle
 
 DEFAULT_SEED = 0
+MAX_SAMPLE_BYTES = 2 << 30  # one input of 2^28 elements of 8 bytes
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,46 @@ def second_sizes(sizes: dict[str, int], ranges: dict[str, tuple[int, int]] | Non
     return alt
 
 
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
+
+
+def check_generated(specs, sizes: dict) -> int:
+    """Refuse inputs too large to generate, before allocating them: an input of more than
+    :data:`~edgeship.spec.MAX_ELEMENTS` elements, or a sample over :data:`MAX_SAMPLE_BYTES`.
+    Returns the bytes one sample takes.
+
+    Raises:
+        SpecError: naming the input, its shape (and the symbols' sizes) and the limit.
+    """
+    check_numeric(specs, "generated inputs")
+    total = 0
+    for s in specs:
+        shape = concrete_shape(s, sizes)
+        n = math.prod(shape)
+        if n > MAX_ELEMENTS or any(d < 0 for d in shape):
+            at = ", ".join(f"symbol {d}={sizes[d]}" for d in dict.fromkeys(s.shape) if isinstance(d, str))
+            raise SpecError(
+                f"input {s.name!r} would be generated as {s.dtype}{format_shape(shape)}{f' (at {at})' if at else ''}: "
+                f"{n:,} elements, over the {MAX_ELEMENTS:,} (2^28) edgeship generates per input, as for --input. "
+                "Pass inputs of your own (compare --inputs, export --example-inputs), or a model whose declared shapes "
+                "are smaller or symbolic.")
+        total += n * _itemsize(s.dtype)
+    if total > MAX_SAMPLE_BYTES:
+        raise SpecError(
+            f"the inputs {', '.join(repr(s.name) for s in specs)} would take {total / 2**30:.1f} GiB together, over the "
+            f"{MAX_SAMPLE_BYTES / 2**30:.1f} GiB edgeship generates per sample. Pass inputs of your own (compare "
+            "--inputs, export --example-inputs), or a model whose declared shapes are smaller or symbolic.")
+    return total
+
+
 def random_feeds(specs, sizes: dict, rng: np.random.Generator, like: dict | None = None) -> dict:
-    """Seeded random feeds; integers within the range seen in ``like`` (else ``[0, 2)``)."""
+    """Seeded random feeds; integers within the range seen in ``like`` (else ``[0, 2)``).
+
+    Raises:
+        SpecError: the inputs are too large to generate (:func:`check_generated`).
+    """
+    check_generated(specs, sizes)
     feeds = {}
     for s in specs:
         shape = concrete_shape(s, sizes)

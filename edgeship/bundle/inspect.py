@@ -79,6 +79,27 @@ def onnx_io(data: bytes | str, what: str) -> IOSpec:
     return IOSpec(inputs, outputs)
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _variant_info(recorded: dict, summary: dict, file_size: object) -> dict:
+    """A variant as inspect shows it: what the manifest records, where it is of the right type
+    (the manifest is not signed: informational fields may hold anything), over what the model
+    file itself says (opset, op counts, precision); the size is the verified file's otherwise."""
+    info = {**summary, **recorded}  # the manifest's precision wins for a bundle
+    ops = recorded.get("ops")
+    if not (isinstance(ops, dict) and all(isinstance(n, int) and not isinstance(n, bool) for n in ops.values())):
+        info["ops"] = summary.get("ops")
+    opset = recorded.get("opset")
+    if not isinstance(opset, int) or isinstance(opset, bool):
+        info["opset"] = summary.get("opset")
+    size = recorded.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        info["size"] = file_size
+    return info
+
+
 def inspect_path(path: str | Path) -> dict:
     """What a bundle (a folder, or a zip recognised by its content, whatever its name) or an ONNX
     file holds.
@@ -104,12 +125,16 @@ def inspect_path(path: str | Path) -> dict:
                 raise
             except Exception as e:  # protobuf DecodeError and friends
                 raise BundleError(f"bundle {path}: {v['file']} is not a readable ONNX model ({e}).") from e
-            variants[name] = {**summary, **v}  # the manifest's precision wins for a bundle
+            variants[name] = _variant_info(v, summary, m["files"].get(v["file"], {}).get("size"))
         size = sum(f["size"] for f in m["files"].values())
+        tools = m.get("tools")
         return {"path": str(path), "kind": "bundle", "name": m.get("name"), "size_mb": size / 1e6,
                 "inputs": m["io"]["inputs"], "outputs": m["io"]["outputs"], "variants": variants,
-                "defaults": m.get("defaults", {}), "torchscript": m.get("torchscript"),
-                "created_at": m.get("created_at"), "tools": m.get("tools"), "source": m.get("source")}
+                "defaults": m.get("defaults", {}), "torchscript": _text(m.get("torchscript")),
+                "created_at": _text(m.get("created_at")),
+                "tools": {k: v for k, v in tools.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
+                if isinstance(tools, dict) else None,
+                "source": m.get("source") if isinstance(m.get("source"), dict) else None}
     model = onnx_for_session(path)
     io = onnx_io(model, str(path))
     data = model if isinstance(model, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)

@@ -14,7 +14,8 @@ declares 10^12 elements, a FIFO or ``/dev/zero`` passed as a file. Every reader 
 
 The array budget (golden files, ``--example-inputs``, ``--inputs``, ``--calibration``, ``run
 --input``) is :data:`DEFAULT_ARRAY_MB` MiB per file, raised with the environment variable
-``EDGESHIP_MAX_ARRAY_MB`` where real data needs more. Manifests are at most
+``EDGESHIP_MAX_ARRAY_MB`` (MiB, a number above 0 and at most :data:`MAX_ARRAY_MB`; anything
+else is a usage error, not ignored) where real data needs more. Manifests are at most
 :data:`MAX_MANIFEST_BYTES`.
 """
 
@@ -34,7 +35,7 @@ from typing import IO
 
 import numpy as np
 
-from edgeship.errors import EdgeshipError
+from edgeship.errors import EdgeshipError, SpecError
 
 MAX_MANIFEST_BYTES = 16 << 20
 DEFAULT_ARRAY_MB = 256
@@ -42,16 +43,27 @@ MAX_RATIO = 200  # deflate of real weights and data: ~1.1x; of zeros: ~1000x
 RATIO_FLOOR = 1 << 20  # members below 1 MiB may compress as they like
 CHUNK = 1 << 20
 ARRAY_ENV = "EDGESHIP_MAX_ARRAY_MB"
+MAX_ARRAY_MB = 1 << 30  # 1 PiB: far above any memory, still an exact integer count of bytes
 
 
 def array_budget() -> int:
-    """Bytes of arrays one .npz/.npy file may hold (``EDGESHIP_MAX_ARRAY_MB``, default 256 MiB)."""
-    raw = os.environ.get(ARRAY_ENV, "")
+    """Bytes of arrays one .npz/.npy file may hold (``EDGESHIP_MAX_ARRAY_MB``, default 256 MiB).
+
+    Raises:
+        SpecError: the variable is set to something other than a number of MiB above 0 and at
+            most :data:`MAX_ARRAY_MB`.
+    """
+    raw = os.environ.get(ARRAY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_ARRAY_MB << 20
     try:
-        mb = float(raw) if raw else DEFAULT_ARRAY_MB
+        mb = float(raw)
     except ValueError:
-        mb = DEFAULT_ARRAY_MB
-    return int(mb * (1 << 20)) if math.isfinite(mb) and mb > 0 else DEFAULT_ARRAY_MB << 20
+        mb = math.nan
+    if not (math.isfinite(mb) and 0 < mb <= MAX_ARRAY_MB):
+        raise SpecError(f"{ARRAY_ENV}={raw[:40]!r}: use a number of MiB above 0 and at most {MAX_ARRAY_MB} "
+                        f"(default {DEFAULT_ARRAY_MB}), e.g. {ARRAY_ENV}=1024, or unset it.")
+    return int(mb * (1 << 20))
 
 
 def open_regular(path: Path, what: str, error: type[EdgeshipError], *, nofollow: bool = False) -> IO[bytes]:

@@ -2,18 +2,30 @@
 
 The tree is built in a temporary sibling, fsynced, manifest.json written last, and renamed into
 place (an atomic exchange where Linux offers it), so the output path holds the old complete
-bundle or the new one, never a mix. Temporaries left by a killed writer are cleaned up by the
-next write.
+bundle or the new one, never a mix. A bundle that is replaced keeps its permissions (a read-only
+bundle stays read-only, each file keeping the mode of the file it replaces); a new one takes the
+umask, like any file the user creates.
+
+Temporaries are ``.NAME.tmp-PID-RANDOM`` (and ``...-old``, the old bundle moved aside where there
+is no atomic exchange), each created exclusively (``mkdtemp``/``mkstemp``, ``mkdir``) by the writer
+that uses it. The output's folder may be shared (a sticky ``/tmp``), so a temporary found there is
+judged stale only when it is named that way, is owned by the current user (never a link) and its
+PID is not a live process of the current user; only then is it removed, and only such a ``-old``
+folder that is a complete bundle is put back where the output is missing (a writer killed between
+its two renames). Another user's temporary is never touched, let alone renamed into place.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeship import jsonout, schemas
@@ -47,15 +59,18 @@ def write_bundle(out: Path, files: dict[str, Path], manifest: dict) -> Path:
             "replace it (only an output whose manifest.json parses as an edgeship manifest of a known schema "
             "is replaced). Choose another --output or remove it."
         )
+    existed = out.exists() or out.is_symlink()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_temps(out)
+        existed = out.exists() or out.is_symlink()  # a killed writer's old bundle may be back
         if zipped:
             _write_zip(out, files, data)
         else:
             _write_dir(out, files, data)
     except OSError as e:
-        raise BundleError(f"writing the bundle {out} failed: {e}; the previous contents are unchanged.") from e
+        after = "the previous contents are unchanged" if existed else f"nothing was written to {out}"
+        raise BundleError(f"writing the bundle {out} failed: {e}; {after}.") from e
     return out
 
 
@@ -91,36 +106,78 @@ def _temp_prefix(out: Path) -> str:
     return f".{out.name}.tmp-"
 
 
+_TEMP_TAIL = re.compile(r"([0-9]{1,9})-[A-Za-z0-9_]+(-old)?")  # after the prefix: PID-RANDOM[-old]
+
+
 def _clean_stale_temps(out: Path) -> None:
-    """Remove temporary siblings left by a killed writer (their pid is gone).
+    """Remove this user's temporary siblings whose writer is gone (see the module's docstring).
 
     A writer killed inside the non-atomic fallback swap (``out`` moved aside to ``...-old``, new
-    tree not yet in place) leaves no ``out``: the old bundle is moved back rather than deleted.
+    tree not yet in place) leaves no ``out``: its old bundle is moved back rather than deleted.
     """
-    for p in sorted(out.parent.glob(_temp_prefix(out) + "*"), key=lambda p: not p.name.endswith("-old")):
-        pid = p.name[len(_temp_prefix(out)):].split("-")[0]
-        if pid.isascii() and pid.isdigit() and len(pid) <= 9 and not _pid_alive(int(pid)):
-            if p.name.endswith("-old") and not out.exists() and not out.is_symlink():
+    prefix = _temp_prefix(out)
+    uid = _uid()
+    for p in sorted(out.parent.glob(prefix + "*"), key=lambda p: not p.name.endswith("-old")):
+        m = _TEMP_TAIL.fullmatch(p.name[len(prefix):])
+        if m is None:
+            continue
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if (uid is not None and st.st_uid != uid) or stat.S_ISLNK(st.st_mode) or _writer_alive(int(m.group(1))):
+            continue  # another user's, a link (never made by a writer), or a live writer's
+        if stat.S_ISDIR(st.st_mode):
+            if m.group(2) and not out.exists() and not out.is_symlink() and _is_bundle(p, zipped=False):
                 os.rename(p, out)
-            elif p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
             else:
-                p.unlink(missing_ok=True)
+                _rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` may still run. Windows: always True, since ``os.kill(pid, 0)`` is no
-    probe there (0 is CTRL_C_EVENT, sent to a console process group; any other signal ends the
-    process), so a killed writer's temporaries stay until removed by hand."""
-    if sys.platform == "win32":
+def _uid() -> int | None:
+    """The current user's id; None on Windows (no uids: ``%TEMP%`` is the user's own there)."""
+    getuid = getattr(os, "getuid", None)
+    return getuid() if getuid is not None else None
+
+
+def _writer_alive(pid: int) -> bool:
+    """Whether ``pid`` may be a live writer of this user's. Windows: always True, since
+    ``os.kill(pid, 0)`` is no probe there (0 is CTRL_C_EVENT, sent to a console process group; any
+    other signal ends the process), so a killed writer's temporaries stay until removed by hand.
+    A live process of another user is not this user's writer (root can signal anyone, so its
+    owner is read from ``/proc`` where there is one)."""
+    if sys.platform == "win32" or pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        return False  # another user's process: the pid was reused
+    except OSError:
         return True
-    return True
+    try:
+        return os.stat(f"/proc/{pid}").st_uid == _uid()
+    except OSError:
+        return True
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a tree of ours, read-only folders included (a replaced read-only bundle)."""
+    def writable(func: Callable, p: str, exc: BaseException) -> None:
+        parent = os.path.dirname(p)
+        try:
+            os.chmod(parent, stat.S_IMODE(os.lstat(parent).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+            func(p)
+        except OSError:
+            pass
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=writable)
+    else:
+        shutil.rmtree(path, onerror=lambda f, p, e: writable(f, p, e[1]))
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -166,26 +223,54 @@ def _write_dir(out: Path, files: dict[str, Path], manifest: bytes) -> None:
             with open(dst, "rb+") as f:
                 os.fsync(f.fileno())
         _fsync_write(tmp / MANIFEST, manifest)  # last: a tree without it is never a bundle
+        replaced = out.exists()
+        if replaced:
+            _keep_modes(out, tmp, [*files, MANIFEST])
         for d in {(tmp / rel).parent for rel in files} | {tmp}:
             _fsync_dir(d)
-        if out.exists():
+        if replaced:
             if _exchange(tmp, out):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old bundle
+                _rmtree(tmp)  # tmp now holds the old bundle
             else:  # no renameat2 here: two renames, undone if the second fails
                 old = tmp.with_name(tmp.name + "-old")
-                os.rename(out, old)
+                if sys.platform != "win32":
+                    os.mkdir(old, 0o700)  # ours, made exclusively: never a name someone planted first
+                os.rename(out, old)  # replaces the empty folder just made (POSIX)
                 try:
                     os.rename(tmp, out)
                 except OSError:
                     os.rename(old, out)
                     raise
-                shutil.rmtree(old, ignore_errors=True)
+                _rmtree(old)
         else:
             os.rename(tmp, out)
         _fsync_dir(out.parent)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _rmtree(tmp)
+
+
+def _keep_modes(old: Path, new: Path, rels: list[str]) -> None:
+    """Give the tree ``new`` the permissions of the bundle ``old`` it replaces: each file and
+    folder the mode of its namesake in ``old`` (links ignored), folders last, the root at the end."""
+    folders = {new}
+    for rel in rels:
+        parent = Path(rel).parent
+        while parent != Path("."):
+            folders.add(new / parent)
+            parent = parent.parent
+        _copy_mode(old / rel, new / rel, stat.S_ISREG)
+    for d in sorted(folders, key=lambda d: -len(d.parts)):
+        _copy_mode(old / d.relative_to(new), d, stat.S_ISDIR)
+
+
+def _copy_mode(src: Path, dst: Path, kind: Callable[[int], bool]) -> None:
+    try:
+        st = os.lstat(src)
+    except OSError:
+        return
+    if kind(st.st_mode):
+        os.chmod(dst, stat.S_IMODE(st.st_mode) & 0o777)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -205,6 +290,8 @@ def _exchange(a: Path, b: Path) -> bool:
 def _write_zip(out: Path, files: dict[str, Path], manifest: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(out) + f"{os.getpid()}-", dir=out.parent)
     mode = 0o666 & ~_umask()  # mkstemp makes it 0600
+    if out.is_file():  # a replaced bundle keeps its permissions
+        mode = stat.S_IMODE(out.stat().st_mode) & 0o777
     fchmod = getattr(os, "fchmod", None)  # Windows has it from Python 3.13 on
     if fchmod is not None:
         fchmod(fd, mode)

@@ -8,12 +8,20 @@ Conventions every command follows: ``-q/--quiet`` prints only the result line an
 to stderr); every file written is named on the console; colours are off when the output is not a
 terminal or ``NO_COLOR`` is set (rich honours both); ``edgeship --version``; shell completion
 through ``--install-completion`` / ``--show-completion``.
+
+Everything printed is text, never interpreted: a bundle or model can name its variants, candidates
+and inputs anything, so the console reads no rich markup (``[/]``) or emoji codes in what it is
+given, and control characters (terminal escape sequences, bidirectional overrides) are shown as
+escapes such as ``\x1b`` (:func:`visible`).
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -45,12 +53,39 @@ def _root(version: Annotated[Optional[bool], typer.Option("--version", callback=
     """Ship trained PyTorch models to the edge: export, quantize, check, compare, inspect, run and profile bundles."""
 
 
-def console(stderr: bool = False, quiet: bool = False):
-    """The console for tables and progress: stderr when ``stderr`` (a report goes to stdout);
-    ``quiet`` prints nothing through it."""
+# C0 and C1 controls but newline and tab, DEL, zero-width and bidirectional formatting characters
+_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_INVISIBLE_OR_LINE = re.compile(_INVISIBLE.pattern[:-1] + "\n\t]")
+
+
+def visible(text: object, lines: bool = False) -> str:
+    """``text`` with its control characters written as escapes (``\x1b``, ``\u202e``), so printing
+    it cannot move the cursor, retitle the terminal or reorder what follows; ``lines`` keeps
+    newlines and tabs (edgeship's own multi-line messages)."""
+    pattern = _INVISIBLE if lines else _INVISIBLE_OR_LINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                       str(text))
+
+
+@functools.lru_cache(maxsize=1)
+def _console_class() -> type:
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False, quiet=quiet)
+    class TextConsole(Console):
+        """A rich console whose strings are text: no markup or emoji codes, controls escaped."""
+
+        def render_str(self, text: str, **kwargs: Any):
+            kwargs["markup"] = kwargs["emoji"] = False
+            return super().render_str(visible(text, lines=True), **kwargs)
+
+    return TextConsole
+
+
+def console(stderr: bool = False, quiet: bool = False):
+    """The console for tables and progress: stderr when ``stderr`` (a report goes to stdout);
+    ``quiet`` prints nothing through it. Strings given to it are printed as text (see the
+    module's docstring); ``rich.text.Text`` objects made from data go through :func:`visible`."""
+    out = _console_class()(stderr=stderr, highlight=False, quiet=quiet, markup=False, emoji=False)
     if not out.is_terminal:  # logs and CI: COLUMNS where set, else wide enough for the parity table
         columns = os.environ.get("COLUMNS", "")
         out.width = int(columns) if columns.isdigit() and 40 <= int(columns) <= 1000 else 120
@@ -102,17 +137,25 @@ def write_file(path: Path, write: Callable[[Path], Any], out: Any, flag: str, bi
             sys.stdout.flush()
 
 
+class _VisibleFormatter(logging.Formatter):
+    """Log lines as text: control characters in them (a candidate id from a bundle) escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible(super().format(record), lines=True)
+
+
 def setup_logging(verbose: bool, quiet: bool = False) -> None:
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="%(message)s",
-                        handlers=[RichHandler(console=console(True), show_path=False, show_time=False)],
-                        force=True)
+    handler = RichHandler(console=console(True), show_path=False, show_time=False, markup=False)
+    handler.setFormatter(_VisibleFormatter("%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def main() -> None:
-    """Entry point: EdgeshipError -> message and its exit code, without a traceback; any other
+    """Entry point: EdgeshipError -> message and its exit code, without a traceback; a full disk
+    (ENOSPC, EDQUOT) that no command turned into one is exit 2 too, naming the file; any other
     exception is a bug: its traceback, a line saying so, exit 3."""
     import edgeship.cli  # noqa: F401 - registers every command on ``app``
 
@@ -123,7 +166,11 @@ def main() -> None:
     except EdgeshipError as e:
         from rich.text import Text
 
-        console(True).print(Text.assemble(("error: ", "bold red"), str(e)))
+        console(True).print(Text.assemble(("error: ", "bold red"), visible(e, lines=True)))
+        if getattr(e, "stuck", False):  # an inference the runtime could not stop (OpenVINO) would hold the exit
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -131,13 +178,26 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _bug()
+        import tempfile
+
+        console(True).print(f"error: {e}; free space there (TMPDIR is {tempfile.gettempdir()}) and run again.",
+                            style="bold red")
+        sys.exit(EXIT_BAD_INPUT)
     except Exception as e:
         # typer ships its own copy of click's exceptions: recognise them by shape
         usage: Any = e
         if hasattr(usage, "show") and isinstance(getattr(usage, "exit_code", None), int):
             usage.show()
             sys.exit(EXIT_BAD_INPUT if usage.exit_code == 2 else usage.exit_code)
-        traceback.print_exc()
-        print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
-              "please report it with the traceback above.", file=sys.stderr)
-        sys.exit(EXIT_BUG)
+        _bug()
+
+
+def _bug() -> None:
+    """Exit 3 with the traceback of the exception being handled, and a line saying it is a bug."""
+    traceback.print_exc()
+    print("edgeship: this is a bug (an unexpected error, not a problem with your input); "
+          "please report it with the traceback above.", file=sys.stderr)
+    sys.exit(EXIT_BUG)

@@ -13,6 +13,8 @@ from edgeship.cli.app import app, console, one_stdout, setup_logging, to_stdout
 from edgeship.config import LoadOptions
 from edgeship.errors import EXIT_GATE_FAILED
 
+DEFAULT_TIMEOUT_S = 600  # all the check's inference; a model that needs more on a slow device: --timeout
+
 
 @app.command()
 @opt.with_load_options
@@ -26,6 +28,7 @@ def check(
     quiet: Annotated[Optional[bool], typer.Option("--quiet/--table", "-q", help="Print only the result line (and failing rows) instead of the table; default: quiet when CI=true, --table to force the table.")] = None,
     runtime: Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
     candidates: Annotated[str, typer.Option("--candidates", help="default: the candidate edgeship.load runs on this host, and fp32 on onnxruntime; all: every candidate this host can run. Ignored with --variant or --runtime.")] = "default",
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help=f"Stop when the check's inference has taken this long (a crafted graph can run forever), exit 2; 0 for no limit. Default {DEFAULT_TIMEOUT_S}.")] = DEFAULT_TIMEOUT_S,
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Re-check what BUNDLE runs on this host (and fp32) against its golden outputs. Exit 1 on drift, 2 on a bad bundle."""
@@ -33,10 +36,12 @@ def check(
     one_stdout(json=json_out, junit=junit)
     from edgeship.cli import render
     from edgeship.parity.check import check as run_check
+    from edgeship.runtimes.deadline import deadline
 
-    report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
-                       tolerances=opt.tolerances(tolerance), inputs=inputs,
-                       runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates)
+    with deadline(opt.timeout(timeout), "--timeout"):
+        report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
+                           tolerances=opt.tolerances(tolerance), inputs=inputs,
+                           runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates)
     out = console(to_stdout(json_out, junit))
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")

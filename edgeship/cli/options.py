@@ -110,6 +110,17 @@ def tolerances(items: list[str] | None) -> dict:
     return Tolerances(from_file).merged(tolerances_from_options(list(items or []))).overrides
 
 
+def timeout(seconds: float | None) -> float | None:
+    """``--timeout``: seconds above 0, or 0 (and None) for no limit.
+
+    Raises:
+        SpecError: a negative or non-finite number.
+    """
+    from edgeship.runtimes.deadline import check_seconds
+
+    return None if seconds is None or seconds == 0 else check_seconds(seconds, "--timeout")
+
+
 def write_reports(report: Any, json_out: Path | None, junit: Path | None, out: Any) -> None:
     """The parity report as JSON and/or JUnit XML, where asked (``-``: stdout); names each file on ``out``."""
     from edgeship.cli.app import write_file

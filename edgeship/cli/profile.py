@@ -41,9 +41,11 @@ def profile_command(
     setup_logging(verbose, quiet)
     from edgeship.cli import render
     from edgeship.config import ProfileConfig
-    from edgeship.profiling.profiler import compare, parse_percent, profile, write_csv, write_json
+    from edgeship.profiling.profiler import compare, latencies_path, parse_percent, profile, write_csv, write_json
 
     limit = parse_percent(max_regression)
+    if json_out is not None and str(json_out) != "-":
+        latencies_path(json_out)  # a --json that the latencies .npz would overwrite: refused before any work
     every = ("onnxruntime", "openvino") if candidates and not runtime else None
     cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=every or opt.runtimes(runtime), candidates=candidates, variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,

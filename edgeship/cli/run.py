@@ -21,6 +21,7 @@ def run(
     target: Annotated[str, typer.Option("--target", "-t", help="cpu, cuda or auto.")] = "cpu",
     variant: Annotated[str, typer.Option("--variant", help="Variant name, or auto for the target's default.")] = "auto",
     runtime: Annotated[Optional[str], typer.Option("--runtime", help="onnxruntime (ort) or openvino; default: the bundle's first candidate whose runtime is installed.")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="SECONDS", help="Stop the inference after this long (a crafted graph can run forever), exit 2. Default: no limit.")] = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
     """Run BUNDLE (or an .onnx file) once on inputs from .npy/.npz files and print (or save) the outputs."""
@@ -29,17 +30,21 @@ def run(
 
     from edgeship.cli import render
     from edgeship.profiling.source import is_bundle
+    from edgeship.runtimes.deadline import deadline
 
+    seconds = opt.timeout(timeout)
     if is_bundle(bundle):
         from edgeship.model import load
 
-        model = load(bundle, target=target, variant=variant, runtime=runtime)
+        model = load(bundle, target=target, variant=variant, runtime=runtime, timeout=seconds)
         spec, name, what = model.spec, model.bundle.manifest.get("name"), f"{model.variant}, {model.target}"
         run_model = model.run
     else:
         spec, run_model = _onnx(bundle, target, variant, runtime)
         name, what = bundle.name, f"onnxruntime, {target}"
-    outputs = run_model(_read_feeds(input or [], [t.name for t in spec.inputs]))
+    feeds = _read_feeds(input or [], [t.name for t in spec.inputs])
+    with deadline(seconds, "--timeout"):  # a raw .onnx runs through its runner, which reads it
+        outputs = run_model(feeds)
     out = console(to_stdout(output), quiet)
     render.outputs(out, f"{name} ({what})", outputs)
     if output:

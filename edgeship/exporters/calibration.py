@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.bundle.golden import base_sizes, random_feeds
+from edgeship.bundle.golden import MAX_SAMPLE_BYTES, base_sizes, check_generated, random_feeds
 from edgeship.bundle.limits import read_npy, read_npz
 from edgeship.errors import SpecError
 from edgeship.spec import TensorSpec, format_shape, validate_feeds
@@ -58,7 +58,9 @@ def load_calibration(source: str | Path | None, inputs: tuple[TensorSpec, ...], 
     if source is None:
         rng = np.random.default_rng(seed + 1000)
         sizes = base_sizes(inputs, example)
-        samples = tuple(random_feeds(inputs, sizes, rng, example) for _ in range(min(limit, 32)))
+        # synthetic samples, at most 2 GiB of them together (a raw .onnx can declare large inputs)
+        count = max(1, min(limit, 32, MAX_SAMPLE_BYTES // max(check_generated(inputs, sizes), 1)))
+        samples = tuple(random_feeds(inputs, sizes, rng, example) for _ in range(count))
         return Calibration(samples, "synthetic", True)
     text = str(source)
     path = Path(text)

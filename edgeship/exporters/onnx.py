@@ -142,7 +142,7 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
             kwargs.pop("output_names")
             if kwargs.get("dynamic_axes"):
                 kwargs["dynamic_axes"] = {k: v for k, v in kwargs["dynamic_axes"].items() if k in spec.input_names}
-            big = _param_bytes(model) >= _TWO_GB
+            big = param_bytes(model) >= _TWO_GB
             torch.onnx.export(model, args, str(path), dynamo=True, external_data=big, **kwargs)
         else:
             torch.onnx.export(model, args, str(path), dynamo=False, **kwargs)
@@ -178,9 +178,12 @@ def rename_outputs(graph: Any, names: list[str]) -> bool:
     return True
 
 
-def _param_bytes(model) -> int:
+def param_bytes(model) -> int:
+    """The bytes of a module's weights and buffers (0 where it has no ``state_dict``): about what
+    its TorchScript archive or ONNX file takes on disk."""
     try:
-        return sum(p.numel() * p.element_size() for p in model.state_dict().values())
+        state = model.state_dict  # a method of modules, a dict of an ExportedProgram
+        return sum(p.numel() * p.element_size() for p in (state() if callable(state) else state).values())
     except Exception:
         return 0
 

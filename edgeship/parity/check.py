@@ -30,6 +30,7 @@ from edgeship.parity.localize import explain_models
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
 from edgeship.runtimes.base import Runner
+from edgeship.runtimes.deadline import deadline
 from edgeship.runtimes.ort import OrtRunner, providers_for
 from edgeship.runtimes.registry import ORT, make_runner
 from edgeship.spec import IOSpec, validate_feeds
@@ -46,7 +47,8 @@ CANDIDATES = ("default", "all")
 def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
           against: str | os.PathLike[str] | None = None, load_options: LoadOptions | None = None,
           tolerances: dict[str, Any] | None = None, inputs: str | os.PathLike[str] | None = None,
-          localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default") -> ParityReport:
+          localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default",
+          timeout: float | None = None) -> ParityReport:
     """Check what runs on this host (or the named variants) on every target over the golden inputs.
 
     Args:
@@ -69,12 +71,21 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
         runtimes: ``onnxruntime`` and/or ``openvino`` (with ``variants`` or alone): OpenVINO runs each
             variant at its own precision on the cpu target, and the OpenVINO candidates the manifest
             lists at another precision (bf16) with that precision's tolerance.
+        timeout: seconds all the check's inference may take together (onnxruntime and OpenVINO;
+            a crafted graph can run as long as it says); None: no limit. The CLI's default is 600.
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
         TargetUnavailableError: a target's provider is not installed.
-        SpecError: ``candidates`` is neither default nor all.
+        SpecError: ``candidates`` is neither default nor all, or ``timeout`` is not above 0.
+        InferenceTimeout: the inference did not finish within ``timeout``.
     """
+    with deadline(timeout, "timeout"):
+        return _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes, candidates)
+
+
+def _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes,
+           candidates) -> ParityReport:
     if candidates not in CANDIDATES:
         raise SpecError(f"--candidates {candidates!r}: use default (what load runs here, and fp32) or all.")
     b = open_bundle(bundle)

@@ -19,7 +19,7 @@ from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerances
 from edgeship.runtimes.ort import OrtRunner
 from edgeship.runtimes.registry import ORT, make_runner, runtime_name
-from edgeship.spec import IOSpec, TensorSpec
+from edgeship.spec import IOSpec, TensorSpec, check_numeric
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,8 @@ def _side(path: Path, variant: str) -> Side:
         return Side(f"{path.name}:{v.name}", b.read(v.file), IOSpec.from_dict(b.manifest["io"]), v.precision, samples)
     data = onnx_for_session(path)  # bytes, or the path of a model whose external data was checked
     io = onnx_io(data, str(path))
+    check_numeric(io.inputs, str(path))
+    check_numeric(io.outputs, str(path), "output")
     # a raw int8 .onnx is judged with int8 tolerances
     precision = graph_precision(data if isinstance(data, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)) or "fp32"
     return Side(path.name, data, IOSpec(io.inputs, tuple(TensorSpec(t.name, t.dtype) for t in io.outputs)), precision)

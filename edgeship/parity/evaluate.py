@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edgeship.bundle.golden import Sample
-from edgeship.errors import SpecError, brief
+from edgeship.errors import InferenceTimeout, SpecError, brief
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import Tolerance
@@ -36,12 +36,15 @@ class RunResult:
 
 def collect_outputs(runners: Sequence[Runner], samples: Sequence[Sample]) -> list[RunResult]:
     """Run every runner on every sample and keep what came back. A runner that raises on a
-    sample is recorded with the reason (the sample's axis sizes included), not raised."""
+    sample is recorded with the reason (the sample's axis sizes included), not raised; except a
+    deadline that passed (``InferenceTimeout``), which ends the whole run."""
     results = []
     for runner in runners:
         for i, sample in enumerate(samples):
             try:
                 results.append(RunResult(runner.name, i, sample, runner.infer(sample.feeds)))
+            except InferenceTimeout:
+                raise
             except Exception as e:
                 why = f"{runner.name} failed on sample {sample.label} ({sample.describe()}): {brief(e)}"
                 results.append(RunResult(runner.name, i, sample, None, why))

@@ -140,7 +140,8 @@ def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
     in ``folder`` (default: the current directory). Returns (scope -> values, the file it came from).
 
     Raises:
-        SpecError: the file is not valid TOML or the table is malformed.
+        SpecError: the file is not valid TOML (nested too deeply included), cannot be read, is over
+            16 MiB, or the table is malformed.
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -152,10 +153,22 @@ def project_tolerances(folder: Path | None = None) -> tuple[dict, str | None]:
         path = folder / name
         if not path.is_file():
             continue
+        from edgeship.bundle.limits import MAX_MANIFEST_BYTES, open_regular
+
+        with open_regular(path, f"the project file {path}", SpecError) as f:  # no FIFO, no endless device
+            try:
+                raw = f.read(MAX_MANIFEST_BYTES + 1)
+            except OSError as e:
+                raise SpecError(f"the project file {path}: cannot read it ({e.strerror or e}).") from e
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise SpecError(f"{path} is over {MAX_MANIFEST_BYTES >> 20} MiB; edgeship reads project files of at most that.")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(raw.decode())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise SpecError(f"{path} is not valid TOML: {e}") from e
+        except RecursionError as e:
+            raise SpecError(f"{path} nests its arrays or tables too deeply for a TOML reader; edgeship reads "
+                            f"[{'.'.join(keys)}] from it: flatten the file, or run from another folder.") from e
         for k in keys:
             data = data.get(k) if isinstance(data, dict) else None
         if data is not None:

@@ -129,3 +129,10 @@ class Context:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def ensure_room(self, nbytes: int, what: str) -> None:
+        """Refuse a write of about ``nbytes`` in the work folder when its disk has no room for it
+        (``DiskFullError``: see :func:`edgeship.pipeline.workdir.ensure_room`)."""
+        from edgeship.pipeline import workdir
+
+        workdir.ensure_room(self.workdir, nbytes, what, f"Nothing was written to {self.config.output_path}.")

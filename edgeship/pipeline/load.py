@@ -25,6 +25,7 @@ from edgeship.spec import (
     TensorSpec,
     apply_dynamic,
     check_name,
+    check_numeric,
     format_shape,
     parse_dynamic,
     parse_input,
@@ -282,6 +283,12 @@ def _ep_input_names(ep, n: int) -> list[str]:
 
 
 def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
+    """The graph's inputs: a declared size stays (0 included), an unnamed axis becomes a symbol.
+
+    Raises:
+        SpecError: an input that is not a tensor of a type edgeship can generate (a string,
+            float8, sequence or optional input).
+    """
     import onnx
     from onnx import helper
 
@@ -291,9 +298,18 @@ def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
     for i in m.graph.input:
         if i.name in init:
             continue
+        kind = i.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise SpecError(f"{path}: input {i.name!r} is a {kind or 'value of no type'}, not a tensor; edgeship exports "
+                            "models whose inputs are tensors of bool, integer and float types.")
         tt = i.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
-        shape = tuple(d.dim_param or (d.dim_value if d.dim_value else f"{i.name}_dim{k}")
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
+        except (KeyError, TypeError, ValueError):
+            dtype = f"tensor({onnx.TensorProto.DataType.Name(tt.elem_type) if tt.elem_type else 'undefined'})"
+        check_numeric((TensorSpec(i.name, dtype),), str(path))
+        shape = tuple(d.dim_param or (d.dim_value if d.WhichOneof("value") == "dim_value" and d.dim_value >= 0
+                                      else f"{i.name}_dim{k}")
                       for k, d in enumerate(tt.shape.dim))
         specs.append(TensorSpec(i.name, dtype, shape))
     # symbolic axes take size 1 in the example and 2 in the second-size sample
@@ -339,7 +355,7 @@ def _eager_reference(module, binding: Binding):
 
 
 def _onnx_reference(path, inputs):
-    from edgeship.runtimes.ort import OrtRunner
+    from edgeship.runtimes.ort import OrtRunner, io_specs
 
     runner = OrtRunner(IOSpec(inputs), path, target="cpu", name="onnx-source")
 
@@ -350,6 +366,7 @@ def _onnx_reference(path, inputs):
         runner.load()
     except EdgeshipError as e:
         raise ModelLoadError(str(e)) from e
+    check_numeric(io_specs(runner.session)[1], str(path), "output")
     return run
 
 

@@ -33,11 +33,13 @@ def onnx_stage(ctx: Context) -> str:
     if loaded.format == ONNX:
         from edgeship.exporters.onnx import OnnxExport, copy_onnx
 
+        ctx.ensure_room(_onnx_bytes(loaded.path), "a copy of the ONNX model")
         opset = copy_onnx(loaded.path, raw)
         e = OnnxExport(raw, "none (ONNX input)", opset)
     else:
         from edgeship.exporters.onnx import export_onnx
 
+        _room_for_export(ctx)
         e = export_onnx(ctx.export_module(), ctx.example_args, required(ctx.spec, "spec"), raw,
                         exporter=ctx.config.exporter, opset=ctx.config.opset)
         for n in e.notes:
@@ -46,6 +48,26 @@ def onnx_stage(ctx: Context) -> str:
             e = _follow_dynamic_axes(ctx, e)
     ctx.onnx_export = e
     return f"{e.exporter} exporter, opset {e.opset}, {raw.stat().st_size / 1e6:.2f} MB"
+
+
+def _room_for_export(ctx: Context) -> None:
+    """Room for an exporter's ONNX file: the weights, twice (the dynamo exporter writes them out,
+    then edgeship saves the model as one file)."""
+    from edgeship.exporters.onnx import param_bytes
+
+    ctx.ensure_room(2 * param_bytes(ctx.export_module()), "the ONNX export")
+
+
+def _onnx_bytes(path: Path) -> int:
+    """An ONNX file's size with its external-data files (the copy inlines them)."""
+    from edgeship.runtimes.external_data import external_refs
+
+    data = path.read_bytes()
+    size = len(data)
+    for location in {r.location for r in external_refs(data)}:
+        target = path.parent / location  # checked when the model was loaded
+        size += target.stat().st_size if target.is_file() else 0
+    return size
 
 
 def dynamic_failure(ctx: Context, path: Path) -> str | None:
@@ -76,6 +98,7 @@ def _follow_dynamic_axes(ctx: Context, first: OnnxExport) -> OnnxExport:
     tried: list[str] = []
     for label, exporter, args in tries:
         path = ctx.workdir / f"raw-{len(tried)}.onnx"
+        _room_for_export(ctx)
         try:
             alt = export_onnx(ctx.export_module(), args, spec, path, exporter=exporter, opset=ctx.config.opset)
         except ExportError as e:

@@ -9,9 +9,11 @@ from edgeship.pipeline.context import Context, Variant, required
 def optimize_stage(ctx: Context) -> str:
     from edgeship.exporters.optimize import optimize_onnx
 
+    src = required(ctx.onnx_export, "onnx_export").path
     dst = ctx.workdir / "models" / "fp32.onnx"
+    ctx.ensure_room(src.stat().st_size, "onnxruntime's optimised model")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    how = optimize_onnx(required(ctx.onnx_export, "onnx_export").path, dst)
+    how = optimize_onnx(src, dst)
     if how.startswith("kept"):
         ctx.note(f"optimize: {how}")
     ctx.variants["fp32"] = Variant("fp32", dst, "fp32")

@@ -68,6 +68,8 @@ def source_info(ctx: Context) -> dict:
 def package_stage(ctx: Context) -> str:
     source = source_info(ctx)  # hashes the user's model file: once
     golden = ctx.workdir / "golden"
+    ctx.ensure_room(sum(a.nbytes for s in ctx.samples for a in s.feeds.values())
+                    + sum(a.nbytes for refs in ctx.references for a in refs.values()), "the golden samples")
     golden.mkdir(exist_ok=True)
     save_samples(golden / "inputs.npz", ctx.samples, lambda s: s.feeds)
     refs = dict(zip((id(s) for s in ctx.samples), ctx.references))

@@ -71,6 +71,8 @@ def quantize_stage(ctx: Context) -> str:
     missing: list[str] = []
     for kind in kinds:
         name, precision = VARIANT[kind]
+        # the variant, onnxruntime's preprocessed copy and its calibration model (static int8)
+        ctx.ensure_room(3 * fp32.stat().st_size, f"the {name} variant")
         try:
             built = _build(ctx, kind, name, precision, fp32)
         except QuantizationError as e:

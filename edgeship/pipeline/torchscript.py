@@ -22,6 +22,7 @@ def torchscript_stage(ctx: Context) -> str:
         raise Skip("ExportedProgram input: its graph module is not traceable to TorchScript")
     import torch
 
+    from edgeship.exporters.onnx import param_bytes
     from edgeship.exporters.torchscript import to_torchscript
     from edgeship.runtimes.torchscript import TorchScriptRunner
 
@@ -31,6 +32,7 @@ def torchscript_stage(ctx: Context) -> str:
         bad = report.failures()[0]
         raise ExportError(f"TorchScript ({how}) fails parity, not shipped: [{bad.sample}] {bad.reason}")
     path = ctx.workdir / "torchscript" / "model.pt"
+    ctx.ensure_room(param_bytes(sm), "the TorchScript archive")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(sm, str(path))
     ctx.torchscript_path = path

@@ -12,23 +12,25 @@ the new one), so it still verifies.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeship.bundle.choose import why_not_here
 from edgeship.bundle.manifest import Candidate, candidates_of, variants_of
-from edgeship.bundle.read import open_bundle
+from edgeship.bundle.read import Bundle, open_bundle
 from edgeship.bundle.write import write_bundle
-from edgeship.errors import BundleError
+from edgeship.errors import BundleError, DiskFullError
 from edgeship.host import host_info
 from edgeship.parity.check import golden_samples, variant_tolerance
 from edgeship.parity.evaluate import vacuous_outputs
 from edgeship.parity.tolerances import tolerance_for
+from edgeship.pipeline import workdir
 from edgeship.pipeline.package import tool_versions
 from edgeship.pipeline.select import parity_check, rank, selection_record
+from edgeship.pipeline.workdir import work_folder
 from edgeship.profiling import interleave
 from edgeship.runtimes.ort import providers_for
 from edgeship.runtimes.registry import CandidateConfig, candidate_configs
@@ -71,6 +73,7 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
     Raises:
         BundleError: the bundle is corrupt or tampered with, or nothing passes parity on a target.
         TargetUnavailableError: a target's provider is not installed here.
+        DiskFullError: TMPDIR has no room for the copy of the bundle tune rewrites from.
     """
     b = open_bundle(bundle)
     m = b.manifest
@@ -119,15 +122,34 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
                          "tools": tool_versions(), "previous_defaults": dict(m.get("defaults") or {}),
                          "changes": changes, "notes": notes}
     out = Path(output) if output is not None else b.path
-    with tempfile.TemporaryDirectory(prefix="edgeship-tune-") as tmp:
-        files = {}
-        for rel in b.files:  # the verified bytes, not whatever the paths hold now
-            dst = Path(tmp, rel)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_bytes(b.read(rel))
-            files[rel] = dst
-        written = write_bundle(out, files, manifest)
+    written = _rewrite(b, out, manifest)
     return TuneResult(written, before, after, changes, notes, host, selection)
+
+
+def _rewrite(b: Bundle, out: Path, manifest: dict) -> Path:
+    """Write the bundle's verified files with ``manifest`` to ``out``. They are copied first into a
+    locked work folder in TMPDIR (``pipeline.workdir``: a later export or tune removes it if this
+    process is killed), after checking that it has room for them.
+
+    Raises:
+        DiskFullError: TMPDIR has no room for the copy.
+    """
+    unchanged = f"{out} is unchanged." if out == b.path else f"Nothing was written to {out}."
+    with work_folder() as tmp:
+        workdir.ensure_room(tmp, sum(int(meta["size"]) for meta in b.files.values()), "a copy of the bundle", unchanged)
+        files = {}
+        try:
+            for rel in b.files:  # the verified bytes, not whatever the paths hold now
+                dst = Path(tmp, rel)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(b.read(rel))
+                files[rel] = dst
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskFullError(f"disk full in TMPDIR ({tmp.parent}) while copying the bundle to rewrite it: "
+                                f"{e.strerror}; free space there or point TMPDIR at a folder with room. {unchanged}") from e
+        return write_bundle(out, files, manifest)
 
 
 def _not_measured(c: Candidate, target: str, runtimes: tuple[str, ...] | None) -> str | None:

@@ -11,6 +11,12 @@ is 0 there), and its temporary folder (``%TEMP%``) is the user's own, so there e
 in it is judged, by its lock alone. On a filesystem without locks (locking fails with ENOSYS,
 ENOLCK or EOPNOTSUPP, as on some network mounts) an export runs unlocked and removes nothing: a
 folder whose lock cannot be taken is never removed.
+
+Room: onnxruntime (writing its optimised model) and torch (a TorchScript archive) abort the
+process on a full disk, or fail with "Protobuf serialization failed". So each large write in the
+work folder is preceded by :func:`ensure_room`, which refuses it (``DiskFullError``, exit 2) when
+the folder's filesystem has less free space than the write's estimate plus 10% and
+:data:`HEADROOM`; the work folder is then removed as usual.
 """
 
 from __future__ import annotations
@@ -26,24 +32,64 @@ from pathlib import Path
 
 from filelock import lock_descriptor
 
+from edgeship.errors import DiskFullError
+
 PREFIX = "edgeship-work-"
 LOCK = ".lock"
 _OPEN = os.O_RDWR | getattr(os, "O_BINARY", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; the folder itself is checked for links first
 _NO_LOCKS = {getattr(errno, n) for n in ("ENOSYS", "ENOLCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, n)}
 _ATTEMPTS = 5
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+HEADROOM = 1 << 20  # on top of a write's estimate: file-system blocks, protobuf framing, small files
 
 
 @contextlib.contextmanager
 def work_folder() -> Iterator[Path]:
-    """A fresh, locked work folder, removed afterwards; stale ones are removed first."""
+    """A fresh, locked work folder, removed afterwards; stale ones are removed first.
+
+    Raises:
+        DiskFullError: the temporary folder has no room for it (or refuses new files).
+    """
     remove_stale(Path(tempfile.gettempdir()))
-    work, fd = _locked_folder()
+    try:
+        work, fd = _locked_folder()
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        raise DiskFullError(f"disk full in TMPDIR ({tempfile.gettempdir()}): cannot create a work folder there "
+                            f"({e.strerror}); free space there or point TMPDIR at a folder with room.") from e
     try:
         yield work
     finally:
         os.close(fd)  # drops the lock
         shutil.rmtree(work, ignore_errors=True)
+
+
+def ensure_room(folder: Path, needed: int, what: str, after: str = "") -> None:
+    """Refuse to write about ``needed`` bytes (``what``) in ``folder`` when its filesystem has less
+    free space than that plus 10% and :data:`HEADROOM`; ``after`` ends the message (what was left).
+
+    Raises:
+        DiskFullError: "disk full in TMPDIR (N free, M needed)".
+    """
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # no answer (an exotic filesystem): the write itself will tell
+    need = int(needed) + int(needed) // 10 + HEADROOM
+    if free < need:
+        raise DiskFullError(
+            f"disk full in TMPDIR ({_size(free)} free, {_size(need)} needed) in {folder}, to write {what}; free space "
+            f"there or point TMPDIR at a folder with room (edgeship checks before each large write, as onnxruntime "
+            f"and torch abort on a full disk)." + (f" {after}" if after else ""))
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _locked_folder() -> tuple[Path, int]:

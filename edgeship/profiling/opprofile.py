@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgeship.errors import DiskFullError
 from edgeship.profiling.harness import ort_harness
 
 _KERNEL = "_kernel_time"
@@ -21,7 +23,12 @@ KERNEL_TIME = ("the sum of every node's kernel time, without session overhead; k
 def ort_op_profile(model, target: str, providers: list[str], threads: int, feeds: dict,
                    warmup: int, runs: int, top: int, options: dict | None = None) -> OpProfile:
     """Profile ``runs`` inferences with onnxruntime's own profiler in a separate session
-    (profiling slows the runs, so the timed session never has it on) and aggregate its JSON."""
+    (profiling slows the runs, so the timed session never has it on) and aggregate its JSON.
+
+    Raises:
+        DiskFullError: onnxruntime's JSON (written in TMPDIR) is cut short and the disk there is
+            full (onnxruntime does not report a failed write of it).
+    """
     with tempfile.TemporaryDirectory(prefix="edgeship-prof-") as d:
         h = ort_harness(model, target, providers, threads, feeds, profile_prefix=os.path.join(d, "ort"), options=options)
         try:
@@ -30,8 +37,15 @@ def ort_op_profile(model, target: str, providers: list[str], threads: int, feeds
             path = h.session.end_profiling()
         finally:
             h.close()
-        with open(path) as f:
-            events = json.load(f)
+        try:
+            with open(path) as f:
+                events = json.load(f)
+        except ValueError as e:
+            free = shutil.disk_usage(d).free
+            if free >= 1 << 20:
+                raise
+            raise DiskFullError(f"disk full in TMPDIR ({free} bytes free) in {d}: onnxruntime's per-op profile there is "
+                                f"cut short ({e}); free space there or point TMPDIR at a folder with room.") from e
     return aggregate_ort_profile(events, skip_runs=warmup, top=top)
 
 

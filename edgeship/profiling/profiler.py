@@ -438,11 +438,30 @@ CSV_FIELDS = ("runtime", "target", "variant", "threads", "batch", "iterations", 
               "throughput_per_s", "peak_rss_mb", "rss_growth_mb", "providers", "options")
 
 
-def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None,
-               arrays: bool = True) -> Path:
-    """The report as JSON, and (``arrays``) every call's latency (ms) in an .npz beside it (same stem)."""
+def latencies_path(path: str | os.PathLike) -> Path:
+    """Where :func:`write_json` puts every call's latency: the .npz beside ``path``, same stem.
+
+    Raises:
+        SpecError: that is the JSON file itself (``--json r.npz``, or a link between the two), or a
+            symbolic link (edgeship writes no file through a link it was not given).
+    """
     path = Path(path)
     npz = path.with_suffix(".npz")
+    if npz == path or os.path.realpath(npz) == os.path.realpath(path):
+        raise SpecError(f"--json {path}: every call's latency goes to {npz.name} beside the JSON, which would "
+                        f"overwrite the JSON itself; give the JSON a .json name (e.g. --json {path.with_suffix('.json')}).")
+    if npz.is_symlink():
+        raise SpecError(f"--json {path}: the latencies go to {npz}, which is a symbolic link; edgeship writes no file "
+                        "through a link it was not given. Remove the link or give the JSON another name.")
+    return npz
+
+
+def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Comparison | None = None,
+               arrays: bool = True) -> Path:
+    """The report as JSON, and (``arrays``) every call's latency (ms) in an .npz beside it (same
+    stem: :func:`latencies_path`, never the JSON itself nor through a link)."""
+    path = Path(path)
+    npz = latencies_path(path) if arrays else path.with_suffix(".npz")
     d = {**schemas.header("profile"), **report.to_dict()}  # its schema: edgeship/schemas/profile.json
     d["latencies"] = npz.name if arrays else None
     if comparison is not None:
@@ -450,7 +469,13 @@ def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Compa
     _write(path, jsonout.dumps(d, indent=2))
     if not arrays:
         return path
-    with open(npz, "wb") as f:
+    try:  # a link made since the check is not followed (POSIX)
+        fd = os.open(npz, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        if npz.is_symlink():
+            raise SpecError(f"{npz} became a symbolic link; edgeship writes no file through a link it was not given.") from e
+        raise
+    with os.fdopen(fd, "wb") as f:
         calls: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
         np.savez(f, **calls)
     return path

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeship.bundle.manifest import Candidate, VariantResult
 from edgeship.errors import ModelLoadError, SpecError, brief
-from edgeship.spec import SUPPORTED_DTYPES, IOSpec, format_shape, validate_feeds
+from edgeship.spec import IOSpec, check_numeric, format_shape, validate_feeds
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ def _bundle_source(p: Path) -> Source:
     ts = m.get("torchscript")
     return Source(m.get("name") or p.name, "bundle", str(p), IOSpec.from_dict(m["io"]), tuple(m["variants"]),
                   lambda v: b.read(m["variants"][v]["file"]), sample,
-                  (lambda: b.read(ts)) if ts else None, dict(m.get("source") or {}), variants_of(m),
+                  (lambda: b.read(ts)) if isinstance(ts, str) else None,
+                  dict(m["source"]) if isinstance(m.get("source"), dict) else {}, variants_of(m),
                   dict(m.get("defaults") or {}), candidates_of(m))
 
 
@@ -90,9 +91,8 @@ def _onnx_source(p: Path) -> Source:
     except ModelLoadError as e:
         raise ModelLoadError(f"{p} is neither a bundle nor an ONNX model onnxruntime can open: {brief(e.__cause__ or e)}") from e
     inputs, outputs = io_specs(s)
-    for t in inputs + outputs:
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise SpecError(f"{p}: {t.name} has type {t.dtype}, which the profiler cannot feed.")
+    check_numeric(inputs, str(p))
+    check_numeric(outputs, str(p), "output")
     return Source(p.stem, "onnx", str(p), IOSpec(inputs, outputs), ("onnx",), lambda v: model)
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import weakref
@@ -50,7 +51,10 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
+from edgeship.runtimes.deadline import Deadline
+from edgeship.runtimes.deadline import current as current_deadline
 from edgeship.spec import IOSpec
+from edgeship.telemetry import import_openvino
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +86,10 @@ if hasattr(os, "register_at_fork"):  # POSIX
 
 
 def installed() -> bool:
-    """Whether the ``openvino`` package imports here."""
+    """Whether the ``openvino`` package imports here (imported without its telemetry: see
+    :mod:`edgeship.telemetry`)."""
     try:
-        import openvino  # noqa: F401
+        import_openvino()
     except ImportError:
         return False
     return True
@@ -92,9 +97,7 @@ def installed() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _core() -> Any:
-    import openvino as ov
-
-    return ov.Core()
+    return import_openvino().Core()
 
 
 def has_bf16() -> bool:
@@ -163,8 +166,7 @@ class OpenVINORunner(Runner):
             raise TargetUnavailableError(
                 f"OpenVINO cannot compile here: process {_compiled_in} compiled a model before fork()ing this one, and "
                 f"OpenVINO's threads do not survive fork; {AFTER_FORK}.")
-        import openvino as ov
-
+        ov = import_openvino()
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY",
                                   "INFERENCE_NUM_THREADS": int(self.options.get("threads") or usable_cpus())}
         hint = PRECISION_HINTS[self.precision]
@@ -233,9 +235,28 @@ class OpenVINORunner(Runner):
             request = self._local.request
         except AttributeError:  # this thread's first call
             request = self._new_request()
+        d = current_deadline()
+        if d is not None:
+            return self._run_within(request, output_names, feeds, d)
         res = request.infer(feeds, share_inputs=True)
         port_of = self._port_of
         return [res[port_of[n]] for n in (output_names or self.output_names)]
+
+    def _run_within(self, request: Any, output_names: list[str] | None, feeds: dict[str, np.ndarray], d: Deadline) -> list:
+        """:meth:`run` under a deadline: asynchronously, waiting until ``d``. OpenVINO cannot stop
+        an inference it started, so on timeout this thread's request is left to it (the next call
+        makes a new one) and :class:`InferenceTimeout` says so (``stuck``)."""
+        left = d.left()
+        if left <= 0:
+            raise d.exceeded(self.name, RUNTIME)
+        request.start_async(feeds, share_inputs=True)
+        if not request.wait_for(max(1, math.ceil(left * 1000))):
+            request.cancel()
+            del self._local.request
+            raise d.exceeded(self.name, RUNTIME, stuck=True)
+        res = request.results
+        port_of = self._port_of
+        return [np.array(res[port_of[n]], copy=True) for n in (output_names or self.output_names)]
 
     def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
         self.load()

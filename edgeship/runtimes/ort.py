@@ -17,6 +17,8 @@ import numpy as np
 
 from edgeship.errors import EdgeshipError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
+from edgeship.runtimes.deadline import current as current_deadline
+from edgeship.runtimes.deadline import run_ort
 from edgeship.spec import IOSpec, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -215,7 +217,9 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     import onnxruntime as ort
 
     from edgeship.runtimes.external_data import refuse_external_data
+    from edgeship.telemetry import quiet_onnxruntime
 
+    quiet_onnxruntime(ort)  # once per process, for an onnxruntime imported before edgeship
     providers = providers or providers_for(target)
     src = model if isinstance(model, bytes) else os.fspath(model)
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
@@ -238,12 +242,13 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
 
 
 def io_specs(session: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """A session's inputs and outputs as TensorSpecs: fixed sizes stay, symbolic axes keep their
-    name and unnamed ones become ``<tensor>_dim<axis>``; a type edgeship cannot feed keeps
-    onnxruntime's own name (e.g. ``seq(tensor(float))``)."""
+    """A session's inputs and outputs as TensorSpecs: fixed sizes stay (0 included: onnxruntime
+    holds a model to it), symbolic axes keep their name and unnamed ones become
+    ``<tensor>_dim<axis>``; a type edgeship cannot feed keeps onnxruntime's own name (e.g.
+    ``seq(tensor(float))``: see :func:`edgeship.spec.check_numeric`)."""
     def spec(args) -> tuple[TensorSpec, ...]:
         return tuple(TensorSpec(a.name, ORT_DTYPES.get(a.type, a.type), tuple(
-            d if (isinstance(d, int) and d > 0) or (isinstance(d, str) and d) else f"{a.name}_dim{k}"
+            d if (isinstance(d, int) and d >= 0) or (isinstance(d, str) and d) else f"{a.name}_dim{k}"
             for k, d in enumerate(a.shape or ()))) for a in args)
 
     return spec(session.get_inputs()), spec(session.get_outputs())
@@ -328,7 +333,10 @@ class OrtRunner(Runner):
         return list(self.session.get_providers()) if self.session else []
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        d = current_deadline()
+        if d is None:
+            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        return dict(zip(self.output_names, run_ort(self.session.run, self.output_names, feeds, d, self.name)))
 
     def _close(self) -> None:
         self.session = None
