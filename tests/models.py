@@ -295,3 +295,22 @@ class NoDetections(nn.Module):
     def forward(self, x):
         boxes = self.fc(x)
         return boxes[boxes.sum(1) > 1e6], self.fc(x).sum(1)
+
+
+class ShortcutMask(nn.Module):
+    """A text encoder that, like transformers' attention, skips an all-ones mask in eager mode but
+    not when traced or exported: eager accepts a mask whose sizes differ from the ids', the exported
+    graph broadcasts the two and fails unless their axes are one symbol."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.emb(input_ids)
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and bool(attention_mask.all()):
+            return self.out(h.mean(1))
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.out((h * m).sum(1) / m.sum(1).clamp(min=1.0))

@@ -96,6 +96,9 @@ class Context:
     spec: IOSpec | None = None                         # load
     example_args: tuple = ()                           # load: torch tensors of sample 0
     binding: Binding | None = None                     # load: how inputs reach forward() (torch models)
+    tie_reason: str | None = None                      # set by the runner's retry: tie equal unnamed axes, and why
+    apart: dict[str, list[str]] = field(default_factory=dict)  # load: equal unnamed axes kept apart (symbol -> axes)
+    apart_failed: str | None = None                    # a stage that failed where those axes took different sizes
     samples: list[Sample] = field(default_factory=list)         # load
     references: list[Outputs] = field(default_factory=list)     # load: eager outputs per sample
     torchscript_path: Path | None = None               # torchscript

@@ -39,11 +39,28 @@ def dynamic_note(ctx: Context) -> Callable[[Sample], str]:
             return ""
         axes = [f"{t.name}:{ax} ({sym}={changed[sym]}, exported at {base[sym]})"
                 for t in spec.inputs for ax, sym in t.dynamic_axes.items() if sym in changed]
-        return ("the export does not follow the dynamic axis " + ", ".join(axes) + ": the trace "
+        text = ("the export does not follow the dynamic axis " + ", ".join(axes) + ": the trace "
                 "specialised that size (e.g. a view/reshape with a fixed size); fix the model code "
                 "or drop the axis from --dynamic/--dynamic-batch")
+        equal = _equal_symbols(spec, base, changed)
+        if equal:  # different symbols of one example size: the model may need them equal
+            text += ("; or, if those axes must be equal (an attention mask and its ids), give them one symbol: "
+                     + " ".join(f"--dynamic {a}={sym}" for sym, group in equal.items() for a in group))
+        return text
 
     return note
+
+
+def _equal_symbols(spec, base: dict, changed: dict) -> dict[str, list[str]]:
+    """Axes with different symbols that had one size in the example and took different sizes
+    here, grouped under the first one's symbol: {symbol: ["input:axis", ...]}."""
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for t in spec.inputs:
+        for ax, sym in t.dynamic_axes.items():
+            if sym in changed:
+                by_size.setdefault(base[sym], []).append((f"{t.name}:{ax}", sym))
+    return {members[0][1]: [a for a, _ in members] for members in by_size.values()
+            if len({changed[sym] for _, sym in members}) > 1}
 
 
 def check_parity(ctx: Context, runners: list[Runner], variant: str, tol: Callable[[str], Tolerance]) -> ParityReport:

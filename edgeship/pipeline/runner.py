@@ -13,6 +13,7 @@ import errno
 import gc
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
-from edgeship.errors import EdgeshipError, ExportError, QuantizationError, SpecError
+from edgeship.errors import EdgeshipError, ExportError, ModelLoadError, QuantizationError, SpecError, clip
 from edgeship.parity.report import ParityReport
 from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
@@ -140,8 +141,21 @@ def _frozen_heap() -> Iterator[Callable[[], None]]:
         gc.unfreeze()
 
 
+class _FailedApart(Exception):
+    """A stage failed with equal unnamed dynamic axes kept apart: the export is run again with them tied."""
+
+    def __init__(self, reason: str, error: EdgeshipError | None):
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
 def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     """Run every stage on ``config``; ``progress(event, stage, result)`` sees start/end events.
+
+    Unnamed dynamic axes of equal example size (``--dynamic input_ids:1 --dynamic attention_mask:1``)
+    start apart; when any stage after load fails with them apart (the trace, the ONNX export,
+    onnxruntime or fp32 parity, where their sizes differ), the export starts again with each
+    group tied to one symbol, and a note says why. Only a run that passes apart keeps them apart.
 
     Raises:
         EdgeshipError: a required stage failed (nothing was written to the output path).
@@ -150,8 +164,21 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
+    try:
+        return _export(config, progress)
+    except _FailedApart as apart:
+        try:
+            return _export(config, progress, apart.reason)
+        except EdgeshipError as e:
+            first = apart.error
+            if first is None or type(e) is not type(first):
+                raise
+            raise type(first)(f"{first} Tied to one symbol, they failed as well: {e}", report=e.report) from e
+
+
+def _export(config: ExportConfig, progress: Progress, tie_reason: str | None = None) -> ExportResult:
     with work_folder() as work, _frozen_heap() as refreeze:
-        ctx = Context(config=config, workdir=work)
+        ctx = Context(config=config, workdir=work, tie_reason=tie_reason)
         for name, fn, must in STAGES:
             if name in OPT_IN and not OPT_IN[name](config):
                 continue
@@ -168,16 +195,36 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
                 # an optional stage may fail on its own work; bad input (a SpecError such as bad
                 # calibration data) stops the export whatever the stage
                 if must or not isinstance(e, (ExportError, QuantizationError)):
+                    _retry_tied(ctx, name, e, time.perf_counter() - t0, progress)
                     ctx.stages.append(StageResult(name, "failed", time.perf_counter() - t0, str(e)))
                     progress("end", name, ctx.stages[-1])
                     raise
                 detail, status = str(e), "failed"
+                if ctx.apart_failed:
+                    _retry_tied(ctx, name, None, time.perf_counter() - t0, progress)
                 ctx.note(f"optional stage {name} failed: {e}")
             result = StageResult(name, status, time.perf_counter() - t0, detail)
             ctx.stages.append(result)
             progress("end", name, result)
         return ExportResult(required(ctx.bundle_path, "bundle_path"), tuple(ctx.stages), ctx.parity, dict(ctx.defaults),
                             tuple(ctx.notes), required(ctx.spec, "spec"), dict(ctx.manifest_variants), ctx.profile)
+
+
+def _retry_tied(ctx: Context, stage: str, error: EdgeshipError | None, seconds: float, progress: Progress) -> None:
+    """Raise :class:`_FailedApart` when ``stage`` failed while equal unnamed axes were kept apart
+    (a required stage's error other than bad input, or an optional stage that failed where their
+    sizes differ); the stage's line says the export starts again with them tied."""
+    if not ctx.apart or ctx.tie_reason or stage == "load" or isinstance(error, (SpecError, ModelLoadError)):
+        return
+    cause = str(error if error is not None else ctx.apart_failed)
+    at = re.search(r"on sample \S+ \(([^)]*)\): (.*?)(?:; the export does not follow|$)", cause, re.S)
+    if at:  # the error itself, not the sample's label and sizes
+        cause = at.group(2)
+    reason = f"the {stage} stage failed with them apart: {clip(cause, 200)}"
+    groups = "; ".join(", ".join(axes) for axes in ctx.apart.values())
+    progress("end", stage, StageResult(stage, "warning", seconds,
+                                       f"failed with {groups} apart; exporting again with each group as one symbol"))
+    raise _FailedApart(reason, error)
 
 
 @dataclass(frozen=True)
