@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError, brief
-from edgeship.exporters.program import captured_log, program_dims
+from edgeship.exporters.program import captured_log, program_dims, program_inputs, program_module
 from edgeship.exporters.usercode import build_arch, import_user_code
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class LoadedModel:
     # an ExportedProgram's own symbolic dims: (input, axis, symbol), and each symbol's size range
     dynamic_axes: tuple[tuple[str, int, str], ...] = ()
     ranges: tuple[tuple[str, int, int], ...] = ()
+    input_names: tuple[str, ...] = ()  # an ExportedProgram's tensor inputs, in its order (example_inputs' names)
 
 
 def sniff_format(path: Path) -> str:
@@ -178,11 +179,13 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                 f"(ExportedProgram.module() failed: {brief(e)}); this is a torch limitation. Export the original "
                 "nn.Module instead (a state_dict with --arch), or re-export the program with a newer torch.") from e
         notes = _eval_exported(module)
-        example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
+        inputs = program_inputs(ep)
+        module = program_module(ep, module)  # takes the tensor inputs positionally, keyword ones included
         dynamic, ranges = program_dims(ep)
         if dynamic:
             notes.append("ExportedProgram: keeps its own dynamic axes " + ", ".join(f"{n}:{a}={s}" for n, a, s in dynamic))
-        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes), dynamic, ranges)
+        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, tuple(t for _, t in inputs), tuple(notes), dynamic, ranges,
+                           tuple(n for n, _ in inputs))
     return _load_pickle(path, options)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from edgeship.errors import ExportError, brief
 from edgeship.exporters.onnx_guard import external_tensors
+from edgeship.exporters.program import program_module
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
                       "the dict keys) for export")
     for name in order:
         chosen = opset or DEFAULT_OPSET[name]
-        model = source.module() if (is_ep and name == "torchscript") else source
+        model = program_module(source, source.module()) if (is_ep and name == "torchscript") else source
         try:
             _run_exporter(name, model, args, spec, path, chosen)
             _check(path, spec, rename=name == "dynamo")

@@ -1,5 +1,5 @@
-"""ExportedProgram (.pt2) helpers: its own symbolic dims and their ranges, and capturing what
-``torch.export.load`` only logs."""
+"""ExportedProgram (.pt2) helpers: its tensor inputs (positional and keyword), a module taking them
+positionally, its own symbolic dims and their ranges, and capturing what ``torch.export.load`` only logs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,51 @@ from collections.abc import Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def program_inputs(ep: Any) -> tuple[tuple[str, Any], ...]:
+    """``(name, example tensor)`` of each tensor input of the program, in its own input order: the
+    positional arguments, then the keyword ones (``torch.export.export(m, (), kwargs={...})``, as
+    Hugging Face users export), flattened as the program flattens them. Constant inputs (an int
+    the program specialised) are left out. Empty when the program carries no example inputs."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    example = getattr(ep, "example_inputs", None)
+    if not example:
+        return ()
+    leaves = pytree.tree_leaves(example)
+    names = list(ep.graph_signature.user_inputs)
+    if len(names) != len(leaves):  # not the layout this was written for: name them by position
+        names = [f"input_{i}" for i in range(len(leaves))]
+    return tuple((str(n), leaf) for n, leaf in zip(names, leaves) if isinstance(leaf, torch.Tensor))
+
+
+def program_module(ep: Any, module: Any) -> Any:
+    """``module`` (``ep.module()``) as a module whose ``forward`` takes the program's tensor inputs
+    positionally, in :func:`program_inputs` order, and calls it with the positional and keyword
+    arguments the program was exported with (constant inputs at their example values). The wrapper's
+    ``train()``/``eval()`` leave the program's module alone (it refuses them), so the TorchScript-based
+    exporter can take it."""
+    import torch
+    from torch.utils import _pytree as pytree
+
+    from edgeship.runtimes.torch_eager import wrap_module
+
+    example = getattr(ep, "example_inputs", None)
+    if not example:
+        return module
+    leaves, spec = pytree.tree_flatten(example)
+    tensor_at = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+
+    def call(model: Any, inputs: Any) -> Any:
+        flat = list(leaves)
+        for i, t in zip(tensor_at, inputs):
+            flat[i] = t
+        a, kw = pytree.tree_unflatten(flat, spec)
+        return model(*a, **kw)
+
+    return wrap_module(module, call, [n for n, _ in program_inputs(ep)])
 
 
 def program_dims(ep: Any) -> tuple[tuple[tuple[str, int, str], ...], tuple[tuple[str, int, int], ...]]:

@@ -242,6 +242,7 @@ def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
         specs = tuple(parse_input(t) for t in cfg.inputs)
         if len({s.name for s in specs}) != len(specs):
             raise SpecError(f"--input names must be unique; got {', '.join(s.name for s in specs)}.")
+        specs = _program_order(specs, loaded)
         if example is not None:
             for s in specs:
                 a = example.get(s.name)
@@ -253,15 +254,25 @@ def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
                     )
         return specs
     if example is not None:
-        return tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items())
-    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
-        names = _ep_input_names(loaded.source, len(loaded.example_inputs))
+        return _program_order(tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items()),
+                              loaded)
+    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:  # positional and keyword, in the program's order
         return tuple(TensorSpec(n, str(t.dtype).removeprefix("torch."), tuple(t.shape))
-                     for n, t in zip(names, loaded.example_inputs))
+                     for n, t in zip(loaded.input_names, loaded.example_inputs))
     raise SpecError(
         f"no input spec: pass --input {INPUT_SYNTAX} (once per input, in the order forward() takes "
         f"them{_forward_hint(loaded.module)}), or --example-inputs FILE.npz."
     )
+
+
+def _program_order(specs: tuple[TensorSpec, ...], loaded: LoadedModel) -> tuple[TensorSpec, ...]:
+    """An ExportedProgram takes its inputs in its own order (positional, then keyword): specs that
+    name exactly its inputs are put in that order; others stay as given (bound by position)."""
+    names = loaded.input_names
+    if loaded.format != EXPORTED_PROGRAM or sorted(names) != sorted(s.name for s in specs):
+        return specs
+    by_name = {s.name: s for s in specs}
+    return tuple(by_name[n] for n in names)
 
 
 def _forward_hint(module) -> str:
@@ -274,14 +285,6 @@ def _forward_hint(module) -> str:
         return f"; this model's forward takes: {', '.join(params)}" if params else ""
     except (TypeError, ValueError, AttributeError):
         return ""
-
-
-def _ep_input_names(ep, n: int) -> list[str]:
-    try:
-        names = list(ep.graph_signature.user_inputs)[:n]
-        return names if len(names) == n else [f"input_{i}" for i in range(n)]
-    except Exception:
-        return [f"input_{i}" for i in range(n)]
 
 
 def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:

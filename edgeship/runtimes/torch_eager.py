@@ -170,6 +170,10 @@ def wrap_module(module: Any, forward: Callable[[Any, Sequence[Any]], Any], names
         def forward(self, *inputs: Any) -> Any:
             return forward(self.model, inputs)
 
+        def train(self, mode: bool = True) -> Any:
+            self.training = mode  # the wrapped module keeps its own mode (an ExportedProgram's refuses train())
+            return self
+
     if names is not None:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         Wrapper.forward.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
