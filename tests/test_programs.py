@@ -53,3 +53,109 @@ def test_a_keyword_program_takes_inputs_by_name_in_any_order(tmp_path):
     r = export(ExportConfig(model=path, output=tmp_path / "b.edgeship", quantize=("fp32",), example_inputs=example))
     assert r.spec.input_names == ["input_ids", "attention_mask"] and r.parity.passed
     _check_bundle(r.bundle, m, batch=2)
+
+
+OUTPUTS = """
+from dataclasses import dataclass
+import torch
+
+@dataclass
+class Scores:
+    logits: torch.Tensor
+    probs: torch.Tensor
+
+torch.export.register_dataclass(Scores, serialized_type_name="outpkg.outputs.Scores")
+"""
+HEAD = """
+import torch
+from outpkg.outputs import Scores
+
+class Head(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return Scores(y, torch.softmax(y, -1))
+"""
+
+
+def _cli(tmp_path, *args):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edgeship", "export", *args]
+    return subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+
+
+@pytest.mark.slow
+def test_an_output_class_registered_by_a_submodule_is_imported_inside_the_named_package(tmp_path):
+    """As transformers 5 does: the package's __init__ does not import the submodule that registers
+    the output class. --import of the package lets edgeship import the module the program names."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "outpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "outputs.py").write_text(OUTPUTS)
+    (pkg / "head.py").write_text(HEAD)
+    save = ("import torch; from outpkg.head import Head; "
+            "torch.export.save(torch.export.export(Head().eval(), (torch.randn(2, 4),)), 'head.pt2')")
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, check=True, capture_output=True)
+    r = _cli(tmp_path, "head.pt2", "-o", "a.edgeship", "--quantize", "fp32")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "returns outpkg.outputs.Scores" in r.stderr and "--import outpkg.outputs" in r.stderr
+    r = _cli(tmp_path, "head.pt2", "-o", "b.edgeship", "--quantize", "fp32", "--import", "outpkg")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [t.name for t in edgeship.load(tmp_path / "b.edgeship").outputs] == ["logits", "probs"]
+    r = _cli(tmp_path, "head.pt2", "-o", "c.edgeship", "--quantize", "fp32", "--import", "outpkg.outputs")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_module_outside_the_imported_packages_is_never_imported(tmp_path, monkeypatch):
+    """The file names the module; only a package the user gave with --import lets it be imported."""
+    from edgeship.config import LoadOptions
+    from edgeship.errors import ModelLoadError
+    from edgeship.exporters import program
+
+    imported = []
+    monkeypatch.setattr(program.importlib, "import_module", lambda name: imported.append(name))
+
+    def refuse(path):
+        raise RuntimeError("Deserializing evilmod.payload.Out in pytree is not registered.")
+
+    monkeypatch.setattr(torch.export, "load", refuse)
+    with pytest.raises(ModelLoadError, match=r"returns evilmod\.payload\.Out.*pass --import evilmod\.payload"):
+        program.read_program(tmp_path / "x.pt2", LoadOptions(imports=("json",)))
+    assert imported == ["json"]  # the user's own --import only
+    with pytest.raises(ModelLoadError, match=r"evilmod\.payload was imported, but it does not register Out"):
+        program.read_program(tmp_path / "x.pt2", LoadOptions(imports=("evilmod",)))
+
+
+@pytest.mark.slow
+def test_a_hugging_face_causal_lm_program_exports_with_import_transformers(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import subprocess
+    import sys
+
+    save = """
+import torch, transformers
+cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+torch.manual_seed(0)
+m = transformers.LlamaForCausalLM(cfg).eval()
+ids, mask = torch.randint(0, 64, (1, 8)), torch.ones(1, 8, dtype=torch.long)
+ep = torch.export.export(m, (), kwargs={"input_ids": ids, "attention_mask": mask, "use_cache": False})
+torch.export.save(ep, "llm.pt2")
+"""
+    subprocess.run([sys.executable, "-c", save], cwd=tmp_path, check=True, capture_output=True,
+                   env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert transformers.__version__
+    r = _cli(tmp_path, "llm.pt2", "-o", "llm.edgeship", "--quantize", "fp32", "--import", "transformers")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = edgeship.load(tmp_path / "llm.edgeship")
+    assert [t.name for t in m.inputs] == ["input_ids", "attention_mask"] and [t.name for t in m.outputs] == ["logits"]

@@ -45,6 +45,9 @@ def load_stage(ctx: Context) -> str:
             example = _example_for_onnx(inputs, [parse_input(t) for t in cfg.inputs], cfg.seed)
     else:
         inputs = _input_specs(cfg, example, loaded)
+        if example is None and not cfg.inputs and loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
+            # the program's own example values (real ids and masks) are the first golden sample
+            example = {t.name: v.detach().cpu().numpy() for t, v in zip(inputs, loaded.example_inputs)}
     concrete = inputs
     inputs = apply_dynamic(inputs, _program_dynamic(loaded, inputs, cfg.dynamic, cfg.dynamic_batch) + list(cfg.dynamic),
                            cfg.dynamic_batch)
