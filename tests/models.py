@@ -314,3 +314,28 @@ class ShortcutMask(nn.Module):
             return self.out(h.mean(1))
         m = attention_mask.unsqueeze(-1).to(h.dtype)
         return self.out((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+class ListOutputs(nn.Module):
+    """Returns a dict whose ``hidden`` entry is a list of tensors (as Hugging Face's
+    ``hidden_states``): its outputs are logits, hidden.0, hidden.1."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return {"logits": self.fc2(h), "hidden": [x, h]}
+
+
+class CollidingNames(nn.Module):
+    """Deterministic, but its flattened names collide ("a.0" twice): --output-names names them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return {"a.0": self.fc(x), "a": [x * 2]}

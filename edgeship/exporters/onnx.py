@@ -152,13 +152,24 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
 
 def rename_outputs(graph: Any, names: list[str]) -> bool:
     """Give the graph's outputs ``names``, moving any internal value that already has one aside.
-    Returns whether anything changed."""
+    An output that is a graph input passed through (or a value output twice) gets an Identity node
+    of its own. Returns whether anything changed."""
+    from onnx import helper
+
     old = [o.name for o in graph.output]
     if old == list(names) or len(old) != len(names):
         return False
-    mapping = dict(zip(old, names))
-    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.input} \
-        | {i.name for i in graph.initializer}
+    sources = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for n in [n for n in graph.node if n.op_type == "Identity" and list(n.input) == list(n.output)]:
+        graph.node.remove(n)  # torch 2.13's dynamo exporter writes Identity(x) -> x for an input returned as is
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | sources
+    mapping: dict[str, str] = {}
+    copies: list[tuple[int, str, str]] = []  # (output index, value, new name)
+    for i, (o, new) in enumerate(zip(old, names)):
+        if o in sources or o in mapping:
+            copies.append((i, o, new))
+        else:
+            mapping[o] = new
     for new in names:
         if new in taken and new not in old:
             mapping.setdefault(new, f"{new}__internal")
@@ -171,11 +182,18 @@ def rename_outputs(graph: Any, names: list[str]) -> bool:
     for n in graph.node:
         fix(n.input)
         fix(n.output)
-    for coll in (graph.output, graph.value_info):
-        for vi in coll:
+    copied = {i for i, _, _ in copies}
+    for i, vi in enumerate(graph.output):
+        if i not in copied:
             vi.name = mapping.get(vi.name, vi.name)
+    for vi in graph.value_info:
+        vi.name = mapping.get(vi.name, vi.name)
     for init in graph.initializer:
         init.name = mapping.get(init.name, init.name)
+    for i, value, new in copies:
+        graph.node.append(helper.make_node("Identity", [value if value in sources else mapping.get(value, value)],
+                                           [new], name=f"{new}__identity"))
+        graph.output[i].name = new
     return True
 
 
