@@ -339,3 +339,20 @@ class CollidingNames(nn.Module):
 
     def forward(self, x):
         return {"a.0": self.fc(x), "a": [x * 2]}
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention over embeddings: traced into a TorchScript archive, the TorchScript-based
+    exporter cannot export it (a value of unknown rank inside the attention); as an nn.Module
+    (a state_dict with --arch) the dynamo exporter does."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.out(a.mean(1))

@@ -181,7 +181,7 @@ def test_torchscript_archive_with_dict_outputs_exports(tmp_path):
 
 
 def test_hints_never_loop():
-    from edgeship.exporters.onnx import _hint
+    from edgeship.exporters.onnx_errors import export_hint as _hint
 
     text = "Exporting the operator 'prim::DictConstruct' to ONNX opset version 17 is not supported."
     hint = _hint(text, ["torchscript"], script=True)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeship.errors import ExportError, brief
+from edgeship.errors import ExportError
+from edgeship.exporters.onnx_errors import explain_failure, export_hint, unsupported_ops
 from edgeship.exporters.onnx_guard import external_tensors
 from edgeship.exporters.program import program_module
 from edgeship.spec import IOSpec
@@ -83,7 +84,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             later = order[order.index(name) + 1:]
             if later:
                 notes.append(f"the {name} exporter failed: {reason}; tried the {later[0]} exporter next")
-    hint = _hint(" ".join(raw), order, is_script)
+    hint = export_hint(" ".join(raw), order, is_script)
     ops = unsupported_ops(" ".join(raw))
     what = f" (unsupported op: {', '.join(ops)})" if ops else ""
     body = " | ".join(errors).rstrip(". ")
@@ -227,35 +228,6 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
                 )
 
 
-_OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
-
-
-_OBJECT_REPR = re.compile(r"<([\w.]+?)(?: object)? at 0x[0-9a-fA-F]+>")
-_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
-_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.M)
-
-
-def explain_failure(e: BaseException) -> str:
-    """An exporter's failure in one readable line: where torch says it happened (the user's file
-    and line, the op), the underlying error rather than a wrapper's, no object addresses, and what
-    a known cryptic message means."""
-    text = str(e)
-    reason = _OBJECT_REPR.sub(r"\1", brief(e, limit=600))
-    causes = [m for m in _CAUSE.findall(text) if "PassManager" not in m[1]]
-    if "pass" in reason and "PassManager" in text and causes:  # onnx_ir wraps the real error in its pass manager
-        kind, cause = causes[-1]
-        cause = _OBJECT_REPR.sub(r"\1", cause)[:300]
-        reason = f"an ONNX graph pass failed: {kind}: {cause}"
-    if "Unable to cast Python instance of type" in text:
-        reason += (" (the exporter met a Python value it cannot trace: a non-tensor input or output such as a "
-                   "dataclass, a dict of non-tensors or None; return tensors, or bind inputs by name with --input "
-                   "names that match forward()'s parameters)")
-    frames = [f for f in _USER_FRAME.findall(text) if "site-packages" not in f[0] and "/torch/" not in f[0]]
-    where = [f"{Path(frames[-1][0]).name}:{frames[-1][1]} in {frames[-1][2]}()"] if frames else []
-    where += [f"op {op}" for op in unsupported_ops(text)[:2]]
-    return (f"[{', '.join(where)}] " if where else "") + reason
-
-
 def _returns_containers(sm: Any) -> bool:
     """Whether a ScriptModule's forward returns anything but a tensor or a flat tuple of tensors."""
     try:
@@ -276,30 +248,3 @@ def _flat_outputs(sm: Any, args: tuple) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(flat, args, strict=False, check_trace=False)
-
-
-def unsupported_ops(text: str) -> list[str]:
-    """The ops an exporter said it cannot translate (``aten::...`` or ``prims....``), in order."""
-    return list(dict.fromkeys(a or b for a, b in _OPS.findall(text)))
-
-
-def _hint(text: str, tried: list[str] | None = None, script: bool = False) -> str:
-    """What to try next. Never a loop: a TorchScript archive is not sent to the dynamo exporter
-    (it refuses ScriptModules), and a ``prim::`` op (TorchScript's own containers and control
-    flow) is not sent to --opset, which cannot help it."""
-    untried = [x for x in ("dynamo", "torchscript") if x not in (tried or []) and not (script and x == "dynamo")]
-    ops = unsupported_ops(text)
-    if ops and all(op.startswith("prim::") for op in ops):
-        return (f"{', '.join(ops)} is TorchScript's own {'container' if 'Construct' in ops[0] else 'op'}, not a "
-                "tensor op: return tensors (or a tuple of tensors) from forward(), or export the nn.Module "
-                "(a state_dict with --arch) instead of the TorchScript archive")
-    if ops or "Unsupported" in text or "not supported" in text or "No decomposition" in text:
-        other = f", try --exporter {untried[0]}" if untried else ""
-        return ("an op has no ONNX translation at this opset: replace it in the model (or compute it "
-                f"outside the exported part), try a higher --opset{other}, or register a translation "
-                "(custom_translation_table= for the dynamo exporter, torch.onnx.register_custom_op_symbolic "
-                "for the TorchScript-based one)")
-    if "specialised" in text or "Constraints violated" in text:
-        return ("the model's code fixes a size you marked dynamic (e.g. x.view(1, -1)); use "
-                "x.flatten(1) / x.reshape(x.shape[0], -1), or drop the dynamic axis")
-    return ""
