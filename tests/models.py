@@ -356,3 +356,16 @@ class Attention(nn.Module):
         h = self.emb(ids)
         a, _ = self.attn(h, h, h, need_weights=False)
         return self.out(a.mean(1))
+
+
+class KeepLast(nn.Module):
+    """A causal-LM-like head with a defaulted parameter (Hugging Face's ``logits_to_keep``): the
+    TorchScript-based exporter fills defaults in as graph inputs unless they are bound."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 32)
+
+    def forward(self, input_ids, logits_to_keep: int = 0):
+        return self.fc(self.emb(input_ids))[:, -logits_to_keep:, :]

@@ -66,6 +66,10 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
         source = _flat_outputs(source, args)
         notes.append("TorchScript archive returning a dict or nested outputs: flattened to a tuple (names from "
                       "the dict keys) for export")
+    elif is_script and _takes_more(source, len(args)):
+        source = _flat_outputs(source, args)  # its defaulted parameters keep their defaults, not graph inputs
+        notes.append("TorchScript archive whose forward() has parameters the spec does not feed: traced with their "
+                     "defaults for export")
     for name in order:
         chosen = opset or DEFAULT_OPSET[name]
         model = program_module(source, source.module()) if (is_ep and name == "torchscript") else source
@@ -216,6 +220,13 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in external_tensors(model))
     onnx.checker.check_model(str(path) if external else model, full_check=True)  # > 2 GB: by path
     graph_inputs = {i.name: i for i in model.graph.input}
+    weights = {i.name for i in model.graph.initializer}
+    extra = [n for n in graph_inputs if n not in weights and n not in spec.input_names]
+    if extra:
+        raise ExportError(
+            f"the ONNX graph has input(s) the spec does not: {', '.join(extra)} (the spec: {', '.join(spec.input_names)}); "
+            "the exporter made a forward() parameter with a default (or a non-tensor argument) a graph input. "
+            "Give it as an --input if it should be one, or bind it in the model (functools.partial, a wrapper)")
     for t in spec.inputs:
         if t.name not in graph_inputs:
             raise ExportError(f"the ONNX graph has no input {t.name!r} (has {list(graph_inputs)})")
@@ -235,6 +246,13 @@ def _returns_containers(sm: Any) -> bool:
     except (AttributeError, IndexError, RuntimeError):
         return False
     return not re.fullmatch(r"Tensor|\(Tensor(, Tensor)*\)|Tuple\[Tensor(, Tensor)*\]", ret)
+
+
+def _takes_more(sm: Any, n: int) -> bool:
+    """Whether a ScriptModule's forward has more parameters than the ``n`` inputs given."""
+    from edgeship.runtimes.torch_eager import forward_params
+
+    return len(forward_params(sm) or ()) > n
 
 
 def _flat_outputs(sm: Any, args: tuple) -> Any:

@@ -121,7 +121,8 @@ class Context:
 
     def export_module(self) -> object:
         """What tracing and the ONNX exporters take: the loaded model, wrapped when its inputs
-        bind to forward() by name (see runtimes.torch_eager.bind_inputs)."""
+        bind to forward() by name (see runtimes.torch_eager.bind_inputs) or when forward() has
+        parameters the spec does not feed (they keep their defaults: see by_name_module)."""
         from edgeship.runtimes.torch_eager import by_name_module
 
         loaded = required(self.loaded, "loaded")

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgeship.errors import QuantizationError, SpecError, clip
+from edgeship.errors import QuantizationError, SpecError, brief, clip
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
@@ -77,8 +78,25 @@ def quantize_stage(ctx: Context) -> str:
             ctx.note(f"{name} not built: {e}")
             ctx.rejected[name] = {"reason": str(e)}
             built = None
+        except Exception as e:  # onnxruntime refusing the graph while building or checking a variant
+            if not _raised_in_onnxruntime(e):
+                raise
+            why = f"onnxruntime failed on it: {brief(e)}"
+            ctx.note(f"{name} not built: {why}")
+            ctx.rejected[name] = {"reason": why}
+            built = None
         (done if built is not None else missing).append(name)
     return stage_detail(done, missing, ctx.rejected, ctx.notes)
+
+
+def _raised_in_onnxruntime(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside onnxruntime (its quantization tools or a session run): a
+    variant onnxruntime cannot build or run is not shipped; the export goes on."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return last is not None and f"{os.sep}onnxruntime{os.sep}" in last
 
 
 def stage_detail(done: list[str], missing: list[str], rejected: dict[str, dict], notes: Sequence[str] = ()) -> str:

@@ -157,10 +157,16 @@ def bind_inputs(module: Any, names: Sequence[str]) -> Binding:
 
 
 def by_name_module(module: Any, binding: Binding, names: Sequence[str]) -> Any:
-    """``module`` itself when its inputs go by position; otherwise a wrapper whose ``forward``
-    takes the inputs positionally in spec order (parameters named after them, so tracing and both
-    ONNX exporters see the input names) and calls ``module`` with ``binding``."""
-    if binding.positional:
+    """``module`` itself when its inputs go by position to exactly its parameters; otherwise a
+    wrapper whose ``forward`` takes the inputs positionally in spec order (parameters named after
+    them, so tracing and both ONNX exporters see the input names) and calls ``module`` with
+    ``binding``. Parameters the spec does not feed keep their defaults: the TorchScript-based
+    exporter would otherwise fill them in as graph inputs (Hugging Face's ``logits_to_keep=0``)."""
+    import torch
+
+    params = forward_params(module)
+    named = [n for n, kind in params or () if kind not in ("VAR_POSITIONAL", "VAR_KEYWORD")]
+    if binding.positional and (len(named) <= len(names) or isinstance(module, torch.jit.ScriptModule)):
         return module
     return wrap_module(module, binding.call, names)
 
