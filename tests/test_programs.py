@@ -159,3 +159,30 @@ torch.export.save(ep, "llm.pt2")
     assert r.returncode == 0, r.stdout + r.stderr
     m = edgeship.load(tmp_path / "llm.edgeship")
     assert [t.name for t in m.inputs] == ["input_ids", "attention_mask"] and [t.name for t in m.outputs] == ["logits"]
+
+
+@pytest.mark.parametrize("attr", ["meta", "graph"])
+def test_a_program_with_a_submodule_named_like_a_graph_module_attribute_exports(tmp_path, attr):
+    """torch 2.13 cannot unlift a program whose submodule is called ``meta`` (GraphModule's own
+    metadata dict) or ``graph``: ep.module() and the dynamo exporter fail. It is renamed inside the
+    program, with a note, and exports with both exporters."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, attr, torch.nn.Linear(4, 4))
+            self.register_buffer("shift", torch.full((4,), 0.5))
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(torch.relu(getattr(self, attr)(x) + self.shift))
+
+    m = models.trained(Net())
+    path = tmp_path / "n.pt2"
+    torch.export.save(torch.export.export(m, (torch.randn(2, 4),)), path)
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = m(torch.from_numpy(x)).numpy()
+    for exporter in ("dynamo", "torchscript"):
+        r = export(ExportConfig(model=path, output=tmp_path / f"{exporter}.edgeship", quantize=("fp32",), exporter=exporter))
+        assert any(f"{attr!r} renamed '{attr}_' inside the program" in n for n in r.notes), r.notes
+        np.testing.assert_allclose(edgeship.load(r.bundle)(x), want, atol=1e-5)

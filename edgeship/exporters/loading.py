@@ -22,7 +22,7 @@ from pathlib import Path
 
 from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError, brief
-from edgeship.exporters.program import program_dims, program_inputs, program_module, read_program
+from edgeship.exporters.program import program_dims, program_inputs, program_module, read_program, rename_reserved
 from edgeship.exporters.usercode import build_arch, import_user_code
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
             from edgeship.exporters.graph_ops import check_graph_ops
 
             check_graph_ops(ep, path)  # before anything runs the graph
+        renamed = rename_reserved(ep)  # "meta" and the like: torch cannot unlift them under their own names
         try:
             module = ep.module()
         except Exception as e:
@@ -155,7 +156,10 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                 f"{path}: torch could not turn the ExportedProgram back into a module for the eager reference "
                 f"(ExportedProgram.module() failed: {brief(e)}); this is a torch limitation. Export the original "
                 "nn.Module instead (a state_dict with --arch), or re-export the program with a newer torch.") from e
-        notes = _eval_exported(module)
+        notes = _eval_exported(module) + [
+            f"ExportedProgram: {old!r} renamed {new!r} inside the program (torch.fx.GraphModule has an attribute "
+            f"{old!r} of its own, and torch {torch.__version__.split('+')[0]} cannot unlift the program with it)"
+            for old, new in renamed.items()]
         inputs = program_inputs(ep)
         module = program_module(ep, module)  # takes the tensor inputs positionally, keyword ones included
         dynamic, ranges = program_dims(ep)

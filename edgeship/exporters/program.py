@@ -143,6 +143,42 @@ def program_inputs(ep: Any) -> tuple[tuple[str, Any], ...]:
     return tuple((str(n), leaf) for n, leaf in zip(names, leaves) if isinstance(leaf, torch.Tensor))
 
 
+def rename_reserved(ep: Any) -> dict[str, str]:
+    """Rename, in ``ep`` itself, each top-level submodule, parameter or buffer named like an attribute
+    torch.fx.GraphModule has of its own (``meta``, ``graph``, ``code``...) to that name with a
+    trailing ``_``. torch 2.13 cannot unlift such a program: ``ep.module()`` and the dynamo
+    exporter's decompositions look the weights up under GraphModule's own ``meta`` dict and fail
+    ("references nonexistent attribute fc of meta"). Only the state's names change (its targets in
+    the graph signature, the state_dict and constants keys); the graph and its results do not.
+    Returns {old: new}, empty when nothing collides."""
+    import torch
+
+    reserved = set(dir(torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph())))
+    specs = [s for s in ep.graph_signature.input_specs if getattr(s, "target", None)]
+    taken = {s.target.split(".")[0] for s in specs}
+    rename: dict[str, str] = {}
+    for head in sorted(taken & reserved):
+        new = head + "_"
+        while new in taken or new in reserved:
+            new += "_"
+        rename[head] = new
+    if not rename:
+        return rename
+
+    def renamed(target: str) -> str:
+        head, dot, rest = target.partition(".")
+        return rename.get(head, head) + dot + rest
+
+    for s in specs:
+        s.target = renamed(s.target)
+    for table in (ep.state_dict, ep.constants):
+        if isinstance(table, dict):
+            items = list(table.items())
+            table.clear()
+            table.update((renamed(k), v) for k, v in items)
+    return rename
+
+
 def program_module(ep: Any, module: Any) -> Any:
     """``module`` (``ep.module()``) as a module whose ``forward`` takes the program's tensor inputs
     positionally, in :func:`program_inputs` order, and calls it with the positional and keyword
