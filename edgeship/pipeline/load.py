@@ -18,6 +18,7 @@ from edgeship.bundle.limits import read_npz
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, LoadedModel, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.pipeline.heldout import add_rows, load_held_out
 from edgeship.runtimes.torch_eager import Binding, bind_inputs
 from edgeship.spec import (
     INPUT_SYNTAX,
@@ -101,7 +102,10 @@ def load_stage(ctx: Context) -> str:
     ctx.spec = IOSpec(inputs, _output_specs(names, ctx.samples, ctx.references))
     if loaded.format != ONNX:
         _check_deterministic(ctx, reference, inputs)
-    return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
+    add_rows(ctx, reference, inputs, names)
+    load_held_out(ctx, reference, inputs, names)
+    held = f"; {len(ctx.eval_samples)} held-out sample(s)" if ctx.eval_samples else ""
+    return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}{held}"
 
 
 def _program_dynamic(loaded: LoadedModel, inputs: tuple[TensorSpec, ...], flags: tuple[str, ...], batch: bool) -> list[str]:

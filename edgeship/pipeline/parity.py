@@ -18,6 +18,7 @@ from edgeship.parity.evaluate import run_parity
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerance, effective_tolerances
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.pipeline.heldout import gate_margins, margin_text
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner, providers_for, resolve_targets
 
@@ -66,7 +67,7 @@ def _equal_symbols(spec, base: dict, changed: dict) -> dict[str, list[str]]:
 def check_parity(ctx: Context, runners: list[Runner], variant: str, tol: Callable[[str], Tolerance]) -> ParityReport:
     """Run ``runners`` on the golden samples, judge them against the eager reference, and add
     the checks to ``ctx.parity``."""
-    report = run_parity(runners, ctx.samples, ctx.references, tol, variant, dynamic_note(ctx))
+    report = run_parity(runners, *ctx.gate_samples(), tol, variant, dynamic_note(ctx))
     ctx.parity = ctx.parity.merged(report)
     return report
 
@@ -100,6 +101,11 @@ def parity_stage(ctx: Context) -> str:
                 f"{bad.reason}.{cause} Nothing was written.",
                 report=ctx.parity,  # so --json/--junit still get written
             )
+        if v.precision != "fp32":
+            ctx.gates[name] = gate_margins(report, name, tol, {s.label for s in ctx.eval_samples})
+            text = margin_text(name, ctx.gates[name], ctx.eval_source)
+            if text:
+                ctx.note(text)
         if not any(passed.values()):
             ctx.rejected[name] = {"reason": report.failures()[0].reason}
             del ctx.variants[name]

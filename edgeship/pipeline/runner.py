@@ -84,7 +84,7 @@ def check_config(cfg: ExportConfig) -> None:
 
     Raises:
         SpecError: --atol/--rtol not finite and ≥ 0 (as --tolerance), --opset outside what onnx
-            knows, or an unknown --calibration-method.
+            knows, an unknown --calibration-method, or --eval-split outside [0, 1) or --eval-samples below 1.
     """
     import onnx
 
@@ -100,6 +100,10 @@ def check_config(cfg: ExportConfig) -> None:
     if cfg.opset is not None and not MIN_OPSET <= cfg.opset <= newest:
         raise SpecError(f"--opset {cfg.opset}: use an ONNX opset from {MIN_OPSET} to {newest} (onnx {onnx.__version__}), "
                         "or leave it out for the exporter's default.")
+    if not 0 <= cfg.eval_split < 1:
+        raise SpecError(f"--eval-split {cfg.eval_split}: use a fraction from 0 (hold none out) to below 1.")
+    if cfg.eval_samples < 1:
+        raise SpecError(f"--eval-samples {cfg.eval_samples}: use at least 1.")
     if cfg.calibration_method not in CALIBRATION_METHODS:
         raise SpecError(f"--calibration-method {cfg.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}.")
 
@@ -241,10 +245,12 @@ class QuantizeResult:
 def quantize_model(model: str | os.PathLike, method: str = "dynamic", output: str | os.PathLike | None = None, *,
                    inputs: tuple[str, ...] = (), example_inputs: str | os.PathLike | None = None,
                    calibration: str | None = None, calibration_method: str = "minmax", calibration_samples: int = 64,
-                   fallback: bool = True, tolerances: dict | None = None,
+                   fallback: bool = True, tolerances: dict | None = None, eval_data: str | None = None,
+                   eval_samples: int = 256, eval_split: float = 0.0,
                    progress: Progress = _silent) -> QuantizeResult:
     """Quantize an fp32 ONNX model on its own: the export pipeline with one variant, parity-checked
-    against the fp32 model, written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).
+    against the fp32 model (on ``eval_data``, or a held-out ``eval_split`` of ``calibration``, too),
+    written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).
 
     Raises:
         SpecError: an unknown ``method``.
@@ -262,6 +268,7 @@ def quantize_model(model: str | os.PathLike, method: str = "dynamic", output: st
                            example_inputs=Path(example_inputs) if example_inputs else None, quantize=(method,),
                            calibration=calibration, calibration_method=calibration_method,
                            calibration_samples=calibration_samples, fallback=fallback, targets=("cpu",),
+                           eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
                            torchscript=False, tolerances=tolerances or {})
         result = export(cfg, progress)
         if name not in result.variants:
