@@ -75,6 +75,7 @@ class ExportResult:
 
 
 Progress = Callable[[str, str, "StageResult | None"], None]
+RUN_THE_GRAPH = ("torchscript", "onnx", "optimize", "quantize", "parity")  # where axes kept apart can fail
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 MIN_OPSET = 7  # the oldest opset onnxruntime runs
 
@@ -218,7 +219,7 @@ def _retry_tied(ctx: Context, stage: str, error: EdgeshipError | None, seconds: 
     """Raise :class:`_FailedApart` when ``stage`` failed while equal unnamed axes were kept apart
     (a required stage's error other than bad input, or an optional stage that failed where their
     sizes differ); the stage's line says the export starts again with them tied."""
-    if not ctx.apart or ctx.tie_reason or stage == "load" or isinstance(error, (SpecError, ModelLoadError)):
+    if not ctx.apart or ctx.tie_reason or stage not in RUN_THE_GRAPH or isinstance(error, (SpecError, ModelLoadError)):
         return
     cause = str(error if error is not None else ctx.apart_failed)
     at = re.search(r"on sample \S+ \(([^)]*)\): (.*?)(?:; the export does not follow|$)", cause, re.S)
