@@ -95,3 +95,36 @@ def test_when_tying_does_not_help_both_failures_are_said(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"exporter exploded.*Tied to one symbol, they failed as well: .*exporter exploded"):
         export(_shortcut(tmp_path))
     assert not (tmp_path / "e.edgeship").exists()
+
+
+BERT = """
+import torch
+from transformers import BertConfig, BertModel
+
+def tiny_bert():
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64)
+    return BertModel(cfg)
+"""
+
+
+@pytest.mark.slow
+def test_a_hugging_face_bert_state_dict_with_one_flag_per_axis(tmp_path, monkeypatch):
+    """The issue's case: transformers' BertModel skips an all-ones mask in eager mode, so eager passes
+    with the mask's sizes apart from the ids'; the export does not, and the axes are tied."""
+    pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "tinybert.py").write_text(BERT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import tinybert
+
+    torch.manual_seed(0)
+    path = tmp_path / "bert.pt"
+    torch.save(tinybert.tiny_bert().state_dict(), path)
+    example = tmp_path / "ex.npz"
+    ids = np.random.default_rng(0).integers(1, 100, (2, 16)).astype(np.int64)
+    np.savez(example, input_ids=ids, attention_mask=np.ones_like(ids))
+    r = export(ExportConfig(model=path, output=tmp_path / "b.edgeship", example_inputs=example, dynamic=AXES,
+                            load=LoadOptions(arch=f"{tmp_path / 'tinybert.py'}:tiny_bert"), quantize=("fp32",)))
+    assert [t.shape for t in r.spec.inputs] == [("batch", "seq")] * 2 and r.parity.passed
+    assert sum("must be equal" in n and "failed with them apart" in n for n in r.notes) == 2
