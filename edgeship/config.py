@@ -42,6 +42,14 @@ class ExportConfig:
         calibration: .npz, folder of .npz/.npy, or module:function yielding feeds (static int8).
         calibration_method: minmax, entropy or percentile.
         calibration_samples: at most this many calibration samples.
+        eval_data: held-out inputs for the parity gates, in --calibration's formats (an .npz with a
+            leading sample axis, or arrays of the inputs' own rank split into batch-1 samples; a folder
+            of .npz/.npy; module:function yielding feeds). Every variant must pass its tolerance on
+            them as well as on the golden samples; they are not stored in the bundle.
+        eval_samples: at most this many held-out samples.
+        eval_split: without eval_data, the fraction of the --calibration samples held out for the
+            gates (static int8 calibrates on the rest), e.g. 0.25; 0 (the default) holds none out.
+            Needs at least 4 samples.
         fallback: keep the most harmful nodes in fp32 until an int8 variant passes.
         tolerances: scoped overrides, e.g. {"int8": {"min_cosine": 0.98}, "int8/logits": {"min_top1": 0.95}}.
         profile: profile every variant on every target before packaging; the results go into
@@ -72,6 +80,9 @@ class ExportConfig:
     calibration: str | None = None
     calibration_method: str = "minmax"
     calibration_samples: int = 64
+    eval_data: str | None = None
+    eval_samples: int = 256
+    eval_split: float = 0.0
     fallback: bool = True
     tolerances: dict = field(default_factory=dict)
     profile: bool = False

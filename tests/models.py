@@ -295,3 +295,77 @@ class NoDetections(nn.Module):
     def forward(self, x):
         boxes = self.fc(x)
         return boxes[boxes.sum(1) > 1e6], self.fc(x).sum(1)
+
+
+class ShortcutMask(nn.Module):
+    """A text encoder that, like transformers' attention, skips an all-ones mask in eager mode but
+    not when traced or exported: eager accepts a mask whose sizes differ from the ids', the exported
+    graph broadcasts the two and fails unless their axes are one symbol."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.out = nn.Linear(8, 4)
+
+    def forward(self, input_ids, attention_mask):
+        h = self.emb(input_ids)
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        if not tracing and bool(attention_mask.all()):
+            return self.out(h.mean(1))
+        m = attention_mask.unsqueeze(-1).to(h.dtype)
+        return self.out((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+class ListOutputs(nn.Module):
+    """Returns a dict whose ``hidden`` entry is a list of tensors (as Hugging Face's
+    ``hidden_states``): its outputs are logits, hidden.0, hidden.1."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        return {"logits": self.fc2(h), "hidden": [x, h]}
+
+
+class CollidingNames(nn.Module):
+    """Deterministic, but its flattened names collide ("a.0" twice): --output-names names them."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return {"a.0": self.fc(x), "a": [x * 2]}
+
+
+class Attention(nn.Module):
+    """nn.MultiheadAttention over embeddings: traced into a TorchScript archive, the TorchScript-based
+    exporter cannot export it (a value of unknown rank inside the attention); as an nn.Module
+    (a state_dict with --arch) the dynamo exporter does."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.out(a.mean(1))
+
+
+class KeepLast(nn.Module):
+    """A causal-LM-like head with a defaulted parameter (Hugging Face's ``logits_to_keep``): the
+    TorchScript-based exporter fills defaults in as graph inputs unless they are bound."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.fc = nn.Linear(16, 32)
+
+    def forward(self, input_ids, logits_to_keep: int = 0):
+        return self.fc(self.emb(input_ids))[:, -logits_to_keep:, :]

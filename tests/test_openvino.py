@@ -155,3 +155,49 @@ def test_compare_runs_b_on_openvino_too(mlp_bundle, cli):
     assert code == 0 and "@openvino" in text and "compare passed" in text, text
     code, text = cli("compare", mlp_bundle, mlp_bundle, "--runtime", "tensorflow")
     assert code == 2 and "unknown runtime" in text, text
+
+
+def _renamed_output_model() -> bytes:
+    """An output produced through a no-op Reshape (onnxruntime's basic optimisation keeps it):
+    OpenVINO drops the node and gives the tensor both names, and ``get_any_name()`` answers the
+    internal one (as for DETR's class_labels_classifier)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(8, 5) / 40, "W")
+    shape = numpy_helper.from_array(np.array([1, 5], np.int64), "shape")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["/class_labels_classifier/MatMul_output_0"]),
+             helper.make_node("Reshape", ["/class_labels_classifier/MatMul_output_0", "shape"], ["logits"]),
+             helper.make_node("Sigmoid", ["x"], ["pred_boxes"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 5]),
+                               helper.make_tensor_value_info("pred_boxes", TensorProto.FLOAT, [1, 8])], [w, shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_outputs_openvino_renames_are_mapped_by_position():
+    spec = IOSpec.from_dict({"inputs": [{"name": "x", "dtype": "float32", "shape": [1, 8]}],
+                             "outputs": [{"name": "logits", "dtype": "float32", "shape": [1, 5]},
+                                         {"name": "pred_boxes", "dtype": "float32", "shape": [1, 8]}]})
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)
+    with ov_runtime.OpenVINORunner(spec, _renamed_output_model()) as runner:
+        assert runner.io_problems() == []
+        out = runner.infer({"x": x})
+        assert list(out) == ["logits", "pred_boxes"]
+        np.testing.assert_allclose(out["logits"], x @ (np.arange(40, dtype=np.float32).reshape(8, 5) / 40), rtol=1e-5)
+        assert [a.shape for a in runner.run(["pred_boxes"], {"x": x})] == [(1, 8)]
+
+
+def test_an_exported_model_whose_outputs_openvino_renames_keeps_its_openvino_candidate(tmp_path, monkeypatch):
+    from conftest import fake_p50s
+
+    from edgeship.config import ExportConfig
+    from edgeship.pipeline import export
+
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 0.5 if "openvino" in n else 1.0))
+    path = tmp_path / "det.onnx"
+    path.write_bytes(_renamed_output_model())
+    r = export(ExportConfig(model=path, output=tmp_path / "d.edgeship", targets=("cpu",), quantize=("fp32",)))
+    manifest = json.loads((r.bundle / "manifest.json").read_text())
+    runtimes = {c["runtime"] for c in manifest["candidates"]["cpu"]}
+    assert "openvino" in runtimes, manifest["candidates"]["cpu"]
+    assert not any("openvino" in n and "outputs are" in n for n in r.notes), r.notes

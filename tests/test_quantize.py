@@ -114,6 +114,9 @@ class _FailingReport:
     def summary(self):
         return [{"cosine": self.cosine, "max_abs": 1.0}]
 
+    def failures(self):
+        return []
+
 
 @pytest.mark.parametrize("kind", ["dynamic", "static"])
 def test_fallback_rounds_follow_the_schedule(tmp_path, monkeypatch, kind):

@@ -34,6 +34,7 @@ def export(
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
     quantize: Annotated[list[str], typer.Option("--quantize", metavar="TEXT", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
+    eval_data: opt.EvalOpt = None, eval_samples: opt.EvalSamplesOpt = 256, eval_split: opt.EvalSplitOpt = 0.0,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
     tolerance: opt.TolOpt = None,
     tune: Annotated[bool, typer.Option("--tune/--no-tune", help="On the cpu target, also measure onnxruntime's session options (threads, spinning, optimisation level) and OpenVINO where installed as candidates; --no-tune times each variant on onnxruntime's defaults only.")] = True,
@@ -54,6 +55,7 @@ def export(
         targets=tuple(opt.split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(opt.split(quantize)), calibration=calibration,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
+        eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
         profile=profile, tune=tune, tolerances=opt.tolerances(tolerance),
     )
     from edgeship.cli import render

@@ -28,9 +28,12 @@ JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit
 TargetOpt = Annotated[list[str], typer.Option("--target", "-t", metavar="TEXT", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line and errors (no progress, tables or notes).")]
-TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", metavar="TEXT", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac. Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
+TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", metavar="TEXT", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac, atol_scale (atol is at least this fraction of the output's largest value; fp32 default 1e-5, 0 turns it off). Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]
 CalibOpt = Annotated[Optional[str], typer.Option("--calibration", help="Calibration data for static int8: an .npz (one array per input, leading sample axis), a folder of .npz/.npy, or module:function yielding feed dicts. Without it static int8 uses synthetic inputs and says so loudly.")]
 CalibMethodOpt = Annotated[str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")]
+EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Held-out inputs for the parity gates, in --calibration's formats (.npz with a leading sample axis, or arrays of the inputs' own rank split into batch-1 samples; a folder of .npz/.npy; module:function yielding feeds). Every variant must also pass on them; not stored in the bundle.")]
+EvalSamplesOpt = Annotated[int, typer.Option("--eval-samples", min=1, help="Use at most this many held-out samples.")]
+EvalSplitOpt = Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Without --eval-data: the fraction of the --calibration samples held out for the gates, e.g. 0.25 (static int8 calibrates on the rest); 0, the default, holds none out.")]
 CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
 
 _LOAD_PARAMS = [

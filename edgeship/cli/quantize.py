@@ -20,6 +20,7 @@ def quantize(
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Example sizes NAME:SHAPE[:DTYPE] for the model's symbolic axes (repeatable).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz of real inputs for the parity check.")] = None,
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
+    eval_data: opt.EvalOpt = None, eval_samples: opt.EvalSamplesOpt = 256, eval_split: opt.EvalSplitOpt = 0.0,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32.")] = False,
     tolerance: opt.TolOpt = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
@@ -37,6 +38,7 @@ def quantize(
             result = quantize_model(model, method, output, inputs=tuple(input or ()), example_inputs=example_inputs,
                                     calibration=calibration, calibration_method=calibration_method,
                                     calibration_samples=calibration_samples, fallback=not no_fallback,
+                                    eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
                                     tolerances=opt.tolerances(tolerance), progress=progress)
         except EdgeshipError as e:
             if e.report is not None:

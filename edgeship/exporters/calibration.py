@@ -47,14 +47,15 @@ class Calibration:
 
 
 def load_calibration(source: str | Path | None, inputs: tuple[TensorSpec, ...], limit: int = 64,
-                     seed: int = 0, example: dict | None = None) -> Calibration:
-    """Read and validate up to ``limit`` calibration samples.
+                     seed: int = 0, example: dict | None = None, flag: str = "--calibration") -> Calibration:
+    """Read and validate up to ``limit`` calibration samples (``flag``: the option that named them,
+    for messages: ``--eval-data`` reads held-out data the same way).
 
     Raises:
         SpecError: missing/empty source, or a sample whose names, dtypes or shapes do not fit.
     """
     if limit < 1:
-        raise SpecError(f"--calibration-samples must be at least 1, got {limit}.")
+        raise SpecError(f"{flag}-samples must be at least 1, got {limit}.")
     if source is None:
         rng = np.random.default_rng(seed + 1000)
         sizes = base_sizes(inputs, example)
@@ -66,29 +67,29 @@ def load_calibration(source: str | Path | None, inputs: tuple[TensorSpec, ...], 
     path = Path(text)
     rows: list[dict]
     if path.is_dir():
-        rows = _from_folder(path, inputs, limit)
+        rows = _from_folder(path, inputs, limit, flag)
     elif path.suffix == ".npz" or path.is_file():
-        rows = _from_npz(path, inputs, limit)
+        rows = _from_npz(path, inputs, limit, flag)
     elif ":" in text:
-        rows = _from_function(text, limit)
+        rows = _from_function(text, limit, flag)
     else:
-        raise SpecError(f"--calibration {text}: no such file or folder, and not a module:function.")
+        raise SpecError(f"{flag} {text}: no such file or folder, and not a module:function.")
     if not rows:
-        raise SpecError(f"--calibration {text} holds no samples; give at least one.")
+        raise SpecError(f"{flag} {text} holds no samples; give at least one.")
     for i, feeds in enumerate(rows):
         try:
             validate_feeds(inputs, feeds)
         except SpecError as e:
-            raise SpecError(f"calibration sample {i} from {text}: {e}") from e
+            raise SpecError(f"{flag.removeprefix('--').replace('-', ' ')} sample {i} from {text}: {e}") from e
     return Calibration(tuple(rows), text, False)
 
 
-def _from_npz(path: Path, inputs, limit: int) -> list[dict]:
-    arrays = read_npz(path, f"--calibration {path}", SpecError)
+def _from_npz(path: Path, inputs, limit: int, flag: str) -> list[dict]:
+    arrays = read_npz(path, f"{flag} {path}", SpecError)
     names = [t.name for t in inputs]
     if set(arrays) != set(names):
         raise SpecError(
-            f"--calibration {path} has arrays {sorted(arrays)}, but the model's inputs are {names}; "
+            f"{flag} {path} has arrays {sorted(arrays)}, but the model's inputs are {names}; "
             "name each array after its input."
         )
     per_input = {}
@@ -100,50 +101,50 @@ def _from_npz(path: Path, inputs, limit: int) -> list[dict]:
             per_input[t.name] = [a[i:i + 1] for i in range(a.shape[0])]
         else:
             raise SpecError(
-                f"--calibration {path}: input {t.name!r} expects {t.dtype}{format_shape(t.shape)} per "
+                f"{flag} {path}: input {t.name!r} expects {t.dtype}{format_shape(t.shape)} per "
                 f"sample, so an array of rank {len(t.shape) + 1} (a leading sample axis); got "
                 f"{a.dtype}{format_shape(a.shape)}."
             )
     counts = {len(v) for v in per_input.values()}
     if len(counts) != 1:
-        raise SpecError(f"--calibration {path}: inputs have different sample counts {sorted(counts)}.")
+        raise SpecError(f"{flag} {path}: inputs have different sample counts {sorted(counts)}.")
     n = min(counts.pop(), limit)
     return [{k: np.ascontiguousarray(v[i]) for k, v in per_input.items()} for i in range(n)]
 
 
-def _from_folder(path: Path, inputs, limit: int) -> list[dict]:
+def _from_folder(path: Path, inputs, limit: int, flag: str) -> list[dict]:
     files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
     if not files:
-        raise SpecError(f"--calibration {path} is an empty folder (no .npz or .npy files).")
+        raise SpecError(f"{flag} {path} is an empty folder (no .npz or .npy files).")
     samples = []
     for f in files[:limit]:
         try:
             if f.suffix == ".npy":
                 if len(inputs) != 1:
                     raise SpecError(
-                        f"--calibration {f}: .npy files only fit one-input models; this one takes "
+                        f"{flag} {f}: .npy files only fit one-input models; this one takes "
                         f"{', '.join(t.name for t in inputs)}: use .npz files with one array per input."
                     )
-                samples.append({inputs[0].name: read_npy(f, f"--calibration {f}", SpecError)})
+                samples.append({inputs[0].name: read_npy(f, f"{flag} {f}", SpecError)})
             else:
-                samples.append(read_npz(f, f"--calibration {f}", SpecError))
+                samples.append(read_npz(f, f"{flag} {f}", SpecError))
         except SpecError:
             raise
         except Exception as e:
-            raise SpecError(f"--calibration {f}: cannot read it ({e}).") from e
+            raise SpecError(f"{flag} {f}: cannot read it ({e}).") from e
     return samples
 
 
-def _from_function(spec: str, limit: int) -> list[dict]:
+def _from_function(spec: str, limit: int, flag: str) -> list[dict]:
     from edgeship.exporters.usercode import import_callable
 
-    fn = import_callable(spec, "--calibration", SpecError)
+    fn = import_callable(spec, flag, SpecError)
     attr = spec.rpartition(":")[2]
     try:
         samples = list(itertools.islice(iter(fn()), limit))
     except Exception as e:
-        raise SpecError(f"--calibration {spec}: calling {attr}() failed: {e}") from e
+        raise SpecError(f"{flag} {spec}: calling {attr}() failed: {e}") from e
     for i, s in enumerate(samples):
         if not isinstance(s, dict):
-            raise SpecError(f"--calibration {spec}: item {i} is a {type(s).__name__}, not a dict of arrays by input name.")
+            raise SpecError(f"{flag} {spec}: item {i} is a {type(s).__name__}, not a dict of arrays by input name.")
     return samples

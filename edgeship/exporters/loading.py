@@ -14,17 +14,15 @@ them, and torch/onnx below their version floors (``floors``) are refused before 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.config import LoadOptions
 from edgeship.errors import ModelLoadError, UnsafeModelError, brief
-from edgeship.exporters.program import captured_log, program_dims
+from edgeship.exporters.program import program_dims, program_inputs, program_module, read_program, rename_reserved
 from edgeship.exporters.usercode import build_arch, import_user_code
 
 log = logging.getLogger(__name__)
@@ -48,6 +46,7 @@ class LoadedModel:
     # an ExportedProgram's own symbolic dims: (input, axis, symbol), and each symbol's size range
     dynamic_axes: tuple[tuple[str, int, str], ...] = ()
     ranges: tuple[tuple[str, int, int], ...] = ()
+    input_names: tuple[str, ...] = ()  # an ExportedProgram's tensor inputs, in its order (example_inputs' names)
 
 
 def sniff_format(path: Path) -> str:
@@ -144,32 +143,12 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         notes += _force_eval(module)
         return LoadedModel(path, TORCHSCRIPT, module, module, notes=tuple(notes))
     if fmt == EXPORTED_PROGRAM:
-        import_user_code(options)  # --import/--code first: pytree must know the program's output classes
-        refused: list[str] = []
-        said: list[str] = []  # torch.export.load logs the real cause as a warning, then raises a generic error
-        try:
-            with contextlib.nullcontext() if options.trust_pickle else _only_safe_unpickling(refused), \
-                    captured_log("torch.export", said):
-                ep = torch.export.load(str(path))
-        except Exception as e:
-            if refused:
-                raise UnsafeModelError(
-                    f"{path} is an ExportedProgram whose archive holds pickled Python objects that the "
-                    f"safe loader refuses ({refused[0]}); torch.export.load would unpickle them with "
-                    "weights_only=False and run any code they carry, so it was refused. Re-save it with "
-                    "torch.export.save from code you trust, or, only if you trust the file, pass --trust-pickle."
-                ) from e
-            missing = re.search(r"Deserializing ([\w.]+) in pytree is not registered", " ".join([str(e), *said]))
-            if missing:
-                raise ModelLoadError(
-                    f"{path}: the program returns {missing.group(1)}, a class torch's pytree does not know "
-                    f"until its module is imported; pass --import {missing.group(1).rsplit('.', 1)[0].split('.')[0]} "
-                    "(or --import the module that defines it) so torch.export.load can rebuild its outputs.") from e
-            raise ModelLoadError(f"torch.export.load could not read {path}: {brief(e)}") from e
+        ep = read_program(path, options)
         if not options.trust_ops:
             from edgeship.exporters.graph_ops import check_graph_ops
 
             check_graph_ops(ep, path)  # before anything runs the graph
+        renamed = rename_reserved(ep)  # "meta" and the like: torch cannot unlift them under their own names
         try:
             module = ep.module()
         except Exception as e:
@@ -177,49 +156,18 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
                 f"{path}: torch could not turn the ExportedProgram back into a module for the eager reference "
                 f"(ExportedProgram.module() failed: {brief(e)}); this is a torch limitation. Export the original "
                 "nn.Module instead (a state_dict with --arch), or re-export the program with a newer torch.") from e
-        notes = _eval_exported(module)
-        example = tuple(ep.example_inputs[0]) if getattr(ep, "example_inputs", None) else ()
+        notes = _eval_exported(module) + [
+            f"ExportedProgram: {old!r} renamed {new!r} inside the program (torch.fx.GraphModule has an attribute "
+            f"{old!r} of its own, and torch {torch.__version__.split('+')[0]} cannot unlift the program with it)"
+            for old, new in renamed.items()]
+        inputs = program_inputs(ep)
+        module = program_module(ep, module)  # takes the tensor inputs positionally, keyword ones included
         dynamic, ranges = program_dims(ep)
         if dynamic:
             notes.append("ExportedProgram: keeps its own dynamic axes " + ", ".join(f"{n}:{a}={s}" for n, a, s in dynamic))
-        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, example, tuple(notes), dynamic, ranges)
+        return LoadedModel(path, EXPORTED_PROGRAM, module, ep, tuple(t for _, t in inputs), tuple(notes), dynamic, ranges,
+                           tuple(n for n, _ in inputs))
     return _load_pickle(path, options)
-
-
-@contextlib.contextmanager
-def _only_safe_unpickling(refused: list):
-    """While ``torch.export.load`` runs, allow no unpickling that could execute code.
-
-    torch 2.13 unpickles parts of a .pt2 with ``weights_only=False``: the sample inputs (after a
-    failed safe load, silently), weights and constants marked ``use_pickle``, and "opaque"
-    constants with plain ``pickle.loads``. Here every ``torch.load`` is forced to
-    ``weights_only=True`` and raw unpickling is refused; what was refused lands in ``refused``.
-    A .pt2 that torch.export.save wrote from ordinary tensors needs none of it. The patches are
-    process-wide for the duration of the call (export is single-threaded).
-    """
-    import pickle
-
-    import torch
-
-    real_load, real_loads, real_obj = torch.load, pickle.loads, torch._C._pickle_load_obj
-
-    def safe_load(f, *args, **kwargs):
-        kwargs["weights_only"] = True
-        try:
-            return real_load(f, *args, **kwargs)
-        except pickle.UnpicklingError as e:
-            refused.append(brief(e))
-            raise
-
-    def refuse(*args, **kwargs):
-        refused.append("a raw pickled object")
-        raise pickle.UnpicklingError("edgeship refused to unpickle a raw object from the archive")
-
-    torch.load, pickle.loads, torch._C._pickle_load_obj = safe_load, refuse, refuse
-    try:
-        yield
-    finally:
-        torch.load, pickle.loads, torch._C._pickle_load_obj = real_load, real_loads, real_obj
 
 
 def _force_eval(module) -> list[str]:

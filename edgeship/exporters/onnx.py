@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeship.errors import ExportError, brief
+from edgeship.errors import ExportError
+from edgeship.exporters.onnx_errors import explain_failure, export_hint, unsupported_ops
 from edgeship.exporters.onnx_guard import external_tensors
+from edgeship.exporters.program import program_module
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,13 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
         source = _flat_outputs(source, args)
         notes.append("TorchScript archive returning a dict or nested outputs: flattened to a tuple (names from "
                       "the dict keys) for export")
+    elif is_script and _takes_more(source, len(args)):
+        source = _flat_outputs(source, args)  # its defaulted parameters keep their defaults, not graph inputs
+        notes.append("TorchScript archive whose forward() has parameters the spec does not feed: traced with their "
+                     "defaults for export")
     for name in order:
         chosen = opset or DEFAULT_OPSET[name]
-        model = source.module() if (is_ep and name == "torchscript") else source
+        model = program_module(source, source.module()) if (is_ep and name == "torchscript") else source
         try:
             _run_exporter(name, model, args, spec, path, chosen)
             _check(path, spec, rename=name == "dynamo")
@@ -82,7 +88,7 @@ def export_onnx(source, args: tuple, spec: IOSpec, path: Path, *, exporter: str 
             later = order[order.index(name) + 1:]
             if later:
                 notes.append(f"the {name} exporter failed: {reason}; tried the {later[0]} exporter next")
-    hint = _hint(" ".join(raw), order, is_script)
+    hint = export_hint(" ".join(raw), order, is_script)
     ops = unsupported_ops(" ".join(raw))
     what = f" (unsupported op: {', '.join(ops)})" if ops else ""
     body = " | ".join(errors).rstrip(". ")
@@ -151,13 +157,24 @@ def _run_exporter(name, model, args, spec: IOSpec, path: Path, opset: int) -> No
 
 def rename_outputs(graph: Any, names: list[str]) -> bool:
     """Give the graph's outputs ``names``, moving any internal value that already has one aside.
-    Returns whether anything changed."""
+    An output that is a graph input passed through (or a value output twice) gets an Identity node
+    of its own. Returns whether anything changed."""
+    from onnx import helper
+
     old = [o.name for o in graph.output]
     if old == list(names) or len(old) != len(names):
         return False
-    mapping = dict(zip(old, names))
-    taken = {v for n in graph.node for v in (*n.input, *n.output)} | {i.name for i in graph.input} \
-        | {i.name for i in graph.initializer}
+    sources = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for n in [n for n in graph.node if n.op_type == "Identity" and list(n.input) == list(n.output)]:
+        graph.node.remove(n)  # torch 2.13's dynamo exporter writes Identity(x) -> x for an input returned as is
+    taken = {v for n in graph.node for v in (*n.input, *n.output)} | sources
+    mapping: dict[str, str] = {}
+    copies: list[tuple[int, str, str]] = []  # (output index, value, new name)
+    for i, (o, new) in enumerate(zip(old, names)):
+        if o in sources or o in mapping:
+            copies.append((i, o, new))
+        else:
+            mapping[o] = new
     for new in names:
         if new in taken and new not in old:
             mapping.setdefault(new, f"{new}__internal")
@@ -170,11 +187,18 @@ def rename_outputs(graph: Any, names: list[str]) -> bool:
     for n in graph.node:
         fix(n.input)
         fix(n.output)
-    for coll in (graph.output, graph.value_info):
-        for vi in coll:
+    copied = {i for i, _, _ in copies}
+    for i, vi in enumerate(graph.output):
+        if i not in copied:
             vi.name = mapping.get(vi.name, vi.name)
+    for vi in graph.value_info:
+        vi.name = mapping.get(vi.name, vi.name)
     for init in graph.initializer:
         init.name = mapping.get(init.name, init.name)
+    for i, value, new in copies:
+        graph.node.append(helper.make_node("Identity", [value if value in sources else mapping.get(value, value)],
+                                           [new], name=f"{new}__identity"))
+        graph.output[i].name = new
     return True
 
 
@@ -199,6 +223,13 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
     external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in external_tensors(model))
     onnx.checker.check_model(str(path) if external else model, full_check=True)  # > 2 GB: by path
     graph_inputs = {i.name: i for i in model.graph.input}
+    weights = {i.name for i in model.graph.initializer}
+    extra = [n for n in graph_inputs if n not in weights and n not in spec.input_names]
+    if extra:
+        raise ExportError(
+            f"the ONNX graph has input(s) the spec does not: {', '.join(extra)} (the spec: {', '.join(spec.input_names)}); "
+            "the exporter made a forward() parameter with a default (or a non-tensor argument) a graph input. "
+            "Give it as an --input if it should be one, or bind it in the model (functools.partial, a wrapper)")
     for t in spec.inputs:
         if t.name not in graph_inputs:
             raise ExportError(f"the ONNX graph has no input {t.name!r} (has {list(graph_inputs)})")
@@ -211,35 +242,6 @@ def _check(path: Path, spec: IOSpec, rename: bool) -> None:
                 )
 
 
-_OPS = re.compile(r"operator '([\w:.]+)'|op='([\w.]+)'")
-
-
-_OBJECT_REPR = re.compile(r"<([\w.]+?)(?: object)? at 0x[0-9a-fA-F]+>")
-_USER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\w+)')
-_CAUSE = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.M)
-
-
-def explain_failure(e: BaseException) -> str:
-    """An exporter's failure in one readable line: where torch says it happened (the user's file
-    and line, the op), the underlying error rather than a wrapper's, no object addresses, and what
-    a known cryptic message means."""
-    text = str(e)
-    reason = _OBJECT_REPR.sub(r"\1", brief(e, limit=600))
-    causes = [m for m in _CAUSE.findall(text) if "PassManager" not in m[1]]
-    if "pass" in reason and "PassManager" in text and causes:  # onnx_ir wraps the real error in its pass manager
-        kind, cause = causes[-1]
-        cause = _OBJECT_REPR.sub(r"\1", cause)[:300]
-        reason = f"an ONNX graph pass failed: {kind}: {cause}"
-    if "Unable to cast Python instance of type" in text:
-        reason += (" (the exporter met a Python value it cannot trace: a non-tensor input or output such as a "
-                   "dataclass, a dict of non-tensors or None; return tensors, or bind inputs by name with --input "
-                   "names that match forward()'s parameters)")
-    frames = [f for f in _USER_FRAME.findall(text) if "site-packages" not in f[0] and "/torch/" not in f[0]]
-    where = [f"{Path(frames[-1][0]).name}:{frames[-1][1]} in {frames[-1][2]}()"] if frames else []
-    where += [f"op {op}" for op in unsupported_ops(text)[:2]]
-    return (f"[{', '.join(where)}] " if where else "") + reason
-
-
 def _returns_containers(sm: Any) -> bool:
     """Whether a ScriptModule's forward returns anything but a tensor or a flat tuple of tensors."""
     try:
@@ -247,6 +249,13 @@ def _returns_containers(sm: Any) -> bool:
     except (AttributeError, IndexError, RuntimeError):
         return False
     return not re.fullmatch(r"Tensor|\(Tensor(, Tensor)*\)|Tuple\[Tensor(, Tensor)*\]", ret)
+
+
+def _takes_more(sm: Any, n: int) -> bool:
+    """Whether a ScriptModule's forward has more parameters than the ``n`` inputs given."""
+    from edgeship.runtimes.torch_eager import forward_params
+
+    return len(forward_params(sm) or ()) > n
 
 
 def _flat_outputs(sm: Any, args: tuple) -> Any:
@@ -260,30 +269,3 @@ def _flat_outputs(sm: Any, args: tuple) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.jit.trace(flat, args, strict=False, check_trace=False)
-
-
-def unsupported_ops(text: str) -> list[str]:
-    """The ops an exporter said it cannot translate (``aten::...`` or ``prims....``), in order."""
-    return list(dict.fromkeys(a or b for a, b in _OPS.findall(text)))
-
-
-def _hint(text: str, tried: list[str] | None = None, script: bool = False) -> str:
-    """What to try next. Never a loop: a TorchScript archive is not sent to the dynamo exporter
-    (it refuses ScriptModules), and a ``prim::`` op (TorchScript's own containers and control
-    flow) is not sent to --opset, which cannot help it."""
-    untried = [x for x in ("dynamo", "torchscript") if x not in (tried or []) and not (script and x == "dynamo")]
-    ops = unsupported_ops(text)
-    if ops and all(op.startswith("prim::") for op in ops):
-        return (f"{', '.join(ops)} is TorchScript's own {'container' if 'Construct' in ops[0] else 'op'}, not a "
-                "tensor op: return tensors (or a tuple of tensors) from forward(), or export the nn.Module "
-                "(a state_dict with --arch) instead of the TorchScript archive")
-    if ops or "Unsupported" in text or "not supported" in text or "No decomposition" in text:
-        other = f", try --exporter {untried[0]}" if untried else ""
-        return ("an op has no ONNX translation at this opset: replace it in the model (or compute it "
-                f"outside the exported part), try a higher --opset{other}, or register a translation "
-                "(custom_translation_table= for the dynamo exporter, torch.onnx.register_custom_op_symbolic "
-                "for the TorchScript-based one)")
-    if "specialised" in text or "Constraints violated" in text:
-        return ("the model's code fixes a size you marked dynamic (e.g. x.view(1, -1)); use "
-                "x.flatten(1) / x.reshape(x.shape[0], -1), or drop the dynamic axis")
-    return ""

@@ -1,7 +1,9 @@
 """Parity metrics: how one candidate output compares with its reference. Numpy only.
 
 Metrics: max abs, max rel, mean abs, cosine similarity, SNR (dB), top-1 agreement (for
-``[batch, classes]`` score outputs) and the fraction of elements outside ``atol + rtol * |ref|``.
+``[batch, classes]`` score outputs), the output's scale (its largest finite |reference| value)
+and the fraction of elements outside ``atol + rtol * |ref|``, where atol is raised to
+``atol_scale * scale`` when the tolerance sets one (fp32's default does: 1e-5).
 
 Non-finite values are never hidden: ``nonfinite_ref`` counts the NaN/Inf elements of the
 reference (shown in the table, JSON and JUnit), a candidate NaN/Inf where the reference has
@@ -50,11 +52,18 @@ def metrics(ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> dict:
     out["snr_db"] = math.inf if noise == 0 else (10 * math.log10(float(np.sum(rf**2)) / noise) if nr else -math.inf)
     if is_score_vector(ref):
         out["top1"] = float(np.mean(r.argmax(1) == g.argmax(1)))
-    atol = tol.atol if tol.atol is not None else 1e-4
+    out["scale"] = float(np.abs(np.where(finite, r, 0.0)).max()) if r.size else 0.0
+    atol = effective_atol(tol, out["scale"])
     rtol = tol.rtol if tol.rtol is not None else 1e-3
     outside = (diff > atol + rtol * np.abs(np.where(finite, r, 0))) | (~finite & (r != g))
     out["outlier_frac"] = float(outside.mean()) if outside.size else 0.0
     return out
+
+
+def effective_atol(tol: Tolerance, scale: float) -> float:
+    """``tol.atol``, raised to ``tol.atol_scale`` times the output's largest |reference| value."""
+    atol = tol.atol if tol.atol is not None else 1e-4
+    return max(atol, tol.atol_scale * scale) if tol.atol_scale else atol
 
 
 def judge(m: dict, tol: Tolerance) -> str | None:
@@ -66,7 +75,10 @@ def judge(m: dict, tol: Tolerance) -> str | None:
     if m.get("nonfinite_mismatch"):
         return f"{m['nonfinite_mismatch']} NaN/Inf values that the reference does not have"
     if tol.max_outlier_frac is not None and m["outlier_frac"] > tol.max_outlier_frac:
-        return (f"{m['outlier_frac']:.2%} of elements outside atol={tol.atol} + rtol={tol.rtol}·|ref| "
+        atol = effective_atol(tol, m.get("scale", 0.0))
+        raised = (f" (atol_scale={tol.atol_scale:g} × max |ref| {m['scale']:.4g})"
+                  if tol.atol_scale and atol > (tol.atol if tol.atol is not None else 1e-4) else "")
+        return (f"{m['outlier_frac']:.2%} of elements outside atol={atol:.3g}{raised} + rtol={tol.rtol}·|ref| "
                 f"(max abs {m['max_abs']:.3g}, allowed fraction {tol.max_outlier_frac:.2%})")
     if tol.min_cosine is not None and m["cosine"] < tol.min_cosine:
         return f"cosine {m['cosine']:.6f} < {tol.min_cosine}"

@@ -96,8 +96,17 @@ class Context:
     spec: IOSpec | None = None                         # load
     example_args: tuple = ()                           # load: torch tensors of sample 0
     binding: Binding | None = None                     # load: how inputs reach forward() (torch models)
+    tie_reason: str | None = None                      # set by the runner's retry: tie equal unnamed axes, and why
+    apart: dict[str, list[str]] = field(default_factory=dict)  # load: equal unnamed axes kept apart (symbol -> axes)
+    apart_failed: str | None = None                    # a stage that failed where those axes took different sizes
     samples: list[Sample] = field(default_factory=list)         # load
     references: list[Outputs] = field(default_factory=list)     # load: eager outputs per sample
+    row_samples: list[Sample] = field(default_factory=list)     # load: sample 0's rows, each on its own (not shipped)
+    row_references: list[Outputs] = field(default_factory=list)  # load: eager outputs per row
+    eval_samples: list[Sample] = field(default_factory=list)    # load: held-out samples for the gates (not shipped)
+    eval_references: list[Outputs] = field(default_factory=list)  # load: eager outputs per held-out sample
+    eval_source: str | None = None                     # load: where the held-out samples came from
+    gates: dict[str, dict] = field(default_factory=dict)  # parity: variant -> worst figures and margins per sample group
     torchscript_path: Path | None = None               # torchscript
     onnx_export: OnnxExport | None = None              # onnx
     targets: list[str] = field(default_factory=list)   # quantize or parity
@@ -118,13 +127,21 @@ class Context:
 
     def export_module(self) -> object:
         """What tracing and the ONNX exporters take: the loaded model, wrapped when its inputs
-        bind to forward() by name (see runtimes.torch_eager.bind_inputs)."""
+        bind to forward() by name (see runtimes.torch_eager.bind_inputs) or when forward() has
+        parameters the spec does not feed (they keep their defaults: see by_name_module)."""
         from edgeship.runtimes.torch_eager import by_name_module
 
         loaded = required(self.loaded, "loaded")
         if self.binding is None:
             return loaded.source
         return by_name_module(loaded.source, self.binding, required(self.spec, "spec").input_names)
+
+    def gate_samples(self) -> tuple[list[Sample], list[Outputs]]:
+        """The samples every variant is judged on, and their references: the golden ones, the first
+        one's rows each on its own (for quantized variants), then the held-out ones (``--eval-data``
+        or a split of ``--calibration``)."""
+        return (self.samples + self.row_samples + self.eval_samples,
+                self.references + self.row_references + self.eval_references)
 
     def note(self, text: str) -> None:
         if text not in self.notes:

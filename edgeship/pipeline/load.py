@@ -18,6 +18,7 @@ from edgeship.bundle.limits import read_npz
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, LoadedModel, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.pipeline.heldout import add_rows, load_held_out
 from edgeship.runtimes.torch_eager import Binding, bind_inputs
 from edgeship.spec import (
     INPUT_SYNTAX,
@@ -46,6 +47,9 @@ def load_stage(ctx: Context) -> str:
             example = _example_for_onnx(inputs, [parse_input(t) for t in cfg.inputs], cfg.seed)
     else:
         inputs = _input_specs(cfg, example, loaded)
+        if example is None and not cfg.inputs and loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
+            # the program's own example values (real ids and masks) are the first golden sample
+            example = {t.name: v.detach().cpu().numpy() for t, v in zip(inputs, loaded.example_inputs)}
     concrete = inputs
     inputs = apply_dynamic(inputs, _program_dynamic(loaded, inputs, cfg.dynamic, cfg.dynamic_batch) + list(cfg.dynamic),
                            cfg.dynamic_batch)
@@ -61,19 +65,22 @@ def load_stage(ctx: Context) -> str:
     samples = make_samples(inputs, example, seed=cfg.seed, count=cfg.samples, sizes=_given_sizes(concrete, inputs),
                            ranges=ranges)
     pairs, failed = _run_reference(reference, samples, inputs)
+    tied = _tie_equal_axes(inputs, samples[0].sizes)
+    why = ctx.tie_reason or (f"the eager model fails with them apart ({brief(failed[1], 120)})"
+                             if failed is not None and failed[0].label.startswith("dynamic") else None)
+    if tied is not None and why is not None:
+        tied_inputs, groups = tied
+        tied_samples = make_samples(tied_inputs, example, seed=cfg.seed, count=cfg.samples,
+                                    sizes=_given_sizes(concrete, tied_inputs), ranges=ranges)
+        tied_pairs, still = _run_reference(reference, tied_samples, tied_inputs)
+        if still is None or ctx.tie_reason:
+            inputs, samples, pairs, failed = tied_inputs, tied_samples, tied_pairs, still
+            for sym, axes in groups.items():
+                ctx.note(f"{', '.join(axes)} must be equal: exported as one symbol {sym!r} ({why})")
+    elif tied is not None:
+        ctx.apart = tied[1]  # a later stage that fails where they differ makes the runner tie them
     if failed is not None and failed[0].label.startswith("dynamic"):
-        tied = _tie_equal_axes(inputs, samples[0].sizes)
-        if tied is not None:
-            tied_inputs, groups = tied
-            tied_samples = make_samples(tied_inputs, example, seed=cfg.seed, count=cfg.samples,
-                                        sizes=_given_sizes(concrete, tied_inputs), ranges=ranges)
-            tied_pairs, still = _run_reference(reference, tied_samples, tied_inputs)
-            if still is None:
-                inputs, samples, pairs, failed = tied_inputs, tied_samples, tied_pairs, None
-                for sym, axes in groups.items():
-                    ctx.note(f"{', '.join(axes)} must be equal: exported as one symbol {sym!r}")
-        if failed is not None:
-            raise _static_axis_error(reference, inputs, example, samples, failed, cfg.seed)
+        raise _static_axis_error(reference, inputs, example, samples, failed, cfg.seed)
     if failed is not None:
         s, e = failed
         raise SpecError(f"running the model on the golden sample {s.label} ({_describe(s.feeds)}) failed: "
@@ -96,7 +103,10 @@ def load_stage(ctx: Context) -> str:
     ctx.spec = IOSpec(inputs, _output_specs(names, ctx.samples, ctx.references))
     if loaded.format != ONNX:
         _check_deterministic(ctx, reference, inputs)
-    return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}"
+    add_rows(ctx, reference, inputs, names)
+    load_held_out(ctx, reference, inputs, names)
+    held = f"; {len(ctx.eval_samples)} held-out sample(s)" if ctx.eval_samples else ""
+    return f"{loaded.format}; inputs {_spec_text(inputs)}; outputs {_spec_text(ctx.spec.outputs)}{held}"
 
 
 def _program_dynamic(loaded: LoadedModel, inputs: tuple[TensorSpec, ...], flags: tuple[str, ...], batch: bool) -> list[str]:
@@ -240,6 +250,7 @@ def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
         specs = tuple(parse_input(t) for t in cfg.inputs)
         if len({s.name for s in specs}) != len(specs):
             raise SpecError(f"--input names must be unique; got {', '.join(s.name for s in specs)}.")
+        specs = _program_order(specs, loaded)
         if example is not None:
             for s in specs:
                 a = example.get(s.name)
@@ -251,15 +262,25 @@ def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
                     )
         return specs
     if example is not None:
-        return tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items())
-    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
-        names = _ep_input_names(loaded.source, len(loaded.example_inputs))
+        return _program_order(tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items()),
+                              loaded)
+    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:  # positional and keyword, in the program's order
         return tuple(TensorSpec(n, str(t.dtype).removeprefix("torch."), tuple(t.shape))
-                     for n, t in zip(names, loaded.example_inputs))
+                     for n, t in zip(loaded.input_names, loaded.example_inputs))
     raise SpecError(
         f"no input spec: pass --input {INPUT_SYNTAX} (once per input, in the order forward() takes "
         f"them{_forward_hint(loaded.module)}), or --example-inputs FILE.npz."
     )
+
+
+def _program_order(specs: tuple[TensorSpec, ...], loaded: LoadedModel) -> tuple[TensorSpec, ...]:
+    """An ExportedProgram takes its inputs in its own order (positional, then keyword): specs that
+    name exactly its inputs are put in that order; others stay as given (bound by position)."""
+    names = loaded.input_names
+    if loaded.format != EXPORTED_PROGRAM or sorted(names) != sorted(s.name for s in specs):
+        return specs
+    by_name = {s.name: s for s in specs}
+    return tuple(by_name[n] for n in names)
 
 
 def _forward_hint(module) -> str:
@@ -272,14 +293,6 @@ def _forward_hint(module) -> str:
         return f"; this model's forward takes: {', '.join(params)}" if params else ""
     except (TypeError, ValueError, AttributeError):
         return ""
-
-
-def _ep_input_names(ep, n: int) -> list[str]:
-    try:
-        names = list(ep.graph_signature.user_inputs)[:n]
-        return names if len(names) == n else [f"input_{i}" for i in range(n)]
-    except Exception:
-        return [f"input_{i}" for i in range(n)]
 
 
 def _inputs_from_onnx(path) -> tuple[TensorSpec, ...]:
@@ -389,8 +402,10 @@ def _output_specs(names, samples, references) -> tuple[TensorSpec, ...]:
 
 
 def _check_deterministic(ctx: Context, reference, inputs) -> None:
-    again = dict(reference(ctx.samples[0].feeds, inputs))
-    for name, (_, arr) in zip(required(ctx.spec, "spec").output_names, again.items()):
+    """A second call on sample 0, compared output by output, by position (names may repeat before
+    --output-names): only a real difference gets the nondeterminism note."""
+    again = reference(ctx.samples[0].feeds, inputs)
+    for name, (_, arr) in zip(required(ctx.spec, "spec").output_names, again):
         if not np.array_equal(arr, ctx.references[0][name], equal_nan=True):
             ctx.note(f"{NONDETERMINISTIC}: two identical eager calls gave different {name!r} "
                      "(dropout or random ops left on?); parity is measured against the first call")

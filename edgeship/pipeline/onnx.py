@@ -44,6 +44,9 @@ def onnx_stage(ctx: Context) -> str:
                         exporter=ctx.config.exporter, opset=ctx.config.opset)
         for n in e.notes:
             ctx.note(n)
+        why = dynamic_failure(ctx, e.path) if ctx.apart else None
+        if why is not None:  # equal unnamed axes kept apart: the runner ties them and starts again
+            raise ExportError(f"the {e.exporter} exporter's ONNX does not follow the dynamic axes: {why}")
         if ctx.config.exporter == "auto":
             e = _follow_dynamic_axes(ctx, e)
     ctx.onnx_export = e

@@ -47,6 +47,8 @@ def report_dict(ctx: Context, source: dict) -> dict:
         "rejected": ctx.rejected,
         "latency_ms": {f"{n}@{t}": ms for (n, t), ms in ctx.latency.items()},
         "calibration": ctx.calibration.to_dict() if ctx.calibration else None,
+        "held_out": {"source": ctx.eval_source, "samples": len(ctx.eval_samples)} if ctx.eval_samples else None,
+        "gates": ctx.gates,
         "divergence": ctx.divergence,
         **({"profile": ctx.profile.to_dict()} if ctx.profile is not None else {}),
     }

@@ -18,6 +18,7 @@ from edgeship.parity.evaluate import run_parity
 from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerance, effective_tolerances
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
+from edgeship.pipeline.heldout import gate_margins, margin_text
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.ort import OrtRunner, providers_for, resolve_targets
 
@@ -39,17 +40,34 @@ def dynamic_note(ctx: Context) -> Callable[[Sample], str]:
             return ""
         axes = [f"{t.name}:{ax} ({sym}={changed[sym]}, exported at {base[sym]})"
                 for t in spec.inputs for ax, sym in t.dynamic_axes.items() if sym in changed]
-        return ("the export does not follow the dynamic axis " + ", ".join(axes) + ": the trace "
+        text = ("the export does not follow the dynamic axis " + ", ".join(axes) + ": the trace "
                 "specialised that size (e.g. a view/reshape with a fixed size); fix the model code "
                 "or drop the axis from --dynamic/--dynamic-batch")
+        equal = _equal_symbols(spec, base, changed)
+        if equal:  # different symbols of one example size: the model may need them equal
+            text += ("; or, if those axes must be equal (an attention mask and its ids), give them one symbol: "
+                     + " ".join(f"--dynamic {a}={sym}" for sym, group in equal.items() for a in group))
+        return text
 
     return note
+
+
+def _equal_symbols(spec, base: dict, changed: dict) -> dict[str, list[str]]:
+    """Axes with different symbols that had one size in the example and took different sizes
+    here, grouped under the first one's symbol: {symbol: ["input:axis", ...]}."""
+    by_size: dict[int, list[tuple[str, str]]] = {}
+    for t in spec.inputs:
+        for ax, sym in t.dynamic_axes.items():
+            if sym in changed:
+                by_size.setdefault(base[sym], []).append((f"{t.name}:{ax}", sym))
+    return {members[0][1]: [a for a, _ in members] for members in by_size.values()
+            if len({changed[sym] for _, sym in members}) > 1}
 
 
 def check_parity(ctx: Context, runners: list[Runner], variant: str, tol: Callable[[str], Tolerance]) -> ParityReport:
     """Run ``runners`` on the golden samples, judge them against the eager reference, and add
     the checks to ``ctx.parity``."""
-    report = run_parity(runners, ctx.samples, ctx.references, tol, variant, dynamic_note(ctx))
+    report = run_parity(runners, *ctx.gate_samples(), tol, variant, dynamic_note(ctx))
     ctx.parity = ctx.parity.merged(report)
     return report
 
@@ -83,6 +101,11 @@ def parity_stage(ctx: Context) -> str:
                 f"{bad.reason}.{cause} Nothing was written.",
                 report=ctx.parity,  # so --json/--junit still get written
             )
+        if v.precision != "fp32":
+            ctx.gates[name] = gate_margins(report, name, tol, {s.label for s in ctx.eval_samples})
+            text = margin_text(name, ctx.gates[name], ctx.eval_source)
+            if text:
+                ctx.note(text)
         if not any(passed.values()):
             ctx.rejected[name] = {"reason": report.failures()[0].reason}
             del ctx.variants[name]

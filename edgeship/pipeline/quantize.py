@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgeship.errors import QuantizationError, SpecError, clip
+from edgeship.errors import QuantizationError, SpecError, brief, clip
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 KINDS = ("fp32", "dynamic", "static", "fp16")
 VARIANT = {"dynamic": ("int8_dynamic", "int8"), "static": ("int8_static", "int8"), "fp16": ("fp16", "fp16")}
 MAX_ROUNDS = 5
+FALLBACK_FAILED = 4  # failing samples the fallback measures each node's harm on
 
 
 def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: bool) -> list[str]:
@@ -57,7 +59,7 @@ def _worst(report: ParityReport) -> dict:
 def _check(ctx: Context, path: Path, name: str, precision: str) -> ParityReport:
     tol = effective_tolerances(ctx.config).for_precision(precision)
     with OrtRunner(required(ctx.spec, "spec"), path, target="cpu", name="onnxruntime-cpu") as runner:
-        return run_parity([runner], ctx.samples, ctx.references, tol, name)
+        return run_parity([runner], *ctx.gate_samples(), tol, name)  # held-out samples too: the gate
 
 
 def quantize_stage(ctx: Context) -> str:
@@ -79,8 +81,25 @@ def quantize_stage(ctx: Context) -> str:
             ctx.note(f"{name} not built: {e}")
             ctx.rejected[name] = {"reason": str(e)}
             built = None
+        except Exception as e:  # onnxruntime refusing the graph while building or checking a variant
+            if not _raised_in_onnxruntime(e):
+                raise
+            why = f"onnxruntime failed on it: {brief(e)}"
+            ctx.note(f"{name} not built: {why}")
+            ctx.rejected[name] = {"reason": why}
+            built = None
         (done if built is not None else missing).append(name)
     return stage_detail(done, missing, ctx.rejected, ctx.notes)
+
+
+def _raised_in_onnxruntime(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside onnxruntime (its quantization tools or a session run): a
+    variant onnxruntime cannot build or run is not shipped; the export goes on."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return last is not None and f"{os.sep}onnxruntime{os.sep}" in last
 
 
 def stage_detail(done: list[str], missing: list[str], rejected: dict[str, dict], notes: Sequence[str] = ()) -> str:
@@ -113,8 +132,8 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
         from edgeship.exporters.calibration import load_calibration
 
         example = ctx.samples[0].feeds if ctx.samples[0].label == "example" else None
-        calib = load_calibration(cfg.calibration, required(ctx.spec, "spec").inputs, cfg.calibration_samples,
-                                 cfg.seed, example)
+        calib = ctx.calibration or load_calibration(  # the load stage's, when it held some out for the gates
+            cfg.calibration, required(ctx.spec, "spec").inputs, cfg.calibration_samples, cfg.seed, example)
         ctx.calibration = calib
         if calib.synthetic:  # a note (printed once, with the others, and kept in report.json)
             ctx.note(f"WARNING: {name}: " + calib.to_dict()["warning"])
@@ -154,7 +173,8 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
     variant = Variant(name, out, precision, kind, tuple(excluded), before if excluded else None, _worst(report))
     if not report.passed:
         bad = report.failures()[0]
-        ctx.note(f"{name} fails parity and is not shipped: {bad.output}: {bad.reason}"
+        held = " (a held-out sample)" if bad.sample in {s.label for s in ctx.eval_samples} else ""
+        ctx.note(f"{name} fails parity and is not shipped: {bad.output} on sample {bad.sample}{held}: {bad.reason}"
                  + (f" (after keeping {len(excluded)} node(s) in fp32)" if excluded else ""))
         _localise(ctx, name, precision, ref, out, bad)
         kept = ctx.workdir / "rejected" / out.name
@@ -207,7 +227,7 @@ def _localise(ctx: Context, name: str, precision: str, ref: Path, out: Path, bad
     """Say where the variant first leaves the fp32 graph, on the sample that failed."""
     from edgeship.parity.localize import describe, explain
 
-    sample = next((s for s in ctx.samples if s.label == bad.sample), ctx.samples[0])
+    sample = next((s for s in ctx.gate_samples()[0] if s.label == bad.sample), ctx.samples[0])
     tol = effective_tolerances(ctx.config).get(precision, bad.output)
     where = explain(ref, out, [sample.feeds], precision, tol)
     if where:
@@ -233,7 +253,11 @@ def _fallback(ctx: Context, name: str, kind: str, precision: str, ref: Path, out
     from edgeship.exporters.quantize import count_quantized, quantizable_nodes
     from edgeship.parity.localize import harmful_nodes
 
-    graph = ReferenceGraph(ref, [s.feeds for s in ctx.samples[:2]])  # parsed and run once for every round
+    # harm is measured where it shows: the samples the variant failed on (held-out ones included), and
+    # the first two golden ones; the graph is parsed and run once for every round
+    failed = {c.sample for c in report.failures()}
+    feeds = [s.feeds for s in ctx.gate_samples()[0] if s.label in failed][:FALLBACK_FAILED]
+    graph = ReferenceGraph(ref, feeds + [s.feeds for s in ctx.samples[:2] if s.label not in failed])
     candidates = quantizable_nodes(ref, kind, graph.graph)
     producers = graph.producers()
     excluded: list[str] = []

@@ -13,6 +13,7 @@ import errno
 import gc
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
-from edgeship.errors import EdgeshipError, ExportError, QuantizationError, SpecError
+from edgeship.errors import EdgeshipError, ExportError, ModelLoadError, QuantizationError, SpecError, clip
 from edgeship.parity.report import ParityReport
 from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
@@ -74,6 +75,7 @@ class ExportResult:
 
 
 Progress = Callable[[str, str, "StageResult | None"], None]
+RUN_THE_GRAPH = ("torchscript", "onnx", "optimize", "quantize", "parity")  # where axes kept apart can fail
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 MIN_OPSET = 7  # the oldest opset onnxruntime runs
 
@@ -83,7 +85,7 @@ def check_config(cfg: ExportConfig) -> None:
 
     Raises:
         SpecError: --atol/--rtol not finite and ≥ 0 (as --tolerance), --opset outside what onnx
-            knows, or an unknown --calibration-method.
+            knows, an unknown --calibration-method, or --eval-split outside [0, 1) or --eval-samples below 1.
     """
     import onnx
 
@@ -99,6 +101,10 @@ def check_config(cfg: ExportConfig) -> None:
     if cfg.opset is not None and not MIN_OPSET <= cfg.opset <= newest:
         raise SpecError(f"--opset {cfg.opset}: use an ONNX opset from {MIN_OPSET} to {newest} (onnx {onnx.__version__}), "
                         "or leave it out for the exporter's default.")
+    if not 0 <= cfg.eval_split < 1:
+        raise SpecError(f"--eval-split {cfg.eval_split}: use a fraction from 0 (hold none out) to below 1.")
+    if cfg.eval_samples < 1:
+        raise SpecError(f"--eval-samples {cfg.eval_samples}: use at least 1.")
     if cfg.calibration_method not in CALIBRATION_METHODS:
         raise SpecError(f"--calibration-method {cfg.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}.")
 
@@ -140,8 +146,21 @@ def _frozen_heap() -> Iterator[Callable[[], None]]:
         gc.unfreeze()
 
 
+class _FailedApart(Exception):
+    """A stage failed with equal unnamed dynamic axes kept apart: the export is run again with them tied."""
+
+    def __init__(self, reason: str, error: EdgeshipError | None):
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
 def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     """Run every stage on ``config``; ``progress(event, stage, result)`` sees start/end events.
+
+    Unnamed dynamic axes of equal example size (``--dynamic input_ids:1 --dynamic attention_mask:1``)
+    start apart; when any stage after load fails with them apart (the trace, the ONNX export,
+    onnxruntime or fp32 parity, where their sizes differ), the export starts again with each
+    group tied to one symbol, and a note says why. Only a run that passes apart keeps them apart.
 
     Raises:
         EdgeshipError: a required stage failed (nothing was written to the output path).
@@ -150,8 +169,21 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
+    try:
+        return _export(config, progress)
+    except _FailedApart as apart:
+        try:
+            return _export(config, progress, apart.reason)
+        except EdgeshipError as e:
+            first = apart.error
+            if first is None or type(e) is not type(first):
+                raise
+            raise type(first)(f"{first} Tied to one symbol, they failed as well: {e}", report=e.report) from e
+
+
+def _export(config: ExportConfig, progress: Progress, tie_reason: str | None = None) -> ExportResult:
     with work_folder() as work, _frozen_heap() as refreeze:
-        ctx = Context(config=config, workdir=work)
+        ctx = Context(config=config, workdir=work, tie_reason=tie_reason)
         for name, fn, must in STAGES:
             if name in OPT_IN and not OPT_IN[name](config):
                 continue
@@ -168,16 +200,36 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
                 # an optional stage may fail on its own work; bad input (a SpecError such as bad
                 # calibration data) stops the export whatever the stage
                 if must or not isinstance(e, (ExportError, QuantizationError)):
+                    _retry_tied(ctx, name, e, time.perf_counter() - t0, progress)
                     ctx.stages.append(StageResult(name, "failed", time.perf_counter() - t0, str(e)))
                     progress("end", name, ctx.stages[-1])
                     raise
                 detail, status = str(e), "failed"
+                if ctx.apart_failed:
+                    _retry_tied(ctx, name, None, time.perf_counter() - t0, progress)
                 ctx.note(f"optional stage {name} failed: {e}")
             result = StageResult(name, status, time.perf_counter() - t0, detail)
             ctx.stages.append(result)
             progress("end", name, result)
         return ExportResult(required(ctx.bundle_path, "bundle_path"), tuple(ctx.stages), ctx.parity, dict(ctx.defaults),
                             tuple(ctx.notes), required(ctx.spec, "spec"), dict(ctx.manifest_variants), ctx.profile)
+
+
+def _retry_tied(ctx: Context, stage: str, error: EdgeshipError | None, seconds: float, progress: Progress) -> None:
+    """Raise :class:`_FailedApart` when ``stage`` failed while equal unnamed axes were kept apart
+    (a required stage's error other than bad input, or an optional stage that failed where their
+    sizes differ); the stage's line says the export starts again with them tied."""
+    if not ctx.apart or ctx.tie_reason or stage not in RUN_THE_GRAPH or isinstance(error, (SpecError, ModelLoadError)):
+        return
+    cause = str(error if error is not None else ctx.apart_failed)
+    at = re.search(r"on sample \S+ \(([^)]*)\): (.*?)(?:; the export does not follow|$)", cause, re.S)
+    if at:  # the error itself, not the sample's label and sizes
+        cause = at.group(2)
+    reason = f"the {stage} stage failed with them apart: {clip(cause, 200)}"
+    groups = "; ".join(", ".join(axes) for axes in ctx.apart.values())
+    progress("end", stage, StageResult(stage, "warning", seconds,
+                                       f"failed with {groups} apart; exporting again with each group as one symbol"))
+    raise _FailedApart(reason, error)
 
 
 @dataclass(frozen=True)
@@ -194,10 +246,12 @@ class QuantizeResult:
 def quantize_model(model: str | os.PathLike[str], method: str = "dynamic", output: str | os.PathLike[str] | None = None, *,
                    inputs: tuple[str, ...] = (), example_inputs: str | os.PathLike[str] | None = None,
                    calibration: str | None = None, calibration_method: str = "minmax", calibration_samples: int = 64,
-                   fallback: bool = True, tolerances: dict[str, Any] | None = None,
+                   fallback: bool = True, tolerances: dict[str, Any] | None = None, eval_data: str | None = None,
+                   eval_samples: int = 256, eval_split: float = 0.0,
                    progress: Progress = _silent) -> QuantizeResult:
     """Quantize an fp32 ONNX model on its own: the export pipeline with one variant, parity-checked
-    against the fp32 model, written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).
+    against the fp32 model (on ``eval_data``, or a held-out ``eval_split`` of ``calibration``, too),
+    written to ``output`` (default ``MODEL.<variant>.onnx`` beside it).
 
     Raises:
         SpecError: an unknown ``method``.
@@ -215,6 +269,7 @@ def quantize_model(model: str | os.PathLike[str], method: str = "dynamic", outpu
                            example_inputs=Path(example_inputs) if example_inputs else None, quantize=(method,),
                            calibration=calibration, calibration_method=calibration_method,
                            calibration_samples=calibration_samples, fallback=fallback, targets=("cpu",),
+                           eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
                            torchscript=False, tolerances=tolerances or {})
         result = export(cfg, progress)
         if name not in result.variants:

@@ -30,6 +30,9 @@ def torchscript_stage(ctx: Context) -> str:
     report = check_parity(ctx, [TorchScriptRunner(required(ctx.spec, "spec"), sm)], "torchscript", fp32_tolerance(ctx))
     if not report.passed:
         bad = report.failures()[0]
+        moved = {s.label for s in ctx.samples if s.sizes != ctx.samples[0].sizes}
+        if any(c.sample in moved for c in report.failures()):  # where dynamic axes took other sizes
+            ctx.apart_failed = f"TorchScript ({how}) fails parity: [{bad.sample}] {bad.reason}"
         raise ExportError(f"TorchScript ({how}) fails parity, not shipped: [{bad.sample}] {bad.reason}")
     path = ctx.workdir / "torchscript" / "model.pt"
     ctx.ensure_room(param_bytes(sm), "the TorchScript archive")

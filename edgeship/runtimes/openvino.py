@@ -125,6 +125,23 @@ def check_options(options: dict) -> None:
         raise SpecError(f"OpenVINO cache_dir={c!r}: use a folder path.")
 
 
+def port_names(ports: list[Any], wanted: list[str]) -> list[str]:
+    """The spec's name for each of a compiled model's ports, in port order.
+
+    OpenVINO merges the names of tensors it folds together (a no-op Reshape or an Identity before
+    a graph output), and ``get_any_name()`` may then answer the internal one
+    (``/class_labels_classifier/MatMul_output_0`` for ``logits``). A port is named by the spec's
+    name it carries; names none of them carries go to the remaining ports by position, as OpenVINO
+    keeps the ONNX graph's order. With another port count, each port's own name (the mismatch is
+    then reported by :meth:`OpenVINORunner.io_problems`)."""
+    ports = list(ports)
+    if len(ports) != len(wanted):
+        return [p.get_any_name() for p in ports]
+    names: list[str | None] = [next((n for n in wanted if n in p.get_names()), None) for p in ports]
+    left = iter([n for n in wanted if n not in names])
+    return [n if n is not None else next(left, p.get_any_name()) for n, p in zip(names, ports)]
+
+
 class OpenVINORunner(Runner):
     """Runs an ONNX model (its bytes) with OpenVINO on the CPU at ``precision`` (fp32, bf16, int8)."""
 
@@ -182,7 +199,7 @@ class OpenVINORunner(Runner):
         except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad graphs
             raise self.error(f"OpenVINO could not open {self.what} at {self.precision}: {brief(e)}") from e
         self._ports = list(self.compiled.outputs)
-        self.output_names = [p.get_any_name() for p in self._ports]
+        self.output_names = port_names(self._ports, self.spec.output_names)
         self._port_of = dict(zip(self.output_names, self._ports))
         self._local = threading.local()
         self._local.request = self.compiled.create_infer_request()  # the loading thread's, made now
@@ -267,7 +284,7 @@ class OpenVINORunner(Runner):
         types, and for inputs ranks and fixed sizes (as :meth:`OrtRunner.io_problems` checks them)."""
         self.load()
         problems = []
-        inputs = [p.get_any_name() for p in self.compiled.inputs]
+        inputs = port_names(self.compiled.inputs, self.spec.input_names)
         if inputs != list(self.spec.input_names):
             problems.append(f"inputs are {inputs} in the model, {list(self.spec.input_names)} in the spec")
         if self.output_names != list(self.spec.output_names):

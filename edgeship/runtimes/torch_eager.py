@@ -18,7 +18,9 @@ from edgeship.spec import IOSpec
 def flatten_outputs(out) -> list[tuple[str | None, object]]:
     """Flatten a model's return value (tensor, tuple/list, dict, nested) into (key, tensor) pairs.
 
-    Dict keys become the default output names; tuples and lists give ``None`` keys.
+    Dict keys (and dataclass fields) become the default output names; a list or tuple inside one
+    is named by index (``hidden_states.0``, ``hidden_states.1``, ``past.1.0``: the positions of
+    ``None`` entries are skipped, not renumbered). A top-level tuple or list gives ``None`` keys.
     The order matches the flattening torch.onnx uses for output names.
     """
     import torch
@@ -28,7 +30,7 @@ def flatten_outputs(out) -> list[tuple[str | None, object]]:
     if isinstance(out, dict):
         pairs: list[tuple[str | None, object]] = []
         for k, v in out.items():
-            inner = flatten_outputs(v)
+            inner = _indexed(v) if isinstance(v, (tuple, list)) else flatten_outputs(v)
             pairs += [((str(k) if ik is None else f"{k}.{ik}"), t) for ik, t in inner]
         return pairs
     if isinstance(out, (tuple, list)):
@@ -38,6 +40,12 @@ def flatten_outputs(out) -> list[tuple[str | None, object]]:
     if out is None:
         return []
     raise TypeError(f"unsupported model output type {type(out).__name__}")
+
+
+def _indexed(seq: tuple | list) -> list[tuple[str | None, object]]:
+    """A list or tuple's tensors named by their position in it (``0``, ``1.x``, ...)."""
+    return [((str(i) if ik is None else f"{i}.{ik}"), t) for i, v in enumerate(seq)
+            for ik, t in (_indexed(v) if isinstance(v, (tuple, list)) else flatten_outputs(v))]
 
 
 def to_numpy(t) -> np.ndarray:
@@ -149,10 +157,16 @@ def bind_inputs(module: Any, names: Sequence[str]) -> Binding:
 
 
 def by_name_module(module: Any, binding: Binding, names: Sequence[str]) -> Any:
-    """``module`` itself when its inputs go by position; otherwise a wrapper whose ``forward``
-    takes the inputs positionally in spec order (parameters named after them, so tracing and both
-    ONNX exporters see the input names) and calls ``module`` with ``binding``."""
-    if binding.positional:
+    """``module`` itself when its inputs go by position to exactly its parameters; otherwise a
+    wrapper whose ``forward`` takes the inputs positionally in spec order (parameters named after
+    them, so tracing and both ONNX exporters see the input names) and calls ``module`` with
+    ``binding``. Parameters the spec does not feed keep their defaults: the TorchScript-based
+    exporter would otherwise fill them in as graph inputs (Hugging Face's ``logits_to_keep=0``)."""
+    import torch
+
+    params = forward_params(module)
+    named = [n for n, kind in params or () if kind not in ("VAR_POSITIONAL", "VAR_KEYWORD")]
+    if binding.positional and (len(named) <= len(names) or isinstance(module, torch.jit.ScriptModule)):
         return module
     return wrap_module(module, binding.call, names)
 
@@ -169,6 +183,10 @@ def wrap_module(module: Any, forward: Callable[[Any, Sequence[Any]], Any], names
 
         def forward(self, *inputs: Any) -> Any:
             return forward(self.model, inputs)
+
+        def train(self, mode: bool = True) -> Any:
+            self.training = mode  # the wrapped module keeps its own mode (an ExportedProgram's refuses train())
+            return self
 
     if names is not None:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
