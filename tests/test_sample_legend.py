@@ -20,6 +20,8 @@ from edgeship.spec import TensorSpec
     ("dynamic-batch2-seq16", "second size (batch=2, seq=16)"),
     ("inputs-3", "--inputs file, sample 3"),
     ("golden-0", "golden input 0"),
+    ("row-3", "row 3 of the first golden sample"),
+    ("eval-2", "held-out sample 2"),
 ])
 def test_every_label_kind_is_described(label, words):
     assert words in describe_sample(label)
@@ -36,6 +38,7 @@ def test_labels_the_code_makes_are_all_known():
 
 def test_a_failing_check_prints_the_legend_and_its_json_carries_it(cli, mlp_bundle, tmp_path):
     code, out = cli("check", mlp_bundle, "--tolerance", "fp32:atol=0", "--tolerance", "fp32:rtol=0",
+                    "--tolerance", "fp32:atol_scale=0",
                     "--json", tmp_path / "c.json")
     assert code == 1, out
     doc = json.loads((tmp_path / "c.json").read_text())

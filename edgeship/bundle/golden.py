@@ -63,6 +63,10 @@ def describe_sample(label: str) -> str:
         return f"every dynamic axis at a second size ({sizes}), so a size the trace fixed fails"
     if kind == "inputs" and rest.isdigit():
         return f"the given --inputs file, sample {rest}"
+    if kind == "row" and rest.isdigit():
+        return f"row {rest} of the first golden sample, judged on its own"
+    if kind == "eval" and rest.isdigit():
+        return f"held-out sample {rest} (--eval-data or --eval-split; not stored in the bundle)"
     if kind == "golden" and rest.isdigit():
         return f"the bundle's golden input {rest}"
     return "a sample of the bundle's golden inputs"

@@ -65,9 +65,9 @@ def load(name: str) -> dict:
 
 
 def _version() -> str:
-    from edgeship import __version__
+    import edgeship
 
-    return __version__
+    return edgeship.__version__
 
 
 def check_version(doc: object, name: str, where: str, error: type[EdgeshipError] = SpecError) -> int:
