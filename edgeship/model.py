@@ -393,8 +393,11 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
             as it says (an ONNX Loop of 2^62 iterations). A call past it raises
             ``InferenceTimeout``; onnxruntime stops the inference (``RunOptions.terminate``) and the
             Model stays usable; OpenVINO cannot stop it, so it keeps running on one of OpenVINO's
-            threads (see :mod:`edgeship.runtimes.deadline`). Default: none, and the call path is
-            then exactly as without it. ``run_bound`` is not bounded.
+            threads (``InferenceTimeout.stuck``): the Model then raises ``InferenceTimeout`` at once
+            on every later call, and the process cannot exit normally (end it with ``os._exit``,
+            as the CLI does, and load the model in a new process; see
+            :mod:`edgeship.runtimes.openvino` and :mod:`edgeship.runtimes.deadline`). Default:
+            none, and the call path is then exactly as without it. ``run_bound`` is not bounded.
 
     Raises:
         BundleError: the bundle is missing, corrupt or tampered with, or lacks the variant.

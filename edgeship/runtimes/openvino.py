@@ -34,6 +34,17 @@ makes one refuses; calls pay nothing), and compiling in a child of a process tha
 raises ``TargetUnavailableError`` (so ``edgeship.load`` falls back to the next candidate, down to
 onnxruntime). Importing openvino or making its ``Core`` before the fork is harmless: a model
 compiled in such a child ran at full speed. tests/test_fork.py.
+
+Timeouts (``edgeship.load(..., timeout=s)``, ``check --timeout``): OpenVINO cannot stop an
+inference it started (``InferRequest.cancel`` does not end a running Loop, measured on 2026.4), so
+a call past its deadline raises :class:`~edgeship.errors.InferenceTimeout` (``stuck=True``) with the
+inference still running on OpenVINO's threads. Its request is then kept alive for the life of the
+process (freeing it waits for the inference: the caller's ``except`` block froze when the
+exception's frames went), and the runner is marked stuck: every later call, on any thread, raises
+``InferenceTimeout`` (``stuck=True``) at once instead of making a new request (that waited for the
+stuck inference: it hung in ``create_infer_request``). A process holding a stuck inference cannot
+exit normally either (the interpreter's exit waits for it): end it with ``os._exit``, as the CLI
+does, and load the model in a new process. tests/hostile/test_runaway.py.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.errors import EdgeshipError, ExportError, InferenceError, SpecError, TargetUnavailableError, brief
+from edgeship.errors import EdgeshipError, ExportError, InferenceError, InferenceTimeout, SpecError, TargetUnavailableError, brief
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.deadline import Deadline
 from edgeship.runtimes.deadline import current as current_deadline
@@ -83,6 +94,15 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):  # POSIX
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# Timeouts: see the module's docstring. The requests of inferences OpenVINO could not stop, and the
+# thread-local storage of their runners' other requests, kept until the process ends: never freed,
+# since freeing one waits for its inference, which may never end.
+_stuck: list[Any] = []
+STUCK = ("an earlier call timed out and its inference still runs on OpenVINO's threads (OpenVINO cannot stop it); "
+         "this model cannot run again in this process, which cannot exit normally either: end it with os._exit "
+         "(as the edgeship CLI does) and load the model in a new process")
 
 
 def installed() -> bool:
@@ -164,6 +184,7 @@ class OpenVINORunner(Runner):
         self.compiled: Any = None
         self._pid: int | None = None  # the process that compiled it
         self._local = threading.local()  # .request: the calling thread's InferRequest
+        self.stuck = False  # an inference timed out and still runs: no call can run (see the module's docstring)
         self.output_names: list[str] = []
         self._ports: list[Any] = []
 
@@ -220,10 +241,13 @@ class OpenVINORunner(Runner):
 
         Raises:
             InferenceError: the model was compiled before this process was fork()ed from its parent.
+            InferenceTimeout: an earlier call timed out and its inference still runs (``stuck``).
         """
         local, compiled = self._local, self.compiled
         if compiled is None:
             raise RuntimeError(f"{self.name} is closed; load it again")
+        if self.stuck:
+            raise InferenceTimeout(f"OpenVINO cannot run {self.name}: {STUCK}.", stuck=True)
         if self._pid != os.getpid():
             raise InferenceError(f"OpenVINO compiled this model in process {self._pid}, which then fork()ed this one, "
                                  f"where it cannot run (a call can hang); {AFTER_FORK}.")
@@ -261,19 +285,28 @@ class OpenVINORunner(Runner):
 
     def _run_within(self, request: Any, output_names: list[str] | None, feeds: dict[str, np.ndarray], d: Deadline) -> list:
         """:meth:`run` under a deadline: asynchronously, waiting until ``d``. OpenVINO cannot stop
-        an inference it started, so on timeout this thread's request is left to it (the next call
-        makes a new one) and :class:`InferenceTimeout` says so (``stuck``)."""
+        an inference it started, so on timeout the runner is abandoned (:meth:`_abandon`) and
+        :class:`InferenceTimeout` says so (``stuck``); later calls raise at once."""
         left = d.left()
         if left <= 0:
             raise d.exceeded(self.name, RUNTIME)
         request.start_async(feeds, share_inputs=True)
         if not request.wait_for(max(1, math.ceil(left * 1000))):
             request.cancel()
-            del self._local.request
+            self._abandon(request)
             raise d.exceeded(self.name, RUNTIME, stuck=True)
         res = request.results
         port_of = self._port_of
         return [np.array(res[port_of[n]], copy=True) for n in (output_names or self.output_names)]
+
+    def _abandon(self, request: Any) -> None:
+        """Keep ``request`` (its inference still running) and every thread's requests alive until the
+        process ends, and send every later call to the cold path (:meth:`_new_request`), which
+        refuses: freeing the request would wait for its inference, and so would a new request."""
+        _stuck.append(request)
+        _stuck.append(self._local)
+        self.stuck = True
+        self._local = threading.local()
 
     def timing_call(self, feeds: dict[str, np.ndarray]) -> tuple[Callable, tuple]:
         self.load()

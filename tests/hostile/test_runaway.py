@@ -122,6 +122,55 @@ def test_model_timeout_must_be_a_positive_number(mlp_bundle, bad):
         edgeship.load(mlp_bundle, timeout=bad)
 
 
+STUCK_CHILD = r"""
+import faulthandler, os, sys, threading, time
+faulthandler.dump_traceback_later(60, exit=True)  # a hang prints where, and ends the child
+import numpy as np
+import edgeship
+from edgeship.errors import InferenceError, InferenceTimeout
+
+m = edgeship.load(sys.argv[1], runtime="openvino", timeout=1.0)
+x = np.ones((2, 10), np.float32)
+try:
+    m(x)
+except InferenceTimeout as e:
+    print("first:", e.stuck, flush=True)
+print("except left", flush=True)  # freeing the stuck request here waited for it: the process froze
+
+
+def again(label, call):
+    t = time.monotonic()
+    try:
+        call()
+    except InferenceError as e:
+        print(label, type(e).__name__, getattr(e, "stuck", None), round(time.monotonic() - t, 1), str(e), flush=True)
+
+
+again("second:", lambda: m(x))  # a new request for this thread waited for the stuck inference
+again("dict:", lambda: m({"x": x}))
+t = threading.Thread(target=again, args=("thread:", lambda: m(x)))
+t.start()
+t.join()
+m.close()
+print("closed", flush=True)
+os._exit(0)
+"""
+
+
+def test_a_stuck_openvino_call_leaves_the_model_raising_at_once(runaway):
+    """OpenVINO cannot stop a runaway inference: the timed-out call raises, the caller's except block
+    ends (freeing the request would wait for it), and every later call, on any thread, raises at once
+    (a new request would wait for it too)."""
+    pytest.importorskip("openvino")
+    p = subprocess.run([PY, "-c", STUCK_CHILD, str(runaway)], env=python_env(), capture_output=True, text=True,
+                       timeout=90)
+    out = " ".join((p.stdout + p.stderr).split())
+    assert p.returncode == 0 and "first: True except left" in out and "closed" in out, out
+    for label in ("second:", "dict:", "thread:"):
+        assert f"{label} InferenceTimeout True 0.0 " in out, out
+    assert "os._exit" in out and "new process" in out, out
+
+
 def test_check_library_timeout(runaway):
     with pytest.raises(InferenceError, match="did not finish within"):
         edgeship.check(runaway, timeout=0.5)
