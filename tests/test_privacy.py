@@ -86,6 +86,20 @@ def test_the_cli_writes_nothing_in_home_or_tmpdir_either(mlp_bundle, tmp_path):
     assert _written(dirs) == {}, f"written: {_written(dirs)}"
 
 
+@pytest.mark.parametrize("runtime", _runtimes())
+def test_profile_with_its_cold_start_children_writes_nothing(mlp_bundle, tmp_path, runtime):
+    """``edgeship profile`` measures cold start in a fresh Python process per configuration (on by
+    default): those children import the runtime too, and must import it as edgeship does (a plain
+    ``import openvino`` there left its telemetry on: ``Core()`` wrote ``~/intel/openvino_ga_cid``)."""
+    dirs, env = _fresh(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "edgeship", "profile", str(mlp_bundle), "--runtime", runtime,
+                        "--variant", "fp32", "--threads", "1", "--batch", "1", "--warmup", "1", "--duration", "0.1",
+                        "--cold-start", "fresh"], env=env, cwd=dirs["cwd"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "cold start not measured" not in p.stdout + p.stderr, p.stdout + p.stderr
+    assert _written(dirs) == {}, f"written: {_written(dirs)}"
+
+
 def test_telemetry_can_be_turned_back_on(mlp_bundle, tmp_path):
     """EDGESHIP_RUNTIME_TELEMETRY=1 leaves onnxruntime as it comes (its variable unset)."""
     dirs, env = _fresh(tmp_path, EDGESHIP_RUNTIME_TELEMETRY="1")

@@ -322,17 +322,19 @@ def time_open(open_: Callable[[], Harness], clock: Callable[[], int]) -> tuple[H
 
 
 def _import_runtime(runtime: str) -> None:
-    """Import what opening a configuration of ``runtime`` needs, so the timed open does not."""
+    """Import what opening ``runtime`` needs (telemetry off: :mod:`edgeship.telemetry`), so the timed open does not."""
     import numpy  # noqa: F401
 
     import edgeship.profiling.harness  # noqa: F401
+    from edgeship import telemetry
 
     if runtime == "onnxruntime":
+        telemetry.quiet_onnxruntime_import()  # done by ``import edgeship`` already; read on import
         import onnxruntime  # noqa: F401
 
         import edgeship.runtimes.ort  # noqa: F401
     elif runtime == "openvino":
-        import openvino  # noqa: F401
+        telemetry.import_openvino()
 
         import edgeship.runtimes.openvino  # noqa: F401
     else:
