@@ -16,6 +16,8 @@ from pathlib import Path
 from edgeship import schemas
 from edgeship.errors import RegressionError, SpecError
 
+MAX_BASELINE_BYTES = 64 << 20  # a profile JSON of thousands of configurations with --per-op is a few MiB
+
 
 def config_label(target: str, variant: str, threads: int, batch: int) -> str:
     return f"{target}/{variant} threads={threads} batch={batch}"
@@ -108,17 +110,32 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str, int, int], fl
     existed, is version 1); keys it does not know are ignored.
 
     Raises:
-        SpecError: unreadable, not a profile, or of a newer ``schema_version`` than this edgeship reads.
+        SpecError: unreadable, not a regular file (a FIFO is refused without blocking), over
+            :data:`MAX_BASELINE_BYTES`, nested too deeply, not a profile, or of a newer ``schema_version`` than this edgeship reads.
     """
+    from edgeship.bundle.limits import open_regular, read_at_most
+
+    where = f"--baseline {path}"
+    with open_regular(Path(path), where, SpecError) as f:  # no FIFO, device or folder: never blocks
+        try:
+            raw = read_at_most(f, MAX_BASELINE_BYTES)
+        except OSError as e:
+            raise SpecError(f"{where}: cannot read it ({e.strerror or e}).") from e
+    if len(raw) > MAX_BASELINE_BYTES:
+        raise SpecError(f"{where}: over {MAX_BASELINE_BYTES >> 20} MiB, larger than any profile JSON; refused unread. "
+                        "Pass a file written by `edgeship profile --json`.")
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise SpecError(f"--baseline {path}: not a profile JSON written by `edgeship profile --json` ({e!r}).") from e
-    schemas.check_version(data, "profile", f"--baseline {path}")
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpecError(f"{where}: not a profile JSON written by `edgeship profile --json` ({e!r}).") from e
+    except RecursionError as e:
+        raise SpecError(f"{where}: nests its arrays or objects too deeply to be a profile JSON; pass a file "
+                        "written by `edgeship profile --json`.") from e
+    schemas.check_version(data, "profile", where)
     try:
         return {(r["target"], r["variant"], int(r["threads"]), int(r["batch"])): float(r["stats"]["p50"])
                 for r in data["results"]}
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, OverflowError) as e:
         raise SpecError(f"--baseline {path}: not a profile JSON written by `edgeship profile --json` ({e!r}).") from e
 
 

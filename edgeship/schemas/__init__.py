@@ -36,6 +36,7 @@ WRITERS = {"manifest": "`edgeship export` (or `edgeship tune`)", "report": "`edg
            "parity": "`edgeship check --json`", "profile": "`edgeship profile --json`",
            "inspect": "`edgeship inspect --json`"}
 PREFIX = "edgeship."
+MAX_VERSION_DIGITS = 9  # a version number longer than this is not one edgeship wrote
 
 
 def _known(name: str) -> str:
@@ -89,9 +90,17 @@ def check_version(doc: object, name: str, where: str, error: type[EdgeshipError]
     if isinstance(schema, str) and kind != PREFIX + name:
         raise error(f"{where}: its schema is {schema[:60]!r}, not an edgeship {name} document ({tag(name)}); "
                     f"pass a file written by {WRITERS[name]}.")
-    version = doc.get("schema_version", int(number) if number.isascii() and number.isdigit() else 1)
+    if "schema_version" in doc:  # it decides: the number in ``schema`` is not even read
+        version = doc["schema_version"]
+    elif number.isascii() and number.isdigit():
+        if len(number) > MAX_VERSION_DIGITS:  # int() of thousands of digits raises; no real version is that long
+            raise error(f"{where}: its schema names a version {len(number)} digits long ({str(schema)[:40]!r}...); the file "
+                        f"is damaged or was not written by edgeship. Write it again with {WRITERS[name]}.")
+        version = int(number)
+    else:
+        version = 1
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise error(f"{where}: schema_version {version!r} is not a whole number from 1 up; the file is damaged or "
+        raise error(f"{where}: schema_version {repr(version)[:60]} is not a whole number from 1 up; the file is damaged or "
                     f"was not written by edgeship. Write it again with {WRITERS[name]}.")
     if version > known:
         raise error(f"{where}: schema_version {version} of the {name} format is newer than this edgeship "
