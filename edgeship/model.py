@@ -341,10 +341,13 @@ class Model:
         return dict(zip(self._out_names, binding.get_outputs()))
 
     def close(self) -> None:
-        """Free the runtime's session and the memory it holds; a call after it raises InferenceError."""
+        """Free the runtime's session and the memory it holds, and close the bundle (a zip's open
+        file); a call after it raises InferenceError. The manifest stays (``m.manifest``);
+        ``m.bundle.read`` then refuses. Closing twice does nothing more."""
         self._run_checked = _refuse_closed  # it held the session's run: the session lives as long as it does
         _hang_after_fork.discard(self)
         self._runner.close()
+        self.bundle.close()
 
     def __enter__(self) -> Model:
         return self
