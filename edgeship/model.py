@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import operator
 import os
-import weakref
 from typing import Any, TypeAlias, overload
 
 import numpy as np
@@ -43,6 +42,7 @@ from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
 from edgeship.host import resolve_threads
 from edgeship.runtimes.deadline import check_seconds, timed
+from edgeship.runtimes.lifecycle import checked_run, guard_after_fork, hangs_after_fork, refuse_after_fork, release_model_bytes, unguard
 from edgeship.runtimes.ort import OrtRunner, bind_io, check_threads, resolve_target
 from edgeship.runtimes.ort import session_options as ort_session_options
 from edgeship.runtimes.registry import OPENVINO, ORT, runtime_name
@@ -69,69 +69,13 @@ def _fast_path(checks: list, out_names: list[str]) -> tuple | None:
         (fixed[0][1] if len(fixed) == 1 else tuple(d for _, d in fixed))
 
 
-def _checked_run(runner: Any) -> Any:
-    """``run(output_names, feeds, run_options)`` for feeds already checked against the spec.
-
-    On onnxruntime this is the session's native ``run`` (``InferenceSession._sess``), without the
-    Python wrapper's second check of the feed names (ours is stricter: names, dtypes, ranks, fixed
-    sizes) and its provider fallback (turned off here: a CUDA target must not silently become CPU).
-    Measured on SimpleNet: 3.0 µs a call vs 3.7 µs through ``InferenceSession.run``. Where a
-    future onnxruntime has no ``_sess`` the public ``run`` is used."""
-    if isinstance(runner, OrtRunner):
-        native = getattr(runner.session, "_sess", None)
-        if native is not None and callable(getattr(native, "run", None)):
-            return native.run
-        public = runner.session.run
-    else:
-        public = runner.run
-    return lambda names, feeds, _options=None: public(names, feeds)
-
-
-def release_model_bytes(runner: Any) -> None:
-    """Drop every reference to the model's bytes once the session is open: the runner's, and
-    the one onnxruntime's Python ``InferenceSession`` keeps (``_model_bytes``) only to re-create
-    the session when it falls back to another provider after a failure, a fallback edgeship
-    turns off anyway (a CUDA target must not silently become CPU). Measured on a 64 MiB fp32 model
-    (4 MatMul 2048×2048): RSS after load 237 MiB before this, 157 MiB after (a raw session opened
-    from the file path: 168 MiB); the peak while opening stays 245 MiB, since onnxruntime copies
-    the weights out of the bytes while they are still alive."""
-    runner.model = None
-    session: Any = getattr(runner, "session", None)
-    if getattr(session, "_model_bytes", None) is not None:
-        session.disable_fallback()
-        session._model_bytes = None
-
-
-def _hangs_after_fork(runner: Any) -> bool:
-    """Whether a call in a fork()ed child would wait forever: onnxruntime's parallel execution mode
-    (``inter_op_threads``) with other than one inter-op thread; its pool's threads do not survive
-    fork (measured, onnxruntime 1.32: 7 of 7 such calls hung; the sequential mode runs)."""
-    if not isinstance(runner, OrtRunner):
-        return False
-    so = runner.session.get_session_options()
-    return str(so.execution_mode).endswith("ORT_PARALLEL") and so.inter_op_num_threads != 1
-
-
-_hang_after_fork: weakref.WeakSet[Model] = weakref.WeakSet()
-
-
-def _refuse_after_fork(names: Any, feeds: Any, options: Any = None) -> Any:
-    raise InferenceError("this Model runs onnxruntime's parallel execution mode (inter_op_threads), whose threads "
-                         "do not survive fork(): a call in this fork()ed process would hang. Load the model after "
-                         "fork (gunicorn: no --preload, or load in post_fork; multiprocessing: 'spawn' or 'forkserver').")
-
-
 def _refuse_closed(names: Any, feeds: Any, options: Any = None) -> Any:
     raise InferenceError("this Model was closed (its session and memory were freed); load the bundle again to run it.")
 
 
-def _after_fork_in_child() -> None:
-    for m in list(_hang_after_fork):
-        m._run_checked = _refuse_after_fork  # the same call path: nothing is checked per call
-
-
-if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+def _refuse_in_child(model: Model) -> None:
+    """In a fork()ed child, a Model whose calls would hang there refuses them (see :mod:`edgeship.runtimes.lifecycle`)."""
+    model._run_checked = refuse_after_fork  # the same call path: nothing is checked per call
 
 
 class Model:
@@ -159,7 +103,7 @@ class Model:
     children that leave with ``os._exit`` (multiprocessing's fork workers) do not.
 
     Memory: the model bytes read from the bundle are released once onnxruntime has opened the
-    session (onnxruntime keeps its own copy of the weights); see :func:`release_model_bytes`.
+    session (it keeps its own copy of the weights): :func:`~edgeship.runtimes.lifecycle.release_model_bytes`.
     """
 
     def __init__(self, bundle: Bundle, spec: IOSpec, variant: str, target: str, runner: Any,
@@ -180,13 +124,13 @@ class Model:
                          tuple((i, d) for i, d in enumerate(t.shape) if isinstance(d, int)))
                         for t in spec.inputs]
         self._fast = _fast_path(self._checks, self._out_names)
-        self._run_checked = _checked_run(runner)
+        self._run_checked = checked_run(runner)
         self.timeout = timeout
         if timeout is not None:  # each call bounded; without it the call path stays as it is (B3, B8)
             self._run_checked = timed(self._run_checked, timeout, f"{bundle.path} (candidate {candidate.id})",
                                       isinstance(runner, OrtRunner))
-        if _hangs_after_fork(runner):
-            _hang_after_fork.add(self)
+        if hangs_after_fork(runner):
+            guard_after_fork(self, _refuse_in_child)
 
     @property
     def precision(self) -> str:
@@ -345,7 +289,7 @@ class Model:
         file); a call after it raises InferenceError. The manifest stays (``m.manifest``);
         ``m.bundle.read`` then refuses. Closing twice does nothing more."""
         self._run_checked = _refuse_closed  # it held the session's run: the session lives as long as it does
-        _hang_after_fork.discard(self)
+        unguard(self)
         self._runner.close()
         self.bundle.close()
 
