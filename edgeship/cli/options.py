@@ -92,12 +92,20 @@ def ints(values: list[str] | None, flag: str) -> tuple[int | None, ...]:
 
 
 def json_kwargs(text: str | None) -> dict:
+    """``--arch-kwargs``: a JSON object ({} when not given).
+
+    Raises:
+        SpecError: not JSON, nested too deeply to parse, or not an object.
+    """
     if not text:
         return {}
     try:
         value = json.loads(text)
     except ValueError as e:
-        raise SpecError(f"--arch-kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}'; got {text!r} ({e}).") from e
+        raise SpecError(f"--arch-kwargs must be a JSON object, e.g. '{{\"num_classes\": 10}}'; got {text[:80]!r} ({e}).") from e
+    except RecursionError as e:
+        raise SpecError(f"--arch-kwargs nests its arrays or objects too deeply ({len(text)} characters); pass a flat "
+                        "JSON object of keyword arguments, e.g. '{\"num_classes\": 10}'.") from e
     if not isinstance(value, dict):
         raise SpecError(f"--arch-kwargs must be a JSON object; got {type(value).__name__}.")
     return value

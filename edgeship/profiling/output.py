@@ -11,9 +11,11 @@ Nothing is written through a symbolic link edgeship was not given; a write that 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,16 +66,31 @@ def write_json(report: ProfileReport, path: str | os.PathLike, comparison: Compa
     write_text(path, jsonout.dumps(d, indent=2))
     if not arrays:
         return path
-    try:  # a link made since the check is not followed (POSIX)
-        fd = os.open(npz, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as e:
-        if npz.is_symlink():
-            raise SpecError(f"{npz} became a symbolic link; edgeship writes no file through a link it was not given.") from e
-        raise
-    with os.fdopen(fd, "wb") as f:
+    with os.fdopen(_open_latencies(npz), "wb") as f:
         calls: dict[str, Any] = {r.label.replace(" ", "/"): r.latencies_ms for r in report.results if r.latencies_ms is not None}
         np.savez(f, **calls)
     return path
+
+
+def _open_latencies(npz: Path) -> int:
+    """``npz`` opened for writing, emptied: never through a link made since :func:`latencies_path`
+    checked (POSIX), never blocking on a FIFO at that name, never anything but a regular file."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    not_a_file = (f"{npz}: every call's latency goes to this name beside the JSON, and it is not a regular file (a pipe, "
+                  "device or folder); remove it or give the JSON another name.")
+    try:
+        fd = os.open(npz, flags, 0o666)  # no O_TRUNC yet: nothing is emptied before it is known to be a file
+    except OSError as e:
+        if npz.is_symlink():
+            raise SpecError(f"{npz} became a symbolic link; edgeship writes no file through a link it was not given.") from e
+        if e.errno in (errno.ENXIO, errno.EISDIR):  # a FIFO nobody reads; a folder
+            raise SpecError(not_a_file) from e
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError(not_a_file)
+    os.ftruncate(fd, 0)
+    return fd
 
 
 def write_csv(report: ProfileReport, path: str | os.PathLike) -> Path:

@@ -101,3 +101,46 @@ def test_unreadable_pyproject_is_a_usage_error(bundle_copy, tmp_path, cli, monke
     (tmp_path / "pyproject.toml").chmod(0)
     code, msg = cli("check", bundle_copy)
     assert code == 2 and "pyproject.toml" in msg and "Traceback" not in msg, msg
+
+
+# ----------------------------------------------------------------------------- a FIFO beside --json
+@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs")
+def test_profile_json_refuses_a_fifo_at_the_latencies_name_without_blocking(bundle_copy, tmp_path):
+    """A FIFO named like the latencies file blocked the write forever (opened without O_NONBLOCK)."""
+    from hostile_helpers import cli_peak
+
+    os.mkfifo(tmp_path / "r.npz")
+    code, msg, _ = cli_peak("profile", bundle_copy, *PROFILE, "--cold-start", "off", "--json", tmp_path / "r.json",
+                            timeout=90)
+    assert code == 2 and "r.npz" in msg and "not a regular file" in msg and "Traceback" not in msg, msg
+
+
+def test_write_json_refuses_a_folder_at_the_latencies_name(bundle_copy, tmp_path):
+    from edgeship.config import ProfileConfig
+    from edgeship.profiling.profiler import profile, write_json
+
+    report = profile(bundle_copy, ProfileConfig(iterations=2, warmup=0, cold_start="off"))
+    (tmp_path / "r.npz").mkdir()
+    with pytest.raises(SpecError, match="not a regular file"):
+        write_json(report, tmp_path / "r.json")
+    write_json(report, tmp_path / "s.json")
+    (tmp_path / "s.npz").write_bytes(b"x" * 10_000)  # an older, longer file is replaced, not overwritten in part
+    write_json(report, tmp_path / "s.json")
+    assert np.load(tmp_path / "s.npz").files
+
+
+# ----------------------------------------------------------------------------- --arch-kwargs
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"])
+def test_deeply_nested_arch_kwargs_is_a_usage_error(text):
+    from edgeship.cli.options import json_kwargs
+
+    with pytest.raises(SpecError, match="--arch-kwargs .*nest"):
+        json_kwargs(text)
+
+
+def test_deeply_nested_arch_kwargs_is_exit_2(files, tmp_path, cli):
+    from conftest import arch
+
+    code, msg = cli("export", files["dir"] / "mlp_state.pt", "--arch", arch("MLP"), "--arch-kwargs",
+                    "[" * 100_000 + "]" * 100_000, "--input", "x:1x10", "-o", tmp_path / "m.edgeship")
+    assert code == 2 and "--arch-kwargs" in msg and "Traceback" not in msg, msg
