@@ -1,5 +1,6 @@
-"""Equal unnamed dynamic axes (issue 20, item 1): tied whenever any stage fails with them apart,
-kept apart only when a whole run passes so."""
+"""Equal unnamed dynamic axes (issue 20, item 1): tied when a stage fails in a way keeping them
+apart can explain (on a sample where their sizes differ, or an exporter naming them), kept apart
+when a whole run passes so; any other failure ends the export after one run."""
 
 import models
 import numpy as np
@@ -69,22 +70,51 @@ def test_named_symbols_are_never_tied(tmp_path):
             ) in str(e.value)
 
 
+def _concat(tmp_path) -> ExportConfig:
+    """Two inputs whose batch sizes are independent (concatenated), equal in the example: kept apart."""
+    path = tmp_path / "cat.pt"
+    torch.save(models.ConcatBatch().state_dict(), path)
+    return ExportConfig(model=path, output=tmp_path / "c.edgeship", inputs=("a:2x6", "b:2x6"), dynamic=("a:0", "b:0"),
+                        load=LoadOptions(arch=arch("ConcatBatch")), quantize=("fp32",))
+
+
 def test_axes_that_pass_apart_stay_apart(tmp_path):
     """Two inputs whose batch sizes are independent (concatenated): the whole run passes with them
     apart, so nothing is tied and no second run is made."""
-    path = tmp_path / "cat.pt"
-    torch.save(models.ConcatBatch().state_dict(), path)
     stages = []
-    r = export(ExportConfig(model=path, output=tmp_path / "c.edgeship", inputs=("a:2x6", "b:2x6"),
-                            dynamic=("a:0", "b:0"), load=LoadOptions(arch=arch("ConcatBatch")), quantize=("fp32",)),
+    r = export(_concat(tmp_path),
                lambda event, name, result: stages.append(name) if event == "start" else None)
     assert stages.count("load") == 1 and not any("must be equal" in n for n in r.notes)
     assert [t.shape for t in r.spec.inputs] == [("a_dim0", 6), ("b_dim0", 6)]
 
 
 def test_when_tying_does_not_help_both_failures_are_said(tmp_path, monkeypatch):
-    """A failure that has nothing to do with the axes: the export is tried tied, fails the same
-    way, and the error says both."""
+    """The exported graph fails where the axes differ (an axis matter: tied once); the tied run
+    then fails on its own, and the error says both."""
+    from edgeship.errors import ExportError
+    from edgeship.pipeline import runner
+
+    def onnx_stage(ctx):
+        if ctx.tie_reason:
+            raise ExportError("the tied export broke too")
+        return runner.onnx_stage(ctx)
+
+    monkeypatch.setattr(runner, "STAGES", [(n, onnx_stage if n == "onnx" else f, m) for n, f, m in runner.STAGES])
+    with pytest.raises(ExportError, match=r"does not follow the dynamic axes.* Tied to one symbol, they failed as well: "
+                                          r"the tied export broke too$"):
+        export(_shortcut(tmp_path, "torchscript"))
+    assert not (tmp_path / "e.edgeship").exists()
+
+
+def _count_loads(cfg) -> tuple[list[str], BaseException]:
+    loads: list[str] = []
+    with pytest.raises(Exception) as e:
+        export(cfg, lambda event, name, result: loads.append(name) if event == "start" and name == "load" else None)
+    return loads, e.value
+
+
+def test_an_exporter_failure_unrelated_to_the_axes_runs_the_export_once(tmp_path, monkeypatch):
+    """An exporter that fails whatever the axes: no second run, no word about ties."""
     from edgeship.errors import ExportError
     from edgeship.exporters import onnx as onnx_export
 
@@ -92,9 +122,37 @@ def test_when_tying_does_not_help_both_failures_are_said(tmp_path, monkeypatch):
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(onnx_export, "_run_exporter", broken)
-    with pytest.raises(ExportError, match=r"exporter exploded.*Tied to one symbol, they failed as well: .*exporter exploded"):
-        export(_shortcut(tmp_path))
+    loads, e = _count_loads(_shortcut(tmp_path))
+    assert isinstance(e, ExportError) and "exporter exploded" in str(e), e
+    assert loads == ["load"] and "Tied" not in str(e) and "apart" not in str(e), (loads, e)
     assert not (tmp_path / "e.edgeship").exists()
+
+
+def _failing(stage: str, error: Exception):
+    def fail(ctx):
+        raise error
+    return fail
+
+
+@pytest.mark.parametrize("stage", ["onnx", "optimize", "parity"])
+@pytest.mark.parametrize("make", [
+    lambda: __import__("edgeship.errors").errors.DiskFullError("no room left for the ONNX export"),
+    lambda: __import__("edgeship.errors").errors.TargetUnavailableError("target cuda: no CUDAExecutionProvider"),
+    lambda: __import__("edgeship.errors").errors.InferenceTimeout("did not finish within 1 s", stuck=True),
+    lambda: __import__("edgeship.errors").errors.ParityError("fp32 ONNX parity failed: output 'y' on sample example: "
+                                                             "max abs 1.0"),
+], ids=["disk-full", "target", "timeout", "parity-at-equal-sizes"])
+def test_failures_that_are_not_the_axes_doing_run_the_export_once(tmp_path, monkeypatch, stage, make):
+    """A full disk, a missing target, a timeout (whose class takes other arguments), an fp32 failure
+    on the example (where the axes have equal sizes): raised as they are after one run."""
+    from edgeship.pipeline import runner
+
+    error = make()
+    monkeypatch.setattr(runner, "STAGES", [(n, _failing(n, error) if n == stage else f, m) for n, f, m in runner.STAGES])
+    loads, e = _count_loads(_concat(tmp_path))
+    assert e is error and loads == ["load"], (loads, e)
+    assert "Tied" not in str(e) and "apart" not in str(e)
+    assert not (tmp_path / "c.edgeship").exists()
 
 
 BERT = """

@@ -52,6 +52,24 @@ def dynamic_note(ctx: Context) -> Callable[[Sample], str]:
     return note
 
 
+def apart_samples(ctx: Context) -> set[str]:
+    """Labels of the golden samples on which axes the load stage kept apart (equal unnamed axes,
+    ``ctx.apart``) took different sizes: the only samples where keeping them apart can fail."""
+    if not ctx.apart or ctx.spec is None:
+        return set()
+    syms = {f"{t.name}:{ax}": sym for t in ctx.spec.inputs for ax, sym in t.dynamic_axes.items()}
+    groups = [[syms[a] for a in axes if a in syms] for axes in ctx.apart.values()]
+    return {s.label for s in ctx.samples if any(len({s.sizes.get(sym) for sym in g}) > 1 for g in groups)}
+
+
+def apart_symbols(ctx: Context) -> set[str]:
+    """The symbols of the axes kept apart (``input_ids_dim1``...), as exporters name them in errors."""
+    if not ctx.apart or ctx.spec is None:
+        return set()
+    axes = {a for group in ctx.apart.values() for a in group}
+    return {sym for t in ctx.spec.inputs for ax, sym in t.dynamic_axes.items() if f"{t.name}:{ax}" in axes}
+
+
 def _equal_symbols(spec, base: dict, changed: dict) -> dict[str, list[str]]:
     """Axes with different symbols that had one size in the example and took different sizes
     here, grouped under the first one's symbol: {symbol: ["input:axis", ...]}."""

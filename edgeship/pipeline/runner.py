@@ -9,6 +9,7 @@ happens in a temporary folder until the atomic write.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import gc
 import logging
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
-from edgeship.errors import EdgeshipError, ExportError, ModelLoadError, QuantizationError, SpecError, clip
+from edgeship.errors import EdgeshipError, ExportError, ParityError, QuantizationError, SpecError, clip
 from edgeship.parity.report import ParityReport
 from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
@@ -158,9 +159,11 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     """Run every stage on ``config``; ``progress(event, stage, result)`` sees start/end events.
 
     Unnamed dynamic axes of equal example size (``--dynamic input_ids:1 --dynamic attention_mask:1``)
-    start apart; when any stage after load fails with them apart (the trace, the ONNX export,
-    onnxruntime or fp32 parity, where their sizes differ), the export starts again with each
-    group tied to one symbol, and a note says why. Only a run that passes apart keeps them apart.
+    start apart; when a stage after load fails in a way keeping them apart can explain (the trace,
+    the ONNX export, onnxruntime or fp32 parity failing on a sample where their sizes differ, or an
+    exporter's error naming them: :func:`axes_may_cause`), the export starts again once with each
+    group tied to one symbol, and a note says why. Any other failure (a full disk, a missing
+    target, a timeout, a failure at equal sizes) stops the export at once, as without the axes.
 
     Raises:
         EdgeshipError: a required stage failed (nothing was written to the output path).
@@ -178,7 +181,12 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
             first = apart.error
             if first is None or type(e) is not type(first):
                 raise
-            raise type(first)(f"{first} Tied to one symbol, they failed as well: {e}", report=e.report) from e
+            # the tied run's own error, its class and fields kept, its message saying both runs
+            both = (f"{first} Tied to one symbol, they failed the same way." if str(e) == str(first)
+                    else f"{first} Tied to one symbol, they failed as well: {e}")
+            combined = copy.copy(e)
+            combined.args = (both,)
+            raise combined from e
 
 
 def _export(config: ExportConfig, progress: Progress, tie_reason: str | None = None) -> ExportResult:
@@ -219,7 +227,7 @@ def _retry_tied(ctx: Context, stage: str, error: EdgeshipError | None, seconds: 
     """Raise :class:`_FailedApart` when ``stage`` failed while equal unnamed axes were kept apart
     (a required stage's error other than bad input, or an optional stage that failed where their
     sizes differ); the stage's line says the export starts again with them tied."""
-    if not ctx.apart or ctx.tie_reason or stage not in RUN_THE_GRAPH or isinstance(error, (SpecError, ModelLoadError)):
+    if not ctx.apart or ctx.tie_reason or stage not in RUN_THE_GRAPH or not axes_may_cause(ctx, error):
         return
     cause = str(error if error is not None else ctx.apart_failed)
     at = re.search(r"on sample \S+ \(([^)]*)\): (.*?)(?:; the export does not follow|$)", cause, re.S)
@@ -230,6 +238,30 @@ def _retry_tied(ctx: Context, stage: str, error: EdgeshipError | None, seconds: 
     progress("end", stage, StageResult(stage, "warning", seconds,
                                        f"failed with {groups} apart; exporting again with each group as one symbol"))
     raise _FailedApart(reason, error)
+
+
+def axes_may_cause(ctx: Context, error: EdgeshipError | None) -> bool:
+    """Whether keeping equal unnamed axes apart can explain a stage's failure, so a run with them
+    tied may pass: an optional stage that failed where they differed (``ctx.apart_failed``); an
+    export or parity failure on a golden sample where they took different sizes
+    (:func:`~edgeship.pipeline.parity.apart_samples`, by the report's failed checks, else the
+    ``[sample]`` the message names); or an exporter's or onnxruntime's error naming one of their
+    symbols. Never a full disk, a missing target, a timeout, bad input or any other error."""
+    from edgeship.pipeline.parity import apart_samples, apart_symbols
+
+    if error is None:
+        return ctx.apart_failed is not None
+    if not isinstance(error, (ExportError, ParityError, QuantizationError)):
+        return False
+    samples = apart_samples(ctx)
+    failures = error.report.failures() if error.report is not None else []
+    if failures:
+        judged = [c for c in failures if c.variant == "fp32"] or failures  # fp32's failure is the one raised
+        return any(c.sample in samples for c in judged)
+    text = str(error)
+    if any(f"[{label}]" in text or f"sample {label}" in text for label in samples):
+        return True
+    return any(re.search(rf"(?<![\w]){re.escape(sym)}(?![\w])", text) for sym in apart_symbols(ctx))
 
 
 @dataclass(frozen=True)

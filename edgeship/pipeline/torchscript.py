@@ -9,7 +9,7 @@ from __future__ import annotations
 from edgeship.errors import ExportError
 from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX
 from edgeship.pipeline.context import Context, Skip, required
-from edgeship.pipeline.parity import check_parity, fp32_tolerance, worst_text
+from edgeship.pipeline.parity import apart_samples, check_parity, fp32_tolerance, worst_text
 
 
 def torchscript_stage(ctx: Context) -> str:
@@ -30,8 +30,7 @@ def torchscript_stage(ctx: Context) -> str:
     report = check_parity(ctx, [TorchScriptRunner(required(ctx.spec, "spec"), sm)], "torchscript", fp32_tolerance(ctx))
     if not report.passed:
         bad = report.failures()[0]
-        moved = {s.label for s in ctx.samples if s.sizes != ctx.samples[0].sizes}
-        if any(c.sample in moved for c in report.failures()):  # where dynamic axes took other sizes
+        if any(c.sample in apart_samples(ctx) for c in report.failures()):  # where axes kept apart differed
             ctx.apart_failed = f"TorchScript ({how}) fails parity: [{bad.sample}] {bad.reason}"
         raise ExportError(f"TorchScript ({how}) fails parity, not shipped: [{bad.sample}] {bad.reason}")
     path = ctx.workdir / "torchscript" / "model.pt"
