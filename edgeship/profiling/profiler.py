@@ -26,6 +26,10 @@ can only be profiled at that size (``SpecError`` otherwise).
 ``--per-op`` opens one more session per configuration with onnxruntime's profiler on (never the
 timed one: profiling slows every node) and aggregates its JSON by op type and node.
 ``--compare-torch model.pt`` adds eager PyTorch (and the bundle's TorchScript) rows on the CPU.
+
+No deadline: the cold-start children are bounded, the calls timed in this process are not (a
+bundle whose graph never finishes, such as a Loop of 2^62 iterations, keeps ``profile`` running).
+Profile bundles you trust (``check --timeout`` passes them), or run it under ``timeout``.
 """
 
 from __future__ import annotations
