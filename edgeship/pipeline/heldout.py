@@ -156,7 +156,7 @@ def margin_text(variant: str, margins: dict, source: str | None) -> str | None:
     text = f"{variant}: " + "; ".join(parts)
     held = margins.get("held_out")
     if not held:
-        text += ("; judged on the golden samples only (the example and rows resampled from it): pass --eval-data "
+        text += ("; judged on the golden samples only (what `check` re-runs, all derived from the example): pass --eval-data "
                  f"with held-out inputs (at least {FEW}) for a claim that generalises")
     else:
         text += f" ({source})" + (f"; {held['samples']} held-out samples are few: the margin is a rough one"
