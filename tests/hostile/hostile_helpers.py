@@ -134,3 +134,16 @@ def cli_peak(*args, timeout: float = 120, cwd=None) -> tuple[int, str, int]:
     out = " ".join((p.stdout + p.stderr).split())
     m = re.search(r"PEAK_RSS_KB (\d+)", out)
     return p.returncode, out, int(m.group(1)) // 1024 if m else -1
+
+
+def bundle_files(bundle) -> dict:
+    """A folder bundle's files but its manifest, by relative path: what write_bundle takes again."""
+    return {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def bundle_manifest(bundle, name) -> dict:
+    """Its manifest without what write_bundle adds (schema_version, files), renamed ``name``."""
+    m = json.loads((bundle / MANIFEST).read_text())
+    for key in ("schema_version", "files"):
+        m.pop(key)
+    return {**m, "name": name}

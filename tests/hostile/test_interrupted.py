@@ -2,7 +2,6 @@
 and, after the next run, no temporary behind; folder and zip bundles alike."""
 
 import errno
-import json
 import os
 import shutil
 import signal
@@ -12,30 +11,19 @@ import zipfile
 
 import pytest
 from conftest import arch
-from hostile_helpers import PY, assert_untouched, python_env, snapshot, temps_beside
+from hostile_helpers import PY, assert_untouched, bundle_files, bundle_manifest, python_env, snapshot, temps_beside
 
 import edgeship.bundle.write as B
-from edgeship.bundle import MANIFEST, open_bundle, write_bundle
+from edgeship.bundle import open_bundle, write_bundle
 from edgeship.errors import BundleError
-
-
-def _files(bundle):
-    return {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
-
-
-def _manifest(bundle, name):
-    m = json.loads((bundle / MANIFEST).read_text())
-    for key in ("schema_version", "files"):
-        m.pop(key)
-    return {**m, "name": name}
 
 
 @pytest.fixture(params=["folder", "zip"])
 def old_bundle(request, mlp_bundle, tmp_path):
     """A previous bundle at the output path (written by write_bundle), and the files to write anew."""
     out = tmp_path / ("b.edgeship.zip" if request.param == "zip" else "b.edgeship")
-    files = _files(mlp_bundle)
-    write_bundle(out, files, _manifest(mlp_bundle, "old"))
+    files = bundle_files(mlp_bundle)
+    write_bundle(out, files, bundle_manifest(mlp_bundle, "old"))
     return out, files
 
 
@@ -84,7 +72,7 @@ def test_killed_writer_leaves_old_bundle_and_next_run_cleans_up(old_bundle, mlp_
     proc.stderr.close()
     assert snapshot(out) == before
     assert open_bundle(out).manifest["name"] == "old"
-    write_bundle(out, files, _manifest(mlp_bundle, "next"))  # the next run removes the dead writer's temporary
+    write_bundle(out, files, bundle_manifest(mlp_bundle, "next"))  # the next run removes the dead writer's temporary
     assert not temps_beside(out)
     assert open_bundle(out).manifest["name"] == "next"
 
@@ -134,7 +122,7 @@ def test_enospc_during_export_exit_2_old_bundle_intact(files, tmp_path, cli, mon
 def test_fallback_swap_without_renameat2_replaces_cleanly(old_bundle, mlp_bundle, monkeypatch):
     out, files = old_bundle
     monkeypatch.setattr(B, "_exchange", lambda a, b: False)
-    write_bundle(out, files, _manifest(mlp_bundle, "new"))
+    write_bundle(out, files, bundle_manifest(mlp_bundle, "new"))
     assert open_bundle(out).manifest["name"] == "new" and not temps_beside(out)
 
 
@@ -182,9 +170,9 @@ def test_output_that_is_not_a_bundle_is_never_replaced(mlp_bundle, tmp_path, mak
         os.symlink(target, out)
     else:
         out = tmp_path / "b.edgeship"
-        write_bundle(tmp_path / "b.edgeship.zip", _files(mlp_bundle), {"name": "z"})
+        write_bundle(tmp_path / "b.edgeship.zip", bundle_files(mlp_bundle), {"name": "z"})
         os.rename(tmp_path / "b.edgeship.zip", out)  # a zipped bundle where a folder bundle is asked for
     before = snapshot(out)
     with pytest.raises(BundleError, match="exists and is not an edgeship .*bundle; refusing to replace it"):
-        write_bundle(out, _files(mlp_bundle), {"name": "new"})
+        write_bundle(out, bundle_files(mlp_bundle), {"name": "new"})
     assert_untouched(out, before)

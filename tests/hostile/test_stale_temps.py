@@ -5,7 +5,6 @@ a bundle keeps its permissions (tune as root on a read-only bundle)."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -14,25 +13,16 @@ import sys
 
 import pytest
 from conftest import arch
-from hostile_helpers import snapshot, temps_beside
+from hostile_helpers import bundle_files, bundle_manifest, snapshot, temps_beside
 
 import edgeship.bundle.write as B
-from edgeship.bundle import MANIFEST, open_bundle, write_bundle
+from edgeship.bundle import open_bundle, write_bundle
 from edgeship.errors import BundleError
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 OTHER_UID = 54321  # a user that is not us
 
 
-def _files(bundle):
-    return {p.relative_to(bundle).as_posix(): p for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST}
-
-
-def _manifest(bundle, name):
-    m = json.loads((bundle / MANIFEST).read_text())
-    for key in ("schema_version", "files"):
-        m.pop(key)
-    return {**m, "name": name}
 
 
 def _dead_pid() -> int:
@@ -45,7 +35,7 @@ def _plant(mlp_bundle, folder, name, owner=None):
     """A complete bundle named ``name`` that an attacker left in ``folder``, re-signed as ``planted``."""
     planted = folder / name
     tmp = folder / "staging"
-    write_bundle(tmp, _files(mlp_bundle), _manifest(mlp_bundle, "planted"))
+    write_bundle(tmp, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "planted"))
     os.rename(tmp, planted)
     if owner is not None:
         for p in [planted, *planted.rglob("*")]:
@@ -82,14 +72,14 @@ def test_planted_stale_temporary_never_becomes_the_output_when_the_write_fails(m
     out, plants = _plants(mlp_bundle, shared)
     _fail_copy(monkeypatch)
     with pytest.raises(BundleError, match="nothing was written to") as e:
-        write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "mine"))
+        write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "mine"))
     assert "previous contents are unchanged" not in str(e.value)
     assert not os.path.lexists(out), "a planted temporary was renamed into place"
 
 
 def test_planted_stale_temporary_is_not_adopted_when_the_write_succeeds(mlp_bundle, shared):
     out, plants = _plants(mlp_bundle, shared)
-    write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "mine"))
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "mine"))
     assert open_bundle(out).manifest["name"] == "mine"
     if ROOT:  # another user's temporary is neither adopted nor deleted
         assert plants[1].exists() and open_bundle(plants[1]).manifest["name"] == "planted"
@@ -103,7 +93,7 @@ def test_another_users_temporary_named_like_ours_is_left_alone(mlp_bundle, share
     theirs.mkdir()
     (theirs / "x").write_text("theirs")
     os.lchown(theirs, OTHER_UID, OTHER_UID)
-    write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "mine"))
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "mine"))
     assert (theirs / "x").read_text() == "theirs"
 
 
@@ -111,7 +101,7 @@ def test_our_own_killed_writers_old_bundle_is_still_put_back(mlp_bundle, tmp_pat
     """The recovery the check must not break: our own temporary, our naming, a dead pid."""
     out = tmp_path / "b.edgeship"
     aside = tmp_path / f".b.edgeship.tmp-{_dead_pid()}-abc12345-old"
-    write_bundle(tmp_path / "staging", _files(mlp_bundle), _manifest(mlp_bundle, "old"))
+    write_bundle(tmp_path / "staging", bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "old"))
     os.rename(tmp_path / "staging", aside)
     B._clean_stale_temps(out)
     assert open_bundle(out).manifest["name"] == "old" and not temps_beside(out)
@@ -121,7 +111,7 @@ def test_the_fallback_swap_refuses_a_planted_old_name(mlp_bundle, tmp_path, monk
     """Without renameat2 the old bundle is moved aside under a name the writer creates itself
     (exclusively): one planted there first makes the write fail, the old bundle stays."""
     out = tmp_path / "b.edgeship"
-    write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "old"))
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "old"))
     before = snapshot(out)
     monkeypatch.setattr(B, "_exchange", lambda a, b: False)
     real_mkdtemp = B.tempfile.mkdtemp
@@ -135,7 +125,7 @@ def test_the_fallback_swap_refuses_a_planted_old_name(mlp_bundle, tmp_path, monk
     monkeypatch.setattr(B.tempfile, "mkdtemp", mkdtemp)
     if sys.platform != "win32":
         with pytest.raises(BundleError, match="previous contents are unchanged"):
-            write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "new"))
+            write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "new"))
         assert snapshot(out) == before
 
 
@@ -188,7 +178,7 @@ def test_tune_keeps_a_read_only_bundles_modes(bundle_copy, monkeypatch, cli):
 
 def test_replacing_a_zip_keeps_its_mode(mlp_bundle, tmp_path):
     out = tmp_path / "b.edgeship.zip"
-    write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "old"))
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "old"))
     out.chmod(0o440)
-    write_bundle(out, _files(mlp_bundle), _manifest(mlp_bundle, "new"))
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "new"))
     assert stat.S_IMODE(out.stat().st_mode) == 0o440
