@@ -231,35 +231,6 @@ def eager_generation(model: Any, prompts: list[list[int]], max_new_tokens: int,
     return tokens, logits
 
 
-def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], got: Any, precision: str) -> dict:
-    """Compare a generation with the reference: token agreement, and the logits over the steps where
-    the tokens still agree (the first differing step included) against ``precision``'s tolerance.
-
-    Returns:
-        ``{"passed", "tokens_identical", "token_agreement", "max_abs", "min_cosine", "why"}``.
-    """
-    from edgeship.parity.metrics import judge, metrics
-    from edgeship.parity.tolerances import tolerance_for
-
-    tol = tolerance_for(precision)
-    same, total, why, max_abs, min_cos = 0, 0, None, 0.0, 1.0
-    identical = True
-    for r_tok, r_log, g_tok, g_log in zip(ref_tokens, ref_logits, got.tokens, got.logits):
-        n = min(len(r_tok), len(g_tok))
-        agree = next((i for i in range(n) if r_tok[i] != g_tok[i]), n)
-        identical &= r_tok == g_tok
-        same += agree
-        total += len(r_tok)
-        steps = min(agree + 1, n)
-        m = metrics(r_log[:steps], g_log[:steps], tol)
-        max_abs, min_cos = max(max_abs, m["max_abs"]), min(min_cos, m["cosine"])
-        why = why or judge(m, tol)
-    if precision == "fp32" and not identical and why is None:
-        why = "greedy tokens differ from the eager model's"
-    return {"passed": why is None, "tokens_identical": bool(identical), "token_agreement": same / max(total, 1),
-            "max_abs": max_abs, "min_cosine": min_cos, "why": why}
-
-
 def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None = None,
                      variants: Sequence[str] = VARIANTS, max_new_tokens: int = DEFAULT_NEW_TOKENS,
                      prompts: list[list[int]] | None = None, opset: int = 18, trust_pickle: bool = False,
@@ -285,6 +256,7 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
     if unknown:
         raise SpecError(f"decoder variants {', '.join(unknown)}: use any of {', '.join(VARIANTS)}.")
     from edgeship.generate import check_max_new_tokens
+    from edgeship.parity.decoder import judge_generation
 
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     model = load_causal_lm(folder, trust_pickle)
