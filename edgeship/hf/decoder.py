@@ -298,10 +298,10 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
         files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
         if (folder / "tokenizer.json").is_file():
             files["tokenizer.json"] = folder / "tokenizer.json"
-        manifest = _manifest(name or folder.name, folder, spec, built, parity, rejected, single, source,
+        manifest = _manifest(name or folder.name, folder, spec, built, parity, rejected, source,
                              generation={"eos_token_id": eos_list, "pad_token_id": pad,
                                          "bos_token_id": getattr(text, "bos_token_id", None)},
-                             max_new_tokens=max_new_tokens, tokenizer="tokenizer.json" in files)
+                             max_new_tokens=max_new_tokens, tokenizer="tokenizer.json" in files, opset=opset)
         from edgeship.bundle.write import write_bundle
 
         bundle = write_bundle(output, files, manifest)
@@ -376,8 +376,9 @@ def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], 
 
 
 def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], parity: dict[str, dict],
-              rejected: dict[str, str], single: list, source: dict | None, generation: dict, max_new_tokens: int,
-              tokenizer: bool) -> dict:
+              rejected: dict[str, str], source: dict | None, generation: dict, max_new_tokens: int,
+              tokenizer: bool, opset: int) -> dict:
+    from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.manifest import VariantResult
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
@@ -403,6 +404,7 @@ def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], par
         "variants": variants,
         "defaults": {"cpu": "fp32"},
         "candidates": {"cpu": candidates},
+        "selection": {},
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
                    "samples": [{"label": "prefill", "sizes": {}, "about": "the first golden prompt, past of length 0"},
                                {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
@@ -411,8 +413,9 @@ def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], par
                        "parity": {v: {k: x for k, x in p.items() if k != "why"} for v, p in parity.items()}},
         **({"tokenizer": "tokenizer.json"} if tokenizer else {}),
         "torchscript": None,
-        "source": {"file": folder.name, "format": "hf-folder", "task": "text-generation", "exporter": "dynamo",
-                   "opset": 18, **(source or {})},
+        "source": {"file": folder.name, "sha256": sha256_file(folder / "config.json"), "format": "hf_folder",
+                   "arch": None, "arch_kwargs": {}, "exporter": "dynamo", "opset": opset, "task": "text-generation",
+                   **(source or {})},
         "host": host_info(),
         "notes": notes,
     }
