@@ -366,7 +366,7 @@ def _save_single(work: Path, single: list[tuple[dict, dict]]) -> tuple[Path, Pat
 
 
 def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> None:
-    data = {}
+    data: dict[str, Any] = {}
     for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
         data[f"{i}/prompt"] = np.array(p, np.int64)
         data[f"{i}/tokens"] = np.array(t, np.int64)
