@@ -157,7 +157,7 @@ def read_folder(path: str | Path, task: str | None = None, trust_pickle: bool = 
     archs = config.get("architectures") or []
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
         raise ModelLoadError(f"{p / 'config.json'}: 'architectures' is not a list of class names.")
-    weights, safe = _weights(p, trust_pickle)
+    weights, safe = weights_file(p, trust_pickle)
     tok_config: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the tokenizer's config wins
         if (p / name).is_file():
@@ -172,7 +172,13 @@ def read_folder(path: str | Path, task: str | None = None, trust_pickle: bool = 
                     tok_config, preprocessor, pooling)
 
 
-def _weights(p: Path, trust_pickle: bool) -> tuple[Path, bool]:
+def weights_file(p: Path, trust_pickle: bool) -> tuple[Path, bool]:
+    """The weights file and whether it is safetensors.
+
+    Raises:
+        UnsafeModelError: pytorch_model.bin only, without ``trust_pickle``.
+        ModelLoadError: no weights.
+    """
     for name in (SAFETENSORS, SAFETENSORS_INDEX):
         if (p / name).is_file():
             return p / name, True
