@@ -301,7 +301,7 @@ def export_causal_lm_folder(config: Any, progress: Any) -> Any:
     if folder.task != CAUSAL_LM:
         return None
     try:
-        from edgeship.hf import decoder  # type: ignore[attr-defined]
+        from edgeship.hf import decoder
     except ImportError as e:
         if e.name not in ("edgeship.hf.decoder",):
             raise

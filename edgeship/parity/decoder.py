@@ -24,21 +24,6 @@ MAX_PROMPTS = 64
 MAX_STEPS = 4096
 
 
-def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], got: Any, precision: str) -> dict:
-    """Compare a generation (``got.tokens``, ``got.logits``) with the reference over all prompts.
-
-    Returns:
-        ``{"passed", "tokens_identical", "token_agreement", "max_abs", "min_cosine", "why"}``.
-    """
-    rows = [judge_prompt(rt, rl, gt, gl, precision) for rt, rl, gt, gl in zip(ref_tokens, ref_logits, got.tokens, got.logits)]
-    same = sum(r["agree"] for r in rows)
-    total = sum(len(t) for t in ref_tokens)
-    return {"passed": all(r["passed"] for r in rows), "tokens_identical": all(r["tokens_identical"] for r in rows),
-            "token_agreement": same / max(total, 1), "max_abs": max((r["max_abs"] for r in rows), default=0.0),
-            "min_cosine": min((r["cosine"] for r in rows), default=1.0),
-            "why": next((r["why"] for r in rows if r["why"]), None)}
-
-
 def judge_prompt(ref_tokens: list[int], ref_logits: np.ndarray, tokens: list[int], logits: np.ndarray,
                  precision: str) -> dict:
     """One prompt: tokens agreement and the logits' metrics (``parity.metrics``) over the agreeing steps."""
@@ -87,26 +72,45 @@ def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarr
     return prompts, tokens, logits
 
 
+def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                  eos: list[int], pad: int, variant: str, precision: str) -> list[OutputCheck]:
+    """Greedy generation of each golden prompt on ``session`` (an onnxruntime session of one variant),
+    judged against the golden tokens and logits: one check per prompt (output ``generation``)."""
+    from edgeship.generate import run_loop
+
+    checks = []
+    for i, (p, t, lg) in enumerate(zip(*golden)):
+        got = run_loop(session, layout, [p], len(t), eos, pad, output_logits=True)
+        r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], precision)
+        checks.append(OutputCheck("onnxruntime-cpu", variant, "generation", f"prompt-{i}", r["passed"],
+                                  {"max_abs": r["max_abs"], "cosine": r["cosine"], "token_agreement": r["agree"] / len(t)},
+                                  r["why"]))
+    return checks
+
+
+def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
+    """The end-of-sequence ids and the pad id a decoder bundle generates with (checked)."""
+    from edgeship.generate import generation_meta
+
+    meta = generation_meta(manifest)
+    eos = meta.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return eos, int(meta.get("pad_token_id", min(eos) if eos else 0))
+
+
 def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport:
     """Re-run greedy generation of the golden prompts on each variant (onnxruntime, CPU)."""
     import onnxruntime as ort
 
-    from edgeship.generate import decoder_layout, generation_meta, run_loop
+    from edgeship.generate import decoder_layout
 
     layout = decoder_layout(spec)
-    prompts, tokens, logits = read_golden(b)
-    meta = generation_meta(b.manifest)
-    eos = meta.get("eos_token_id")
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    golden = read_golden(b)
+    eos, pad = eos_and_pad(b.manifest)
     shipped = variants_of(b.manifest)
-    checks = []
+    checks: list[OutputCheck] = []
     for name in variants:
         v = shipped[name]
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
-        for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
-            got = run_loop(session, layout, [p], len(t), eos, int(meta.get("pad_token_id", 0)), output_logits=True)
-            r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], v.precision)
-            checks.append(OutputCheck("onnxruntime-cpu", name, "generation", f"prompt-{i}", r["passed"],
-                                      {"max_abs": r["max_abs"], "cosine": r["cosine"],
-                                       "token_agreement": r["agree"] / len(t)}, r["why"]))
+        checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
     return ParityReport(tuple(checks))
