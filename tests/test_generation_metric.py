@@ -92,6 +92,9 @@ def test_precomputed_reference_logits(table):
     a = teacher_forced([seq], bigram(table * 1.5), ref)
     b = teacher_forced([seq], bigram(table * 1.5), bigram(table))
     assert a.to_dict() == b.to_dict() and a.mean_logprob_delta > 0
+    # one row per generated token, as generate(output_logits=True) gives: the same figures
+    steps = [table[seq.ids[seq.prompt_len - 1:-1]].astype(np.float32)]
+    assert teacher_forced([seq], bigram(table * 1.5), steps).to_dict() == a.to_dict()
 
 
 def test_log_softmax_is_stable():
@@ -122,6 +125,8 @@ def test_errors(table):
         teacher_forced([seq], lambda ids, m: table[ids] * np.nan, bigram(table))
     with pytest.raises(SpecError, match="differ in shape"):
         teacher_forced([seq], bigram(table), [np.zeros((5, VOCAB + 1))])
+    with pytest.raises(SpecError, match="reference logits hold NaN"):
+        teacher_forced([seq], bigram(table), [np.full((4, VOCAB), np.inf)])
     with pytest.raises(SpecError, match="2 reference logits for 1"):
         teacher_forced([seq], bigram(table), [np.zeros((5, VOCAB))] * 2)
     with pytest.raises(SpecError, match="min_agreement must be in"):

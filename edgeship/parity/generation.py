@@ -178,13 +178,20 @@ def sequence_logits(logits_fn: LogitsFn, seq: GoldenSequence) -> np.ndarray:
 
 
 def compare_sequence(seq: GoldenSequence, candidate: np.ndarray, reference: np.ndarray) -> SequenceAgreement:
-    """Agreement and log-prob delta of one sequence from its candidate and reference logits ([L, vocab])."""
-    if candidate.shape != reference.shape:
-        raise SpecError(f"golden sequence {seq.label!r}: candidate logits {list(candidate.shape)} and reference "
-                        f"logits {list(reference.shape)} differ in shape.")
+    """Agreement and log-prob delta of one sequence from its candidate logits [L, vocab] and its
+    reference logits: [L, vocab] over the whole sequence, or [continuation, vocab], one row per
+    generated token (what ``generate(output_logits=True)`` gives)."""
     # the logits at position p predict the token at p + 1
     steps = slice(seq.prompt_len - 1, len(seq.ids) - 1)
     target = seq.continuation
+    if reference.ndim == 2 and reference.shape[0] == len(target):
+        reference = np.concatenate([np.zeros((seq.prompt_len - 1, reference.shape[1]), reference.dtype), reference,
+                                    np.zeros((1, reference.shape[1]), reference.dtype)])
+    if candidate.shape != reference.shape:
+        raise SpecError(f"golden sequence {seq.label!r}: candidate logits {list(candidate.shape)} and reference "
+                        f"logits {list(reference.shape)} differ in shape.")
+    if not np.all(np.isfinite(reference[steps])):
+        raise SpecError(f"golden sequence {seq.label!r}: the reference logits hold NaN or Inf.")
     rows = np.arange(len(target))
     agree = np.argmax(candidate[steps], axis=-1) == target
     delta = np.abs(log_softmax(candidate[steps])[rows, target] - log_softmax(reference[steps])[rows, target])
@@ -196,8 +203,9 @@ def compare_sequence(seq: GoldenSequence, candidate: np.ndarray, reference: np.n
 def teacher_forced(sequences: Sequence[GoldenSequence], candidate: LogitsFn,
                    reference: LogitsFn | Sequence[np.ndarray], tolerance: GenerationTolerance | None = None,
                    variant: str = "", precision: str = "int8") -> GenerationReport:
-    """Judge ``candidate`` on ``sequences`` against ``reference`` (a logits function, or each
-    sequence's reference logits [1, L, vocab] or [L, vocab] already computed).
+    """Judge ``candidate`` on ``sequences`` against ``reference``: a logits function, or each
+    sequence's reference logits already computed, [1, L, vocab], [L, vocab] or one row per
+    continuation token [continuation, vocab].
 
     Raises:
         SpecError: no sequences, or logits of the wrong shape or with NaN/Inf.
