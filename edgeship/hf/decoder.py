@@ -11,9 +11,11 @@ onnxruntime at past 0 (prefill) and sequence 1 (decode).
 
 Parity is judged on generation: the eager model's greedy tokens (``generate(do_sample=False)``) and
 per-step logits for a few golden prompts. fp32 must give the same tokens and logits within the fp32
-tolerance; a quantized variant is kept when its logits pass its precision's tolerance over the steps
-where its tokens still agree with the reference. The golden prompts, tokens and logits travel in the
-bundle (``golden/generation.npz``), so ``edgeship check`` re-runs generation on any machine.
+tolerance; a quantized variant (dynamic int8, weight-only int4) is kept when it passes the
+teacher-forced generation gate (:mod:`edgeship.parity.generation`: next-token agreement with the
+reference's greedy tokens, and the log-prob delta, each golden sequence in one prefill call). The
+golden prompts, tokens and logits travel in the bundle (``golden/generation.npz``), so ``edgeship
+check`` re-runs generation on any machine.
 
 torch and transformers are imported inside the functions.
 """
@@ -38,8 +40,8 @@ log = logging.getLogger(__name__)
 GOLDEN_TEXTS = ("hello world", "the quick brown fox", "once upon a time there was")
 GOLDEN_FILE = "golden/generation.npz"
 DEFAULT_NEW_TOKENS = 16
-VARIANTS = ("fp32", "int8_dynamic")
-PRECISION = {"fp32": "fp32", "int8_dynamic": "int8"}
+VARIANTS = ("fp32", "int8_dynamic", "int4")
+PRECISION = {"fp32": "fp32", "int8_dynamic": "int8", "int4": "int4"}
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
              "tensor(bool)": "bool"}
 
@@ -263,19 +265,23 @@ def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], 
 def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None = None,
                      variants: Sequence[str] = VARIANTS, max_new_tokens: int = DEFAULT_NEW_TOKENS,
                      prompts: list[list[int]] | None = None, opset: int = 18, trust_pickle: bool = False,
-                     source: dict | None = None) -> DecoderResult:
+                     source: dict | None = None, int4_block_size: int = 32, int4_scheme: str = "sym",
+                     generation_tolerances: dict[str, Any] | None = None) -> DecoderResult:
     """Export the causal LM of a ``save_pretrained`` folder to a decoder bundle at ``output``.
 
     Args:
         folder: the model folder (config.json, safetensors weights, optionally tokenizer.json).
         output: the bundle path (``NAME.edgeship`` or ``NAME.edgeship.zip``).
         name: the bundle's name (default: the folder's).
-        variants: which to build: ``fp32`` (always) and ``int8_dynamic``.
+        variants: which to build: ``fp32`` (always), ``int8_dynamic`` and ``int4``.
         max_new_tokens: golden generation length per prompt.
         prompts: golden prompts as token ids (default: :func:`golden_prompts`).
         opset: the ONNX opset.
         trust_pickle: allow a folder with only pickled weights.
         source: extra facts for the manifest's ``source`` (the caller's detection of the task).
+        int4_block_size, int4_scheme: the int4 variant's block size and ``sym``/``asym``.
+        generation_tolerances: precision -> :class:`edgeship.parity.generation.GenerationTolerance`, in
+            place of the defaults (agreement >= 0.9 for int8 and int4).
 
     Raises:
         SpecError: an unknown variant; ModelLoadError, ExportError; ParityError: fp32 misses parity.
@@ -310,10 +316,23 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
                 built["int8_dynamic"] = build_dynamic(work / "fp32.onnx", work / "int8_dynamic.onnx")
             except QuantizationError as e:
                 rejected["int8_dynamic"] = str(e)
+        if "int4" in variants:
+            from edgeship.errors import QuantizationError
+            from edgeship.exporters.quantize import build_int4
+
+            try:
+                built["int4"] = build_int4(work / "fp32.onnx", work / "int4.onnx", int4_block_size, int4_scheme)
+            except QuantizationError as e:
+                rejected["int4"] = str(e)
         parity = {}
         for v, file in list(built.items()):
             got = _onnx_generation(file, spec, prompts, max_new_tokens, eos_list, pad)
             parity[v] = judge_generation(ref_tokens, ref_logits, got, PRECISION[v])
+            gate = teacher_forced_gate(file, spec, prompts, ref_tokens, ref_logits, PRECISION[v], v,
+                                       (generation_tolerances or {}).get(PRECISION[v]))
+            parity[v]["teacher_forced"] = gate.to_dict()
+            if PRECISION[v] != "fp32":  # quantized variants: the generation gate decides
+                parity[v].update(passed=gate.passed, why=gate.reason or None)
             if not parity[v]["passed"]:
                 if v == "fp32":
                     raise ParityError(f"the fp32 decoder misses parity with transformers: {parity[v]['why']}.")
@@ -334,6 +353,22 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
 
         bundle = write_bundle(output, files, manifest)
     return DecoderResult(bundle, "fp32", parity, rejected)
+
+
+def teacher_forced_gate(path: Path, spec: IOSpec, prompts: list[list[int]], ref_tokens: list[list[int]],
+                       ref_logits: list[np.ndarray], precision: str, name: str, tolerance: Any = None) -> Any:
+    """The generation gate (:func:`edgeship.parity.generation.teacher_forced`) of one variant's file: each
+    prompt with the reference's greedy tokens, in one prefill call, against the reference's step logits."""
+    import onnxruntime as ort
+
+    from edgeship.generate import decoder_layout
+    from edgeship.parity.generation import GoldenSequence, prefill_logits_fn, teacher_forced
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(prompts, ref_tokens, ref_logits)) if t]
+    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
+    return teacher_forced(seqs, prefill_logits_fn(session, decoder_layout(spec)), [lg[:len(t)] for _, _, t, lg in kept],
+                          tolerance, precision=precision, variant=name)
 
 
 def _onnx_generation(path: Path, spec: IOSpec, prompts: list[list[int]], max_new_tokens: int,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -229,3 +230,23 @@ def teacher_forced(sequences: Sequence[GoldenSequence], candidate: LogitsFn,
         raise SpecError(f"generation tolerance {tol.to_dict()}: min_agreement must be in [0, 1] and "
                         "max_logprob_delta a finite number >= 0.")
     return GenerationReport(variant, tuple(results), tol)
+
+
+def prefill_logits_fn(session: Any, layout: Any) -> LogitsFn:
+    """A :data:`LogitsFn` over a decoder graph's onnxruntime session (duck-typed: ``run(None, feeds)``):
+    the whole sequence in one prefill call, past of length 0. ``layout``: an
+    ``edgeship.generate.DecoderLayout`` (``past_names``, ``kv_heads``, ``head_dim``, ``past_dtype``,
+    ``position_ids``)."""
+    out_names = [o.name for o in session.get_outputs()]
+    at = out_names.index("logits")
+
+    def fn(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        batch, length = input_ids.shape
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if layout.position_ids:
+            feeds["position_ids"] = np.broadcast_to(np.arange(length, dtype=np.int64), (batch, length)).copy()
+        empty = np.zeros((batch, layout.kv_heads, 0, layout.head_dim), dtype=np.dtype(layout.past_dtype))
+        feeds.update({name: empty for name in layout.past_names})
+        return session.run([out_names[at]], feeds)[0]
+
+    return fn
