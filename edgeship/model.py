@@ -284,6 +284,35 @@ class Model:
             raise self._run_error(arrays, e) from e
         return dict(zip(self._out_names, binding.get_outputs()))
 
+    def generate(self, prompt: Any, max_new_tokens: int = 32, eos_token_id: int | list[int] | None = None, *,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None) -> Any:
+        """Generate text tokens with a decoder bundle (a causal LM exported from a ``save_pretrained``
+        folder): greedy by default, as transformers' ``generate(do_sample=False)``. Torch-free: the
+        loop runs on onnxruntime with the KV cache kept there (:mod:`edgeship.generate`).
+
+        Args:
+            prompt: token ids (list of ints or 1-D array) or a text (the bundle's tokenizer); a list
+                of them (or a 2-D array) is a batch, padded on the left.
+            max_new_tokens: at most this many new tokens per prompt.
+            eos_token_id: stop at this token (or any of a list); None: the bundle's; ``[]``: never early.
+            do_sample, temperature, top_k, top_p, seed: sampling instead of greedy.
+
+        Returns:
+            The new token ids (a list of ints; a list of lists for a batch), the end-of-sequence
+            token included where it stopped a prompt.
+
+        Raises:
+            SpecError: the bundle is not a decoder, or a bad prompt or argument.
+        """
+        from edgeship.generate import generate
+
+        single = isinstance(prompt, str) or (isinstance(prompt, np.ndarray) and prompt.ndim == 1) or (
+            isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(x, (int, np.integer)) for x in prompt))
+        out = generate(self, prompt, max_new_tokens, eos_token_id, do_sample=do_sample, temperature=temperature,
+                       top_k=top_k, top_p=top_p, seed=seed)
+        return out.tokens[0] if single else out.tokens
+
     def close(self) -> None:
         """Free the runtime's session and the memory it holds, and close the bundle (a zip's open
         file); a call after it raises InferenceError. The manifest stays (``m.manifest``);

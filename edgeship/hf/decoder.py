@@ -233,35 +233,6 @@ def eager_generation(model: Any, prompts: list[list[int]], max_new_tokens: int,
     return tokens, logits
 
 
-def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], got: Any, precision: str) -> dict:
-    """Compare a generation with the reference: token agreement, and the logits over the steps where
-    the tokens still agree (the first differing step included) against ``precision``'s tolerance.
-
-    Returns:
-        ``{"passed", "tokens_identical", "token_agreement", "max_abs", "min_cosine", "why"}``.
-    """
-    from edgeship.parity.metrics import judge, metrics
-    from edgeship.parity.tolerances import tolerance_for
-
-    tol = tolerance_for(precision)
-    same, total, why, max_abs, min_cos = 0, 0, None, 0.0, 1.0
-    identical = True
-    for r_tok, r_log, g_tok, g_log in zip(ref_tokens, ref_logits, got.tokens, got.logits):
-        n = min(len(r_tok), len(g_tok))
-        agree = next((i for i in range(n) if r_tok[i] != g_tok[i]), n)
-        identical &= r_tok == g_tok
-        same += agree
-        total += len(r_tok)
-        steps = min(agree + 1, n)
-        m = metrics(r_log[:steps], g_log[:steps], tol)
-        max_abs, min_cos = max(max_abs, m["max_abs"]), min(min_cos, m["cosine"])
-        why = why or judge(m, tol)
-    if precision == "fp32" and not identical and why is None:
-        why = "greedy tokens differ from the eager model's"
-    return {"passed": why is None, "tokens_identical": bool(identical), "token_agreement": same / max(total, 1),
-            "max_abs": max_abs, "min_cosine": min_cos, "why": why}
-
-
 def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None = None,
                      variants: Sequence[str] = VARIANTS, max_new_tokens: int = DEFAULT_NEW_TOKENS,
                      prompts: list[list[int]] | None = None, opset: int = 18, trust_pickle: bool = False,
@@ -291,6 +262,7 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
     if unknown:
         raise SpecError(f"decoder variants {', '.join(unknown)}: use any of {', '.join(VARIANTS)}.")
     from edgeship.generate import check_max_new_tokens
+    from edgeship.parity.decoder import judge_generation
 
     max_new_tokens = check_max_new_tokens(max_new_tokens)
     model = load_causal_lm(folder, trust_pickle)
@@ -345,10 +317,10 @@ def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None
         files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
         if (folder / "tokenizer.json").is_file():
             files["tokenizer.json"] = folder / "tokenizer.json"
-        manifest = _manifest(name or folder.name, folder, spec, built, parity, rejected, single, source,
+        manifest = _manifest(name or folder.name, folder, spec, built, parity, rejected, source,
                              generation={"eos_token_id": eos_list, "pad_token_id": pad,
                                          "bos_token_id": getattr(text, "bos_token_id", None)},
-                             max_new_tokens=max_new_tokens, tokenizer="tokenizer.json" in files)
+                             max_new_tokens=max_new_tokens, tokenizer="tokenizer.json" in files, opset=opset)
         from edgeship.bundle.write import write_bundle
 
         bundle = write_bundle(output, files, manifest)
@@ -429,7 +401,7 @@ def _save_single(work: Path, single: list[tuple[dict, dict]]) -> tuple[Path, Pat
 
 
 def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> None:
-    data = {}
+    data: dict[str, Any] = {}
     for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
         data[f"{i}/prompt"] = np.array(p, np.int64)
         data[f"{i}/tokens"] = np.array(t, np.int64)
@@ -439,8 +411,9 @@ def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], 
 
 
 def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], parity: dict[str, dict],
-              rejected: dict[str, str], single: list, source: dict | None, generation: dict, max_new_tokens: int,
-              tokenizer: bool) -> dict:
+              rejected: dict[str, str], source: dict | None, generation: dict, max_new_tokens: int,
+              tokenizer: bool, opset: int) -> dict:
+    from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.manifest import VariantResult
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
@@ -466,6 +439,7 @@ def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], par
         "variants": variants,
         "defaults": {"cpu": "fp32"},
         "candidates": {"cpu": candidates},
+        "selection": {},
         "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
                    "samples": [{"label": "prefill", "sizes": {}, "about": "the first golden prompt, past of length 0"},
                                {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
@@ -474,8 +448,9 @@ def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], par
                        "parity": {v: {k: x for k, x in p.items() if k != "why"} for v, p in parity.items()}},
         **({"tokenizer": "tokenizer.json"} if tokenizer else {}),
         "torchscript": None,
-        "source": {"file": folder.name, "format": "hf-folder", "task": "text-generation", "exporter": "dynamo",
-                   "opset": 18, **(source or {})},
+        "source": {"file": folder.name, "sha256": sha256_file(folder / "config.json"), "format": "hf_folder",
+                   "arch": None, "arch_kwargs": {}, "exporter": "dynamo", "opset": opset, "task": "text-generation",
+                   **(source or {})},
         "host": host_info(),
         "notes": notes,
     }
