@@ -11,9 +11,11 @@ onnxruntime at past 0 (prefill) and sequence 1 (decode).
 
 Parity is judged on generation: the eager model's greedy tokens (``generate(do_sample=False)``) and
 per-step logits for a few golden prompts. fp32 must give the same tokens and logits within the fp32
-tolerance; a quantized variant is kept when its logits pass its precision's tolerance over the steps
-where its tokens still agree with the reference. The golden prompts, tokens and logits travel in the
-bundle (``golden/generation.npz``), so ``edgeship check`` re-runs generation on any machine.
+tolerance; a quantized variant (dynamic int8, weight-only int4) is kept when it passes the
+teacher-forced generation gate (:mod:`edgeship.parity.generation`: next-token agreement with the
+reference's greedy tokens, and the log-prob delta, each golden sequence in one prefill call). The
+golden prompts, tokens and logits travel in the bundle (``golden/generation.npz``), so ``edgeship
+check`` re-runs generation on any machine.
 
 torch and transformers are imported inside the functions.
 """
@@ -39,8 +41,8 @@ log = logging.getLogger(__name__)
 GOLDEN_TEXTS = ("hello world", "the quick brown fox", "once upon a time there was")
 GOLDEN_FILE = "golden/generation.npz"
 DEFAULT_NEW_TOKENS = 16
-VARIANTS = ("fp32", "int8_dynamic")
-PRECISION = {"fp32": "fp32", "int8_dynamic": "int8"}
+VARIANTS = ("fp32", "int8_dynamic", "int4")
+PRECISION = {"fp32": "fp32", "int8_dynamic": "int8", "int4": "int4"}
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
              "tensor(bool)": "bool"}
 
@@ -250,5 +252,3 @@ def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[d
     for p in names:
         decode[p] = first[p.replace("past_key_values.", "present.")]
     return [(prefill, first), (decode, run(decode))]
-
-

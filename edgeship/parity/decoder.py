@@ -21,6 +21,7 @@ from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.spec import IOSpec
 
 MAX_PROMPTS = 64
+TEACHER_FORCED = "teacher-forced"  # the sample label of a quantized variant's generation gate
 MAX_STEPS = 4096
 
 
@@ -88,6 +89,24 @@ def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list
     return checks
 
 
+def teacher_forced_check(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                         variant: str, precision: str) -> tuple[OutputCheck, dict]:
+    """A quantized variant's generation gate (:func:`edgeship.parity.generation.teacher_forced`: each golden
+    prompt with the reference's greedy tokens in one prefill call, next-token agreement and log-prob delta
+    against the reference's step logits) as one check (sample ``teacher-forced``), and its tolerance."""
+    from edgeship.parity.generation import GoldenSequence, generation_tolerance, prefill_logits_fn, teacher_forced
+
+    kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(*golden)) if t]
+    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
+    tol = generation_tolerance(precision)
+    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), [lg[:len(t)] for _, _, t, lg in kept], tol,
+                          precision=precision, variant=variant)
+    metrics = {"token_agreement": gate.agreement, "min_agreement": gate.min_agreement,
+               "mean_logprob_delta": gate.mean_logprob_delta, "max_logprob_delta": gate.max_logprob_delta}
+    return (OutputCheck("onnxruntime-cpu", variant, "generation", TEACHER_FORCED, gate.passed, metrics, gate.reason or None),
+            tol.to_dict())
+
+
 def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
     """The end-of-sequence ids and the pad id a decoder bundle generates with (checked)."""
     from edgeship.generate import generation_meta
@@ -112,5 +131,8 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     for name in variants:
         v = shipped[name]
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
-        checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
+        if v.precision == "fp32":
+            checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
+        else:
+            checks.append(teacher_forced_check(session, layout, golden, name, v.precision)[0])
     return ParityReport(tuple(checks))

@@ -302,7 +302,7 @@ def quantize_model(model: str | os.PathLike[str], method: str = "dynamic", outpu
     from edgeship.pipeline.quantize import VARIANT
 
     if method not in VARIANT:
-        raise SpecError(f"--method {method!r}: use dynamic, static or fp16.")
+        raise SpecError(f"--method {method!r}: use dynamic, static, fp16 or int4.")
     name = VARIANT[method][0]
     model = Path(model)
     out = Path(output) if output is not None else model.with_name(f"{model.stem}.{name}.onnx")
