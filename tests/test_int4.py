@@ -178,13 +178,16 @@ def lm_bundle(tmp_path_factory):
     thin), int8's raised to 1.0 so the gate's refusal shows too."""
     from hf_lm_fixtures import save_causal_lm
 
+    from edgeship.config import ExportConfig
     from edgeship.hf.decoder import export_causal_lm
+    from edgeship.hf.folder import read_folder
     from edgeship.parity.generation import GenerationTolerance
 
     d = tmp_path_factory.mktemp("lm")
     folder = save_causal_lm(d / "tiny-llama", "llama", hidden=256, layers=2, heads=4, kv_heads=2)
-    result = export_causal_lm(folder, d / "lm.edgeship", generation_tolerances={
-        "int4": GenerationTolerance(min_agreement=0.5), "int8": GenerationTolerance(min_agreement=1.0)})
+    result = export_causal_lm(read_folder(folder), ExportConfig(model=folder, output=d / "lm.edgeship"),
+                              generation_tolerances={"int4": GenerationTolerance(min_agreement=0.5),
+                                                     "int8": GenerationTolerance(min_agreement=1.0)})
     return result
 
 
@@ -235,7 +238,8 @@ def test_decoder_int4_is_gated_by_teacher_forced_agreement(lm_bundle, tmp_path):
     int8 = parity["int8_dynamic"]["teacher_forced"]
     if int8["agreement"] < 1.0:
         assert "int8_dynamic" not in manifest["variants"]
-        assert "teacher-forced next-token agreement" in lm_bundle.rejected["int8_dynamic"]
+        rejected = json.loads((lm_bundle.bundle / "report.json").read_text())["rejected"]
+        assert "teacher-forced next-token agreement" in rejected["int8_dynamic"]["reason"]
     else:
         assert "int8_dynamic" in manifest["variants"]
 

@@ -59,7 +59,8 @@ def load_causal_lm(folder: HFFolder) -> Any:
     return build_model(folder)
 
 
-def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None) -> ExportResult:
+def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None,
+                     generation_tolerances: dict[str, Any] | None = None) -> ExportResult:
     """``edgeship export DIR`` for a causal LM (:func:`edgeship.hf.build.export_causal_lm_folder` calls it):
     the KV-cache graph, its variants, generation parity and the bundle; see
     :func:`edgeship.hf.decoder_export.export_decoder`.
@@ -69,7 +70,7 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = Non
     """
     from edgeship.hf.decoder_export import export_decoder
 
-    return export_decoder(folder, config, progress)
+    return export_decoder(folder, config, progress, generation_tolerances)
 
 
 def _wrapper(model: Any) -> Any:

@@ -75,8 +75,12 @@ class _Stages:
         return out
 
 
-def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None) -> Any:
+def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None,
+                   generation_tolerances: dict[str, Any] | None = None) -> Any:
     """Export ``folder``'s causal LM to the bundle ``config.output_path``; see the module docstring.
+
+    ``generation_tolerances``: precision -> :class:`edgeship.parity.generation.GenerationTolerance`
+    for the quantized variants' teacher-forced gate, in place of the defaults (agreement ≥ 0.9).
 
     Returns:
         The pipeline's ``ExportResult``.
@@ -116,19 +120,19 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
             st.run("quantize", lambda: _quantize(work, variants, built, rejected, config),
                    lambda _: ", ".join(built) + (f"; failed: {', '.join(rejected)}" if rejected else ""))
         golden = (prompts, ref_tokens, ref_logits)
-        report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad),
-                        lambda r: f"{sum(c.passed for c in r.checks)}/{len(r.checks)} prompt generations pass")
+        report, gates = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, generation_tolerances),
+                               lambda r: f"{sum(c.passed for c in r[0].checks)}/{len(r[0].checks)} generation checks pass")
         for v in list(built):
             bad = [c for c in report.checks if c.variant == v and not c.passed]
             if bad and v == "fp32":
                 raise ParityError(f"the fp32 decoder graph misses generation parity with transformers: "
                                   f"[{bad[0].sample}] {bad[0].reason}. Nothing was written to {config.output_path}.")
             if bad:
-                rejected[v] = {"reason": f"[{bad[0].sample}] {bad[0].reason}"}
+                rejected[v] = {"reason": f"[{bad[0].sample}] {bad[0].reason}", "generation": gates[v]}
                 notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
                 del built[v]
-        bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
-                                                             eos_list, pad, text, notes, opset, st.done),
+        bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, gates, golden,
+                                                             single, eos_list, pad, text, notes, rejected, opset, st.done),
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
@@ -148,7 +152,10 @@ def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected:
             rejected[v] = {"reason": str(e)}
 
 
-def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None) -> ParityReport:
+def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None,
+            tolerances: dict[str, Any] | None) -> tuple[ParityReport, dict[str, dict]]:
+    """Every variant's teacher-forced gate; fp32's free-running greedy generation (tokens identical,
+    logits within the fp32 tolerance) decides for fp32, the gate for a quantized variant."""
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout
@@ -157,32 +164,34 @@ def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int],
 
     layout = decoder_layout(spec)
     checks: list[OutputCheck] = []
-    tolerances = {}
+    tols, gates = {}, {}
     for v, file in built.items():
         session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        check, gate = teacher_forced_check(session, layout, golden, v, PRECISION[v], (tolerances or {}).get(PRECISION[v]))
+        gates[v] = gate.to_dict()
         if PRECISION[v] == "fp32":
             checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, PRECISION[v])
-            tolerances[v] = {"generation": tolerance_for(PRECISION[v]).to_dict()}
+            tols[v] = {"generation": tolerance_for(PRECISION[v]).to_dict()}
         else:  # a quantized variant's free-running tokens drift: the teacher-forced gate judges it
-            check, tol = teacher_forced_check(session, layout, golden, v, PRECISION[v])
             checks.append(check)
-            tolerances[v] = {"generation": tol}
-    return ParityReport(tuple(checks), tolerances)
+            tols[v] = {"generation": gate.tolerance.to_dict()}
+    return ParityReport(tuple(checks), tols), gates
 
 
-def _summary(report: ParityReport, v: str) -> dict:
+def _summary(report: ParityReport, v: str, gate: dict) -> dict:
     rows = [c for c in report.checks if c.variant == v]
-    out = {"passed": all(c.passed for c in rows),
+    out = {"passed": all(c.passed for c in rows), "teacher_forced": gate,
            "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows]))}
     if rows[0].sample == TEACHER_FORCED:
-        return {**out, "teacher_forced": rows[0].metrics}
+        return out
     return {**out, "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
             "max_abs": max(c.metrics["max_abs"] for c in rows), "min_cosine": min(c.metrics["cosine"] for c in rows)}
 
 
 def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
-             report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
-             notes: list[str], opset: int, stages: list[StageResult]) -> tuple[Path, dict[str, VariantResult]]:
+             report: ParityReport, gates: dict[str, dict], golden: tuple, single: list, eos: list[int], pad: int | None,
+             text: Any, notes: list[str], rejected: dict[str, dict], opset: int,
+             stages: list[StageResult]) -> tuple[Path, dict[str, VariantResult]]:
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
@@ -194,7 +203,7 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     files = {f"models/{v}.onnx": f for v, f in built.items()}
     files[GOLDEN_FILE] = _save_golden(work / "generation.npz", *golden)
     files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
-    summaries = {v: _summary(report, v) for v in {c.variant for c in report.checks}}
+    summaries = {v: _summary(report, v, gates[v]) for v in gates}
     shipped = {v: VariantResult(name=v, file=f"models/{v}.onnx", precision=PRECISION[v], size=f.stat().st_size,
                                 passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v].get("max_abs"),
                                 min_cosine=summaries[v].get("min_cosine"), tolerance={"generation": report.tolerances[v]["generation"]})
@@ -217,8 +226,9 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
                   "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
                   "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
-                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}).summary() for v, f in built.items()},
-                  "rejected": {}, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
+                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, generation=gates[v]).summary()
+                               for v, f in built.items()},
+                  "rejected": rejected, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
                   "generation": summaries}
     (work / "report.json").write_text(jsonout.dumps(report_doc, indent=2))
     files["report.json"] = work / "report.json"

@@ -90,21 +90,31 @@ def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list
 
 
 def teacher_forced_check(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
-                         variant: str, precision: str) -> tuple[OutputCheck, dict]:
+                         variant: str, precision: str, tolerance: Any = None) -> tuple[OutputCheck, Any]:
     """A quantized variant's generation gate (:func:`edgeship.parity.generation.teacher_forced`: each golden
     prompt with the reference's greedy tokens in one prefill call, next-token agreement and log-prob delta
-    against the reference's step logits) as one check (sample ``teacher-forced``), and its tolerance."""
+    against the reference's step logits) as one check (sample ``teacher-forced``), and the gate's report
+    (:class:`edgeship.parity.generation.GenerationReport`)."""
     from edgeship.parity.generation import GoldenSequence, generation_tolerance, prefill_logits_fn, teacher_forced
 
     kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(*golden)) if t]
     seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
-    tol = generation_tolerance(precision)
+    tol = tolerance or generation_tolerance(precision)
     gate = teacher_forced(seqs, prefill_logits_fn(session, layout), [lg[:len(t)] for _, _, t, lg in kept], tol,
                           precision=precision, variant=variant)
     metrics = {"token_agreement": gate.agreement, "min_agreement": gate.min_agreement,
                "mean_logprob_delta": gate.mean_logprob_delta, "max_logprob_delta": gate.max_logprob_delta}
-    return (OutputCheck("onnxruntime-cpu", variant, "generation", TEACHER_FORCED, gate.passed, metrics, gate.reason or None),
-            tol.to_dict())
+    return OutputCheck("onnxruntime-cpu", variant, "generation", TEACHER_FORCED, gate.passed, metrics, gate.reason or None), gate
+
+
+def _recorded(tolerance: dict) -> Any:
+    from edgeship.parity.generation import GenerationTolerance
+
+    t = tolerance.get("generation")
+    if not isinstance(t, dict) or not isinstance(t.get("min_agreement"), (int, float)):
+        return None
+    delta = t.get("max_logprob_delta")
+    return GenerationTolerance(float(t["min_agreement"]), float(delta) if isinstance(delta, (int, float)) else None)
 
 
 def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
@@ -133,6 +143,6 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
         if v.precision == "fp32":
             checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
-        else:
-            checks.append(teacher_forced_check(session, layout, golden, name, v.precision)[0])
+        else:  # the gate's tolerance as the export recorded it (the precision's default otherwise)
+            checks.append(teacher_forced_check(session, layout, golden, name, v.precision, _recorded(v.tolerance))[0])
     return ParityReport(tuple(checks))
