@@ -15,6 +15,7 @@ from edgeship.parity.generation import (
     GenerationTolerance,
     GoldenSequence,
     log_softmax,
+    recorded_tolerance,
     teacher_forced,
 )
 
@@ -139,3 +140,19 @@ def test_module_is_numpy_only():
             "print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"tolerance": {"min_agreement": 0.5}}, GenerationTolerance(0.5)),
+    ({"tolerance": {"min_agreement": 0.8, "max_logprob_delta": 0.2}}, GenerationTolerance(0.8, 0.2)),
+    ({"tolerance": {"min_agreement": 1.5}}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"tolerance": {"min_agreement": True}}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"tolerance": {"min_agreement": "0.1"}}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"tolerance": {"min_agreement": 0.5, "max_logprob_delta": -1}}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"tolerance": {"min_agreement": 0.5, "max_logprob_delta": None}}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"tolerance": []}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    (None, DEFAULT_GENERATION_TOLERANCES["int4"]),
+])
+def test_recorded_tolerance_is_validated(entry, expected):
+    """What check reads from a (possibly crafted) manifest: finite numbers in range, else the default."""
+    assert recorded_tolerance(entry, "int4") == expected

@@ -117,6 +117,16 @@ def test_auto_adds_int4_for_decoders_only():
         requested_kinds(("int3",), ["cpu"], False)
 
 
+def test_decoder_variants_follow_quantize():
+    from edgeship.pipeline.quantize import decoder_variants
+
+    assert decoder_variants(("auto",)) == ("fp32", "int8_dynamic", "int4")
+    assert decoder_variants(("fp32",)) == ("fp32",)
+    assert decoder_variants(("int4",)) == ("fp32", "int4")
+    with pytest.raises(SpecError, match="--quantize static: a decoder LM's variants"):
+        decoder_variants(("static", "int4"))
+
+
 def test_export_ships_a_parity_checked_int4_variant(tmp_path, cli):
     src = mlp(tmp_path / "clf.onnx", 64, classes=10)
     out = tmp_path / "clf.edgeship"
@@ -247,3 +257,19 @@ def test_decoder_int4_weights_over_3x_smaller(lm_bundle):
     assert fp32 / int4 >= 3.0, (fp32, int4)
     nodes = onnx.load(str(lm_bundle.bundle / "models/int4.onnx"), load_external_data=False).graph.node
     assert sum(n.op_type == "MatMulNBits" for n in nodes) >= 2 * 7 + 1  # q, k, v, o, gate, up, down per layer; lm_head
+
+
+@pytest.mark.slow
+def test_decoder_check_json_gives_the_export_agreement(lm_bundle, cli, tmp_path):
+    manifest = json.loads((lm_bundle.bundle / "manifest.json").read_text())
+    code, text = cli("check", lm_bundle.bundle, "--variant", "int4", "--variant", "fp32", "--json", tmp_path / "c.json")
+    doc = valid(tmp_path / "c.json", "parity")
+    rows = {c["sample"]: c for c in doc["checks"] if c["variant"] == "int4" and c["output"] == "generation"}
+    exported = manifest["generation"]["parity"]["int4"]["teacher_forced"]
+    assert [rows[s["label"]]["metrics"]["agreement"] for s in exported["sequences"]] == \
+        [s["agreement"] for s in exported["sequences"]]
+    # judged by the recorded threshold (0.5), and on generation only: no single-step rows for int4
+    assert all(r["passed"] == exported["passed"] for r in rows.values())
+    assert {c["output"] for c in doc["checks"] if c["variant"] == "int4"} == {"generation"}
+    assert code == (0 if exported["passed"] else 1), text
+    assert "Generation (golden prompts)" in text and "teacher-forced agreement" in text

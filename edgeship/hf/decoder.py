@@ -338,7 +338,7 @@ def teacher_forced_gate(path: Path, spec: IOSpec, prompts: list[list[int]], ref_
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(prompts, ref_tokens, ref_logits)) if t]
-    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
+    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt-{i}") for i, p, t, _ in kept]
     return teacher_forced(seqs, prefill_logits_fn(session, decoder_layout(spec)), [lg[:len(t)] for _, _, t, lg in kept],
                           tolerance, precision=precision, variant=name)
 

@@ -4,8 +4,9 @@ A decoder bundle (``edgeship.hf.decoder``) ships ``golden/generation.npz``: per 
 (token ids), ``{i}/tokens`` (the eager model's greedy new tokens) and ``{i}/logits`` ([steps, vocab]).
 ``edgeship check`` re-runs generation with :mod:`edgeship.generate` on each variant it checks and adds
 one row per prompt (output ``generation``): fp32 must give the same tokens and logits within the fp32
-tolerance; another precision's logits must pass its tolerance over the steps where its tokens still
-agree (the first differing step included). Needs numpy and onnxruntime only.
+tolerance; a quantized variant must pass the teacher-forced generation gate
+(:mod:`edgeship.parity.generation`: next-token agreement pooled over the prompts, log-prob delta),
+its rows carrying each prompt's ``agreement`` and ``logprob_delta``. Needs numpy and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout, generation_meta, run_loop
+    from edgeship.parity.generation import recorded_tolerance
 
     layout = decoder_layout(spec)
     prompts, tokens, logits = read_golden(b)
@@ -103,6 +105,12 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     for name in variants:
         v = shipped[name]
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
+        if v.precision != "fp32":  # quantized: the teacher-forced generation gate, as at export
+            parity = b.manifest["generation"].get("parity")
+            recorded = parity.get(name) if isinstance(parity, dict) else None
+            tol = recorded_tolerance(recorded.get("teacher_forced") if isinstance(recorded, dict) else None, v.precision)
+            checks += teacher_forced_checks(session, layout, name, tol, prompts, tokens, logits)
+            continue
         for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
             got = run_loop(session, layout, [p], len(t), eos, int(meta.get("pad_token_id", 0)), output_logits=True)
             r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], v.precision)
@@ -110,3 +118,17 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
                                       {"max_abs": r["max_abs"], "cosine": r["cosine"],
                                        "token_agreement": r["agree"] / len(t)}, r["why"]))
     return ParityReport(tuple(checks))
+
+
+def teacher_forced_checks(session: Any, layout: Any, name: str, tolerance: Any, prompts: list[list[int]],
+                          tokens: list[list[int]], logits: list[np.ndarray]) -> list[OutputCheck]:
+    """One row per golden prompt with its teacher-forced agreement and mean log-prob delta; each row
+    carries the gate's verdict, which is pooled over every prompt."""
+    from edgeship.parity.generation import GoldenSequence, prefill_logits_fn, teacher_forced
+
+    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt-{i}") for i, (p, t) in enumerate(zip(prompts, tokens))]
+    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=name)
+    return [OutputCheck("onnxruntime-cpu", name, "generation", s.label, gate.passed,
+                        {"agreement": s.agreement, "logprob_delta": s.mean_logprob_delta,
+                         "max_logprob_delta": s.max_logprob_delta}, gate.reason or None)
+            for s in gate.sequences]

@@ -55,6 +55,25 @@ DEFAULT_GENERATION_TOLERANCES = {
 }
 
 
+def recorded_tolerance(entry: object, precision: str) -> GenerationTolerance:
+    """The tolerance a bundle's manifest records for a variant (``generation.parity.<variant>.teacher_forced
+    .tolerance``), checked: numbers in range, else the precision's default (a bundle may be crafted)."""
+    tol = entry.get("tolerance") if isinstance(entry, dict) else None
+    if not isinstance(tol, dict):
+        return generation_tolerance(precision)
+    agree, delta = _number(tol.get("min_agreement")), _number(tol.get("max_logprob_delta"))
+    if agree is None or not 0.0 <= agree <= 1.0 or ("max_logprob_delta" in tol and (delta is None or delta < 0)):
+        return generation_tolerance(precision)
+    return GenerationTolerance(agree, delta)
+
+
+def _number(x: object) -> float | None:
+    """``x`` as a finite float, or None when it is not a finite number (bools refused)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
+
+
 def generation_tolerance(precision: str) -> GenerationTolerance:
     """The default generation tolerance of a precision (int8's for one not listed)."""
     return DEFAULT_GENERATION_TOLERANCES.get(precision, DEFAULT_GENERATION_TOLERANCES["int8"])
