@@ -28,15 +28,19 @@ NEW = 16
 
 @pytest.fixture(scope="module", params=ARCHS)
 def lm(request, tmp_path_factory):
-    """(folder, bundle, reference tokens and logits per prompt, reference tokens of TEXT) per architecture."""
-    from edgeship.hf.decoder import export_causal_lm
+    """(folder, bundle, reference tokens and logits per prompt, reference tokens of TEXT) per architecture,
+    exported with ``edgeship export DIR -o OUT`` and no other flag."""
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
 
     d = tmp_path_factory.mktemp(f"lm-{request.param}")
     folder = save_causal_lm(d / "model", request.param)
-    result = export_causal_lm(folder, d / "lm.edgeship")  # no flags
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(d / "lm.edgeship")])
+    assert result.exit_code == 0, result.output
     text_ids = build_tokenizer()(TEXT)["input_ids"]
     tokens, logits = greedy_reference(folder, PROMPTS + [text_ids], NEW, eos_token_id=None)
-    return {"arch": request.param, "folder": folder, "bundle": result.bundle, "result": result,
+    return {"arch": request.param, "folder": folder, "bundle": d / "lm.edgeship", "output": result.output,
             "tokens": tokens, "logits": logits, "text_ids": text_ids}
 
 
@@ -49,17 +53,24 @@ def test_export_with_no_flags_writes_a_decoder_bundle_with_the_standard_names(lm
     assert outs == ["logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
     assert m["io"]["inputs"][3]["shape"] == ["batch", 2, "past_sequence", 16]
     assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
-    assert {"models/fp32.onnx", "golden/generation.npz", "tokenizer.json"} <= set(m["files"])
-    assert m["source"]["format"] == "hf_folder" and m["source"]["task"] == "text-generation"
+    assert {"models/fp32.onnx", "golden/generation.npz", "preprocess/tokenizer.json", "report.json"} <= set(m["files"])
+    assert m["source"]["format"] == "hf_folder" and m["task"]["name"] == "causal-lm"
+    assert "generation" in lm["output"]  # the export's parity table shows the generation rows
     # int8 was built and judged: shipped if its logits pass the int8 tolerance, else recorded why not
     assert "int8_dynamic" in m["generation"]["parity"]
     assert ("int8_dynamic" in m["variants"]) == m["generation"]["parity"]["int8_dynamic"]["passed"]
 
 
-def test_manifest_validates_against_its_schema(lm):
+def test_manifest_and_report_validate_against_their_schemas(lm, tmp_path):
     from tests.test_schemas import valid
 
     valid(lm["bundle"] / "manifest.json", "manifest")
+    valid(lm["bundle"] / "report.json", "report")
+    from edgeship.parity.report import write_json
+
+    write_json(edgeship.check(lm["bundle"]), tmp_path / "check.json")  # with its generation rows
+    doc = valid(tmp_path / "check.json", "parity")
+    assert any(r["output"] == "generation" for r in doc["summary"])
 
 
 BLOCKED = """
@@ -192,8 +203,8 @@ def test_text_prompt_without_a_tokenizer_says_what_to_do(lm, tmp_path):
     b = tmp_path / "b.edgeship"
     shutil.copytree(lm["bundle"], b)
     m = json.loads((b / "manifest.json").read_text())
-    del m["tokenizer"], m["files"]["tokenizer.json"]
-    (b / "tokenizer.json").unlink()
+    del m["preprocess"], m["files"]["preprocess/tokenizer.json"]
+    (b / "preprocess" / "tokenizer.json").unlink()
     (b / "manifest.json").write_text(json.dumps(m))
     with edgeship.load(b) as model:
         with pytest.raises(SpecError, match="tokenizer"):

@@ -5,8 +5,9 @@ A decoder bundle (``edgeship.hf.decoder``) ships ``golden/generation.npz``: per 
 ``edgeship check`` re-runs generation with :mod:`edgeship.generate` on each variant it checks and adds
 one row per prompt (output ``generation``): fp32 must give the same tokens and logits within the fp32
 tolerance; a quantized variant must pass the teacher-forced generation gate
-(:mod:`edgeship.parity.generation`: next-token agreement pooled over the prompts, log-prob delta),
-its rows carrying each prompt's ``agreement`` and ``logprob_delta``. Needs numpy and onnxruntime only.
+(:mod:`edgeship.parity.generation`: next-token agreement pooled over the prompts, log-prob delta), its
+rows carrying each prompt's ``agreement`` and ``logprob_delta`` beside the free-running figures.
+Needs numpy and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -23,21 +24,6 @@ from edgeship.spec import IOSpec
 
 MAX_PROMPTS = 64
 MAX_STEPS = 4096
-
-
-def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], got: Any, precision: str) -> dict:
-    """Compare a generation (``got.tokens``, ``got.logits``) with the reference over all prompts.
-
-    Returns:
-        ``{"passed", "tokens_identical", "token_agreement", "max_abs", "min_cosine", "why"}``.
-    """
-    rows = [judge_prompt(rt, rl, gt, gl, precision) for rt, rl, gt, gl in zip(ref_tokens, ref_logits, got.tokens, got.logits)]
-    same = sum(r["agree"] for r in rows)
-    total = sum(len(t) for t in ref_tokens)
-    return {"passed": all(r["passed"] for r in rows), "tokens_identical": all(r["tokens_identical"] for r in rows),
-            "token_agreement": same / max(total, 1), "max_abs": max((r["max_abs"] for r in rows), default=0.0),
-            "min_cosine": min((r["cosine"] for r in rows), default=1.0),
-            "why": next((r["why"] for r in rows if r["why"]), None)}
 
 
 def judge_prompt(ref_tokens: list[int], ref_logits: np.ndarray, tokens: list[int], logits: np.ndarray,
@@ -88,47 +74,71 @@ def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarr
     return prompts, tokens, logits
 
 
+def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                  eos: list[int], pad: int, variant: str, precision: str) -> list[OutputCheck]:
+    """Greedy generation of each golden prompt on ``session`` (an onnxruntime session of one variant),
+    judged against the golden tokens and logits: one check per prompt (output ``generation``)."""
+    from edgeship.generate import run_loop
+
+    checks = []
+    for i, (p, t, lg) in enumerate(zip(*golden)):
+        got = run_loop(session, layout, [p], len(t), eos, pad, output_logits=True)
+        r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], precision)
+        checks.append(OutputCheck("onnxruntime-cpu", variant, "generation", f"prompt-{i}", r["passed"],
+                                  {"max_abs": r["max_abs"], "cosine": r["cosine"], "token_agreement": r["agree"] / len(t)},
+                                  r["why"]))
+    return checks
+
+
+def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
+    """The end-of-sequence ids and the pad id a decoder bundle generates with (checked)."""
+    from edgeship.generate import generation_meta
+
+    meta = generation_meta(manifest)
+    eos = meta.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return eos, int(meta.get("pad_token_id", min(eos) if eos else 0))
+
+
 def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport:
     """Re-run greedy generation of the golden prompts on each variant (onnxruntime, CPU)."""
     import onnxruntime as ort
 
-    from edgeship.generate import decoder_layout, generation_meta, run_loop
+    from edgeship.generate import decoder_layout
     from edgeship.parity.generation import recorded_tolerance
 
     layout = decoder_layout(spec)
-    prompts, tokens, logits = read_golden(b)
-    meta = generation_meta(b.manifest)
-    eos = meta.get("eos_token_id")
-    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    golden = read_golden(b)
+    eos, pad = eos_and_pad(b.manifest)
     shipped = variants_of(b.manifest)
-    checks = []
+    checks: list[OutputCheck] = []
     for name in variants:
         v = shipped[name]
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
         if v.precision != "fp32":  # quantized: the teacher-forced generation gate, as at export
-            parity = b.manifest["generation"].get("parity")
-            recorded = parity.get(name) if isinstance(parity, dict) else None
-            tol = recorded_tolerance(recorded.get("teacher_forced") if isinstance(recorded, dict) else None, v.precision)
-            checks += teacher_forced_checks(session, layout, name, tol, prompts, tokens, logits)
+            rows, _ = quantized_checks(session, layout, golden, eos, pad, name, v.precision,
+                                       recorded_tolerance(v.tolerance.get("generation", v.tolerance.get("logits")),
+                                                          v.precision))
+            checks += rows
             continue
-        for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
-            got = run_loop(session, layout, [p], len(t), eos, int(meta.get("pad_token_id", 0)), output_logits=True)
-            r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], v.precision)
-            checks.append(OutputCheck("onnxruntime-cpu", name, "generation", f"prompt-{i}", r["passed"],
-                                      {"max_abs": r["max_abs"], "cosine": r["cosine"],
-                                       "token_agreement": r["agree"] / len(t)}, r["why"]))
+        checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
     return ParityReport(tuple(checks))
 
 
-def teacher_forced_checks(session: Any, layout: Any, name: str, tolerance: Any, prompts: list[list[int]],
-                          tokens: list[list[int]], logits: list[np.ndarray]) -> list[OutputCheck]:
-    """One row per golden prompt with its teacher-forced agreement and mean log-prob delta; each row
-    carries the gate's verdict, which is pooled over every prompt."""
+def quantized_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                     eos: list[int], pad: int, variant: str, precision: str, tolerance: Any = None) -> tuple[list[OutputCheck], Any]:
+    """A quantized variant's rows: the free-running generation's figures (:func:`prompt_checks`) with each
+    prompt's teacher-forced ``agreement`` and log-prob delta beside them, and the verdict of the generation
+    gate (:func:`edgeship.parity.generation.teacher_forced`, pooled over every prompt); and the gate's report."""
     from edgeship.parity.generation import GoldenSequence, prefill_logits_fn, teacher_forced
 
-    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt-{i}") for i, (p, t) in enumerate(zip(prompts, tokens))]
-    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=name)
-    return [OutputCheck("onnxruntime-cpu", name, "generation", s.label, gate.passed,
-                        {"agreement": s.agreement, "logprob_delta": s.mean_logprob_delta,
+    prompts, tokens, logits = golden
+    free = prompt_checks(session, layout, golden, eos, pad, variant, precision)
+    seqs = [GoldenSequence(np.array(list(p) + list(t), np.int64), len(p), f"prompt-{i}")
+            for i, (p, t) in enumerate(zip(prompts, tokens))]
+    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=variant, precision=precision)
+    rows = [OutputCheck(f.runner, variant, "generation", f.sample, gate.passed,
+                        {**f.metrics, "agreement": s.agreement, "logprob_delta": s.mean_logprob_delta,
                          "max_logprob_delta": s.max_logprob_delta}, gate.reason or None)
-            for s in gate.sequences]
+            for f, s in zip(free, gate.sequences)]
+    return rows, gate

@@ -55,21 +55,6 @@ def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: b
     return [k for k in dict.fromkeys(kinds) if k != "fp32"]
 
 
-def decoder_variants(quantize: tuple[str, ...]) -> tuple[str, ...]:
-    """The variants of a decoder LM's export (:func:`edgeship.hf.decoder.export_causal_lm`) for
-    ``--quantize``: fp32 always; ``auto`` adds dynamic int8 and int4, ``dynamic`` and ``int4`` add theirs.
-
-    Raises:
-        SpecError: an unknown kind, or static int8 / fp16, which the decoder export does not build.
-    """
-    kinds = requested_kinds(quantize, ["cpu"], False, decoder=True)
-    other = [k for k in kinds if k not in ("dynamic", "int4")]
-    if other:
-        raise SpecError(f"--quantize {','.join(other)}: a decoder LM's variants are fp32, dynamic (int8) and int4; "
-                        "use those or auto.")
-    return ("fp32", *(VARIANT[k][0] for k in kinds))
-
-
 def _worst(report: ParityReport) -> dict:
     rows = report.summary()
     return {"min_cosine": min((r.get("cosine", 0.0) for r in rows), default=0.0),
