@@ -151,6 +151,15 @@ def test_export_ships_a_parity_checked_int4_variant(tmp_path, cli):
     assert code == 0 and "int4" in text
 
 
+def test_quantize_command_writes_int4(tmp_path, cli):
+    src = mlp(tmp_path / "clf.onnx", 64, classes=10)
+    out = tmp_path / "clf.int4.onnx"
+    code, text = cli("quantize", src, "--method", "int4", "-i", "x:4x64", "-o", out)
+    assert code == 0, text
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert q.weight_bytes(src) > 3 * q.weight_bytes(out)
+
+
 def test_int4_failing_parity_is_not_shipped(tmp_path, cli):
     # a random MLP's outputs have no clear top-1: int4 flips some, and the gate refuses it
     src = mlp(tmp_path / "flat.onnx", 64)
