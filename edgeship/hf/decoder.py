@@ -12,10 +12,9 @@ onnxruntime at past 0 (prefill) and sequence 1 (decode).
 Parity is judged on generation: the eager model's greedy tokens (``generate(do_sample=False)``) and
 per-step logits for a few golden prompts. fp32 must give the same tokens and logits within the fp32
 tolerance; a quantized variant (dynamic int8, weight-only int4) is kept when it passes the
-teacher-forced generation gate (:mod:`edgeship.parity.generation`: next-token agreement with the
-reference's greedy tokens, and the log-prob delta, each golden sequence in one prefill call). The
-golden prompts, tokens and logits travel in the bundle (``golden/generation.npz``), so ``edgeship
-check`` re-runs generation on any machine.
+teacher-forced generation gate (:mod:`edgeship.parity.generation`). The golden prompts, tokens and
+logits travel in the bundle (``golden/generation.npz``), so ``edgeship check`` re-runs generation on
+any machine.
 
 torch and transformers are imported inside the functions.
 """
@@ -61,8 +60,7 @@ def load_causal_lm(folder: HFFolder) -> Any:
     return build_model(folder)
 
 
-def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None,
-                     generation_tolerances: dict[str, Any] | None = None) -> ExportResult:
+def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None) -> ExportResult:
     """``edgeship export DIR`` for a causal LM (:func:`edgeship.hf.build.export_causal_lm_folder` calls it):
     the KV-cache graph, its variants, generation parity and the bundle; see
     :func:`edgeship.hf.decoder_export.export_decoder`.
@@ -72,7 +70,7 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = Non
     """
     from edgeship.hf.decoder_export import export_decoder
 
-    return export_decoder(folder, config, progress, generation_tolerances)
+    return export_decoder(folder, config, progress)
 
 
 def _wrapper(model: Any, position_ids: bool = True) -> Any:
