@@ -322,3 +322,48 @@ def test_real_all_minilm_l6_v2_sentence_embeddings(tmp_path):
     want = st.SentenceTransformer(str(folder), device="cpu", local_files_only=True).encode(texts)
     np.testing.assert_allclose(got, want, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, normalize", [("mean", True), ("cls", False), ("max", True)])
+def test_sentence_transformers_pooling_is_folded_into_the_graph(folders, tmp_path, mode, normalize):
+    """A sentence-transformers folder: its pooling (and Normalize) run inside the bundle, and the
+    bundle's sentence_embedding is SentenceTransformer.encode's."""
+    st = pytest.importorskip("sentence_transformers")
+    d = hf.make_sentence_transformer(_copy(folders["encoder"], tmp_path), mode, normalize)
+    r = _export(d, tmp_path / "st.edgeship")
+    m = edgeship.load(r.bundle)
+    assert [t.name for t in r.spec.outputs] == ["token_embeddings", "sentence_embedding"]
+    assert m.manifest["task"]["pooling"] == {"mode": mode, "normalize": normalize}
+    assert m.preprocess["tokenizer"]["max_length"] == 32  # sentence_bert_config.json's max_seq_length
+    want = st.SentenceTransformer(str(d), device="cpu", local_files_only=True).encode(hf.TEXTS)
+    np.testing.assert_allclose(m(m.encode(hf.TEXTS))["sentence_embedding"], want, atol=1e-5)
+
+
+def test_padding_on_the_left_as_the_tokenizer_does(folders, tmp_path):
+    """A tokenizer saved with padding_side="left" pads on the left in encode too."""
+    from tokenizers import Tokenizer
+
+    from edgeship.hf.build import tokenizer_info
+    from edgeship.hf.folder import read_folder
+    from edgeship.hf.preprocess import TextEncoder
+
+    d = _copy(folders["encoder"], tmp_path)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "padding_side": "left"}))
+    folder = read_folder(d)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    info = tokenizer_info(folder, names, Tokenizer.from_file(str(folder.tokenizer)))
+    assert info.padding_side == "left"
+    got = TextEncoder((d / "tokenizer.json").read_bytes(), info, {}).encode(hf.TEXTS)
+    want = _tokenizer(d)(hf.TEXTS, padding=True, truncation=True, return_tensors="np")
+    for n in names:
+        np.testing.assert_array_equal(got[n], want[n])
+    assert got["attention_mask"][0, 0] == 0
+
+
+def test_a_pooling_edgeship_cannot_fold_is_refused(folders, tmp_path):
+    d = hf.make_sentence_transformer(_copy(folders["encoder"], tmp_path))
+    pool = json.loads((d / "1_Pooling" / "config.json").read_text())
+    (d / "1_Pooling" / "config.json").write_text(json.dumps({**pool, "pooling_mode_max_tokens": True}))
+    with pytest.raises(ModelLoadError, match="edgeship folds exactly one pooling of cls, mean or max tokens"):
+        _export(d, tmp_path / "x.edgeship")
