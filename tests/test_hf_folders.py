@@ -367,3 +367,11 @@ def test_a_pooling_edgeship_cannot_fold_is_refused(folders, tmp_path):
     (d / "1_Pooling" / "config.json").write_text(json.dumps({**pool, "pooling_mode_max_tokens": True}))
     with pytest.raises(ModelLoadError, match="edgeship folds exactly one pooling of cls, mean or max tokens"):
         _export(d, tmp_path / "x.edgeship")
+
+
+def test_without_the_tokenizers_library_encode_names_the_extra(bundles, monkeypatch):
+    m = edgeship.load(bundles["sequence"].bundle)  # loading needs no tokenizers: only encode/decode do
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(SpecError, match=r"needs the `tokenizers` library \(torch-free\): pip install 'edgeship\[text\]'"):
+        m.encode("hello world")
+    assert m.task == "sequence-classification"
