@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import edgeship
-from edgeship.errors import BundleError, SpecError
+from edgeship.errors import BundleError, InferenceError, SpecError
 from edgeship.generate import generate
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.tolerances import tolerance_for
@@ -187,6 +187,8 @@ def test_generate_refuses_bad_arguments(lm):
             m.generate([1, 2], max_new_tokens=2, do_sample=True, top_p=0)
         with pytest.raises(SpecError, match="prompt of type"):
             m.generate(3.5, max_new_tokens=2)
+    with pytest.raises(InferenceError, match="closed"):
+        m.generate(PROMPTS[0], max_new_tokens=2)
 
 
 def test_generate_on_a_bundle_that_is_not_a_decoder(mlp_bundle):
