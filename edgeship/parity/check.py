@@ -31,7 +31,7 @@ from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.deadline import deadline
-from edgeship.runtimes.ort import OrtRunner, providers_for
+from edgeship.runtimes.ort import MOBILE, OrtRunner, providers_for
 from edgeship.runtimes.registry import ORT, make_runner
 from edgeship.spec import IOSpec, validate_feeds
 
@@ -105,6 +105,8 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
     shipped = variants_of(m)
     overrides = Tolerances.from_dict(tolerances or {})
     if not variants and not runtimes:
+        if MOBILE in (m.get("defaults") or {}) and MOBILE not in targets:  # the bundle ships for phones too
+            targets = (*targets, MOBILE)
         for t in targets:
             report = report.merged(_check_candidates(b, spec, t, candidates, samples, outputs, overrides, localise))
         return report
@@ -114,7 +116,7 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
         v = shipped[name]
         tol = _tolerance(v, overrides)
         data = b.read(v.file)
-        runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file)
+        runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file, v.format)
                                  for t in targets] if "onnxruntime" in (runtimes or ("onnxruntime",)) else []
         variant_report = run_parity(runners, samples, outputs, tol, name) if runners else ParityReport(())
         for r in runners:
@@ -122,7 +124,7 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
         if "openvino" in runtimes:
             for precision in _openvino_precisions(m, v):
                 ov = open_variant(b, make_runner(spec, data, "openvino", precision=precision, name=f"openvino-{precision}",
-                                                 what=v.file), v.file)
+                                                 what=v.file), v.file, v.format)
                 with ov:
                     variant_report = variant_report.merged(
                         run_parity([ov], samples, outputs, variant_tolerance(v, precision, overrides), name))
@@ -133,8 +135,8 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
 def _localised(b, name: str, report: ParityReport, samples: list[Sample], tol: Callable[[str], Tolerance]) -> ParityReport:
     """``report`` with the first node where variant ``name`` leaves the fp32 variant, when it failed."""
     shipped = variants_of(b.manifest)
-    if report.passed or name == "fp32" or "fp32" not in shipped:
-        return report
+    if report.passed or name == "fp32" or "fp32" not in shipped or shipped[name].format != "onnx":
+        return report  # (an ORT-format file is not ONNX: the node-by-node comparison needs onnx's graph)
     bad = report.failures()[0]
     sample = next((s for s in samples if s.label == bad.sample), samples[0])
     where = explain_models(b.read(shipped["fp32"].file), b.read(shipped[name].file), [sample.feeds],
@@ -150,7 +152,9 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
     shipped = variants_of(b.manifest)
     plan: list[tuple[Candidate, Runner | None]] = []  # a runner already open (load's own pick), else None
     skipped: dict[str, str] = {}
-    if which == "default":
+    if which == "default" and target == MOBILE:  # every ORT-format file: the app picks the one it ships
+        plan += [(c, None) for c in matching_candidates(b.manifest, target)]
+    elif which == "default":
         runner, chosen, _ = open_candidate(b, spec, target, providers)
         plan.append((chosen, runner))
         if "fp32" in shipped and not (chosen.plain and chosen.variant == "fp32"):
@@ -158,7 +162,8 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
     else:
         listed = matching_candidates(b.manifest, target)
         covered = {c.variant for c in listed if c.plain}
-        for c in listed + [plain_candidate(v, ORT, target) for n, v in shipped.items() if n not in covered]:
+        for c in listed + [plain_candidate(v, ORT, target) for n, v in shipped.items()
+                           if n not in covered and (target != MOBILE or v.format == "ort")]:
             why = why_not_here(c, target)
             if why is None:
                 plan.append((c, None))
@@ -172,7 +177,7 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
             if runner is None:
                 runner = open_variant(b, make_runner(spec, b.read(v.file), c.runtime, target=target, precision=c.precision,
                                                      options=c.options, name=f"{c.runtime}-{target}", what=v.file,
-                                                     **({"providers": providers} if c.runtime == ORT else {})), v.file)
+                                                     **({"providers": providers} if c.runtime == ORT else {})), v.file, v.format)
             with runner:
                 one = run_parity([runner], samples, outputs, tol, v.name)
         except (TargetUnavailableError, BundleError) as e:
@@ -191,6 +196,8 @@ def _openvino_precisions(manifest: dict, v: VariantResult) -> list[str]:
     an OpenVINO candidate of the manifest runs it at (bf16)."""
     from edgeship.bundle.manifest import candidates_of
 
+    if v.format != "onnx":  # ONNX Runtime Mobile's format: onnxruntime only
+        return []
     out = [v.precision] if v.precision in ("fp32", "int8") else []
     for cands in candidates_of(manifest).values():
         out += [c.precision for c in cands if c.runtime == "openvino" and c.variant == v.name]

@@ -78,6 +78,8 @@ class Variant:
     error_before_fallback: dict | None = None
     error: dict | None = None
     passed: dict[str, bool] = field(default_factory=dict)
+    format: str = "onnx"  # or "ort": an ORT-format twin for ONNX Runtime Mobile (pipeline.mobile)
+    source: str | None = None  # the variant an ORT-format twin was converted from
 
     def summary(self) -> dict:
         """What report.json records of a variant (no work-folder path)."""
@@ -119,6 +121,7 @@ class Context:
     defaults: dict[str, str] = field(default_factory=dict)      # select: target -> variant
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # select: target -> passing, default first
     selection: dict[str, dict] = field(default_factory=dict)  # select: target -> timing noise and lossy margin
+    mobile: dict | None = None                         # mobile (--target mobile): operators_config (Path), operators
     profile: ProfileReport | None = None               # profile (with --profile)
     manifest_variants: dict[str, VariantResult] = field(default_factory=dict)  # package
     bundle_path: Path | None = None                    # package

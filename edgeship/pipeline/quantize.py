@@ -27,7 +27,8 @@ from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import effective_tolerances
 from edgeship.pipeline.context import Context, Degraded, Skip, Variant, required
-from edgeship.runtimes.ort import OrtRunner, resolve_targets
+from edgeship.pipeline.mobile import export_targets
+from edgeship.runtimes.ort import OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _check(ctx: Context, path: Path, name: str, precision: str) -> ParityReport:
 
 def quantize_stage(ctx: Context) -> str:
     cfg = ctx.config
-    ctx.targets = resolve_targets(cfg.targets)
+    ctx.targets = export_targets(cfg.targets)
     kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None)
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")

@@ -27,7 +27,11 @@ TARGET_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    # ORT-format variants (export --target mobile) on onnxruntime's CPU provider: what a phone runs
+    # without NNAPI/CoreML, and what onnxruntime's Python package checks them with here
+    "mobile": ["CPUExecutionProvider"],
 }
+MOBILE = "mobile"
 
 # onnxruntime's type strings -> numpy dtype names
 ORT_DTYPES = {f"tensor({k})": v for k, v in {
@@ -45,7 +49,7 @@ def available_providers() -> list[str]:
 
 
 def providers_for(target: str) -> list[str]:
-    """Map a target (``cpu``, ``cuda``, ``tensorrt`` or a provider name) to a provider list.
+    """Map a target (``cpu``, ``cuda``, ``tensorrt``, ``mobile`` or a provider name) to a provider list.
 
     Raises:
         TargetUnavailableError: the target is unknown or its first provider is not installed.
@@ -55,7 +59,7 @@ def providers_for(target: str) -> list[str]:
         providers = [target]
     if providers is None:
         raise TargetUnavailableError(
-            f"unknown target {target!r}; use cpu, cuda, tensorrt or an onnxruntime provider name "
+            f"unknown target {target!r}; use cpu, cuda, tensorrt, mobile or an onnxruntime provider name "
             "such as OpenVINOExecutionProvider."
         )
     have = available_providers()
@@ -217,6 +221,7 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     import onnxruntime as ort
 
     from edgeship.runtimes.external_data import refuse_external_data
+    from edgeship.runtimes.ort_format import is_ort_format
     from edgeship.telemetry import quiet_onnxruntime
 
     quiet_onnxruntime(ort)  # once per process, for an onnxruntime imported before edgeship
@@ -225,9 +230,12 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
     if isinstance(model, bytes):  # onnxruntime would resolve external data against the cwd
         refuse_external_data(model, name)
+    so = options if options is not None else session_options()
+    if isinstance(model, bytes) and is_ort_format(model):  # say so rather than let onnxruntime guess
+        so.add_session_config_entry("session.load_model_format", "ORT")
     try:
         per_provider = [dict(provider_options or {})] + [{} for _ in providers[1:]]
-        session = ort.InferenceSession(src, options if options is not None else session_options(),
+        session = ort.InferenceSession(src, so,
                                        providers=providers, provider_options=per_provider)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise error(f"onnxruntime could not open {name} with {', '.join(providers)}: {brief(e)}") from e
