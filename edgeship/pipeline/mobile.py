@@ -91,26 +91,33 @@ def mobile_stage(ctx: Context) -> str:
     return f"{', '.join(done)} ({len(ctx.mobile['operators'])} operators in {ort_format.CONFIG})"
 
 
+def mobile_order(sizes: dict[str, int], precisions: dict[str, str], vacuous: bool) -> list[str]:
+    """The mobile target's candidates in the order ``load`` tries them (module docstring): first the
+    smallest of those that may lead (fp32, or int8 at most :data:`LOSSY_SIZE` of the fp32 twin's size
+    with non-vacuous parity evidence), then the others, smallest first."""
+    fp32 = "fp32" + SUFFIX
+
+    def may_lead(n: str) -> bool:
+        return precisions[n] == "fp32" or (not vacuous and fp32 in sizes and sizes[n] <= LOSSY_SIZE * sizes[fp32])
+
+    return sorted(sizes, key=lambda n: (not may_lead(n), sizes[n], n))
+
+
 def select_mobile(ctx: Context) -> None:
     """The mobile target's candidates and default (see the module's docstring): smallest first."""
     passing = [n for n, v in ctx.variants.items() if v.passed.get(MOBILE)]
     if not passing:
         return
     size = {n: ctx.variants[n].file.stat().st_size for n in passing}
-    fp32 = "fp32" + SUFFIX
     vacuous = bool(ctx.parity.vacuous)
-
-    def fits(n: str) -> bool:
-        v = ctx.variants[n]
-        return v.precision == "fp32" or (not vacuous and fp32 in size and size[n] <= LOSSY_SIZE * size[fp32])
-
-    order = sorted(passing, key=lambda n: (not fits(n), size[n], n))
+    order = mobile_order(size, {n: ctx.variants[n].precision for n in passing}, vacuous)
     ctx.candidates[MOBILE] = [
         Candidate(id=n, runtime=ORT, variant=n, precision=ctx.variants[n].precision, p50_ms=None,
                   requires=requirements(ORT, ctx.variants[n].precision, MOBILE),
                   max_abs=_worst(ctx, n, "max_abs", max), min_cosine=_worst(ctx, n, "cosine", min))
         for n in order]
     ctx.defaults[MOBILE] = order[0]
+    fp32 = "fp32" + SUFFIX
     if order[0] == fp32 and len(order) > 1:
         why = ("the parity evidence is vacuous" if vacuous else
                f"no int8 file is at most {LOSSY_SIZE:.0%} of fp32's {size[fp32]} bytes")
