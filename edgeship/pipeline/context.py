@@ -85,6 +85,9 @@ class Variant:
         """What report.json records of a variant (no work-folder path)."""
         d = asdict(self)
         d.pop("file")
+        if self.format == "onnx":  # format and source only for an ORT-format twin
+            d.pop("format")
+            d.pop("source")
         return d
 
 
