@@ -80,13 +80,15 @@ def test_the_bundle_ships_verified_ort_twins_and_one_operator_config(bundles, wh
         used = {(o.rsplit(".", 1)[0], o.rsplit(".", 1)[1]) if "." in o else ("ai.onnx", o) for o in ops}
         assert used <= listed, (name, used - listed)
     assert m["defaults"]["mobile"] in mobile["variants"] and m["defaults"]["cpu"] in ("fp32", int8)
-    assert [c["variant"] for c in m["candidates"]["mobile"]] == _expected_order(m)
+    assert [c["variant"] for c in m["candidates"]["mobile"]] == _expected_order(m, b)
 
 
-def _expected_order(m: dict) -> list[str]:
+def _expected_order(m: dict, bundle: Path) -> list[str]:
     """docs/mobile.md's rule, from the manifest's own sizes: the smallest that may lead first."""
     size = {n: m["variants"][n]["size"] for n in m["mobile"]["variants"]}
-    lead = {n for n in size if m["variants"][n]["precision"] == "fp32" or size[n] <= 0.5 * size["fp32_ort"]}
+    synthetic = (json.loads((bundle / "report.json").read_text()).get("calibration") or {}).get("synthetic")
+    lead = {n for n in size if m["variants"][n]["precision"] == "fp32"
+            or (size[n] <= 0.5 * size["fp32_ort"] and not (synthetic and "static" in n))}
     return sorted(size, key=lambda n: (n not in lead, size[n], n))
 
 
@@ -98,6 +100,7 @@ def test_the_mobile_order_prefers_a_small_int8_file_with_real_evidence():
     assert mobile_order(sizes, prec, vacuous=False) == ["int8_static_ort", "fp32_ort", "int8_dynamic_ort"]
     assert mobile_order(sizes, prec, vacuous=True) == ["fp32_ort", "int8_static_ort", "int8_dynamic_ort"]
     assert mobile_order({**sizes, "int8_static_ort": 501}, prec, vacuous=False)[0] == "fp32_ort"
+    assert mobile_order(sizes, prec, vacuous=False, unproven=frozenset({"int8_static_ort"}))[0] == "fp32_ort"
 
 
 @pytest.mark.parametrize("which", ["mlp", "cnn"])

@@ -12,8 +12,9 @@ runs few fp16 kernels (it inserts casts around the rest), so on a phone it is fp
 
 The mobile default (:func:`select_mobile`) is not the fastest here: this host is not a phone. It is
 the smallest passing file, where a lossy (int8) file leads only when its parity evidence is not
-vacuous and it is at most :data:`LOSSY_SIZE` of the fp32 file (a variant that quantized a classifier
-head only is not worth its accuracy loss); the rest follow by size.
+vacuous, it was not calibrated on synthetic inputs, and it is at most :data:`LOSSY_SIZE` of the fp32
+file (a variant that quantized a classifier head only is not worth its accuracy loss); the rest follow
+by size.
 """
 
 from __future__ import annotations
@@ -91,14 +92,17 @@ def mobile_stage(ctx: Context) -> str:
     return f"{', '.join(done)} ({len(ctx.mobile['operators'])} operators in {ort_format.CONFIG})"
 
 
-def mobile_order(sizes: dict[str, int], precisions: dict[str, str], vacuous: bool) -> list[str]:
+def mobile_order(sizes: dict[str, int], precisions: dict[str, str], vacuous: bool,
+                 unproven: frozenset[str] = frozenset()) -> list[str]:
     """The mobile target's candidates in the order ``load`` tries them (module docstring): first the
     smallest of those that may lead (fp32, or int8 at most :data:`LOSSY_SIZE` of the fp32 twin's size
-    with non-vacuous parity evidence), then the others, smallest first."""
+    with non-vacuous parity evidence, and not in ``unproven``: static int8 calibrated on synthetic
+    inputs), then the others, smallest first."""
     fp32 = "fp32" + SUFFIX
 
     def may_lead(n: str) -> bool:
-        return precisions[n] == "fp32" or (not vacuous and fp32 in sizes and sizes[n] <= LOSSY_SIZE * sizes[fp32])
+        return precisions[n] == "fp32" or (not vacuous and n not in unproven and fp32 in sizes
+                                           and sizes[n] <= LOSSY_SIZE * sizes[fp32])
 
     return sorted(sizes, key=lambda n: (not may_lead(n), sizes[n], n))
 
@@ -110,7 +114,9 @@ def select_mobile(ctx: Context) -> None:
         return
     size = {n: ctx.variants[n].file.stat().st_size for n in passing}
     vacuous = bool(ctx.parity.vacuous)
-    order = mobile_order(size, {n: ctx.variants[n].precision for n in passing}, vacuous)
+    synthetic = ctx.calibration is not None and ctx.calibration.synthetic  # never the default silently
+    unproven = frozenset(n for n in passing if synthetic and ctx.variants[n].kind == "static")
+    order = mobile_order(size, {n: ctx.variants[n].precision for n in passing}, vacuous, unproven)
     ctx.candidates[MOBILE] = [
         Candidate(id=n, runtime=ORT, variant=n, precision=ctx.variants[n].precision, p50_ms=None,
                   requires=requirements(ORT, ctx.variants[n].precision, MOBILE),
