@@ -141,8 +141,9 @@ def mobile_record(ctx: Context, files: dict[str, Path]) -> dict | None:
             "written_by": {"onnxruntime": metadata.version("onnxruntime"), "ort_format_version": ", ".join(versions)},
             "optimization": {"style": ort_format.STYLE.lower(), "level": ort_format.LEVEL,
                              "target_platform": ort_format.TARGET_PLATFORM},
-            "default_rule": "the smallest passing file; an int8 one only with non-vacuous parity evidence and at most "
-                            f"{LOSSY_SIZE:.0%} of the fp32 file (this host is not a phone: its speed is not measured)"}
+            "default_rule": "the smallest passing file; an int8 one only with non-vacuous parity evidence, not calibrated "
+                            f"on synthetic inputs, and at most {LOSSY_SIZE:.0%} of the fp32 file (this host is not a phone: "
+                            "speed is not measured for mobile)"}
 
 
 def _variant_result(ctx: Context, v: Variant, summary: list[dict]) -> VariantResult:
