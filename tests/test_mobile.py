@@ -37,7 +37,7 @@ def _export(model: Path, out: Path, inputs: tuple[str, ...], name: str, quantize
 
 @pytest.fixture(scope="module")
 def bundles(files, tmp_path_factory):
-    """The MLP (fp32 + dynamic int8) and a MobileNet-style CNN (fp32 + static int8), exported with --target mobile."""
+    """The MLP (fp32 + dynamic int8) and a MobileNet-style CNN (fp32 + static int8 + fp16), exported with --target mobile."""
     import models
     import torch
 
@@ -45,7 +45,7 @@ def bundles(files, tmp_path_factory):
     torch.manual_seed(0)
     torch.save(models.MobileNetish(width=8).state_dict(), d / "mnet.pt")
     return {"mlp": _export(files["dir"] / "mlp_state.pt", d / "mlp.edgeship", ("x:2x10",), "MLP", ("dynamic",), dynamic_batch=True),
-            "cnn": _export(d / "mnet.pt", d / "cnn.edgeship", ("x:1x3x32x32",), "MobileNetish", ("static",), {"width": 8})}
+            "cnn": _export(d / "mnet.pt", d / "cnn.edgeship", ("x:1x3x32x32",), "MobileNetish", ("static", "fp16"), {"width": 8})}
 
 
 def _manifest(bundle: Path) -> dict:
@@ -90,6 +90,12 @@ def _expected_order(m: dict, bundle: Path) -> list[str]:
     lead = {n for n in size if m["variants"][n]["precision"] == "fp32"
             or (size[n] <= 0.5 * size["fp32_ort"] and not (synthetic and "static" in n))}
     return sorted(size, key=lambda n: (n not in lead, size[n], n))
+
+
+def test_fp16_gets_no_ort_twin_and_a_note_says_why(bundles):
+    m = _manifest(bundles["cnn"])
+    assert "fp16" in m["variants"] and not any(v.get("source") == "fp16" for v in m["variants"].values())
+    assert any(n.startswith("mobile: no ORT-format twin of fp16 (fp16 is the CUDA variant") for n in m["notes"]), m["notes"]
 
 
 def test_the_mobile_order_prefers_a_small_int8_file_with_real_evidence():
