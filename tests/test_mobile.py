@@ -253,9 +253,11 @@ def test_mobile_names_only_ort_variants(mobile_copy):
         edgeship.load(mobile_copy)
 
 
-def test_a_bundle_without_ort_variants_is_not_loaded_for_mobile(mlp_bundle):
+def test_a_bundle_without_ort_variants_is_not_loaded_or_checked_for_mobile(mlp_bundle, cli):
     with pytest.raises(TargetUnavailableError, match="no ORT-format variants; re-export it with --target mobile"):
         edgeship.load(mlp_bundle, target="mobile")
+    code, out = cli("check", mlp_bundle, "--target", "mobile")
+    assert code == 2 and "no ORT-format variants" in out, out
 
 
 def test_tune_refuses_the_mobile_target(mobile_copy, cli):

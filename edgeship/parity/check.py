@@ -150,6 +150,9 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
     one a runtime cannot open on this host is named with why, as ``load`` would pass over it."""
     providers = providers_for(target)
     shipped = variants_of(b.manifest)
+    if target == MOBILE and not any(v.format == "ort" for v in shipped.values()):
+        raise TargetUnavailableError(f"check --target mobile: bundle {b.path} has no ORT-format variants; re-export it "
+                                     "with --target mobile, or check it on cpu.")
     plan: list[tuple[Candidate, Runner | None]] = []  # a runner already open (load's own pick), else None
     skipped: dict[str, str] = {}
     if which == "default" and target == MOBILE:  # every ORT-format file: the app picks the one it ships

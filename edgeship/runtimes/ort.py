@@ -205,6 +205,11 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
                  provider_options: dict[str, Any] | None = None) -> Any:
     """Open an onnxruntime ``InferenceSession`` on ``model`` (its bytes or a path).
 
+    ORT-format models (ONNX Runtime Mobile's ``.ort``) open the same way, with no
+    ``session.load_model_format`` hint: onnxruntime takes bytes with the ORT file identifier at byte 4
+    (:func:`edgeship.runtimes.ort_format.is_ort_format`, the check :func:`refuse_external_data` uses to
+    walk them) and a path ending in ``.ort`` as that format.
+
     Args:
         target: resolved with :func:`providers_for` unless ``providers`` is given.
         options: from :func:`session_options` (default: its defaults).
@@ -221,7 +226,6 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     import onnxruntime as ort
 
     from edgeship.runtimes.external_data import refuse_external_data
-    from edgeship.runtimes.ort_format import is_ort_format
     from edgeship.telemetry import quiet_onnxruntime
 
     quiet_onnxruntime(ort)  # once per process, for an onnxruntime imported before edgeship
@@ -230,12 +234,9 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
     name = what or ("the model bytes" if isinstance(model, bytes) else str(src))
     if isinstance(model, bytes):  # onnxruntime would resolve external data against the cwd
         refuse_external_data(model, name)
-    so = options if options is not None else session_options()
-    if isinstance(model, bytes) and is_ort_format(model):  # say so rather than let onnxruntime guess
-        so.add_session_config_entry("session.load_model_format", "ORT")
     try:
         per_provider = [dict(provider_options or {})] + [{} for _ in providers[1:]]
-        session = ort.InferenceSession(src, so,
+        session = ort.InferenceSession(src, options if options is not None else session_options(),
                                        providers=providers, provider_options=per_provider)
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise error(f"onnxruntime could not open {name} with {', '.join(providers)}: {brief(e)}") from e
