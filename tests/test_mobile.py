@@ -283,6 +283,55 @@ def test_a_conversion_failure_is_an_export_error_that_says_what_to_do(files, tmp
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def other_ort(tmp_path_factory) -> bytes:
+    """An ORT-format MLP with other weights than the test MLP's (same inputs and outputs)."""
+    import models
+    import torch
+
+    from edgeship.exporters.ort_format import convert
+
+    d = tmp_path_factory.mktemp("other")
+    torch.manual_seed(123)
+    torch.onnx.export(models.MLP(), (torch.randn(2, 10),), str(d / "m.onnx"), dynamo=False, input_names=["x"],
+                      output_names=["output"], dynamic_axes={"x": {0: "batch"}, "output": {0: "batch"}})
+    converted, _ = convert({"m": d / "m.onnx"}, d / "out")
+    return converted["m"].read_bytes()
+
+
+def _swapping(monkeypatch, name: str, data: bytes) -> None:
+    """The converter, with the ORT file of variant ``name`` replaced by ``data`` (a twin that computes something else)."""
+    from edgeship.exporters import ort_format
+
+    real = ort_format.convert
+
+    def convert(models, out):
+        converted, config = real(models, out)
+        converted[name].write_bytes(data)
+        return converted, config
+
+    monkeypatch.setattr(ort_format, "convert", convert)
+
+
+def test_an_int8_twin_that_fails_parity_is_left_out_with_a_note(files, tmp_path, monkeypatch, other_ort):
+    _swapping(monkeypatch, "int8_dynamic", other_ort)
+    b = _export(files["dir"] / "mlp_state.pt", tmp_path / "m.edgeship", ("x:2x10",), "MLP", ("dynamic",))
+    m = _manifest(b)
+    assert "int8_dynamic_ort" not in m["variants"] and m["mobile"]["variants"] == ["fp32_ort"]
+    assert "int8_dynamic" in m["variants"] and not (b / "models" / "int8_dynamic.ort").exists()
+    assert any("int8_dynamic_ort (the ORT-format int8_dynamic) fails parity on mobile" in n for n in m["notes"])
+
+
+def test_an_fp32_twin_that_fails_parity_stops_the_export(files, tmp_path, monkeypatch, other_ort):
+    from edgeship.errors import ParityError
+
+    _swapping(monkeypatch, "fp32", other_ort)
+    out = tmp_path / "m.edgeship"
+    with pytest.raises(ParityError, match="the ORT-format fp32 file onnxruntime's converter wrote fails parity"):
+        _export(files["dir"] / "mlp_state.pt", out, ("x:2x10",), "MLP", ("fp32",))
+    assert not out.exists()
+
+
 def test_without_the_converter_export_says_what_to_install(files, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime.tools.convert_onnx_models_to_ort", None)
     with pytest.raises(ExportError, match=r"pip install 'edgeship\[export\]'"):
