@@ -105,7 +105,8 @@ class ProfileConfig:
     """What ``edgeship profile`` measures: every target × variant × threads × batch.
 
     Attributes:
-        targets: ``cpu``, ``cuda``, ``tensorrt``, a provider name, or ``auto`` (cpu, plus cuda where present).
+        targets: ``cpu``, ``cuda``, ``tensorrt``, ``mobile`` (a bundle's ORT-format variants only), a provider
+            name, or ``auto`` (cpu, plus cuda where present).
         variants: variant names to profile; empty means every variant of the bundle.
         threads: intra-op thread counts; ``None`` means one per core.
         batches: sizes of the symbolic batch axis; ``None`` means the golden sample's size

@@ -152,6 +152,16 @@ def test_check_passes_and_judges_the_ort_variants(bundles, cli, tmp_path):
     assert code == 1 and "onnxruntime-mobile" in out and "fp32_ort" in out, out
 
 
+def test_profile_runs_the_ort_files_on_mobile_and_every_file_on_cpu(bundles):
+    from edgeship.config import ProfileConfig
+    from edgeship.profiling.profiler import profile
+
+    m = _manifest(bundles["mlp"])
+    report = profile(str(bundles["mlp"]), ProfileConfig(targets=("cpu", "mobile"), iterations=3, warmup=1, cold_start="off"))
+    rows = {(r.target, r.variant) for r in report.results}
+    assert rows == {("cpu", v) for v in m["variants"]} | {("mobile", v) for v in m["mobile"]["variants"]}
+
+
 def test_inspect_shows_the_ort_variants_and_the_operator_config(bundles, cli, tmp_path):
     from test_schemas import valid
 

@@ -236,12 +236,15 @@ def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = Pro
         for target, providers in targets:
             for v in variants:
                 model = models[v]
+                if target == "mobile" and _format(src, v, model) != "ort":  # the mobile target runs the .ort files
+                    continue
                 plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
                                partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top),
                                cold=coldstart.Request.ort(model, target, providers, t, feeds[b]))
                          for t in threads for b in batches]
         if "openvino" in config.runtimes:
-            plan += _openvino_items(src, variants, models, [t for t, _ in targets], threads, batches, feeds)
+            plan += _openvino_items(src, [v for v in variants if _format(src, v, models[v]) == "onnx"], models,
+                                    [t for t, _ in targets], threads, batches, feeds)
         if "onnxruntime" not in config.runtimes:
             plan = [i for i in plan if i.runtime != "onnxruntime"]
     if config.compare_torch is not None:
@@ -320,6 +323,16 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
                         item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
                         max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms,
                         dict(item.options)), (open_ns + first_ns) / 1e9
+
+
+def _format(src: Source, variant: str, model: object) -> str:
+    """A variant's model format: ``ort`` (ONNX Runtime Mobile's, ``export --target mobile``) or ``onnx``."""
+    from edgeship.runtimes.ort_format import is_ort_format
+
+    info = src.variant_info.get(variant)
+    if info is not None:
+        return info.format
+    return "ort" if (is_ort_format(model) if isinstance(model, bytes) else str(model).endswith(".ort")) else "onnx"
 
 
 def _openvino_items(src: Source, variants: list[str], models: dict, targets: list[str], threads, batches,
