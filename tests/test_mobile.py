@@ -162,6 +162,18 @@ def test_profile_runs_the_ort_files_on_mobile_and_every_file_on_cpu(bundles):
     assert rows == {("cpu", v) for v in m["variants"]} | {("mobile", v) for v in m["mobile"]["variants"]}
 
 
+def test_compare_takes_ort_variants_and_does_not_localise_in_them(bundles, cli):
+    b = bundles["cnn"]
+    code, out = cli("compare", b, b, "--variant-a", "fp32", "--variant-b", "fp32_ort", "-q")
+    assert code == 0, out
+    code, out = cli("compare", b, b, "--variant-a", "fp32", "--variant-b", "int8_static_ort",
+                    "--tolerance", "int8:min_cosine=0.9999999")
+    assert code == 1 and "int8_static_ort" in out and "first divergent node" not in out, out
+    code, out = cli("compare", b, b, "--variant-a", "fp32", "--variant-b", "int8_static",
+                    "--tolerance", "int8:min_cosine=0.9999999")
+    assert code == 1 and "first divergent node" in out, out  # the .onnx source: localised
+
+
 def test_inspect_shows_the_ort_variants_and_the_operator_config(bundles, cli, tmp_path):
     from test_schemas import valid
 
