@@ -2,7 +2,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cp, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,16 +48,21 @@ export function fixtures() {
   return built;
 }
 
+let copies = null; // a temporary folder for this process's bundle copies
+let count = 0;
+
 export function cleanup() {
   if (built?.dir) rmSync(built.dir, { recursive: true, force: true });
+  if (copies) rmSync(copies, { recursive: true, force: true });
   built = null;
+  copies = null;
 }
 
-let copies = 0;
-
-/** A fresh copy of a bundle folder in a temporary folder of its own. */
+/** A fresh copy of a bundle folder, in a folder of its own (removed by cleanup()). */
 export async function copyBundle(src) {
-  const dir = mkdtempSync(join(tmpdir(), `edgeship-js-copy${copies++}-`));
+  copies ??= mkdtempSync(join(tmpdir(), 'edgeship-js-copies-'));
+  const dir = join(copies, String(count++));
+  await mkdir(dir);
   const dst = join(dir, 'b.edgeship');
   await cp(src, dst, { recursive: true });
   return dst;
