@@ -50,9 +50,10 @@ export function chooseVariant(manifest, target = 'cpu', variant = 'auto') {
   const failed = (name) => variants[name]?.parity?.passed?.[target] === false;
   const defaults = manifest.defaults ?? {};
   // [variant, why it cannot run here, what the skip names]: the candidates first, in their order
-  const order = (manifest.candidates?.[target] ?? []).map((c) => [c.variant,
+  const own = (table, key) => (table && Object.hasOwn(table, key) ? table[key] : undefined);
+  const order = (own(manifest.candidates, target) ?? []).map((c) => [c.variant,
     !RUNNABLE.includes(c.runtime) ? `runs on ${c.runtime}` : c.parity?.passed === false ? `failed parity on ${target}` : null, c.id]);
-  for (const name of [defaults[target], defaults.cpu, 'fp32', ...names]) order.push([name, null, name]);
+  for (const name of [own(defaults, target), own(defaults, 'cpu'), 'fp32', ...names]) order.push([name, null, name]);
   const tried = new Set();
   for (const [name, why, id] of order) {
     if (typeof name !== 'string' || !Object.hasOwn(variants, name)) continue;

@@ -49,7 +49,7 @@ export function readNpy(bytes, what) {
  * @param {string} what
  */
 export async function readNpz(bytes, what) {
-  const out = {};
+  const out = Object.create(null); // a member named __proto__.npy is a key like any other
   for (const m of zipMembers(bytes, what)) {
     if (m.isDir || !m.name.endsWith('.npy')) {
       throw new BundleError(`${what} is not a readable .npz of arrays (member ${pyrepr(m.name)} is not a numpy array).`, CODES.MANIFEST);

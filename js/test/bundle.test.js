@@ -68,6 +68,16 @@ describe('a good bundle', { skip }, () => {
     assert.deepEqual([...out.output.dims], [2, 1]);
   });
 
+  it('runs with onnxruntime-web (WebAssembly) too, as the golden outputs', async () => {
+    const ortWeb = await import('onnxruntime-web');
+    ortWeb.env.wasm.numThreads = 1;
+    const model = await loadBundle(index.bundle, { ort: ortWeb, target: 'web' });
+    assert.equal(model.ort.env.versions.web, '1.30.0');
+    const worst = await checkGolden(model);
+    assert.ok(worst < 1e-5, `max abs error ${worst}`);
+    await model.release();
+  });
+
   it('loads the zipped bundle, from a path and from its bytes, with the same outputs', async () => {
     for (const source of [index.zip, new Uint8Array(await readFile(index.zip))]) {
       const model = await loadBundle(source, { ort: ortNode });
@@ -255,6 +265,9 @@ describe('a damaged or crafted zip is refused before onnxruntime opens it', { sk
     'no manifest': ['manifest', /no manifest.json/],
     'encrypted entries': ['zip', /is encrypted/],
     'unknown compression': ['zip', /compression method 99/],
+    'many small members': ['zip', /its \d+ zip members declare \d+ bytes in all from a \d+-byte zip \(over 200x\): refused as a decompression bomb/],
+    'one member bomb': ['zip', /zip member 'pad\/zeros.bin' declares 4194304 bytes from \d+ compressed \(over 200x\): refused as a decompression bomb/],
+    'overlapping members': ['zip', /zip member 'ov\/a.bin' overlaps the next member or the central directory/],
   };
   for (const [name, [code, match]] of Object.entries(cases)) {
     it(name, async () => {

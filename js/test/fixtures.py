@@ -10,12 +10,17 @@ with Python's zipfile. Prints OUT/index.json's path.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import random
 import shutil
+import struct
 import subprocess
 import sys
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,6 +93,59 @@ def external_data_bundle(bundle: Path, dst: Path) -> Path:
     return dst
 
 
+def raw_zip(files: dict[str, bytes], deflated=()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(zipfile.ZipInfo(name, (2026, 1, 1, 0, 0, 0)), data,
+                       compress_type=zipfile.ZIP_DEFLATED if name in deflated else zipfile.ZIP_STORED)
+    return buf.getvalue()
+
+
+def listed(manifest: dict, extra: dict[str, bytes]) -> bytes:
+    """The manifest with ``extra`` listed and signed, as an attacker who re-signs would."""
+    m = dict(manifest, files=dict(manifest["files"]))
+    for rel, data in extra.items():
+        m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return json.dumps(m).encode()
+
+
+def bombs(bundle: Path, zips: Path) -> dict[str, str]:
+    """The zips of tests/hostile/test_zip_limits.py, deflated (what the JS loader reads)."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    files = {rel: (bundle / rel).read_bytes() for rel in manifest["files"]}
+    out = {}
+    # 100 members of 1 MiB of zeros (each under the per-member floor), all listed: 200x over in all
+    extra = {f"pad/{i}.bin": bytes(1 << 20) for i in range(100)}
+    (zips / "many-small-members.zip").write_bytes(raw_zip({**files, **extra, MANIFEST: listed(manifest, extra)}, extra))
+    out["many small members"] = str(zips / "many-small-members.zip")
+    # one member of 4 MiB of zeros (~1000x), beside 256 KiB of random bytes so the total is in bounds
+    extra = {"pad/zeros.bin": bytes(4 << 20), "pad/random.bin": random.Random(0).randbytes(256 << 10)}
+    (zips / "one-member-bomb.zip").write_bytes(raw_zip({**files, **extra, MANIFEST: listed(manifest, extra)}, {"pad/zeros.bin"}))
+    out["one member bomb"] = str(zips / "one-member-bomb.zip")
+    # ov/a.bin (stored) runs on over the header and data of ov/b.bin: the two share bytes, both listed
+    b_data = b"B" * 64
+    first = {**files, "ov/a.bin": b"A" * 16, "ov/b.bin": b_data}
+    probe = raw_zip({**first, MANIFEST: b"{}"})
+    with zipfile.ZipFile(io.BytesIO(probe)) as z:
+        a, b = z.getinfo("ov/a.bin"), z.getinfo("ov/b.bin")
+    a_start = a.header_offset + 30 + len(a.filename)
+    b_end = b.header_offset + 30 + len(b.filename) + len(b_data)
+    a_data = probe[a_start:b_end]
+    data = bytearray(raw_zip({**first, MANIFEST: listed(manifest, {"ov/a.bin": a_data, "ov/b.bin": b_data})}))
+    cd = 0
+    while True:  # a's central-directory record: its CRC and sizes patched to cover b
+        cd = data.index(b"PK\x01\x02", cd)
+        name_len = struct.unpack_from("<H", data, cd + 28)[0]
+        if data[cd + 46:cd + 46 + name_len] == b"ov/a.bin":
+            struct.pack_into("<3L", data, cd + 16, zlib.crc32(a_data), len(a_data), len(a_data))
+            break
+        cd += 4
+    (zips / "overlapping-members.zip").write_bytes(bytes(data))
+    out["overlapping members"] = str(zips / "overlapping-members.zip")
+    return out
+
+
 def main() -> None:
     out = Path(sys.argv[1]).resolve()
     work = out / "work"
@@ -123,6 +181,7 @@ def main() -> None:
         dst = zips / (case.replace(" ", "-") + ".zip")
         make(dst)
         index["zips"][case] = str(dst)
+    index["zips"].update(bombs(bundle, zips))
     index["external"] = str(external_data_bundle(bundle, out / "external.edgeship"))
     (out / "index.json").write_text(json.dumps(index, indent=1))
     print(out / "index.json")

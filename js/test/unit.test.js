@@ -70,6 +70,8 @@ describe('the variant', () => {
     assert.equal(chooseVariant(m, 'cpu', 'int8_dynamic').name, 'int8_dynamic');
     assert.equal(chooseVariant(m, 'cpu').name, 'fp32');
     assert.equal(chooseVariant(m, 'web').name, 'fp32');
+    assert.equal(chooseVariant(m, '__proto__').name, 'fp32');
+    assert.equal(chooseVariant(m, 'constructor').name, 'fp32');
     m.candidates = { web: [{ id: 'x@openvino', runtime: 'openvino', variant: 'fp32' }, { id: 'int8_dynamic', runtime: 'onnxruntime-web', variant: 'int8_dynamic' }] };
     const chosen = chooseVariant(m, 'web');
     assert.equal(chosen.name, 'int8_dynamic');
