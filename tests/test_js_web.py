@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,11 @@ def site(tmp_path_factory):
     data = bytearray(model.read_bytes())
     data[-100] ^= 0x01
     model.write_bytes(bytes(data))
+    for name in ("simplenet", "changed"):  # zipped as `edgeship export -o NAME.edgeship.zip` writes them
+        with zipfile.ZipFile(bundles / f"{name}.edgeship.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for p in sorted((bundles / f"{name}.edgeship").rglob("*")):
+                if p.is_file():
+                    z.write(p, p.relative_to(bundles / f"{name}.edgeship").as_posix())
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def translate_path(self, path):
@@ -66,28 +72,40 @@ def site(tmp_path_factory):
     server.server_close()
 
 
-def _open(site_url: str, bundle: str) -> tuple[dict, str]:
-    """The page's result (window.edgeshipResult) and status line for ?bundle=..."""
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (the system's, never a downloaded one), driven by Playwright."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{site_url}/examples/web/index.html?bundle=/bundles/{bundle}/")
-            page.wait_for_selector("body:not([data-state='loading'])", timeout=60_000)
-            assert not errors, errors
-            return page.evaluate("window.edgeshipResult"), page.inner_text("#status")
-        finally:
-            browser.close()
+    p = sync_playwright().start()
+    try:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+    finally:
+        p.stop()
 
 
-def test_example_page_runs_simplenet_as_the_golden_outputs(site):
+def _open(browser, site_url: str, bundle: str) -> tuple[dict, str]:
+    """The page's result (window.edgeshipResult) and status line for ?bundle=..."""
+    page = browser.new_page()
+    try:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{site_url}/examples/web/index.html?bundle=/bundles/{bundle}")
+        page.wait_for_selector("body:not([data-state='loading'])", timeout=60_000)
+        assert not errors, errors
+        return page.evaluate("window.edgeshipResult"), page.inner_text("#status")
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("bundle", ["simplenet.edgeship/", "simplenet.edgeship.zip"])
+def test_example_page_runs_simplenet_as_the_golden_outputs(site, browser, bundle):
     url, bundles = site
-    result, status = _open(url, "simplenet.edgeship")
+    result, status = _open(browser, url, bundle)
     assert "error" not in result, result
+    assert result["bundle"] == f"{url}/bundles/{bundle}"
     manifest = json.loads((bundles / "simplenet.edgeship" / "manifest.json").read_text())
     assert result["variant"] == manifest["defaults"]["cpu"] and result["runtime"].startswith("onnxruntime-web 1.30")
     tol = manifest["variants"][result["variant"]]["tolerance"]["output"]
@@ -101,9 +119,10 @@ def test_example_page_runs_simplenet_as_the_golden_outputs(site):
     assert f"variant {result['variant']} on onnxruntime-web" in status
 
 
-def test_example_page_refuses_one_changed_byte(site):
+@pytest.mark.parametrize("bundle", ["changed.edgeship/", "changed.edgeship.zip"])
+def test_example_page_refuses_one_changed_byte(site, browser, bundle):
     url, _ = site
-    result, status = _open(url, "changed.edgeship")
+    result, status = _open(browser, url, bundle)
     assert result["name"] == "BundleError" and result["code"] == "digest", result
     assert "models/fp32.onnx does not match its sha256/size in manifest.json" in result["error"]
     assert status == "refused: BundleError (digest)"
