@@ -10,11 +10,28 @@ export const MAX_MANIFEST_BYTES = 16 << 20;
 // categories Cc, Cf, Cs, Co, Cn, Zl, Zp)
 const CONTROL = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u;
 
-/** Python's repr of a string, close enough for messages. */
+// what Python's str.isprintable() calls not printable (repr escapes it): Other and Separator, but ' '
+const NOT_PRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}\p{Zs}]/u;
+
+/** Python's repr() of a JSON value, as the Python loader's messages write it (None, True, 'text'). */
 export function pyrepr(value) {
-  if (typeof value !== 'string') return value === null ? 'None' : JSON.stringify(value) ?? String(value);
-  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/gu,
-    (c) => `\\u${c.codePointAt(0).toString(16).padStart(4, '0')}`)}'`;
+  if (value === null || value === undefined) return 'None';
+  if (typeof value === 'boolean') return value ? 'True' : 'False';
+  if (typeof value !== 'string') return JSON.stringify(value) ?? String(value);
+  const quote = value.includes("'") && !value.includes('"') ? '"' : "'";
+  let out = quote;
+  for (const ch of value) { // by code point; a lone surrogate comes alone
+    const cp = ch.codePointAt(0);
+    if (ch === quote || ch === '\\') out += `\\${ch}`;
+    else if (ch === '\t') out += '\\t';
+    else if (ch === '\n') out += '\\n';
+    else if (ch === '\r') out += '\\r';
+    else if (ch !== ' ' && NOT_PRINTABLE.test(ch)) {
+      out += cp < 0x100 ? `\\x${cp.toString(16).padStart(2, '0')}`
+        : cp < 0x10000 ? `\\u${cp.toString(16).padStart(4, '0')}` : `\\U${cp.toString(16).padStart(8, '0')}`;
+    } else out += ch;
+  }
+  return out + quote;
 }
 
 /**

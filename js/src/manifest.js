@@ -63,8 +63,8 @@ export function parseManifest(data, where) {
   if (!isObject(manifest)) throw new BundleError(`bundle ${where}: manifest.json is not a JSON object.`, CODES.MANIFEST);
   const version = manifest.schema_version;
   if (version !== SCHEMA_VERSION) {
-    throw new BundleError(`bundle ${where}: schema_version ${version === undefined ? 'None' : pyrepr(version)} is not supported `
-      + `(this loader reads ${SCHEMA_VERSION}); upgrade the edgeship package or re-export the bundle.`, CODES.SCHEMA);
+    throw new BundleError(`bundle ${where}: schema_version ${pyrepr(version)} is not supported `
+      + `(this edgeship reads ${SCHEMA_VERSION}); upgrade edgeship or re-export the bundle.`, CODES.SCHEMA);
   }
   const files = manifest.files;
   if (!isObject(files) || Object.keys(files).length === 0) {
@@ -95,10 +95,12 @@ function checkFields(m, where) {
   }
   for (const t of [...io.inputs, ...io.outputs]) {
     const problem = typeof t.name !== 'string' ? 'name is not a string'
-      : !SUPPORTED_DTYPES.includes(t.dtype) ? `unsupported dtype ${pyrepr(t.dtype)}; use one of ${SUPPORTED_DTYPES.join(', ')}`
-        : !Array.isArray(t.shape) || !t.shape.every((d) => typeof d === 'string' || Number.isSafeInteger(d))
-          ? 'shape entries must be ints or strings' : null;
+      : !Array.isArray(t.shape) || !t.shape.every((d) => typeof d === 'string' || Number.isSafeInteger(d))
+        ? 'shape entries must be ints or strings' : null;
     if (problem) bad(`'io' is malformed: malformed tensor spec ${JSON.stringify(t).slice(0, 200)}: ${problem}`);
+    if (!SUPPORTED_DTYPES.includes(t.dtype)) {
+      bad(`'io' is malformed: unsupported dtype ${pyrepr(t.dtype)}; use one of ${SUPPORTED_DTYPES.join(', ')}.`);
+    }
   }
   const variants = m.variants;
   if (!isObject(variants) || Object.keys(variants).length === 0) bad('lists no variants');
@@ -134,6 +136,39 @@ function checkFields(m, where) {
   if (typeof (m.name ?? '') !== 'string') bad('has a name that is not a string');
 }
 
+const RUNTIMES = ['onnxruntime', 'openvino'];
+const ORT_OPTION_KEYS = ['threads', 'spinning', 'opt_level'];
+const OPT_LEVELS = ['disable', 'basic', 'extended', 'all'];
+const OPENVINO_OPTION_KEYS = ['threads', 'cache_dir'];
+const MAX_THREADS = 1024;
+
+/** What is wrong with a candidate's runtime and options (edgeship/runtimes/registry.py check_options), or null. */
+function optionsProblem(runtime, options) {
+  if (!RUNTIMES.includes(runtime)) return `unknown runtime ${pyrepr(runtime)}; use ${RUNTIMES.join(', ')}.`;
+  if (!isObject(options)) return 'runtime options must be an object';
+  const t = options.threads;
+  if (t !== undefined && t !== null && !((Number.isSafeInteger(t) && t >= 1 && t <= MAX_THREADS)
+      || (typeof t === 'string' && /^cores\/[1-9][0-9]{0,5}$/.test(t)))) {
+    return `${runtime === 'openvino' ? 'OpenVINO' : runtime} threads=${pyrepr(t)}: use a whole number from 1 to ${MAX_THREADS}, `
+      + 'or cores/N (the usable cores divided by N).';
+  }
+  const keys = runtime === 'openvino' ? OPENVINO_OPTION_KEYS : ORT_OPTION_KEYS;
+  const unknown = Object.keys(options).filter((k) => !keys.includes(k)).sort();
+  if (unknown.length) return `unknown ${runtime === 'openvino' ? 'OpenVINO' : runtime} option(s) ${unknown.join(', ')}; use ${keys.join(', ')}.`;
+  if (runtime === 'openvino') {
+    const c = options.cache_dir;
+    if (c !== undefined && c !== null && (typeof c !== 'string' || !c || c.includes('\0'))) return `OpenVINO cache_dir=${pyrepr(c)}: use a folder path.`;
+    return null;
+  }
+  if (options.spinning !== undefined && options.spinning !== null && typeof options.spinning !== 'boolean') {
+    return `onnxruntime spinning=${pyrepr(options.spinning)}: use true or false.`;
+  }
+  if (options.opt_level !== undefined && options.opt_level !== null && !OPT_LEVELS.includes(options.opt_level)) {
+    return `onnxruntime opt_level=${pyrepr(options.opt_level)}: use one of ${OPT_LEVELS.join(', ')}.`;
+  }
+  return null;
+}
+
 /** `candidates`: {target: [candidate, ...]}, each naming a shipped variant (absent in older bundles). */
 function checkCandidates(table, variants, bad) {
   if (table === undefined || table === null) return;
@@ -154,7 +189,8 @@ function checkCandidates(table, variants, bad) {
       if (!Object.hasOwn(variants, c.variant)) {
         bad(`candidate ${id} names variant ${pyrepr(c.variant.slice(0, 60))}, which it does not have`);
       }
-      if (!isObject(c.options ?? {})) bad(`candidate ${id}: options are not an object`);
+      const problem = optionsProblem(c.runtime, Object.hasOwn(c, 'options') ? c.options : {});
+      if (problem) bad(`candidate ${id}: ${problem}`);
       const req = c.requires ?? {};
       if (!isObject(req) || typeof (req.runtime ?? '') !== 'string' || !['cpu_any', 'providers'].every(
         (k) => Array.isArray(req[k] ?? []) && (req[k] ?? []).every((x) => typeof x === 'string'),

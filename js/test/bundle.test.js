@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as ortNode from 'onnxruntime-node';
 import { BundleError, SpecError, loadBundle, openBundle } from '../src/index.js';
-import { cleanup, copyBundle, editManifest, fixtures, flipByte, ortSpy, resign, sha256 } from './helpers.js';
+import { cleanup, copyBundle, editManifest, fixtures, flipByte, ortSpy, pythonRefusals, resign, sha256 } from './helpers.js';
 
 const fx = fixtures();
 const skip = fx.skip ?? false;
@@ -113,71 +113,77 @@ describe('a good bundle', { skip }, () => {
   });
 });
 
+async function copyExternal(b) {
+  const { cp } = await import('node:fs/promises');
+  await cp(index.external, b, { recursive: true });
+}
+
+// name -> [damage(bundle folder), code, message]: every one refused before onnxruntime opens anything
+const cases = {
+  'one changed byte in a model file': [(b) => flipByte(join(b, 'models', 'fp32.onnx')), 'digest', /models\/fp32.onnx does not match its sha256\/size/],
+  'one changed byte in the golden outputs': [(b) => flipByte(join(b, 'golden', 'outputs.npz')), 'digest', /golden\/outputs.npz does not match/],
+  'one changed byte in the manifest (a sha256)': [async (b) => {
+    const path = join(b, 'manifest.json');
+    const text = await readFile(path, 'utf8');
+    const sha = JSON.parse(text).files['models/fp32.onnx'].sha256;
+    await writeFile(path, text.replace(sha, sha.slice(0, 10) + (sha[10] === '0' ? '1' : '0') + sha.slice(11)));
+  }, 'digest', /models\/fp32.onnx does not match its sha256/],
+  'one changed byte in the manifest (its JSON)': [(b) => flipByte(join(b, 'manifest.json'), 0), 'manifest', /manifest.json is not valid JSON/],
+  'a missing file': [(b) => unlink(join(b, 'golden', 'inputs.npz')), 'missing', /listed files are missing: golden\/inputs.npz\./],
+  'a missing model file': [(b) => rm(join(b, 'models'), { recursive: true }), 'missing', /listed files are missing: models\/fp32.onnx, models\/int8_dynamic.onnx/],
+  'an extra file': [(b) => writeFile(join(b, 'notes.txt'), 'x'), 'extra', /files not listed in manifest.json: notes.txt; refusing/],
+  'an extra file in a folder': [(b) => writeFile(join(b, 'models', 'evil.onnx'), 'x'), 'extra', /not listed in manifest.json: models\/evil.onnx/],
+  'a hard link': [(b) => link(join(b, 'report.json'), join(dirname(b), 'report-elsewhere.json')), 'link', /report.json is hard-linked elsewhere/],
+  'a symlinked folder': [async (b) => {
+    await rename(join(b, 'golden'), join(dirname(b), 'golden-elsewhere'));
+    await symlink(join(dirname(b), 'golden-elsewhere'), join(b, 'golden'));
+  }, 'link', /golden is a symbolic link; bundles hold plain files only/],
+  'a symlinked file': [async (b) => {
+    await rename(join(b, 'report.json'), join(dirname(b), 'report-elsewhere.json'));
+    await symlink(join(dirname(b), 'report-elsewhere.json'), join(b, 'report.json'));
+  }, 'link', /report.json is a symbolic link/],
+  'a fifo': [(b) => execFileSync('mkfifo', [join(b, 'pipe')]), 'link', /pipe is not a regular file/],
+  'a sha256 edited': [(b) => editManifest(b, (m) => { m.files['report.json'].sha256 = '0'.repeat(64); }), 'digest', /report.json does not match its sha256/],
+  'a size edited': [(b) => editManifest(b, (m) => { m.files['report.json'].size = 1; }), 'digest', /report.json does not match its sha256\/size in manifest.json \(\d+ bytes, not 1\)/],
+  'the manifest lists itself': [(b) => editManifest(b, (m) => { m.files['manifest.json'] = { sha256: '0', size: 1 }; }), 'manifest', /manifest entry 'manifest.json' is malformed/],
+  'a size that is not an integer': [(b) => editManifest(b, (m) => { m.files['report.json'].size = '13306'; }), 'manifest', /manifest entry 'report.json' is malformed/],
+  'no io': [(b) => editManifest(b, (m) => { delete m.io; }), 'manifest', /has no valid 'io'/],
+  'no variants': [(b) => editManifest(b, (m) => { delete m.variants; }), 'manifest', /lists no variants/],
+  'no golden': [(b) => editManifest(b, (m) => { delete m.golden; }), 'manifest', /has no 'golden' section/],
+  'io not a list': [(b) => editManifest(b, (m) => { m.io.inputs = 'x'; }), 'manifest', /has no valid 'io'/],
+  'a bad dtype in io': [(b) => editManifest(b, (m) => { m.io.inputs[0].dtype = 'complex7'; }), 'manifest', /unsupported dtype 'complex7'/],
+  'a variant naming an unlisted file': [(b) => editManifest(b, (m) => { m.variants.fp32.file = 'models/evil.onnx'; }), 'manifest', /'models\/evil.onnx', which is not among its listed files/],
+  'a variant file escaping': [(b) => editManifest(b, (m) => { m.variants.fp32.file = '../../etc/passwd'; }), 'manifest', /'..\/..\/etc\/passwd', which is not among its listed files/],
+  'a default naming a missing variant': [(b) => editManifest(b, (m) => { m.defaults.cpu = 'int8'; }), 'manifest', /'defaults' names a variant/],
+  'a tolerance that is text': [(b) => editManifest(b, (m) => { m.variants.fp32.tolerance = { atol: 'big' }; }), 'manifest', /malformed tolerance/],
+  'a tolerance that is NaN': [async (b) => {
+    const path = join(b, 'manifest.json');
+    await writeFile(path, (await readFile(path, 'utf8')).replace('"atol": 0.0001', '"atol": NaN').replace('"atol":0.0001', '"atol":NaN'));
+  }, 'manifest', /not valid JSON/],
+  'malformed samples': [(b) => editManifest(b, (m) => { m.golden.samples = [1, 2]; }), 'manifest', /malformed golden samples/],
+  'a candidate naming a missing variant': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].variant = 'int4'; }), 'manifest', /names variant 'int4', which it does not have/],
+  'a candidate naming a cache folder': [(b) => editManifest(b, (m) => { Object.assign(m.candidates.cpu[0], { runtime: 'openvino', options: { cache_dir: '/tmp/x' } }); }), 'manifest', /names a cache folder/],
+  'a candidate with an unknown option': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].options = { cache_dir: '/tmp/x' }; }), 'manifest', /candidate 'fp32': unknown onnxruntime option\(s\) cache_dir; use threads, spinning, opt_level/],
+  'a candidate on an unknown runtime': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].runtime = 'tensorrt'; }), 'manifest', /unknown runtime 'tensorrt'; use onnxruntime, openvino/],
+  'a candidate with too many threads': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].options = { threads: 1000000 }; }), 'manifest', /onnxruntime threads=1000000: use a whole number from 1 to 1024, or cores\/N/],
+  'deeply nested JSON': [(b) => writeFile(join(b, 'manifest.json'), '['.repeat(100000) + ']'.repeat(100000)), 'manifest', /not valid JSON|not a JSON object/],
+  'a manifest that is a list': [(b) => writeFile(join(b, 'manifest.json'), '[]'), 'manifest', /not a JSON object/],
+  'a repeated key': [async (b) => {
+    const path = join(b, 'manifest.json');
+    await writeFile(path, (await readFile(path, 'utf8')).replace('{', '{"schema_version": 99, '));
+  }, 'manifest', /the key 'schema_version' appears twice in one object/],
+  'schema_version as a string': [(b) => editManifest(b, (m) => { m.schema_version = '1'; }), 'schema', /schema_version '1' is not supported/],
+  'a newer schema_version': [(b) => editManifest(b, (m) => { m.schema_version = 2; }), 'schema', /schema_version 2 is not supported \(this edgeship reads 1\); upgrade edgeship or re-export the bundle/],
+  'no schema_version': [(b) => editManifest(b, (m) => { delete m.schema_version; }), 'schema', /schema_version None is not supported/],
+  'no manifest': [(b) => unlink(join(b, 'manifest.json')), 'manifest', /has no manifest.json/],
+  'a symlinked manifest': [async (b) => {
+    await rename(join(b, 'manifest.json'), join(dirname(b), 'manifest-elsewhere.json'));
+    await symlink(join(dirname(b), 'manifest-elsewhere.json'), join(b, 'manifest.json'));
+  }, 'manifest', /has no manifest.json/],
+  'external data, re-signed': [async (b) => { await rm(b, { recursive: true }); await copyExternal(b); }, 'model', /keeps tensor 'fc1.weight' in external data '..\/..\/secret.bin'/],
+};
+
 describe('a damaged or crafted folder is refused before onnxruntime opens it', { skip }, () => {
-  const cases = {
-    'one changed byte in a model file': [(b) => flipByte(join(b, 'models', 'fp32.onnx')), 'digest', /models\/fp32.onnx does not match its sha256\/size/],
-    'one changed byte in the golden outputs': [(b) => flipByte(join(b, 'golden', 'outputs.npz')), 'digest', /golden\/outputs.npz does not match/],
-    'one changed byte in the manifest (a sha256)': [async (b) => {
-      const path = join(b, 'manifest.json');
-      const text = await readFile(path, 'utf8');
-      const sha = JSON.parse(text).files['models/fp32.onnx'].sha256;
-      await writeFile(path, text.replace(sha, sha.slice(0, 10) + (sha[10] === '0' ? '1' : '0') + sha.slice(11)));
-    }, 'digest', /models\/fp32.onnx does not match its sha256/],
-    'one changed byte in the manifest (its JSON)': [(b) => flipByte(join(b, 'manifest.json'), 0), 'manifest', /manifest.json is not valid JSON/],
-    'a missing file': [(b) => unlink(join(b, 'golden', 'inputs.npz')), 'missing', /listed files are missing: golden\/inputs.npz\./],
-    'a missing model file': [(b) => rm(join(b, 'models'), { recursive: true }), 'missing', /listed files are missing: models\/fp32.onnx, models\/int8_dynamic.onnx/],
-    'an extra file': [(b) => writeFile(join(b, 'notes.txt'), 'x'), 'extra', /files not listed in manifest.json: notes.txt; refusing/],
-    'an extra file in a folder': [(b) => writeFile(join(b, 'models', 'evil.onnx'), 'x'), 'extra', /not listed in manifest.json: models\/evil.onnx/],
-    'a hard link': [(b) => link(join(b, 'report.json'), join(dirname(b), 'report-elsewhere.json')), 'link', /report.json is hard-linked elsewhere/],
-    'a symlinked folder': [async (b) => {
-      await rename(join(b, 'golden'), join(dirname(b), 'golden-elsewhere'));
-      await symlink(join(dirname(b), 'golden-elsewhere'), join(b, 'golden'));
-    }, 'link', /golden is a symbolic link; bundles hold plain files only/],
-    'a symlinked file': [async (b) => {
-      await rename(join(b, 'report.json'), join(dirname(b), 'report-elsewhere.json'));
-      await symlink(join(dirname(b), 'report-elsewhere.json'), join(b, 'report.json'));
-    }, 'link', /report.json is a symbolic link/],
-    'a fifo': [(b) => execFileSync('mkfifo', [join(b, 'pipe')]), 'link', /pipe is not a regular file/],
-    'a sha256 edited': [(b) => editManifest(b, (m) => { m.files['report.json'].sha256 = '0'.repeat(64); }), 'digest', /report.json does not match its sha256/],
-    'a size edited': [(b) => editManifest(b, (m) => { m.files['report.json'].size = 1; }), 'digest', /report.json does not match its sha256\/size in manifest.json \(\d+ bytes, not 1\)/],
-    'the manifest lists itself': [(b) => editManifest(b, (m) => { m.files['manifest.json'] = { sha256: '0', size: 1 }; }), 'manifest', /manifest entry 'manifest.json' is malformed/],
-    'a size that is not an integer': [(b) => editManifest(b, (m) => { m.files['report.json'].size = '13306'; }), 'manifest', /manifest entry 'report.json' is malformed/],
-    'no io': [(b) => editManifest(b, (m) => { delete m.io; }), 'manifest', /has no valid 'io'/],
-    'no variants': [(b) => editManifest(b, (m) => { delete m.variants; }), 'manifest', /lists no variants/],
-    'no golden': [(b) => editManifest(b, (m) => { delete m.golden; }), 'manifest', /has no 'golden' section/],
-    'io not a list': [(b) => editManifest(b, (m) => { m.io.inputs = 'x'; }), 'manifest', /has no valid 'io'/],
-    'a bad dtype in io': [(b) => editManifest(b, (m) => { m.io.inputs[0].dtype = 'complex7'; }), 'manifest', /unsupported dtype 'complex7'/],
-    'a variant naming an unlisted file': [(b) => editManifest(b, (m) => { m.variants.fp32.file = 'models/evil.onnx'; }), 'manifest', /'models\/evil.onnx', which is not among its listed files/],
-    'a variant file escaping': [(b) => editManifest(b, (m) => { m.variants.fp32.file = '../../etc/passwd'; }), 'manifest', /'..\/..\/etc\/passwd', which is not among its listed files/],
-    'a default naming a missing variant': [(b) => editManifest(b, (m) => { m.defaults.cpu = 'int8'; }), 'manifest', /'defaults' names a variant/],
-    'a tolerance that is text': [(b) => editManifest(b, (m) => { m.variants.fp32.tolerance = { atol: 'big' }; }), 'manifest', /malformed tolerance/],
-    'a tolerance that is NaN': [async (b) => {
-      const path = join(b, 'manifest.json');
-      await writeFile(path, (await readFile(path, 'utf8')).replace('"atol": 0.0001', '"atol": NaN').replace('"atol":0.0001', '"atol":NaN'));
-    }, 'manifest', /not valid JSON/],
-    'malformed samples': [(b) => editManifest(b, (m) => { m.golden.samples = [1, 2]; }), 'manifest', /malformed golden samples/],
-    'a candidate naming a missing variant': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].variant = 'int4'; }), 'manifest', /names variant 'int4', which it does not have/],
-    'a candidate naming a cache folder': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].options = { cache_dir: '/tmp/x' }; }), 'manifest', /names a cache folder/],
-    'deeply nested JSON': [(b) => writeFile(join(b, 'manifest.json'), '['.repeat(100000) + ']'.repeat(100000)), 'manifest', /not valid JSON|not a JSON object/],
-    'a manifest that is a list': [(b) => writeFile(join(b, 'manifest.json'), '[]'), 'manifest', /not a JSON object/],
-    'a repeated key': [async (b) => {
-      const path = join(b, 'manifest.json');
-      await writeFile(path, (await readFile(path, 'utf8')).replace('{', '{"schema_version": 99, '));
-    }, 'manifest', /the key 'schema_version' appears twice in one object/],
-    'schema_version as a string': [(b) => editManifest(b, (m) => { m.schema_version = '1'; }), 'schema', /schema_version '1' is not supported/],
-    'a newer schema_version': [(b) => editManifest(b, (m) => { m.schema_version = 2; }), 'schema', /schema_version 2 is not supported \(this loader reads 1\); upgrade/],
-    'no schema_version': [(b) => editManifest(b, (m) => { delete m.schema_version; }), 'schema', /schema_version None is not supported/],
-    'no manifest': [(b) => unlink(join(b, 'manifest.json')), 'manifest', /has no manifest.json/],
-    'a symlinked manifest': [async (b) => {
-      await rename(join(b, 'manifest.json'), join(dirname(b), 'manifest-elsewhere.json'));
-      await symlink(join(dirname(b), 'manifest-elsewhere.json'), join(b, 'manifest.json'));
-    }, 'manifest', /has no manifest.json/],
-    'external data, re-signed': [async (b) => { await rm(b, { recursive: true }); await copyExternal(b); }, 'model', /keeps tensor 'fc1.weight' in external data '..\/..\/secret.bin'/],
-  };
-  async function copyExternal(b) {
-    const { cp } = await import('node:fs/promises');
-    await cp(index.external, b, { recursive: true });
-  }
   for (const [name, [damage, code, match]] of Object.entries(cases)) {
     it(name, async () => {
       const b = await copyBundle(index.bundle);
@@ -186,35 +192,43 @@ describe('a damaged or crafted folder is refused before onnxruntime opens it', {
     });
   }
 
-  // a name that escapes the bundle, its file put where the name points and the manifest re-signed
-  const escaping = {
-    'a .. path': '../evil.onnx',
-    'a deeper .. path': 'models/../../evil.onnx',
-    'an absolute path': '/tmp/evil.onnx',
-    'a backslash': 'models\\..\\..\\evil.onnx',
-    'a dot part': 'models/./fp32.onnx',
-    'an empty part': 'models//fp32.onnx',
-    'a trailing slash': 'models/',
-    'a home path': '~/evil.onnx',
-    'a drive letter': 'C:/evil.onnx',
-    'a NUL byte': 'models/fp32.onnx\u0000.txt',
-    'a newline': 'models/evil\n.onnx',
-    'a bidi override': 'models/\u202excod.onnx',
-    'a line separator': 'models/evil\u2028.onnx',
-    'an unassigned code point': 'models/\u{e0080}.onnx',
-    'a private-use code point': 'models/\ue000.onnx',
-    'a lone surrogate': 'models/\ud800.onnx',
-  };
+});
+
+/** A name that escapes the bundle, listed with the sha256 of the file put where it points, and made the fp32 variant's file. */
+async function escape(b, rel) {
+  const data = await readFile(join(b, 'models', 'fp32.onnx'));
+  await mkdir(join(dirname(b), 'tmp'), { recursive: true });
+  await writeFile(join(dirname(b), 'evil.onnx'), data);
+  await editManifest(b, (m) => {
+    m.files[rel] = { sha256: sha256(data), size: data.length };
+    m.variants.fp32.file = rel;
+  });
+}
+
+const escaping = {
+  'a .. path': '../evil.onnx',
+  'a deeper .. path': 'models/../../evil.onnx',
+  'an absolute path': '/tmp/evil.onnx',
+  'a backslash': 'models\\..\\..\\evil.onnx',
+  'a dot part': 'models/./fp32.onnx',
+  'an empty part': 'models//fp32.onnx',
+  'a trailing slash': 'models/',
+  'a home path': '~/evil.onnx',
+  'a drive letter': 'C:/evil.onnx',
+  'a NUL byte': 'models/fp32.onnx\u0000.txt',
+  'a newline': 'models/evil\n.onnx',
+  'a bidi override': 'models/\u202excod.onnx',
+  'a line separator': 'models/evil\u2028.onnx',
+  'an unassigned code point': 'models/\u{e0080}.onnx',
+  'a private-use code point': 'models/\ue000.onnx',
+  'a lone surrogate': 'models/\ud800.onnx',
+};
+
+describe('a name that escapes the bundle is refused before onnxruntime opens it', { skip }, () => {
   for (const [name, rel] of Object.entries(escaping)) {
     it(`an escaping name in a re-signed manifest: ${name}`, async () => {
       const b = await copyBundle(index.bundle);
-      const data = await readFile(join(b, 'models', 'fp32.onnx'));
-      await mkdir(join(dirname(b), 'tmp'), { recursive: true });
-      await writeFile(join(dirname(b), 'evil.onnx'), data);
-      await editManifest(b, (m) => {
-        m.files[rel] = { sha256: sha256(data), size: data.length };
-        m.variants.fp32.file = rel;
-      });
+      await escape(b, rel);
       await refused(b, 'path', /escapes the bundle or is not a plain relative path.*the bundle was tampered with/);
     });
   }
@@ -320,5 +334,34 @@ describe('over fetch', { skip }, () => {
     await writeFile(join(b, 'manifest.json'), manifest);
     await refused(`${base}nothing.edgeship`, 'manifest', /has no manifest.json/);
     await loadBundle(`${base}b.edgeship`, { ort: ortNode });
+  });
+});
+
+describe('the same refusal as the Python loader', { skip: skip || (!fx.python && 'no Python with edgeship to compare with') }, () => {
+  it('gives the message edgeship.load gives, for every damaged folder and escaping name', async () => {
+    const made = [];
+    for (const [name, [damage]] of Object.entries(cases)) {
+      const b = await copyBundle(index.bundle);
+      await damage(b);
+      made.push([name, b]);
+    }
+    for (const [name, rel] of Object.entries(escaping)) {
+      const b = await copyBundle(index.bundle);
+      await escape(b, rel);
+      made.push([name, b]);
+    }
+    const js = {};
+    for (const [name, b] of made) {
+      js[name] = await loadBundle(b, { ort: ortNode }).then(() => null, (e) => e.message);
+    }
+    const py = pythonRefusals(fx.python, made);
+    // what the JSON parser says of broken JSON is its own (V8's or Python's): compared up to it
+    const same = (m) => m?.replace(/is not valid JSON \(.*\); the bundle is corrupt\.$/s, 'is not valid JSON (...); the bundle is corrupt.');
+    // both refuse these, each its own way: JSON has no NaN (Python's json reads one, then refuses the
+    // tolerance), and V8 parses an array nested 100,000 deep that Python's recursion limit refuses
+    const own = new Set(['a tolerance that is NaN', 'deeply nested JSON']);
+    for (const name of own) assert.ok(js[name] && py[name], `${name}: ${js[name]} / ${py[name]}`);
+    const differ = Object.keys(js).filter((name) => !own.has(name) && same(js[name]) !== same(py[name]));
+    assert.deepEqual(differ.map((name) => [name, js[name], py[name]]), []);
   });
 });

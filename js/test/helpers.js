@@ -26,7 +26,7 @@ export function fixtures() {
   if (built) return built;
   const given = process.env.EDGESHIP_JS_FIXTURES;
   if (given && existsSync(join(given, 'index.json'))) {
-    built = { index: JSON.parse(readFileSync(join(given, 'index.json'), 'utf8')), dir: null };
+    built = { index: JSON.parse(readFileSync(join(given, 'index.json'), 'utf8')), dir: null, python: python() };
     return built;
   }
   const py = python();
@@ -44,12 +44,31 @@ export function fixtures() {
     rmSync(dir, { recursive: true, force: true });
     throw new Error(`js/test/fixtures.py failed with ${py}: ${e.stderr?.toString().slice(-2000)}`);
   }
-  built = { index: JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')), dir };
+  built = { index: JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')), dir, python: py };
   return built;
 }
 
 let copies = null; // a temporary folder for this process's bundle copies
 let count = 0;
+
+/** What the Python loader (edgeship.load) says of each bundle: {name: message, or null when it loads}. */
+export function pythonRefusals(py, bundles) {
+  const script = [
+    'import json, sys',
+    'import edgeship',
+    'from edgeship.errors import EdgeshipError',
+    'out = {}',
+    'for name, path in json.loads(sys.argv[1]):',
+    '    try:',
+    '        edgeship.load(path).close()',
+    '        out[name] = None',
+    '    except EdgeshipError as e:',
+    '        out[name] = str(e)',
+    'print(json.dumps(out))',
+  ].join('\n');
+  const env = { ...process.env, PYTHONPATH: [REPO, process.env.PYTHONPATH].filter(Boolean).join(':') };
+  return JSON.parse(execFileSync(py, ['-c', script, JSON.stringify(bundles)], { env, stdio: ['ignore', 'pipe', 'pipe'] }).toString());
+}
 
 export function cleanup() {
   if (built?.dir) rmSync(built.dir, { recursive: true, force: true });
