@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
-.PHONY: demo test bench lint floors cross-check clean js-test
+.PHONY: demo test bench lint floors cross-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
@@ -39,13 +39,16 @@ demo: $(STAMP)
 	cd examples/simplenet && ../../$(PY) train.py && ../../$(VENV)/bin/edgeship export simplenet_state.pt \
 		--arch model.py:SimpleNet --input x:1x10 --dynamic-batch -o simplenet.edgeship
 
-test: $(STAMP) lint js-test
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 # the JavaScript loader (js/): its node packages exactly as js/package-lock.json pins them (npm ci
-# writes node_modules/.package-lock.json), then its tests (node --test; they export their bundles
-# with .venv); skipped with a message where node or npm is missing. tests/test_js_web.py (pytest)
-# runs examples/web/ in headless Chromium with these node packages.
+# writes node_modules/.package-lock.json), then its tests (tsc on its types, node --test; they export
+# their bundles with .venv); skipped with a message where node or npm is missing. `make test` runs
+# them first; tests/test_js_web.py (pytest) runs examples/web/ in headless Chromium with these packages.
+.PHONY: js-test
+test: js-test
+
 js/node_modules/.package-lock.json: js/package-lock.json js/package.json
 	npm ci --prefix js --no-audit --no-fund
 
