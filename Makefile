@@ -42,21 +42,6 @@ demo: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
-# the JavaScript loader (js/): its node packages exactly as js/package-lock.json pins them (npm ci
-# writes node_modules/.package-lock.json), then its tests (tsc on its types, node --test; they export
-# their bundles with .venv); skipped with a message where node or npm is missing. `make test` runs
-# them first; tests/test_js_web.py (pytest) runs examples/web/ in headless Chromium with these packages.
-.PHONY: js-test
-test: js-test
-
-js/node_modules/.package-lock.json: js/package-lock.json js/package.json
-	npm ci --prefix js --no-audit --no-fund
-
-js-test: $(STAMP)
-	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		$(MAKE) --no-print-directory js/node_modules/.package-lock.json && npm test --prefix js; \
-	else echo "make: node/npm not found: skipping the JavaScript loader's tests (js/; node >= 20)"; fi
-
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
 
@@ -73,6 +58,21 @@ floors:
 # arm64 Debian root under qemu-user, with the runtime dependencies only (.ci/cross-check; as root)
 cross-check: $(STAMP)
 	VENV=$(VENV) .ci/cross-check
+
+# the JavaScript loader (js/): its node packages exactly as js/package-lock.json pins them (npm ci
+# writes node_modules/.package-lock.json), then its tests (tsc on its types, node --test; they export
+# their bundles with .venv); skipped with a message where node or npm is missing. `make test` runs
+# them first; tests/test_js_web.py (pytest) runs examples/web/ in headless Chromium with these packages.
+.PHONY: js-test
+test: js-test
+
+js/node_modules/.package-lock.json: js/package-lock.json js/package.json
+	npm ci --prefix js --no-audit --no-fund
+
+js-test: $(STAMP)
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory js/node_modules/.package-lock.json && npm test --prefix js; \
+	else echo "make: node/npm not found: skipping the JavaScript loader's tests (js/; node >= 20)"; fi
 
 clean:
 	rm -rf $(VENV) .venv-floors build dist *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship js/node_modules
