@@ -29,7 +29,7 @@ def check(
     runtime: Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
     candidates: Annotated[str, typer.Option("--candidates", help="default: the candidate edgeship.load runs on this host, and fp32 on onnxruntime; all: every candidate this host can run. Ignored with --variant or --runtime.")] = "default",
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help=f"Stop when the check's inference has taken this long (a crafted graph can run forever), exit 2; 0 for no limit. Default {DEFAULT_TIMEOUT_S}.")] = DEFAULT_TIMEOUT_S,
-    verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
+    browser: opt.BrowserOpt = None, verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Re-check what BUNDLE runs on this host (and fp32) against its golden outputs. Exit 1 on drift, 2 on a bad bundle."""
     setup_logging(verbose, bool(quiet))
@@ -41,7 +41,8 @@ def check(
     with deadline(opt.timeout(timeout), "--timeout"):
         report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
                            tolerances=opt.tolerances(tolerance), inputs=inputs,
-                           runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates)
+                           runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates,
+                           browser=browser)
     out = console(to_stdout(json_out, junit))
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")
