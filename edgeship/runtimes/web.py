@@ -265,8 +265,8 @@ class WebPage:
             self.page.set_default_timeout(OPEN_TIMEOUT_MS)
             errors: list[str] = []
             self.page.on("pageerror", lambda e: errors.append(str(e)))
-            host, port = self._server.server_address[:2]
-            self.page.goto(f"http://{host}:{port}/index.html")
+            port = self._server.server_address[1]
+            self.page.goto(f"http://127.0.0.1:{port}/index.html")
             try:
                 self.page.wait_for_function("window.edgeshipReady === true")
             except Exception as e:
