@@ -151,7 +151,7 @@ def test_mobilenet_int8_and_fp16_variants_pass_in_wasm_as_onnxruntime_runs_them(
 
 @pytest.mark.web
 def test_every_dtype_crosses_the_page_bit_for_bit(need_web):
-    """int64 beyond 2^53 (BigInt64Array), bool, uint8 and float64 come back exactly as onnxruntime in
+    """int64 beyond 2^53 (BigInt64Array), bool, uint8, float64 and float16 come back exactly as onnxruntime in
     Python returns them."""
     import onnx
     import onnxruntime as ort
@@ -159,7 +159,8 @@ def test_every_dtype_crosses_the_page_bit_for_bit(need_web):
 
     from edgeship.spec import IOSpec
 
-    types = {"i": TensorProto.INT64, "b": TensorProto.BOOL, "u": TensorProto.UINT8, "d": TensorProto.DOUBLE}
+    types = {"i": TensorProto.INT64, "b": TensorProto.BOOL, "u": TensorProto.UINT8, "d": TensorProto.DOUBLE,
+             "h": TensorProto.FLOAT16}
     nodes = [helper.make_node("Identity", [n], [f"{n}_out"]) for n in types]
     nodes.append(helper.make_node("Neg", ["i"], ["neg"]))
     graph = helper.make_graph(nodes, "dtypes", [helper.make_tensor_value_info(n, t, [2, 3]) for n, t in types.items()],
@@ -173,7 +174,7 @@ def test_every_dtype_crosses_the_page_bit_for_bit(need_web):
     rng = np.random.default_rng(0)
     feeds = {"i": np.array([[2**62 + 1, -(2**60) - 3, 0], [1, -1, 2**53 + 1]], np.int64),
              "b": rng.random((2, 3)) > 0.5, "u": rng.integers(0, 255, (2, 3), dtype=np.uint8),
-             "d": rng.standard_normal((2, 3))}
+             "d": rng.standard_normal((2, 3)), "h": rng.standard_normal((2, 3)).astype(np.float16)}
     spec = IOSpec.from_dict({"inputs": [{"name": n, "shape": [2, 3], "dtype": str(a.dtype)} for n, a in feeds.items()],
                              "outputs": [{"name": o.name, "shape": [2, 3], "dtype": "float32"}
                                          for o in session.get_outputs()]})
