@@ -109,6 +109,24 @@ def test_simplenet_passes_in_the_browser_and_the_report_names_runtime_and_browse
 
 
 @pytest.mark.web
+def test_webgpu_runs_on_swiftshader_where_no_gpu_and_off_leaves_it_out(cli, simplenet, tmp_path):
+    """--webgpu swiftshader gives headless Chromium its CPU implementation of WebGPU, so onnxruntime-web's
+    WebGPU kernels are checked too (a row per variant, named as such); --webgpu off says it left them out."""
+    code, out = cli("check", simplenet, "--target", "web", "--webgpu", "swiftshader", "--json", tmp_path / "g.json")
+    assert code == 0, out
+    doc = valid(tmp_path / "g.json", "parity")
+    runners = {(r["runner"], r["variant"]) for r in doc["summary"]}
+    variants = set(json.loads((simplenet / "manifest.json").read_text())["variants"])
+    assert runners == {(f"onnxruntime-web-{p}", v) for p in ("wasm", "webgpu") for v in variants}
+    assert "(webgpu on SwiftShader" in doc["runners"]["onnxruntime-web-webgpu"] and not doc["skipped"]
+    code, out = cli("check", simplenet, "--target", "web", "--webgpu", "off", "--json", tmp_path / "o.json")
+    assert code == 0, out
+    doc = valid(tmp_path / "o.json", "parity")
+    assert {r["runner"] for r in doc["summary"]} == {WEB_RUNNER}
+    assert doc["skipped"]["onnxruntime-web-webgpu"].startswith("--webgpu off")
+
+
+@pytest.mark.web
 def test_a_tightened_tolerance_fails_the_web_runner_with_exit_1(cli, simplenet, tmp_path):
     code, out = cli("check", simplenet, "--target", "web", *TIGHT, "--json", tmp_path / "r.json")
     assert code == 1, out
@@ -209,6 +227,11 @@ def test_no_browser_is_a_clear_exit_2(cli, mlp_bundle, monkeypatch, tmp_path):
     assert "none was found" in out and "apt-get install chromium" in out and "--browser PATH" in out
     code, out = cli("profile", mlp_bundle, "--target", "web")
     assert code == 2 and "none was found" in out, out
+
+
+def test_an_unknown_webgpu_mode_is_refused(cli, mlp_bundle):
+    code, out = cli("check", mlp_bundle, "--target", "web", "--webgpu", "metal")
+    assert code == 2 and "--webgpu metal: use auto, swiftshader, off" in out, out
 
 
 def test_a_browser_path_that_is_no_executable_is_refused(cli, mlp_bundle, tmp_path, monkeypatch):

@@ -52,7 +52,8 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
           against: str | os.PathLike[str] | None = None, load_options: LoadOptions | None = None,
           tolerances: dict[str, Any] | None = None, inputs: str | os.PathLike[str] | None = None,
           localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default",
-          timeout: float | None = None, browser: str | os.PathLike[str] | None = None) -> ParityReport:
+          timeout: float | None = None, browser: str | os.PathLike[str] | None = None,
+          webgpu: str = "auto") -> ParityReport:
     """Check what runs on this host (or the named variants) on every target over the golden inputs.
 
     Args:
@@ -80,6 +81,8 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
             a crafted graph can run as long as it says); None: no limit. The CLI's default is 600.
             The web target checks it between calls (a call in the browser runs to its end).
         browser: the Chromium executable of the ``web`` target (default: found on the machine).
+        webgpu: the ``web`` target's WebGPU: ``auto`` (where the browser has an adapter), ``swiftshader``
+            (Chromium's CPU implementation of WebGPU, on any machine) or ``off`` (wasm only).
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
@@ -90,16 +93,16 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
     """
     with deadline(timeout, "timeout"):
         return _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes, candidates,
-                      browser)
+                      browser, webgpu)
 
 
 def _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes,
-           candidates, browser=None) -> ParityReport:
+           candidates, browser=None, webgpu="auto") -> ParityReport:
     if candidates not in CANDIDATES:
         raise SpecError(f"--candidates {candidates!r}: use default (what load runs here, and fp32) or all.")
     web = WEB in targets
     targets = tuple(t for t in targets if t != WEB)
-    page = _web_page(browser) if web else None  # no browser: refused before any work
+    page = _web_page(browser, webgpu) if web else None  # no browser: refused before any work
     b = open_bundle(bundle)
     m = b.manifest
     spec = IOSpec.from_dict(m["io"])
@@ -146,11 +149,11 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
     return report
 
 
-def _web_page(browser):
+def _web_page(browser, webgpu: str):
     """The web target's page, not yet open (it opens on the first variant); no browser: refused now."""
     from edgeship.runtimes.web import WebPage
 
-    return WebPage(browser)
+    return WebPage(browser, webgpu)
 
 
 def _check_web(b, spec: IOSpec, page, variants: tuple[str, ...], samples: list[Sample], outputs: list[dict],
@@ -170,8 +173,9 @@ def _check_web(b, spec: IOSpec, page, variants: tuple[str, ...], samples: list[S
         info = page.info
         providers = [p for p in PROVIDERS if p == "wasm" or info.webgpu]
         if not info.webgpu:
-            report = ParityReport((), skipped={f"{RUNTIME}-webgpu": f"{info.browser} {info.version} has no WebGPU "
-                                               "adapter here (headless, no GPU); checked on wasm"})
+            why = ("--webgpu off" if page.webgpu == "off" else f"{info.browser} {info.version} has no WebGPU adapter "
+                   "here (--webgpu swiftshader: Chromium's CPU implementation of WebGPU)")
+            report = ParityReport((), skipped={f"{RUNTIME}-webgpu": f"{why}; checked on wasm"})
         for name in names:
             v = shipped[name]
             if v.file.endswith(".onnx"):

@@ -45,8 +45,14 @@ PROVIDERS = ("wasm", "webgpu")
 PREFETCH = "edgeship web-runtime --fetch"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # a headless Chromium on a closed network: no sandbox (root), no background connections it would retry
-BROWSER_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+BROWSER_ARGS = ("--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync")
+# WebGPU: auto uses the browser's own adapter where it has one (a GPU); swiftshader gives it Chromium's
+# CPU implementation of WebGPU (SwiftShader: slow, but it runs onnxruntime-web's WebGPU kernels on a
+# machine without a GPU); off checks wasm only
+WEBGPU_MODES = ("auto", "swiftshader", "off")
+WEBGPU_ARGS = {"auto": (), "off": ("--disable-gpu",),
+               "swiftshader": ("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader", "--use-webgpu-adapter=swiftshader")}
 # what the harness loads of onnxruntime-web's dist/: the ES module and the wasm builds it picks from
 DIST_FILES = ("ort.min.mjs",)
 DIST_PREFIX = "ort-wasm-simd-threaded"
@@ -219,10 +225,12 @@ class BrowserInfo:
     ort: str
     webgpu: bool
     threads: int | None
+    adapter: str = ""  # the WebGPU adapter, in words, where there is one
 
     def describe(self, provider: str) -> str:
         threads = f", {self.threads} thread{'s' * (self.threads != 1)}" if provider == "wasm" and self.threads else ""
-        return f"onnxruntime-web {self.ort} ({provider}{threads}) in {self.browser} {self.version} (headless)"
+        on = f" on {self.adapter}" if provider == "webgpu" and self.adapter else ""
+        return f"onnxruntime-web {self.ort} ({provider}{threads}{on}) in {self.browser} {self.version} (headless)"
 
 
 class WebPage:
@@ -231,7 +239,10 @@ class WebPage:
     Raises (on :meth:`open`): TargetUnavailableError: no browser, no Playwright, no onnxruntime-web.
     """
 
-    def __init__(self, browser: str | os.PathLike[str] | None = None):
+    def __init__(self, browser: str | os.PathLike[str] | None = None, webgpu: str = "auto"):
+        if webgpu not in WEBGPU_MODES:
+            raise SpecError(f"--webgpu {webgpu}: use {', '.join(WEBGPU_MODES)}.")
+        self.webgpu = webgpu
         self.executable = find_browser(browser)
         self._files: dict[str, bytes | Path] = {}
         self._server: _Files | None = None
@@ -257,7 +268,7 @@ class WebPage:
             self._pw = sync_playwright().start()
             try:
                 self._browser = self._pw.chromium.launch(executable_path=str(self.executable), headless=True,
-                                                         args=list(BROWSER_ARGS))
+                                                         args=[*BROWSER_ARGS, *WEBGPU_ARGS[self.webgpu]])
             except Exception as e:
                 raise TargetUnavailableError(f"{self.executable} did not start as a headless Chromium: {brief(e)}; "
                                              "pass another with --browser PATH.") from e
@@ -274,11 +285,17 @@ class WebPage:
                                              f"{'; '.join(errors) or brief(e)}. Fetch it again: `{PREFETCH}`.") from e
             got = self.page.evaluate("edgeship.info()")
             self.info = BrowserInfo("Chromium", str(self._browser.version), str(got.get("ort") or "?"),
-                                    bool(got.get("webgpu")), got.get("threads"))
+                                    bool(got.get("webgpu")), got.get("threads"), self._adapter(got.get("adapter")))
         except BaseException:
             self.close()
             raise
         return self
+
+    def _adapter(self, info: object) -> str:
+        if self.webgpu == "swiftshader":
+            return "SwiftShader, Chromium's CPU implementation of WebGPU"
+        parts = [str(v) for v in (info or {}).values() if v] if isinstance(info, dict) else []
+        return " ".join(parts) or ("an unnamed adapter" if info is not None else "")
 
     def add_model(self, data: bytes) -> str:
         """Serve verified model bytes at a fresh URL path; returns it."""
@@ -350,7 +367,7 @@ class WebRunner(Runner):
     runtime = RUNTIME
 
     def __init__(self, spec: IOSpec, model: bytes, provider: str = "wasm", page: WebPage | None = None,
-                 name: str | None = None, browser: str | os.PathLike[str] | None = None):
+                 name: str | None = None, browser: str | os.PathLike[str] | None = None, webgpu: str = "auto"):
         super().__init__(spec)
         if provider not in PROVIDERS:
             raise SpecError(f"onnxruntime-web provider {provider!r}: use {' or '.join(PROVIDERS)}.")
@@ -358,7 +375,7 @@ class WebRunner(Runner):
         self.provider = provider
         self.name = name or f"{RUNTIME}-{provider}"
         self._own = page is None
-        self.page = page if page is not None else WebPage(browser)
+        self.page = page if page is not None else WebPage(browser, webgpu)
         self._session: int | None = None
         self._url: str | None = None
         self.inputs: list[str] = []
@@ -374,7 +391,8 @@ class WebRunner(Runner):
         assert self.page.info is not None
         if self.provider == "webgpu" and not self.page.info.webgpu:
             raise TargetUnavailableError(f"{self.page.info.browser} {self.page.info.version} has no WebGPU adapter "
-                                         "here (headless, no GPU); the wasm provider runs everywhere.")
+                                         "here; the wasm provider runs everywhere (--webgpu swiftshader: Chromium's "
+                                         "CPU implementation of WebGPU).")
         self._url = self.page.add_model(self.model)
         try:
             opened = self.page.call("open", self._url, self.provider)
