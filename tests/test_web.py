@@ -127,6 +127,15 @@ def test_webgpu_runs_on_swiftshader_where_no_gpu_and_off_leaves_it_out(cli, simp
 
 
 @pytest.mark.web
+def test_the_check_deadline_stops_the_web_runner(simplenet):
+    from edgeship.errors import InferenceTimeout
+    from edgeship.parity.check import check
+
+    with pytest.raises(InferenceTimeout, match="onnxruntime-web-wasm.*--timeout"):
+        check(simplenet, ("web",), timeout=0.001)  # the browser takes longer than that to start
+
+
+@pytest.mark.web
 def test_a_tightened_tolerance_fails_the_web_runner_with_exit_1(cli, simplenet, tmp_path):
     code, out = cli("check", simplenet, "--target", "web", *TIGHT, "--json", tmp_path / "r.json")
     assert code == 1, out

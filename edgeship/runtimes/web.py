@@ -127,7 +127,7 @@ def fetch_runtime(version: str = ORT_WEB_VERSION) -> Path:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(dest)
         os.replace(out, dest)
-    print(f"onnxruntime-web {version}: cached in {dest}")
+    log.warning("onnxruntime-web %s: cached in %s", version, dest)  # stderr: stdout may carry --json -
     return dest
 
 
