@@ -213,6 +213,28 @@ def test_every_dtype_crosses_the_page_bit_for_bit(need_web):
 
 
 @pytest.mark.web
+def test_a_model_onnxruntime_web_cannot_open_fails_with_its_reason(need_web):
+    from onnx import TensorProto, helper
+
+    from edgeship.spec import IOSpec
+
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.example")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    spec = IOSpec.from_dict({"inputs": [{"name": "x", "shape": [2], "dtype": "float32"}],
+                             "outputs": [{"name": "y", "shape": [2], "dtype": "float32"}]})
+    runner = web.WebRunner(spec, model.SerializeToString())
+    try:
+        with pytest.raises(RuntimeError, match=r"could not create a session \(wasm\): Can't create a session.*NoSuchOp"):
+            runner.infer({"x": np.zeros(2, np.float32)})
+    finally:
+        runner.close()
+    assert runner.page.page is None  # its own page: closed with it
+
+
+@pytest.mark.web
 def test_profile_web_times_each_variant_in_the_page(cli, simplenet, tmp_path):
     code, out = cli("profile", simplenet, "--target", "web", "-n", "5", "--warmup", "1", "--cold-start", "off",
                     "--json", tmp_path / "p.json")

@@ -315,7 +315,7 @@ class WebPage:
             return self.page.evaluate(f"([args]) => edgeship.{method}(...args)", [list(args)])
         except Exception as e:
             if type(e).__module__.startswith("playwright"):
-                text = str(e).removeprefix("Error: ").split("\n    at ", 1)[0]
+                text = str(e).removeprefix("Page.evaluate: ").removeprefix("Error: ").split("\n    at ", 1)[0]
                 raise RuntimeError(text.split("Call log:", 1)[0].strip()) from e
             raise
 
@@ -438,5 +438,9 @@ class WebRunner(Runner):
         if self._url:
             self.page.drop(self._url)
         self._session = self._url = None
+
+    def close(self) -> None:
+        """Release the session; its own page (none was given) closes too, even when the session never opened."""
+        super().close()
         if self._own:
             self.page.close()
