@@ -291,9 +291,11 @@ def test_without_onnxruntime_web_the_error_names_the_prefetch_command(cli, monke
     with pytest.raises(TargetUnavailableError, match="npm is not on PATH.*edgeship web-runtime --fetch"):
         web.runtime_dir()
     npm = tmp_path / "npm"  # an npm that cannot reach its registry
-    npm.write_text("#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\necho 'npm error network request failed' >&2\nexit 1\n")
+    npm.write_text("#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\n"
+                   "echo 'npm error FetchError: request to https://registry.npmjs.org/onnxruntime-web failed, reason: "
+                   "getaddrinfo ENOTFOUND registry.npmjs.org' >&2\necho 'npm error     at x.js:1' >&2\nexit 1\n")
     npm.chmod(0o755)
-    with pytest.raises(TargetUnavailableError, match=r"could not fetch .*network request failed.*edgeship web-runtime --fetch"):
+    with pytest.raises(TargetUnavailableError, match=r"could not fetch .*\(FetchError: request to .* ENOTFOUND registry.npmjs.org\).*edgeship web-runtime --fetch"):
         web.runtime_dir()
     assert not web.runtime_path().exists()
 

@@ -112,13 +112,13 @@ def fetch_runtime(version: str = ORT_WEB_VERSION) -> Path:
     log.warning("fetching onnxruntime-web %s with npm into %s (once)", version, dest)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
         try:
-            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--silent"],
+            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--loglevel=error"],
                                   capture_output=True, text=True, timeout=NPM_TIMEOUT_S, cwd=tmp)
         except subprocess.TimeoutExpired:
             done = None
         tarballs = list(Path(tmp).glob("onnxruntime-web-*.tgz"))
         if done is None or done.returncode != 0 or len(tarballs) != 1:
-            why = "it took over 10 minutes" if done is None else (done.stderr.strip().splitlines() or ["no tarball"])[-1]
+            why = "it took over 10 minutes" if done is None else _npm_reason(done.stderr)
             raise TargetUnavailableError(
                 f"could not fetch onnxruntime-web {version} with npm ({why}). The web target needs it once, cached in "
                 f"{dest}: run `{PREFETCH}` where the npm registry is reachable (or copy that folder here).")
@@ -129,6 +129,13 @@ def fetch_runtime(version: str = ORT_WEB_VERSION) -> Path:
         os.replace(out, dest)
     log.warning("onnxruntime-web %s: cached in %s", version, dest)  # stderr: stdout may carry --json -
     return dest
+
+
+def _npm_reason(stderr: str) -> str:
+    """npm's reason in one line: its FetchError (the registry unreachable) or first error line."""
+    lines = [ln.removeprefix("npm error").removeprefix("npm ERR!").strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    return next((ln for ln in lines if "FetchError" in ln or "reason:" in ln), lines[0] if lines else "no tarball came back")
 
 
 def _extract(tarball: Path, out: Path) -> None:
@@ -284,7 +291,9 @@ class WebPage:
                 raise TargetUnavailableError(f"onnxruntime-web from {dist} did not load in {self.executable}: "
                                              f"{'; '.join(errors) or brief(e)}. Fetch it again: `{PREFETCH}`.") from e
             got = self.page.evaluate("edgeship.info()")
-            self.info = BrowserInfo("Chromium", str(self._browser.version), str(got.get("ort") or "?"),
+            name = self.executable.name.lower()
+            self.info = BrowserInfo("Chrome" if "chrome" in name and "chromium" not in name else "Chromium",
+                                    str(self._browser.version), str(got.get("ort") or "?"),
                                     bool(got.get("webgpu")), got.get("threads"), self._adapter(got.get("adapter")))
         except BaseException:
             self.close()
