@@ -295,7 +295,8 @@ def test_without_onnxruntime_web_the_error_names_the_prefetch_command(cli, monke
                    "echo 'npm error FetchError: request to https://registry.npmjs.org/onnxruntime-web failed, reason: "
                    "getaddrinfo ENOTFOUND registry.npmjs.org' >&2\necho 'npm error     at x.js:1' >&2\nexit 1\n")
     npm.chmod(0o755)
-    with pytest.raises(TargetUnavailableError, match=r"could not fetch .*\(FetchError: request to .* ENOTFOUND registry.npmjs.org\).*edgeship web-runtime --fetch"):
+    offline = r"could not fetch .*\(FetchError: request to .* ENOTFOUND registry.npmjs.org\).*edgeship web-runtime --fetch"
+    with pytest.raises(TargetUnavailableError, match=offline):
         web.runtime_dir()
     assert not web.runtime_path().exists()
 
