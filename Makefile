@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
-.PHONY: demo test bench lint floors cross-check clean
+.PHONY: demo test bench lint floors cross-check clean web-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
@@ -39,8 +39,19 @@ demo: $(STAMP)
 	cd examples/simplenet && ../../$(PY) train.py && ../../$(VENV)/bin/edgeship export simplenet_state.pt \
 		--arch model.py:SimpleNet --input x:1x10 --dynamic-batch -o simplenet.edgeship
 
-test: $(STAMP) lint
+test: $(STAMP) lint web-deps
 	$(PY) -m pytest -q
+
+# the web target's tests (tests/test_web.py, marker `web`): Playwright comes with the venv (the `web`
+# extra); Chromium from the system's packages where it can (as root with apt-get; quietly skipped
+# otherwise, and those tests skip); onnxruntime-web fetched with npm into ~/.cache/edgeship/web once
+web-deps: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+			&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+				|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+		|| echo "make: no Chromium here (apt-get install chromium as root); the web tests will skip"
+	@$(VENV)/bin/edgeship web-runtime --fetch || echo "make: onnxruntime-web not fetched; the web tests will skip"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
