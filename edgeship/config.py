@@ -16,6 +16,7 @@ class LoadOptions:
     trust_ops: bool = False  # run an ExportedProgram's ops outside the pure aten/prims allow-list
     imports: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
+    task: str | None = None  # a Hugging Face folder's task (--task); None: guessed from its config.json
 
 @dataclass(frozen=True)
 class ExportConfig:
