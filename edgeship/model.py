@@ -40,6 +40,7 @@ from edgeship.bundle.choose import open_candidate
 from edgeship.bundle.manifest import Candidate
 from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
+from edgeship.hf.preprocess import Preprocessor
 from edgeship.host import resolve_threads
 from edgeship.runtimes.deadline import check_seconds, timed
 from edgeship.runtimes.lifecycle import checked_run, guard_after_fork, hangs_after_fork, refuse_after_fork, release_model_bytes, unguard
@@ -129,8 +130,53 @@ class Model:
         if timeout is not None:  # each call bounded; without it the call path stays as it is (B3, B8)
             self._run_checked = timed(self._run_checked, timeout, f"{bundle.path} (candidate {candidate.id})",
                                       isinstance(runner, OrtRunner))
+        self._pre = Preprocessor(bundle.manifest, spec.inputs, bundle.read)  # a Hugging Face folder's task and tokenizer
         if hangs_after_fork(runner):
             guard_after_fork(self, _refuse_in_child)
+
+    @property
+    def task(self) -> str | None:
+        """The task a Hugging Face folder was exported for (``feature-extraction``,
+        ``sequence-classification``, ...); None for other bundles."""
+        return self._pre.task
+
+    @property
+    def labels(self) -> list[str] | None:
+        """A classifier's labels in output order (config.json's id2label); None where there are none."""
+        return self._pre.labels
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The pre-processing the bundle carries: ``tokenizer`` (pad token, padding side, inputs, max
+        length, bos/eos ids) and/or ``image`` (mean, std, height, width, rescale); {} for none."""
+        return self._pre.preprocess
+
+    @property
+    def tokenizer(self) -> Any:
+        """The bundle's ``tokenizers.Tokenizer`` (needs the ``tokenizers`` library: ``edgeship[text]``).
+
+        Raises:
+            SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+        """
+        return self._pre.encoder().tokenizer
+
+    def encode(self, items: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Feeds for this model from text (a string or a list of strings, padded to the longest, as the
+        original tokenizer's ``padding=True, truncation=True`` does) or, for an image model, HWC/NHWC
+        images of the model's size (normalised to NCHW ``pixel_values``). ``m(m.encode(texts))`` runs it.
+
+        Raises:
+            SpecError: the bundle carries no pre-processing for that input, or the input does not fit.
+        """
+        return self._pre.encode(items, **kwargs)
+
+    def decode(self, ids: Any, *, skip_special_tokens: bool = True) -> str | list[str]:
+        """Text from token ids (one sequence: a string; a 2-D batch: a list), with the bundle's tokenizer.
+
+        Raises:
+            SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+        """
+        return self._pre.encoder().decode(ids, skip_special_tokens=skip_special_tokens)
 
     @property
     def precision(self) -> str:

@@ -109,6 +109,10 @@ def check_config(cfg: ExportConfig) -> None:
         raise SpecError(f"--eval-split {cfg.eval_split}: use a fraction from 0 (hold none out) to below 1.")
     if cfg.eval_samples < 1:
         raise SpecError(f"--eval-samples {cfg.eval_samples}: use at least 1.")
+    folder = Path(cfg.model).is_dir() and (Path(cfg.model) / "config.json").is_file()
+    if cfg.load.task is not None and not folder:
+        raise SpecError(f"--task {cfg.load.task} applies to a Hugging Face save_pretrained folder (with config.json); "
+                        f"{cfg.model} is not one. Drop --task.")
     if cfg.calibration_method not in CALIBRATION_METHODS:
         raise SpecError(f"--calibration-method {cfg.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}.")
 
@@ -175,6 +179,12 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
+    if Path(config.model).is_dir() and (Path(config.model) / "config.json").is_file():
+        from edgeship.hf.build import export_causal_lm_folder
+
+        decoded = export_causal_lm_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
+        if decoded is not None:
+            return decoded
     try:
         return _export(config, progress)
     except _FailedApart as apart:
