@@ -174,6 +174,19 @@ def test_compare_takes_ort_variants_and_does_not_localise_in_them(bundles, cli):
     assert code == 1 and "first divergent node" in out, out  # the .onnx source: localised
 
 
+def test_onnxruntime_web_runs_the_ort_files_too(bundles, cli, tmp_path):
+    """check --target web (a headless Chromium; skipped without one): the .ort twins in onnxruntime-web's wasm."""
+    from test_web import _why_no_web
+
+    why = _why_no_web()
+    if why:
+        pytest.skip(why)
+    code, out = cli("check", bundles["mlp"], "--target", "web", "--webgpu", "off", "--json", tmp_path / "w.json")
+    assert code == 0, out
+    rows = json.loads((tmp_path / "w.json").read_text())["checks"]
+    assert {r["variant"] for r in rows if r["runner"] == "onnxruntime-web-wasm"} >= {"fp32_ort", "int8_dynamic_ort"}
+
+
 def test_inspect_shows_the_ort_variants_and_the_operator_config(bundles, cli, tmp_path):
     from test_schemas import valid
 
