@@ -135,6 +135,13 @@ def test_check_reruns_the_golden_generation(lm, cli):
     code, out = cli("check", str(lm["bundle"]))
     assert code == 0, out
     assert "generation" in out
+    report = edgeship.check(lm["bundle"], candidates="all")
+    rows = {(c.variant, c.sample): c for c in report.checks if c.output == "generation"}
+    shipped = json.loads((lm["bundle"] / "manifest.json").read_text())["variants"]
+    assert {s for v, s in rows if v == "fp32"} == {"prompt-0", "prompt-1", "prompt-2"}
+    for v in set(shipped) - {"fp32"}:  # a quantized variant is judged by the teacher-forced gate
+        assert rows[(v, "teacher-forced")].passed and rows[(v, "teacher-forced")].metrics["token_agreement"] >= 0.9
+    assert report.passed
 
 
 def test_check_fails_when_the_golden_tokens_were_changed(lm, tmp_path):

@@ -58,7 +58,8 @@ def load_causal_lm(folder: HFFolder) -> Any:
     return build_model(folder)
 
 
-def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None) -> ExportResult:
+def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None,
+                     generation_tolerances: dict[str, Any] | None = None) -> ExportResult:
     """``edgeship export DIR`` for a causal LM (:func:`edgeship.hf.build.export_causal_lm_folder` calls it):
     the KV-cache graph, its variants, generation parity and the bundle; see
     :func:`edgeship.hf.decoder_export.export_decoder`.
@@ -68,7 +69,7 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = Non
     """
     from edgeship.hf.decoder_export import export_decoder
 
-    return export_decoder(folder, config, progress)
+    return export_decoder(folder, config, progress, generation_tolerances)
 
 
 def _wrapper(model: Any) -> Any:
@@ -251,5 +252,3 @@ def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[d
     for p in names:
         decode[p] = first[p.replace("past_key_values.", "present.")]
     return [(prefill, first), (decode, run(decode))]
-
-
