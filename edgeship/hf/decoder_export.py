@@ -149,6 +149,11 @@ def _configured(config: ExportConfig, variants: list[str]) -> dict[str, Any]:
     return {PRECISION[v]: configured_tolerance(tolerances.get(PRECISION[v], "generation"), PRECISION[v]) for v in variants}
 
 
+def _settings(config: ExportConfig, v: str) -> dict | None:
+    """How a variant was built where the user chose it (int4's block size and scheme)."""
+    return {"block_size": config.int4_block_size, "scheme": config.int4_scheme} if v == "int4" else None
+
+
 def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected: dict[str, dict],
               config: ExportConfig) -> None:
     from edgeship.exporters.quantize import build_dynamic, build_int4
@@ -206,6 +211,7 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
+    from edgeship.exporters.quantize import weight_bytes
     from edgeship.hf.build import task_record
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
@@ -237,7 +243,8 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
                   "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
                   "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
-                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, generation=gates[v]).summary()
+                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, generation=gates[v],
+                                          weight_bytes=weight_bytes(f), settings=_settings(config, v)).summary()
                                for v, f in built.items()},
                   "rejected": rejected, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
                   "generation": summaries}
