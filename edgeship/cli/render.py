@@ -123,19 +123,18 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
 
 
 def generation_table(console: Console, rows: list[dict]) -> None:
-    """A decoder bundle's generation rows: a quantized variant's teacher-forced gate (agreement pooled
-    over the golden prompts, the worst prompt's, log-prob delta) and fp32's greedy tokens kept."""
-    rows = [r for r in rows if r.get("output") == "generation" and "token_agreement" in r]
+    """A decoder bundle's generation rows: teacher-forced agreement and log-prob delta (quantized
+    variants: the generation gate), free-running token agreement (fp32)."""
+    rows = [r for r in rows if "agreement" in r or "token_agreement" in r]
     if not rows:
         return
     t = Table(title="Generation (golden prompts)", title_justify="left")
-    for col in ("runner", "variant", "judged on", "token agreement", "worst prompt", "mean Δlog p", "max Δlog p", "result"):
-        t.add_column(col, justify="left" if col in ("runner", "variant", "judged on", "result") else "right")
+    for col in ("runner", "variant", "teacher-forced agreement", "mean Δlog p", "max Δlog p", "greedy tokens kept", "result"):
+        t.add_column(col, justify="left" if col in ("runner", "variant", "result") else "right")
     for r in rows:
-        forced = "mean_logprob_delta" in r
-        t.add_row(safe(r["runner"]), safe(r["variant"]), "teacher-forced" if forced else "greedy tokens",
-                  _fmt(r.get("token_agreement")), _fmt(r.get("min_agreement")), _fmt(r.get("mean_logprob_delta")),
-                  _fmt(r.get("max_logprob_delta")), safe("pass", "green") if r["passed"] else safe("FAIL", "red"))
+        t.add_row(safe(r["runner"]), safe(r["variant"]), _fmt(r.get("agreement")), _fmt(r.get("logprob_delta")),
+                  _fmt(r.get("max_logprob_delta")), _fmt(r.get("token_agreement")),
+                  safe("pass", "green") if r["passed"] else safe("FAIL", "red"))
     console.print(t)
 
 

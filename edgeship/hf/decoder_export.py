@@ -36,7 +36,6 @@ from edgeship.hf.decoder import (
     single_step_golden,
 )
 from edgeship.hf.folder import HFFolder
-from edgeship.parity.decoder import TEACHER_FORCED
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.pipeline.context import StageResult, Variant
 from edgeship.spec import IOSpec
@@ -51,7 +50,7 @@ def _variants(quantize: tuple[str, ...]) -> list[str]:
     for q in quantize:
         if q not in QUANTIZE:
             raise SpecError(f"--quantize {q}: a causal LM is exported as {', '.join(QUANTIZE)} "
-                            "(fp32, dynamic int8, weight-only int4; auto = all three).")
+                            "(fp32 plus dynamic int8 and/or weight-only int4; auto = all three).")
         out += [v for v in QUANTIZE[q] if v not in out]
     return out
 
@@ -75,12 +74,8 @@ class _Stages:
         return out
 
 
-def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None,
-                   generation_tolerances: dict[str, Any] | None = None) -> Any:
+def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None) -> Any:
     """Export ``folder``'s causal LM to the bundle ``config.output_path``; see the module docstring.
-
-    ``generation_tolerances``: precision -> :class:`edgeship.parity.generation.GenerationTolerance`
-    for the quantized variants' teacher-forced gate, in place of the defaults (agreement ≥ 0.9).
 
     Returns:
         The pipeline's ``ExportResult``.
@@ -92,8 +87,10 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
     from edgeship.pipeline import ExportResult
 
     variants = _variants(tuple(config.quantize))
-    if generation_tolerances is None:  # --tolerance int4:min_agreement=... (or the project's tolerances)
-        generation_tolerances = _configured(config, variants)
+    if "int4" in variants:
+        from edgeship.exporters.quantize import check_int4_settings
+
+        check_int4_settings(config.int4_block_size, config.int4_scheme)
     if config.opset is not None and config.opset < 18:
         raise SpecError(f"--opset {config.opset}: the decoder export needs opset 18 or later.")
     opset = config.opset or OPSET
@@ -122,92 +119,82 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
             st.run("quantize", lambda: _quantize(work, variants, built, rejected, config),
                    lambda _: ", ".join(built) + (f"; failed: {', '.join(rejected)}" if rejected else ""))
         golden = (prompts, ref_tokens, ref_logits)
-        report, gates = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, generation_tolerances),
-                               lambda r: f"{sum(c.passed for c in r[0].checks)}/{len(r[0].checks)} generation checks pass")
+        gates: dict[str, dict] = {}
+        report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, config, gates),
+                        lambda r: f"{sum(c.passed for c in r.checks)}/{len(r.checks)} prompt generations pass")
         for v in list(built):
             bad = [c for c in report.checks if c.variant == v and not c.passed]
             if bad and v == "fp32":
                 raise ParityError(f"the fp32 decoder graph misses generation parity with transformers: "
                                   f"[{bad[0].sample}] {bad[0].reason}. Nothing was written to {config.output_path}.")
             if bad:
-                rejected[v] = {"reason": f"[{bad[0].sample}] {bad[0].reason}", "generation": gates[v]}
+                rejected[v] = {"reason": f"[{bad[0].sample}] {bad[0].reason}"}
                 notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
                 del built[v]
-        bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, gates, golden,
-                                                             single, eos_list, pad, text, notes, rejected, opset, st.done),
+        bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
+                                                             eos_list, pad, text, notes, opset, st.done, gates),
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
-
-
-def _configured(config: ExportConfig, variants: list[str]) -> dict[str, Any]:
-    """Per precision, the generation gate's tolerance: its defaults with ``config``'s overrides."""
-    from edgeship.parity.generation import configured_tolerance
-    from edgeship.parity.tolerances import effective_tolerances
-
-    tolerances = effective_tolerances(config)
-    return {PRECISION[v]: configured_tolerance(tolerances.get(PRECISION[v], "generation"), PRECISION[v]) for v in variants}
-
-
-def _settings(config: ExportConfig, v: str) -> dict | None:
-    """How a variant was built where the user chose it (int4's block size and scheme)."""
-    return {"block_size": config.int4_block_size, "scheme": config.int4_scheme} if v == "int4" else None
 
 
 def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected: dict[str, dict],
               config: ExportConfig) -> None:
     from edgeship.exporters.quantize import build_dynamic, build_int4
 
-    src = work / "fp32.onnx"
-    builders = {"int8_dynamic": lambda: build_dynamic(src, work / "int8_dynamic.onnx"),
-                "int4": lambda: build_int4(src, work / "int4.onnx", config.int4_block_size, config.int4_scheme)}
-    for v in variants[1:]:
+    if "int8_dynamic" in variants:
         try:
-            built[v] = builders[v]()
+            built["int8_dynamic"] = build_dynamic(work / "fp32.onnx", work / "int8_dynamic.onnx")
         except QuantizationError as e:
-            rejected[v] = {"reason": str(e)}
+            rejected["int8_dynamic"] = {"reason": str(e)}
+    if "int4" in variants:
+        try:
+            built["int4"] = build_int4(work / "fp32.onnx", work / "int4.onnx", config.int4_block_size, config.int4_scheme)
+        except QuantizationError as e:
+            rejected["int4"] = {"reason": str(e)}
 
 
 def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None,
-            tolerances: dict[str, Any] | None) -> tuple[ParityReport, dict[str, dict]]:
-    """Every variant's teacher-forced gate; fp32's free-running greedy generation (tokens identical,
-    logits within the fp32 tolerance) decides for fp32, the gate for a quantized variant."""
+            config: ExportConfig, gates: dict[str, dict]) -> ParityReport:
+    """fp32: greedy tokens and logits as transformers'; quantized variants: the teacher-forced generation
+    gate (``gates`` gets each one's :class:`edgeship.parity.generation.GenerationReport` as a dict)."""
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout
-    from edgeship.parity.decoder import prompt_checks, teacher_forced_check
-    from edgeship.parity.tolerances import tolerance_for
+    from edgeship.parity.decoder import prompt_checks, quantized_checks
+    from edgeship.parity.generation import configured_tolerance
+    from edgeship.parity.tolerances import effective_tolerances, tolerance_for
 
     layout = decoder_layout(spec)
     checks: list[OutputCheck] = []
-    tols, gates = {}, {}
+    tolerances = {}
     for v, file in built.items():
         session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        check, gate = teacher_forced_check(session, layout, golden, v, PRECISION[v], (tolerances or {}).get(PRECISION[v]))
+        p = PRECISION[v]
+        if p == "fp32":
+            checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, p)
+            tolerances[v] = {"generation": tolerance_for(p).to_dict()}
+            continue
+        tol = configured_tolerance(effective_tolerances(config).get(p, "generation"), p)
+        rows, gate = quantized_checks(session, layout, golden, eos, pad if pad is not None else 0, v, p, tol)
+        checks += rows
         gates[v] = gate.to_dict()
-        if PRECISION[v] == "fp32":
-            checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, PRECISION[v])
-            tols[v] = {"generation": tolerance_for(PRECISION[v]).to_dict()}
-        else:  # a quantized variant's free-running tokens drift: the teacher-forced gate judges it
-            checks.append(check)
-            tols[v] = {"generation": gate.tolerance.to_dict()}
-    return ParityReport(tuple(checks), tols), gates
+        tolerances[v] = {"generation": tol.to_dict()}  # what judges it: the gate's criteria only
+    return ParityReport(tuple(checks), tolerances)
 
 
-def _summary(report: ParityReport, v: str, gate: dict) -> dict:
+def _summary(report: ParityReport, v: str, gate: dict | None = None) -> dict:
     rows = [c for c in report.checks if c.variant == v]
-    out = {"passed": all(c.passed for c in rows), "teacher_forced": gate,
-           "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows]))}
-    if rows[0].sample == TEACHER_FORCED:
-        return out
-    return {**out, "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
-            "max_abs": max(c.metrics["max_abs"] for c in rows), "min_cosine": min(c.metrics["cosine"] for c in rows)}
+    return {"passed": all(c.passed for c in rows), "max_abs": max(c.metrics["max_abs"] for c in rows),
+            "min_cosine": min(c.metrics["cosine"] for c in rows),
+            "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows])),
+            "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
+            **({"teacher_forced": gate} if gate is not None else {})}
 
 
 def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
-             report: ParityReport, gates: dict[str, dict], golden: tuple, single: list, eos: list[int], pad: int | None,
-             text: Any, notes: list[str], rejected: dict[str, dict], opset: int,
-             stages: list[StageResult]) -> tuple[Path, dict[str, VariantResult]]:
+             report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
+             notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict]) -> tuple[Path, dict[str, VariantResult]]:
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
@@ -220,10 +207,10 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     files = {f"models/{v}.onnx": f for v, f in built.items()}
     files[GOLDEN_FILE] = _save_golden(work / "generation.npz", *golden)
     files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
-    summaries = {v: _summary(report, v, gates[v]) for v in gates}
+    summaries = {v: _summary(report, v, gates.get(v)) for v in {c.variant for c in report.checks}}
     shipped = {v: VariantResult(name=v, file=f"models/{v}.onnx", precision=PRECISION[v], size=f.stat().st_size,
-                                passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v].get("max_abs"),
-                                min_cosine=summaries[v].get("min_cosine"), tolerance={"generation": report.tolerances[v]["generation"]})
+                                passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v]["max_abs"],
+                                min_cosine=summaries[v]["min_cosine"], tolerance={"logits": report.tolerances[v]["generation"]})
                for v, f in built.items()}
     meta: dict[str, Any] = {"task": task_record(folder)}
     if folder.tokenizer is not None:
@@ -243,10 +230,10 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
                   "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
                   "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
-                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, generation=gates[v],
-                                          weight_bytes=weight_bytes(f), settings=_settings(config, v)).summary()
-                               for v, f in built.items()},
-                  "rejected": rejected, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
+                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, weight_bytes=weight_bytes(f),
+                                          settings={"block_size": config.int4_block_size, "scheme": config.int4_scheme}
+                                          if v == "int4" else None).summary() for v, f in built.items()},
+                  "rejected": {}, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
                   "generation": summaries}
     (work / "report.json").write_text(jsonout.dumps(report_doc, indent=2))
     files["report.json"] = work / "report.json"
