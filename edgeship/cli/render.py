@@ -119,6 +119,8 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
         console.print(Text.assemble(("warning: ", "bold yellow"), visible(warning)))
     for cid, why in (report.skipped or {}).items():
         console.print(Text.assemble(("not checked: ", "yellow"), visible(f"candidate {cid}: {why}")))
+    for name, what in (getattr(report, "runners", None) or {}).items():
+        console.print(Text.assemble(("runner: ", "dim"), visible(f"{name}: {what}")))
     generation_table(console, rows)
 
 
