@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import edgeship
-from edgeship.errors import BundleError, SpecError
+from edgeship.errors import BundleError, InferenceError, SpecError
 from edgeship.generate import generate
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.tolerances import tolerance_for
@@ -56,6 +56,10 @@ def test_export_with_no_flags_writes_a_decoder_bundle_with_the_standard_names(lm
     assert {"models/fp32.onnx", "golden/generation.npz", "preprocess/tokenizer.json", "report.json"} <= set(m["files"])
     assert m["source"]["format"] == "hf_folder" and m["task"]["name"] == "causal-lm"
     assert "generation" in lm["output"]  # the export's parity table shows the generation rows
+    import onnx  # onnxruntime's optimizer fused the RMSNorms (parity above was judged on the fused graph)
+
+    ops = {n.op_type for n in onnx.load(str(lm["bundle"] / "models/fp32.onnx")).graph.node}
+    assert "SkipSimplifiedLayerNormalization" in ops and "Pow" not in ops
     # int8 was built and judged: shipped if its logits pass the int8 tolerance, else recorded why not
     assert "int8_dynamic" in m["generation"]["parity"]
     assert ("int8_dynamic" in m["variants"]) == m["generation"]["parity"]["int8_dynamic"]["passed"]
@@ -183,6 +187,8 @@ def test_generate_refuses_bad_arguments(lm):
             m.generate([1, 2], max_new_tokens=2, do_sample=True, top_p=0)
         with pytest.raises(SpecError, match="prompt of type"):
             m.generate(3.5, max_new_tokens=2)
+    with pytest.raises(InferenceError, match="closed"):
+        m.generate(PROMPTS[0], max_new_tokens=2)
 
 
 def test_generate_on_a_bundle_that_is_not_a_decoder(mlp_bundle):

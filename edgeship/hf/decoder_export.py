@@ -31,6 +31,7 @@ from edgeship.hf.decoder import (
     PRECISION,
     eager_generation,
     export_decoder_onnx,
+    fuse_norms,
     golden_prompts,
     load_causal_lm,
     single_step_golden,
@@ -113,6 +114,10 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
         spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "fp32.onnx", opset),
                       lambda s: f"dynamo, opset {opset}, {sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
         single = single_step_golden(model, prompts[0], spec)
+        fused = st.run("optimize", lambda: fuse_norms(work / "fp32.onnx"),
+                       lambda f: ", ".join(f"{n}× {op}" for op, n in f.items()) or "nothing fused")
+        if fused is None:
+            notes.append("onnxruntime's transformer optimizer failed on the graph; the unfused graph is shipped")
         built = {"fp32": work / "fp32.onnx"}
         rejected: dict[str, dict] = {}
         if len(variants) > 1:
