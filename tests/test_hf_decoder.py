@@ -229,8 +229,8 @@ def test_text_prompt_without_a_tokenizer_says_what_to_do(lm, tmp_path):
 def test_a_graph_without_position_ids_generates_the_same_tokens(lm, tmp_path):
     import onnxruntime as ort
 
+    from edgeship.exporters.hf_decoder import export_decoder_onnx, load_causal_lm
     from edgeship.generate import decoder_layout, run_loop
-    from edgeship.hf.decoder import export_decoder_onnx, load_causal_lm
     from edgeship.hf.folder import read_folder
 
     if lm["arch"] != "llama":
@@ -246,8 +246,8 @@ def test_a_graph_without_position_ids_generates_the_same_tokens(lm, tmp_path):
 def test_a_gpt2_folder_exports_and_generates_as_transformers(tmp_path):
     """Another family: learned position embeddings, LayerNorm (fused by onnxruntime's optimizer), Conv1D."""
     from edgeship.config import ExportConfig
-    from edgeship.hf.decoder import export_causal_lm
     from edgeship.hf.folder import read_folder
+    from edgeship.pipeline.decoder import export_causal_lm
 
     folder = save_gpt2(tmp_path / "gpt2")
     result = export_causal_lm(read_folder(folder), ExportConfig(model=folder, output=tmp_path / "g.edgeship",

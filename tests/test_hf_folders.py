@@ -241,22 +241,12 @@ def _causal_lm(tmp_path: Path) -> Path:
 
 
 def test_a_causal_lm_goes_to_the_decoder_export(tmp_path, monkeypatch):
-    """The dispatch point: a causal LM is handed to edgeship.hf.decoder.export_causal_lm(folder, config,
-    progress); where that module is missing, a clear error."""
-    import types
-
+    """The dispatch point: a causal LM is handed to edgeship.pipeline.decoder.export_causal_lm(folder, config,
+    progress); another task never is."""
     cfg = ExportConfig(model=_causal_lm(tmp_path), output=tmp_path / "lm.edgeship")
-    import edgeship.hf
-
-    monkeypatch.setitem(sys.modules, "edgeship.hf.decoder", None)
-    monkeypatch.delattr(edgeship.hf, "decoder", raising=False)  # imported by an earlier test: `from edgeship.hf import decoder` finds it
-    with pytest.raises(ModelLoadError, match="is a causal LM .architectures: LlamaForCausalLM., but decoder export "
-                                             ".* is not available in this edgeship"):
-        export(cfg)
     seen = []
-    fake = types.SimpleNamespace(export_causal_lm=lambda folder, config, progress: seen.append((folder, config)) or "done")
-    monkeypatch.setitem(sys.modules, "edgeship.hf.decoder", fake)
-    monkeypatch.setattr("edgeship.hf.decoder", fake, raising=False)
+    monkeypatch.setattr("edgeship.pipeline.decoder.export_causal_lm",
+                        lambda folder, config, progress: seen.append((folder, config)) or "done")
     assert export(cfg) == "done"
     assert seen[0][0].task == "causal-lm" and seen[0][0].architectures == ("LlamaForCausalLM",) and seen[0][1] is cfg
 
@@ -346,7 +336,7 @@ def test_padding_on_the_left_as_the_tokenizer_does(folders, tmp_path):
     """A tokenizer saved with padding_side="left" pads on the left in encode too."""
     from tokenizers import Tokenizer
 
-    from edgeship.hf.build import tokenizer_info
+    from edgeship.exporters.hf_model import tokenizer_info
     from edgeship.hf.folder import read_folder
     from edgeship.hf.preprocess import TextEncoder
 

@@ -118,7 +118,7 @@ def test_auto_adds_int4_for_decoders_only():
 
 
 def test_decoder_variants_follow_quantize():
-    from edgeship.hf.decoder_export import _variants
+    from edgeship.pipeline.decoder import _variants
 
     assert _variants(("auto",)) == ["fp32", "int8_dynamic", "int4"]
     assert _variants(("fp32",)) == ["fp32"]

@@ -11,10 +11,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgeship"
 # top to bottom: a room may import itself and rooms below it, never one above it
-ROOMS = ["cli", "pipeline", "profiling", "parity", "exporters", "model", "bundle", "runtimes", "root"]
+ROOMS = ["cli", "pipeline", "profiling", "parity", "exporters", "model", "bundle", "hf", "runtimes", "root"]
 TORCH_FREE = ("model", "bundle", "parity", "profiling", "runtimes.base", "runtimes.ort", "runtimes.lifecycle",
               "runtimes.deadline", "runtimes.external_data", "runtimes.onnx_wire", "runtimes.openvino", "spec", "errors",
-              "config", "host", "telemetry", "schemas", "jsonout")
+              "config", "host", "telemetry", "schemas", "jsonout", "hf", "generate")
 ALLOWED_UP = {("edgeship.__main__", "edgeship.cli")}  # `python -m edgeship` runs the CLI
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TORCHSCRIPT, EXPORTED_PROGRAM, STATE_DICT, PICKLED_MODULE, ONNX = (
     "torchscript", "exported_program", "state_dict", "pickled_module", "onnx",
 )
-HF_FOLDER = "hf_folder"  # a Hugging Face save_pretrained folder (edgeship.hf.build)
+HF_FOLDER = "hf_folder"  # a Hugging Face save_pretrained folder (edgeship.exporters.hf_model)
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
 
 
@@ -134,7 +134,7 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
     path = Path(path)
     if path.is_dir() and (path / "config.json").is_file():
         from edgeship.exporters.floors import require
-        from edgeship.hf.build import load_folder
+        from edgeship.exporters.hf_model import load_folder
 
         require("torch")
         return load_folder(path, options)

@@ -1,6 +1,6 @@
 """Generation parity of decoder bundles: the golden prompts' greedy tokens and per-step logits.
 
-A decoder bundle (``edgeship.hf.decoder``) ships ``golden/generation.npz``: per prompt ``{i}/prompt``
+A decoder bundle (``edgeship.exporters.hf_decoder``) ships ``golden/generation.npz``: per prompt ``{i}/prompt``
 (token ids), ``{i}/tokens`` (the eager model's greedy new tokens) and ``{i}/logits`` ([steps, vocab]).
 ``edgeship check`` re-runs generation with :mod:`edgeship.generate` on each variant it checks and adds
 one row per prompt (output ``generation``): fp32 must give the same tokens and logits within the fp32

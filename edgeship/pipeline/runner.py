@@ -180,9 +180,9 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
     if Path(config.model).is_dir() and (Path(config.model) / "config.json").is_file():
-        from edgeship.hf.build import export_causal_lm_folder
+        from edgeship.pipeline.decoder import export_folder
 
-        decoded = export_causal_lm_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
+        decoded = export_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
         if decoded is not None:
             return decoded
     try:

@@ -3,7 +3,7 @@ only), its inputs, dynamic axes and example inputs, and the pre-processing the b
 
 :func:`load_folder` gives the export pipeline a :class:`~edgeship.exporters.loading.LoadedModel`
 like any other model file: the pipeline derives nothing else. Causal LMs are exported by
-:mod:`edgeship.hf.decoder` (:func:`export_causal_lm`), which needs a KV-cache graph and a
+:mod:`edgeship.exporters.hf_decoder` (:func:`export_causal_lm`), which needs a KV-cache graph and a
 generation loop; the runner hands them over before its stages run.
 """
 
@@ -242,7 +242,7 @@ def load_folder(path: Path, options: LoadOptions) -> LoadedModel:
     folder = read_folder(path, options.task, options.trust_pickle)
     if folder.task == CAUSAL_LM:
         raise ModelLoadError(f"{path} is a causal LM ({folder.task_source}): it is exported by the decoder export "
-                             "(edgeship.hf.decoder), which the export command calls before loading.")
+                             "(edgeship.exporters.hf_decoder), which the export command calls before loading.")
     model = build_model(folder)
     notes = [f"Hugging Face folder: {folder.architectures[0] if folder.architectures else folder.model_type} "
              f"({folder.model_type}) as {folder.task} ({folder.task_source}), built with transformers' "
@@ -287,26 +287,3 @@ def task_record(folder: HFFolder) -> dict[str, Any]:
     if folder.pooling is not None:
         record["pooling"] = {"mode": folder.pooling["mode"], "normalize": folder.pooling["normalize"]}
     return record
-
-
-def export_causal_lm_folder(config: Any, progress: Any) -> Any:
-    """The dispatch point for causal LMs: None unless ``config.model`` is a save_pretrained folder
-    whose task is causal-lm; then :func:`edgeship.hf.decoder.export_causal_lm` exports it (a KV-cache
-    graph and a generation loop), or a clear error where this edgeship has no decoder export.
-
-    Raises:
-        ModelLoadError: a causal LM and no decoder export.
-    """
-    folder = read_folder(config.model, config.load.task, config.load.trust_pickle)
-    if folder.task != CAUSAL_LM:
-        return None
-    try:
-        from edgeship.hf import decoder
-    except ImportError as e:
-        if e.name not in ("edgeship.hf.decoder",):
-            raise
-        raise ModelLoadError(
-            f"{config.model} is a causal LM ({folder.task_source}), but decoder export (a KV-cache graph and a "
-            "generation loop) is not available in this edgeship; export another task with --task, or the "
-            "model's encoder alone.") from e
-    return decoder.export_causal_lm(folder, config, progress)

@@ -33,9 +33,7 @@ from edgeship.errors import ExportError, brief
 from edgeship.spec import IOSpec, TensorSpec
 
 if TYPE_CHECKING:
-    from edgeship.config import ExportConfig
     from edgeship.hf.folder import HFFolder
-    from edgeship.pipeline import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -49,28 +47,15 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(i
 
 
 def load_causal_lm(folder: HFFolder) -> Any:
-    """The folder's model with transformers' ``AutoModelForCausalLM`` (:func:`edgeship.hf.build.build_model`:
+    """The folder's model with transformers' ``AutoModelForCausalLM`` (:func:`edgeship.exporters.hf_model.build_model`:
     local files only, eager attention, eval mode).
 
     Raises:
         ModelLoadError: transformers cannot build it (unknown architecture, missing weights).
     """
-    from edgeship.hf.build import build_model
+    from edgeship.exporters.hf_model import build_model
 
     return build_model(folder)
-
-
-def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None) -> ExportResult:
-    """``edgeship export DIR`` for a causal LM (:func:`edgeship.hf.build.export_causal_lm_folder` calls it):
-    the KV-cache graph, its variants, generation parity and the bundle; see
-    :func:`edgeship.hf.decoder_export.export_decoder`.
-
-    Raises:
-        ModelLoadError, ExportError; ParityError: the fp32 graph misses generation parity.
-    """
-    from edgeship.hf.decoder_export import export_decoder
-
-    return export_decoder(folder, config, progress)
 
 
 def _wrapper(model: Any, position_ids: bool = True) -> Any:

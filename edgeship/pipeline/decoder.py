@@ -1,8 +1,9 @@
 """The decoder export's stages: load, onnx, quantize, parity, package (``edgeship export DIR`` for a
-causal LM, through :func:`edgeship.hf.decoder.export_causal_lm`).
+causal LM: :func:`export_folder` hands it to :func:`export_causal_lm`; the graph is
+:mod:`edgeship.exporters.hf_decoder`'s).
 
-What it reuses: transformers' model built by :mod:`edgeship.hf.build` (local files only), the tokenizer
-and task records of :mod:`edgeship.hf.build` / :mod:`edgeship.hf.preprocess`, dynamic int8 from
+What it reuses: transformers' model built by :mod:`edgeship.exporters.hf_model` (local files only), the tokenizer
+and task records of :mod:`edgeship.exporters.hf_model` / :mod:`edgeship.hf.preprocess`, dynamic int8 from
 :mod:`edgeship.exporters.quantize`, the tolerances and metrics of :mod:`edgeship.parity`, the atomic
 bundle writer and the manifest's fields. What differs from the pipeline of other models: parity is
 generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`), and
@@ -25,7 +26,7 @@ from edgeship.bundle.golden import Sample, save_samples
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
 from edgeship.errors import ParityError, QuantizationError, SpecError
-from edgeship.hf.decoder import (
+from edgeship.exporters.hf_decoder import (
     DEFAULT_NEW_TOKENS,
     GOLDEN_FILE,
     PRECISION,
@@ -75,7 +76,16 @@ class _Stages:
         return out
 
 
-def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None) -> Any:
+def export_folder(config: ExportConfig, progress: Callable | None) -> Any:
+    """The dispatch point of ``edgeship export DIR``: None unless ``config.model`` is a save_pretrained
+    folder whose task (guessed, or ``--task``) is causal-lm; then :func:`export_causal_lm` exports it."""
+    from edgeship.hf.folder import CAUSAL_LM, read_folder
+
+    folder = read_folder(config.model, config.load.task, config.load.trust_pickle)
+    return export_causal_lm(folder, config, progress) if folder.task == CAUSAL_LM else None
+
+
+def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable | None = None) -> Any:
     """Export ``folder``'s causal LM to the bundle ``config.output_path``; see the module docstring.
 
     Returns:
@@ -211,8 +221,8 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
+    from edgeship.exporters.hf_model import task_record
     from edgeship.exporters.quantize import weight_bytes
-    from edgeship.hf.build import task_record
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
     from edgeship.runtimes.registry import requirements
@@ -229,7 +239,7 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     if folder.tokenizer is not None:
         from tokenizers import Tokenizer
 
-        from edgeship.hf.build import tokenizer_info
+        from edgeship.exporters.hf_model import tokenizer_info
         from edgeship.hf.preprocess import TOKENIZER_FILE
 
         tok = tokenizer_info(folder, ["input_ids", "attention_mask"], Tokenizer.from_file(str(folder.tokenizer)))
