@@ -34,6 +34,17 @@ def test_bad_tolerance_options(text, match):
         parse_tolerance(text)
 
 
+def test_an_explicit_atol_or_rtol_is_enforced_element_wise_in_every_precision():
+    """int8/fp16 are judged by cosine and top-1 by default; an atol or rtol the user sets would be ignored
+    there unless every element is then held to it (max_outlier_frac 0, unless also given)."""
+    assert Tolerances({}).get("int8", "y").max_outlier_frac is None
+    t = Tolerances(tolerances_from_options(["atol=1e-12"]))
+    assert t.get("int8", "y").max_outlier_frac == 0.0 and t.get("fp16", "y").max_outlier_frac == 0.0
+    assert Tolerances({"*/y": {"rtol": 0.1}}).get("int8", "y").max_outlier_frac == 0.0
+    assert Tolerances({"int8": {"atol": 1.0, "max_outlier_frac": 0.1}}).get("int8", "y").max_outlier_frac == 0.1
+    assert Tolerances({"int8": {"min_cosine": 0.5}}).get("int8", "y").max_outlier_frac is None
+
+
 def test_unscoped_tolerance_applies_to_every_precision():
     assert tolerances_from_options(["min_cosine=0.5"]) == {p: {"min_cosine": 0.5} for p in ("fp32", "fp16", "bf16", "int8", "int4")}
 

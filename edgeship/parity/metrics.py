@@ -78,7 +78,7 @@ def judge(m: dict, tol: Tolerance) -> str | None:
         atol = effective_atol(tol, m.get("scale", 0.0))
         raised = (f" (atol_scale={tol.atol_scale:g} × max |ref| {m['scale']:.4g})"
                   if tol.atol_scale and atol > (tol.atol if tol.atol is not None else 1e-4) else "")
-        return (f"{m['outlier_frac']:.2%} of elements outside atol={atol:.3g}{raised} + rtol={tol.rtol}·|ref| "
+        return (f"{m['outlier_frac']:.2%} of elements outside atol={atol:.3g}{raised} + rtol={tol.rtol if tol.rtol is not None else 1e-3:g}·|ref| "
                 f"(max abs {m['max_abs']:.3g}, allowed fraction {tol.max_outlier_frac:.2%})")
     if tol.min_cosine is not None and m["cosine"] < tol.min_cosine:
         return f"cosine {m['cosine']:.6f} < {tol.min_cosine}"

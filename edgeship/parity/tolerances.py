@@ -72,10 +72,16 @@ class Tolerances:
         return self.apply(tolerance_for(precision), precision, output)
 
     def apply(self, tol: Tolerance, precision: str, output: str) -> Tolerance:
-        """``tol`` with this set's overrides for (precision, output) on top."""
+        """``tol`` with this set's overrides for (precision, output) on top. An atol or rtol that is set
+        explicitly is enforced element-wise: where the precision's default judges by cosine/top-1 only
+        (int8, fp16, ...), every element must then be within it (``max_outlier_frac`` 0 unless also set)."""
+        elementwise = False
         for scope in (precision, f"*/{output}", f"{precision}/{output}"):
             if scope in self.overrides:
                 tol = replace(tol, **self.overrides[scope])
+                elementwise |= bool({"atol", "rtol"} & set(self.overrides[scope]))
+        if elementwise and tol.max_outlier_frac is None:
+            tol = replace(tol, max_outlier_frac=0.0)
         return tol
 
     def for_precision(self, precision: str):
