@@ -1,0 +1,349 @@
+"""Text generation over a decoder bundle: a torch-free loop on onnxruntime.
+
+A decoder bundle holds one ONNX graph that does prefill and decode (Optimum's and onnxruntime-genai's
+names): inputs ``input_ids`` [batch, seq], ``attention_mask`` [batch, past+seq], optionally
+``position_ids`` [batch, seq], and ``past_key_values.{i}.key|value`` [batch, kv_heads, past, head_dim];
+outputs ``logits`` [batch, seq, vocab] and ``present.{i}.key|value``. Prefill feeds a past of length 0;
+each decode step feeds the one new token and the previous step's presents.
+
+The cache stays in onnxruntime between steps: the presents come back as ``OrtValue``s through IO
+binding and go in again as the next step's past, never copied into numpy (measured on a 4-layer,
+hidden-256 Llama-style graph: see docs/llm.md). Greedy by default, as transformers'
+``generate(do_sample=False)``; sampling with ``temperature``, ``top_k``, ``top_p`` and a ``seed``
+(applied in transformers' order: temperature, top-k, top-p). A batch of prompts of different lengths
+is padded on the left, with position ids from the attention mask as transformers computes them.
+
+    m = edgeship.load("tiny-llama.edgeship")
+    ids = m.generate([1, 5, 9], max_new_tokens=16)           # the new token ids
+    ids = m.generate("some text", max_new_tokens=16)          # with the bundle's tokenizer
+    out = generate(m, [[1, 5, 9], [1, 7]], max_new_tokens=8, output_logits=True)  # Generation
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgeship.errors import SpecError
+from edgeship.spec import IOSpec
+
+PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
+MAX_NEW_TOKENS = 1 << 20  # far beyond any context window; refuses a runaway request
+Prompt = str | Sequence[int] | Sequence[Sequence[int]] | Sequence[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """What the generation loop needs to know of a decoder graph, read from its IOSpec."""
+
+    past_names: tuple[str, ...]        # past_key_values.0.key, past_key_values.0.value, 1.key, ...
+    present_names: tuple[str, ...]     # present.0.key, ... in the same order
+    kv_heads: int
+    head_dim: int
+    past_dtype: str
+    position_ids: bool
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What :func:`generate` returns: per prompt, the new token ids (up to and including the end-of-
+    sequence token when one stopped it) and, with ``output_logits``, the logits of each step
+    ([steps, vocab], float32), as transformers' ``output_logits=True`` gives them."""
+
+    tokens: list[list[int]]
+    logits: list[np.ndarray] | None = None
+
+
+def decoder_layout(spec: IOSpec) -> DecoderLayout:
+    """The decoder's cache layout, or SpecError when ``spec`` is not a decoder graph with a KV cache.
+
+    Raises:
+        SpecError: inputs or outputs missing, or past shapes that are not [batch, heads, past, dim]
+            with fixed heads and dim.
+    """
+    names = {t.name: t for t in spec.inputs}
+    outs = {t.name for t in spec.outputs}
+    layers = sorted({int(m.group(1)) for n in names if (m := PAST.fullmatch(n))})
+    missing = [n for n in ("input_ids", "attention_mask") if n not in names] + (["logits"] if "logits" not in outs else [])
+    if not layers or missing:
+        raise SpecError(
+            "this bundle is not a decoder language model with a KV cache: generate needs inputs input_ids, "
+            "attention_mask and past_key_values.{i}.key/value and outputs logits and present.{i}.key/value; "
+            f"it has inputs {', '.join(names) or 'none'} and outputs {', '.join(outs) or 'none'}. "
+            "Call the model with m(feeds) instead, or export a causal LM folder (edgeship export DIR)."
+        )
+    past, present = [], []
+    for i in range(len(layers)):
+        for kind in ("key", "value"):
+            p, q = f"past_key_values.{i}.{kind}", f"present.{i}.{kind}"
+            if p not in names or q not in outs:
+                raise SpecError(f"decoder graph: layer {i} has no {p} input or no {q} output; "
+                                "the layers must be numbered from 0 without gaps. Re-export the model.")
+            past.append(p)
+            present.append(q)
+    first = names[past[0]]
+    shape = first.shape
+    if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int) \
+            or any(names[p].shape[1:4:2] != shape[1:4:2] or names[p].dtype != first.dtype for p in past):
+        raise SpecError(f"decoder graph: {past[0]} has shape {list(shape)}; every past input must be "
+                        "[batch, kv_heads, past, head_dim] with fixed kv_heads and head_dim and one dtype. Re-export the model.")
+    return DecoderLayout(tuple(past), tuple(present), shape[1], shape[3], first.dtype, "position_ids" in names)
+
+
+def check_max_new_tokens(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_NEW_TOKENS:
+        raise SpecError(f"max_new_tokens={value!r}: use a whole number from 1 to {MAX_NEW_TOKENS}.")
+    return int(value)
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
+        raise SpecError(f"temperature={temperature!r}: use a number above 0 (1.0 leaves the logits as they are).")
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise SpecError(f"top_k={top_k!r}: use a whole number ≥ 0 (0 keeps every token).")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise SpecError(f"top_p={top_p!r}: use a number in (0, 1] (1.0 keeps every token).")
+
+
+def _eos_set(eos: int | Sequence[int] | None) -> frozenset[int]:
+    if eos is None:
+        return frozenset()
+    items = [eos] if isinstance(eos, (int, np.integer)) else list(eos)
+    if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in items):
+        raise SpecError(f"eos_token_id={eos!r}: use a token id, a list of them, or None.")
+    return frozenset(int(x) for x in items)
+
+
+def _batch(prompt: Any, encode: Any) -> tuple[list[list[int]], bool]:
+    """The prompts as lists of ids, and whether a single prompt was given."""
+    if isinstance(prompt, str):
+        return [list(encode([prompt])[0])], True
+    if isinstance(prompt, np.ndarray):
+        if prompt.ndim not in (1, 2) or prompt.dtype.kind not in "iu":
+            raise SpecError(f"prompt array of dtype {prompt.dtype} and shape {list(prompt.shape)}: "
+                            "pass integer token ids, 1-D for one prompt or 2-D for a batch.")
+        return ([prompt.tolist()], True) if prompt.ndim == 1 else (prompt.tolist(), False)
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(p, str) for p in prompt):
+        return [list(x) for x in encode(list(prompt))], False
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(p, (int, np.integer)) and not isinstance(p, bool)
+                                                       for p in prompt):
+        return [[int(x) for x in prompt]], True
+    if isinstance(prompt, Sequence) and prompt and all(isinstance(p, (Sequence, np.ndarray)) and not isinstance(p, str)
+                                                       for p in prompt):
+        return [[int(x) for x in p] for p in prompt], False
+    raise SpecError(f"prompt of type {type(prompt).__name__}: pass a text, a list of token ids, or a list of either "
+                    "(a batch).")
+
+
+def _pick(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int, top_p: float,
+          rng: np.random.Generator) -> np.ndarray:
+    """The next token per row of ``logits`` [batch, vocab]."""
+    if not do_sample:
+        return logits.argmax(-1)
+    x = logits.astype(np.float64) / temperature
+    if top_k and top_k < x.shape[-1]:
+        kth = np.partition(x, -top_k, axis=-1)[:, -top_k][:, None]
+        x = np.where(x < kth, -np.inf, x)
+    if top_p < 1.0:  # keep the smallest set whose probability reaches top_p (at least one token)
+        order = np.argsort(-x, axis=-1)
+        sorted_x = np.take_along_axis(x, order, -1)
+        p = np.exp(sorted_x - sorted_x[:, :1])
+        p /= p.sum(-1, keepdims=True)
+        drop_sorted = np.cumsum(p, -1) - p >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, -1)
+        x = np.where(drop, -np.inf, x)
+    p = np.exp(x - x.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.array([rng.choice(p.shape[-1], p=row) for row in p])
+
+
+class _Session:
+    """One step of the graph on an onnxruntime session, the cache kept as OrtValues (IO binding)."""
+
+    def __init__(self, session: Any, layout: DecoderLayout):
+        self.session = session
+        self.layout = layout
+        self.out_names = [o.name for o in session.get_outputs()]
+
+    def empty_past(self, batch: int) -> list[Any]:
+        import onnxruntime as ort
+
+        lay = self.layout
+        z = np.zeros((batch, lay.kv_heads, 0, lay.head_dim), dtype=np.dtype(lay.past_dtype))
+        return [ort.OrtValue.ortvalue_from_numpy(z)] * len(lay.past_names)
+
+    def step(self, feeds: dict[str, np.ndarray], past: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        binding = self.session.io_binding()
+        for name, a in feeds.items():
+            binding.bind_cpu_input(name, a)
+        for name, v in zip(self.layout.past_names, past):
+            binding.bind_ortvalue_input(name, v)
+        for name in self.out_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        outs = dict(zip(self.out_names, binding.get_outputs()))
+        return outs["logits"].numpy(), [outs[n] for n in self.layout.present_names]
+
+
+class _Runs:
+    """One step through ``Model.run`` (numpy in, numpy out): any runtime."""
+
+    def __init__(self, model: Any, layout: DecoderLayout):
+        self.model = model
+        self.layout = layout
+
+    def empty_past(self, batch: int) -> list[Any]:
+        lay = self.layout
+        return [np.zeros((batch, lay.kv_heads, 0, lay.head_dim), dtype=np.dtype(lay.past_dtype))] * len(lay.past_names)
+
+    def step(self, feeds: dict[str, np.ndarray], past: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        outs = self.model.run({**feeds, **dict(zip(self.layout.past_names, past))})
+        return outs["logits"], [outs[n] for n in self.layout.present_names]
+
+
+def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
+             *, pad_token_id: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, seed: int | None = None, output_logits: bool = False,
+             io_binding: bool = True) -> Generation:
+    """Generate up to ``max_new_tokens`` after each prompt with a loaded decoder bundle.
+
+    Args:
+        model: an ``edgeship.Model`` of a decoder bundle.
+        prompt: token ids (a list of ints or a 1-D array), a text (needs the bundle's tokenizer),
+            or a batch: a list of either, or a 2-D array; a batch is padded on the left.
+        max_new_tokens: how many tokens at most to add to each prompt.
+        eos_token_id: stop a prompt at this token (or any of these); None: the bundle's own
+            (from the model's generation config), ``[]``: never stop early.
+        pad_token_id: the id that pads a batch (and a finished prompt's steps); default: the bundle's.
+        do_sample: sample instead of taking the most likely token (greedy, the default).
+        temperature, top_k, top_p: sampling's shaping, as in transformers.
+        seed: the sampling's random seed (``numpy.random.default_rng``).
+        output_logits: also return each step's logits.
+        io_binding: keep the cache in onnxruntime (OrtValues through IO binding); False feeds numpy
+            arrays through ``Model.run`` (the path for runtimes other than onnxruntime).
+
+    Raises:
+        SpecError: the bundle is not a decoder, a prompt is empty or not token ids, or a bad argument.
+    """
+    layout = decoder_layout(model.spec)
+    max_new_tokens = check_max_new_tokens(max_new_tokens)
+    _check_sampling(temperature, top_k, top_p)
+    meta = generation_meta(model.manifest)
+    eos = _eos_set(meta.get("eos_token_id") if eos_token_id is None else eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else meta.get("pad_token_id")
+    if pad is None:
+        pad = min(eos) if eos else 0
+    rows, _ = _batch(prompt, lambda texts: encode_texts(model, texts))
+    if any(not r for r in rows):
+        raise SpecError("a prompt is empty: give at least one token id (or a text the tokenizer turns into one).")
+    vocab = next((t.shape[2] for t in model.spec.outputs if t.name == "logits" and isinstance(t.shape[2], int)), None)
+    if vocab is not None and any(not 0 <= x < vocab for r in rows for x in r):
+        raise SpecError(f"a prompt holds a token id outside the model's vocabulary [0, {vocab}).")
+    use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
+    stepper: _Session | _Runs = _Session(model.session, layout) if use_binding else _Runs(model, layout)
+    return _loop(stepper, layout, rows, max_new_tokens, eos, int(pad), do_sample, temperature, top_k, top_p,
+                 np.random.default_rng(seed), output_logits)
+
+
+def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
+             eos: Sequence[int] = (), pad: int = 0, *, output_logits: bool = False) -> Generation:
+    """Greedy generation over a bare ``onnxruntime.InferenceSession`` (the export's parity check and
+    ``edgeship check`` use it on a variant's file), the cache kept in onnxruntime."""
+    return _loop(_Session(session, layout), layout, rows, max_new_tokens, frozenset(eos), pad, False, 1.0, 0, 1.0,
+                 np.random.default_rng(0), output_logits)
+
+
+def _loop(stepper: _Session | _Runs, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
+          eos: frozenset[int], pad: int, do_sample: bool, temperature: float, top_k: int, top_p: float,
+          rng: np.random.Generator, output_logits: bool) -> Generation:
+    batch, longest = len(rows), max(len(r) for r in rows)
+    ids = np.full((batch, longest), pad, dtype=np.int64)
+    mask = np.zeros((batch, longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, longest - len(r):] = r
+        mask[i, longest - len(r):] = 1
+    past = stepper.empty_past(batch)
+    tokens: list[list[int]] = [[] for _ in rows]
+    logits_seen: list[list[np.ndarray]] = [[] for _ in rows]
+    done = np.zeros(batch, dtype=bool)
+    step_ids = ids
+    for _ in range(max_new_tokens):
+        feeds = {"input_ids": step_ids, "attention_mask": mask}
+        if layout.position_ids:  # transformers': cumsum of the mask - 1, padding at 1
+            pos = np.cumsum(mask, -1) - 1
+            pos[mask == 0] = 1
+            feeds["position_ids"] = np.ascontiguousarray(pos[:, -step_ids.shape[1]:])
+        logits, past = stepper.step(feeds, past)
+        last = logits[:, -1, :]
+        nxt = _pick(last, do_sample, temperature, top_k, top_p, rng)
+        nxt = np.where(done, pad, nxt)
+        for i in range(batch):
+            if not done[i]:
+                tokens[i].append(int(nxt[i]))
+                if output_logits:
+                    logits_seen[i].append(np.array(last[i], dtype=np.float32))
+                if int(nxt[i]) in eos:
+                    done[i] = True
+        if done.all():
+            break
+        step_ids = nxt.astype(np.int64)[:, None]
+        mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+    return Generation(tokens, [np.stack(x) if x else np.zeros((0, last.shape[-1]), np.float32) for x in logits_seen]
+                      if output_logits else None)
+
+
+def generation_meta(manifest: dict) -> dict:
+    """The manifest's ``generation`` section (token ids of a decoder bundle), checked: {} when absent.
+
+    Raises:
+        SpecError: a field that is not a token id (or list of them for ``eos_token_id``).
+    """
+    from edgeship.errors import BundleError
+
+    meta = manifest.get("generation")
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise BundleError("manifest.json: 'generation' is not an object; the bundle is corrupt or was edited.")
+    out: dict = {}
+    for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
+        v = meta.get(key)
+        ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) or (
+            key == "eos_token_id" and isinstance(v, list) and len(v) <= 64
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v))
+        if not ok:
+            raise BundleError(f"manifest.json: generation.{key} is {str(v)[:60]!r}, not a token id; "
+                              "the bundle is corrupt or was edited.")
+        if v is not None:
+            out[key] = v
+    return out
+
+
+def encode_texts(model: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text (no padding), with the tokenizer the bundle carries (``tokenizer.json``,
+    read with the ``tokenizers`` library from the verified bundle).
+
+    Raises:
+        SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+    """
+    rel = model.manifest.get("tokenizer")
+    if isinstance(rel, dict):
+        rel = rel.get("file")
+    if not isinstance(rel, str) or rel not in model.bundle.files:
+        raise SpecError("a text prompt needs the bundle's tokenizer, and this bundle carries none: "
+                        "pass token ids instead, or export from a folder with tokenizer.json.")
+    tok = getattr(model, "_lm_tokenizer", None)
+    if tok is None:
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise SpecError("a text prompt needs the `tokenizers` package (pip install tokenizers), "
+                            "or pass token ids instead.") from e
+        tok = Tokenizer.from_str(model.bundle.read(rel).decode("utf-8"))
+        model._lm_tokenizer = tok
+    return [e.ids for e in tok.encode_batch(texts)]
