@@ -73,13 +73,19 @@ def open_engine(kind: str, path: str):
         import edgeship
 
         m = edgeship.load(path, target="cpu")
+        if hasattr(m, "generate"):
+            run = m.generate
+        else:  # before Model.generate is wired: the loop itself
+            from edgeship.generate import generate as loop
+
+            def run(ids, **kw):
+                return loop(m, ids, **kw).tokens[0]
 
         def gen(ids, n):
-            out = m.generate(ids, max_new_tokens=n, eos_token_id=None)
-            return [int(t) for t in getattr(out, "tokens", out)]
+            return [int(t) for t in run(ids, max_new_tokens=n, eos_token_id=[])]
 
         cand = getattr(m, "candidate", None)
-        return gen, f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.name})" if cand is not None else "")
+        return gen, f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.id})" if cand is not None else "")
     raise SystemExit(f"unknown engine kind {kind!r}")
 
 

@@ -197,13 +197,12 @@ def export_genai(py: Path, folder: Path, out: Path, precision: str) -> Path:
     return out
 
 
-def export_edgeship(folder: Path, out: Path, extra: tuple[str, ...] = ()) -> Path:
+def export_edgeship(folder: Path, out: Path) -> Path:
+    """The decoder bundle, built by edgeship's causal-LM export with its defaults (a fresh process)."""
     shutil.rmtree(out, ignore_errors=True)
-    exe = Path(PY).parent / "edgeship"
-    cmd = [str(exe)] if exe.exists() else [PY, "-m", "edgeship"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    subprocess.run(cmd + ["export", str(folder), "-o", str(out), *extra], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
+    code = "import sys; from edgeship.hf.decoder import export_causal_lm; export_causal_lm(sys.argv[1], sys.argv[2])"
+    subprocess.run([PY, "-c", code, str(folder), str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
     return out
 
 
@@ -334,33 +333,43 @@ def note(result: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- run
-def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = ()) -> tuple[list[Engine], list[int]]:
+def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
+            reuse: bool = False) -> tuple[list[Engine], list[int]]:
+    """Build the model folder and each engine's files (``reuse``: keep those already in WORK)."""
     WORK.mkdir(parents=True, exist_ok=True)
-    folder = build_model(WORK / "model", shape)
+    folder = WORK / "model"
+    if not (reuse and (folder / "config.json").exists()):
+        build_model(folder, shape)
     ids = prompt_ids(folder, shape.prompt)
     want = set(engines) or {"hf", "edgeship", "optimum", "genai"}
     out: list[Engine] = [Engine("hf", "hf", Path(PY), folder, "fp32", folder)]
     if "edgeship" in want:
         log("edgeship export ...")
-        b = export_edgeship(folder, WORK / "tiny.edgeship")
+        b = WORK / "tiny.edgeship"
+        if not (reuse and b.exists()):
+            export_edgeship(folder, b)
         out.append(Engine("edgeship", "edgeship", Path(PY), b, "fp32", b))
     if "optimum" in want:
         py = ensure_venv("optimum")
         log("optimum-cli export ...")
-        d = export_optimum(py, folder, WORK / "optimum")
+        d = WORK / "optimum"
+        if not (reuse and d.exists()):
+            export_optimum(py, folder, d)
         out.append(Engine("optimum", "optimum", py, d, "fp32", d))
     if "genai" in want:
         py = ensure_venv("genai")
         for p in ("fp32", "int4") if with_int4 else ("fp32",):
             log(f"onnxruntime-genai builder {p} ...")
-            d = export_genai(py, folder, WORK / f"genai-{p}", p)
+            d = WORK / f"genai-{p}"
+            if not (reuse and d.exists()):
+                export_genai(py, folder, d, p)
             out.append(Engine(f"genai {p}", "genai", py, d, p, d))
     return out, ids
 
 
-def run(quick: bool = False, shape: Shape | None = None, engines: tuple[str, ...] = ()) -> dict:
+def run(quick: bool = False, shape: Shape | None = None, engines: tuple[str, ...] = (), reuse: bool = False) -> dict:
     shape = shape or Shape()
-    es, ids = prepare(shape, engines=engines)
+    es, ids = prepare(shape, engines=engines, reuse=reuse)
     return measure(es, ids, shape.new, rounds=3 if quick else 9, reps=3 if quick else 5)
 
 
@@ -370,12 +379,13 @@ def main() -> int:
     p.add_argument("--out", type=Path)
     p.add_argument("--engines", default="", help="comma-separated subset of edgeship,optimum,genai (default: all)")
     p.add_argument("--json", type=Path, help="also write the raw result as JSON")
+    p.add_argument("--reuse", action="store_true", help="keep the model folder and exports already in benchmarks/out/b9")
     d = Shape()
     for f in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "prompt", "new"):
         p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(d, f))
     a = p.parse_args()
     shape = Shape(**{f: getattr(a, f) for f in Shape.__dataclass_fields__})
-    res = run(a.quick, shape, tuple(x for x in a.engines.split(",") if x))
+    res = run(a.quick, shape, tuple(x for x in a.engines.split(",") if x), a.reuse)
     text = table(res) + "\n\n" + note(res) + "\n"
     print(text)
     if a.out:
