@@ -286,7 +286,8 @@ def measure(engines: list[Engine], ids: list[int], new: int, rounds: int, reps: 
             "rss_mib": rss[e.name] / 1024, "size_mib": model_bytes(e.size_path) / 2**20,
             "load_s": e.ready["load_s"],
         }
-    return {"engines": res, "reference_rss_mib": {k: v / 1024 for k, v in ref_rss.items()}, "kept": len(keep), "rounds": rounds, "reps": reps, "new": new, "prompt": len(ids)}
+    return {"engines": res, "reference_rss_mib": {k: v / 1024 for k, v in ref_rss.items()}, "kept": len(keep),
+            "rounds": rounds, "reps": reps, "new": new, "prompt": len(ids)}
 
 
 # ----------------------------------------------------------------------------- report
