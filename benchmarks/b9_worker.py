@@ -4,7 +4,8 @@
 
 KIND is one of ``hf`` (transformers eager, the reference), ``optimum`` (ORTModelForCausalLM on an
 ``optimum-cli export onnx`` folder), ``genai`` (onnxruntime-genai's ``og.Generator`` on a model builder
-folder, or on an edgeship bundle's genai folder), ``edgeship`` (``edgeship.load(PATH).generate``).
+folder), ``edgeship`` (``edgeship.load(PATH).generate``), ``edgeship-genai`` (the same bundle through
+edgeship/runtimes/genai.py: onnxruntime-genai's loop on the bundle's own graph).
 PROMPT_IDS is a comma-separated list of token ids. The worker loads the engine, runs one greedy
 generation of NEW_TOKENS tokens and prints ``READY {json}`` (tokens, load time, peak RSS); then for
 each ``block R`` line on stdin it times R pairs of generations (1 new token: the prefill; NEW_TOKENS new
@@ -86,6 +87,19 @@ def open_engine(kind: str, path: str):
 
         cand = getattr(m, "candidate", None)
         return gen, f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.id})" if cand is not None else "")
+    if kind == "edgeship-genai":
+        import edgeship
+        from edgeship.runtimes.genai import open_genai
+
+        m = edgeship.load(path, target="cpu")
+        g = open_genai(m)  # parity-gated against edgeship's own loop on the golden prompts
+
+        def gen(ids, n):
+            return g.generate(ids, max_new_tokens=n, eos_token_id=[])
+
+        import onnxruntime_genai as og
+
+        return gen, f"edgeship {m.variant} on onnxruntime-genai {og.__version__} (runtimes/genai.py)"
     raise SystemExit(f"unknown engine kind {kind!r}")
 
 

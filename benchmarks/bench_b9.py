@@ -9,6 +9,8 @@ own process (benchmarks/b9_worker.py), greedy, batch 1, a 64-token prompt and 25
 early stop:
 
   edgeship        ``edgeship export DIR`` (no other flag), ``edgeship.load(b).generate(ids, ...)``
+  edgeship genai  the same bundle through edgeship/runtimes/genai.py: onnxruntime-genai's C++ loop on the
+                  bundle's own graph (parity-gated against edgeship's loop), run in the genai venv
   edgeship int4   the same bundle's int4 variant, when the bundle has one
   optimum         ``optimum-cli export onnx --task text-generation-with-past`` + ``ORTModelForCausalLM.generate``
                   (optimum-onnx 0.1.0 in a venv of its own: it needs transformers < 4.58)
@@ -301,7 +303,8 @@ def rows(result: dict) -> list[str]:
         return (f"{name} {e['tok_s']:.0f} tok/s, prefill {e['prefill_ms']:.2f} ms, "
                 f"{e['size_mib']:.1f} MiB, peak RSS {e['rss_mib']:.0f} MiB")
 
-    pairs = [("edgeship", "optimum"), ("edgeship", "genai fp32"), ("edgeship int4", "genai int4")]
+    pairs = [(m, a) for m in ("edgeship", "edgeship genai") for a in ("optimum", "genai fp32")]
+    pairs += [(m, "genai int4") for m in ("edgeship int4", "edgeship genai int4")]
     for mine, anchor in pairs:
         if mine not in eng or anchor not in eng:
             continue
@@ -350,6 +353,8 @@ def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
         if not (reuse and b.exists()):
             export_edgeship(folder, b)
         out.append(Engine("edgeship", "edgeship", Path(PY), b, "fp32", b))
+        if "genai" in want:  # the bundle through onnxruntime-genai's loop, in the genai venv (torch-free path)
+            out.append(Engine("edgeship genai", "edgeship-genai", ensure_venv("genai"), b, "fp32", b))
     if "optimum" in want:
         py = ensure_venv("optimum")
         log("optimum-cli export ...")
