@@ -43,10 +43,13 @@ def available() -> bool:
     return importlib.util.find_spec("onnxruntime_genai") is not None
 
 
-def genai_config(layout: Any, vocab: int, generation: dict, threads: int | None = None) -> dict:
+def genai_config(layout: Any, vocab: int, generation: dict, threads: int | None = None,
+                 share_buffer: bool = False) -> dict:
     """onnxruntime-genai's ``genai_config.json`` for an edgeship decoder graph of ``layout``
-    (:class:`edgeship.generate.DecoderLayout`): a generic ``decoder`` whose presents are the pasts
-    concatenated with the new step (``past_present_share_buffer`` off), greedy by default."""
+    (:class:`edgeship.generate.DecoderLayout`): a generic ``decoder``, greedy by default. Without
+    ``share_buffer`` the presents are the pasts concatenated with the new step (torch.onnx's graphs);
+    with it, the cache is one buffer of the request's length that the graph writes in place
+    (``GroupQueryAttention`` graphs, as onnxruntime-genai's model builder writes them)."""
     layers = len(layout.past_names) // 2
     inputs = {"input_ids": "input_ids", "attention_mask": "attention_mask",
               "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value"}
@@ -70,7 +73,7 @@ def genai_config(layout: Any, vocab: int, generation: dict, threads: int | None 
     }
     if isinstance(generation.get("bos_token_id"), int):
         model["bos_token_id"] = generation["bos_token_id"]
-    return {"model": model, "search": {"do_sample": False, "num_beams": 1, "past_present_share_buffer": False,
+    return {"model": model, "search": {"do_sample": False, "num_beams": 1, "past_present_share_buffer": share_buffer,
                                        "max_length": CONTEXT_LENGTH, "min_length": 0}}
 
 
@@ -99,16 +102,20 @@ class GenaiDecoder:
         self.meta = generation_meta(model.manifest)
         self.variant = model.variant
         rel = model.manifest["variants"][model.variant]["file"]
-        config = genai_config(self.layout, self.vocab, self.meta, threads)
+        data = model.bundle.read(rel)  # verified: sha256 checked against the manifest
+        # a GroupQueryAttention graph keeps its cache in one buffer (the op's name is in the bytes; a
+        # wrong guess fails the parity gate of open_genai, never silently)
+        self.share_buffer = b"GroupQueryAttention" in data
+        config = genai_config(self.layout, self.vocab, self.meta, threads, self.share_buffer)
         folder = Path(tempfile.mkdtemp(prefix="edgeship-genai-"))
         try:
             (folder / "genai_config.json").write_text(json.dumps(config))
             og_config = og.Config(str(folder))
-            data = model.bundle.read(rel)  # verified: sha256 checked against the manifest
             # genai keeps a pointer to these bytes until the model is built: keep them referenced
             og_config.add_model_data(MODEL_FILE, data)
             self._model = og.Model(og_config)
             og_config.remove_model_data(MODEL_FILE)
+            del data
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self._og = og
@@ -121,7 +128,7 @@ class GenaiDecoder:
 
         n = check_max_new_tokens(max_new_tokens)
         eos = _eos_set(self.meta.get("eos_token_id") if eos_token_id is None else eos_token_id)
-        ids = [int(x) for x in prompt] if not isinstance(prompt, np.ndarray) else prompt.astype(np.int64).tolist()
+        ids = [int(x) for x in prompt]
         if not ids or not all(0 <= x < self.vocab for x in ids):
             raise SpecError(f"prompt: give at least one token id, each in the model's vocabulary [0, {self.vocab}).")
         og = self._og
