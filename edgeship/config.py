@@ -16,6 +16,7 @@ class LoadOptions:
     trust_ops: bool = False  # run an ExportedProgram's ops outside the pure aten/prims allow-list
     imports: tuple[str, ...] = ()
     code: tuple[str, ...] = ()
+    task: str | None = None  # a Hugging Face folder's task (--task); None: guessed from its config.json
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -37,8 +38,11 @@ class ExportConfig:
         samples: golden samples at the example's sizes (one more per dynamic size change).
         seed: seed for generated golden inputs.
         torchscript: run the TorchScript stage and ship the frozen module.
-        quantize: variants to build: any of fp32, dynamic, static, fp16, or auto (dynamic int8;
-            static int8 when calibration data is given; fp16 where CUDA is a target).
+        quantize: variants to build: any of fp32, dynamic, static, fp16, int4, or auto (dynamic int8;
+            static int8 when calibration data is given; fp16 where CUDA is a target; int4 for a
+            decoder LM).
+        int4_block_size: weights per int4 scale (along the MatMul's K axis): a power of two >= 16.
+        int4_scheme: ``sym`` (symmetric, no zero point) or ``asym`` (a zero point per block).
         calibration: .npz, folder of .npz/.npy, or module:function yielding feeds (static int8).
         calibration_method: minmax, entropy or percentile.
         calibration_samples: at most this many calibration samples.
@@ -77,6 +81,8 @@ class ExportConfig:
     seed: int = 0
     torchscript: bool = True
     quantize: tuple[str, ...] = ("auto",)
+    int4_block_size: int = 32
+    int4_scheme: str = "sym"
     calibration: str | None = None
     calibration_method: str = "minmax"
     calibration_samples: int = 64

@@ -325,25 +325,10 @@ def generation_meta(manifest: dict) -> dict:
 
 
 def encode_texts(model: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text (no padding), with the tokenizer the bundle carries (``tokenizer.json``,
-    read with the ``tokenizers`` library from the verified bundle).
+    """Token ids of each text, unpadded, with the tokenizer the bundle carries (``Model.tokenizer``:
+    the ``tokenizers`` library, special tokens added as the original tokenizer's ``__call__`` does).
 
     Raises:
         SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
     """
-    rel = model.manifest.get("tokenizer")
-    if isinstance(rel, dict):
-        rel = rel.get("file")
-    if not isinstance(rel, str) or rel not in model.bundle.files:
-        raise SpecError("a text prompt needs the bundle's tokenizer, and this bundle carries none: "
-                        "pass token ids instead, or export from a folder with tokenizer.json.")
-    tok = getattr(model, "_lm_tokenizer", None)
-    if tok is None:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as e:
-            raise SpecError("a text prompt needs the `tokenizers` package (pip install tokenizers), "
-                            "or pass token ids instead.") from e
-        tok = Tokenizer.from_str(model.bundle.read(rel).decode("utf-8"))
-        model._lm_tokenizer = tok
-    return [e.ids for e in tok.encode_batch(texts)]
+    return [e.ids for e in model.tokenizer.encode_batch(list(texts))]

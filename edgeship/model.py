@@ -40,6 +40,7 @@ from edgeship.bundle.choose import open_candidate
 from edgeship.bundle.manifest import Candidate
 from edgeship.bundle.read import Bundle, identity, open_bundle
 from edgeship.errors import BundleError, EdgeshipError, InferenceError, SpecError, brief
+from edgeship.hf.preprocess import Preprocessor
 from edgeship.host import resolve_threads
 from edgeship.runtimes.deadline import check_seconds, timed
 from edgeship.runtimes.lifecycle import checked_run, guard_after_fork, hangs_after_fork, refuse_after_fork, release_model_bytes, unguard
@@ -129,8 +130,53 @@ class Model:
         if timeout is not None:  # each call bounded; without it the call path stays as it is (B3, B8)
             self._run_checked = timed(self._run_checked, timeout, f"{bundle.path} (candidate {candidate.id})",
                                       isinstance(runner, OrtRunner))
+        self._pre = Preprocessor(bundle.manifest, spec.inputs, bundle.read)  # a Hugging Face folder's task and tokenizer
         if hangs_after_fork(runner):
             guard_after_fork(self, _refuse_in_child)
+
+    @property
+    def task(self) -> str | None:
+        """The task a Hugging Face folder was exported for (``feature-extraction``,
+        ``sequence-classification``, ...); None for other bundles."""
+        return self._pre.task
+
+    @property
+    def labels(self) -> list[str] | None:
+        """A classifier's labels in output order (config.json's id2label); None where there are none."""
+        return self._pre.labels
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        """The pre-processing the bundle carries: ``tokenizer`` (pad token, padding side, inputs, max
+        length, bos/eos ids) and/or ``image`` (mean, std, height, width, rescale); {} for none."""
+        return self._pre.preprocess
+
+    @property
+    def tokenizer(self) -> Any:
+        """The bundle's ``tokenizers.Tokenizer`` (needs the ``tokenizers`` library: ``edgeship[text]``).
+
+        Raises:
+            SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+        """
+        return self._pre.encoder().tokenizer
+
+    def encode(self, items: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+        """Feeds for this model from text (a string or a list of strings, padded to the longest, as the
+        original tokenizer's ``padding=True, truncation=True`` does) or, for an image model, HWC/NHWC
+        images of the model's size (normalised to NCHW ``pixel_values``). ``m(m.encode(texts))`` runs it.
+
+        Raises:
+            SpecError: the bundle carries no pre-processing for that input, or the input does not fit.
+        """
+        return self._pre.encode(items, **kwargs)
+
+    def decode(self, ids: Any, *, skip_special_tokens: bool = True) -> str | list[str]:
+        """Text from token ids (one sequence: a string; a 2-D batch: a list), with the bundle's tokenizer.
+
+        Raises:
+            SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+        """
+        return self._pre.encoder().decode(ids, skip_special_tokens=skip_special_tokens)
 
     @property
     def precision(self) -> str:
@@ -283,6 +329,35 @@ class Model:
         except Exception as e:
             raise self._run_error(arrays, e) from e
         return dict(zip(self._out_names, binding.get_outputs()))
+
+    def generate(self, prompt: Any, max_new_tokens: int = 32, eos_token_id: int | list[int] | None = None, *,
+                 do_sample: bool = False, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None) -> Any:
+        """Generate text tokens with a decoder bundle (a causal LM exported from a ``save_pretrained``
+        folder): greedy by default, as transformers' ``generate(do_sample=False)``. Torch-free: the
+        loop runs on onnxruntime with the KV cache kept there (:mod:`edgeship.generate`).
+
+        Args:
+            prompt: token ids (list of ints or 1-D array) or a text (the bundle's tokenizer); a list
+                of them (or a 2-D array) is a batch, padded on the left.
+            max_new_tokens: at most this many new tokens per prompt.
+            eos_token_id: stop at this token (or any of a list); None: the bundle's; ``[]``: never early.
+            do_sample, temperature, top_k, top_p, seed: sampling instead of greedy.
+
+        Returns:
+            The new token ids (a list of ints; a list of lists for a batch), the end-of-sequence
+            token included where it stopped a prompt.
+
+        Raises:
+            SpecError: the bundle is not a decoder, or a bad prompt or argument.
+        """
+        from edgeship.generate import generate
+
+        single = isinstance(prompt, str) or (isinstance(prompt, np.ndarray) and prompt.ndim == 1) or (
+            isinstance(prompt, (list, tuple)) and bool(prompt) and all(isinstance(x, (int, np.integer)) for x in prompt))
+        out = generate(self, prompt, max_new_tokens, eos_token_id, do_sample=do_sample, temperature=temperature,
+                       top_k=top_k, top_p=top_p, seed=seed)
+        return out.tokens[0] if single else out.tokens
 
     def close(self) -> None:
         """Free the runtime's session and the memory it holds, and close the bundle (a zip's open

@@ -69,6 +69,12 @@ def describe_sample(label: str) -> str:
         return f"held-out sample {rest} (--eval-data or --eval-split; not stored in the bundle)"
     if kind == "golden" and rest.isdigit():
         return f"the bundle's golden input {rest}"
+    if kind == "prompt" and rest.isdigit():
+        return f"a decoder's golden prompt {rest}: greedy generation against the eager model's tokens and step logits"
+    if label == "teacher-forced":
+        return "a decoder's golden prompts with the eager model's tokens, in one prefill call (next-token agreement)"
+    if label in ("prefill", "decode"):
+        return f"a decoder's {label} step on the first golden prompt" + (" (past of length 0)" if label == "prefill" else "")
     return "a sample of the bundle's golden inputs"
 
 

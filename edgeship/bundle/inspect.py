@@ -15,10 +15,13 @@ FLOAT16 = 10  # onnx.TensorProto.FLOAT16
 
 
 def precision_of(ops: set[str], initializer_types: set[int]) -> str:
-    """The precision class a graph was built in: int8 when it holds quantized ops, fp16 when its
-    weights are float16, else fp32 (what edgeship's tolerances are chosen by)."""
+    """The precision class a graph was built in: int8 when it holds quantized ops, int4 when it holds
+    weight-only MatMulNBits and no int8 op, fp16 when its weights are float16, else fp32 (what
+    edgeship's tolerances are chosen by)."""
     if ops & INT8_OPS:
         return "int8"
+    if "MatMulNBits" in ops:
+        return "int4"
     return "fp16" if FLOAT16 in initializer_types else "fp32"
 
 

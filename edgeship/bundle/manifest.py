@@ -241,6 +241,13 @@ def _check_fields(m: dict, where: Path) -> None:
         bad("has malformed golden samples")
     if not isinstance(m.get("name", ""), str):
         bad("has a name that is not a string")
+    if "task" in m or "preprocess" in m:  # a Hugging Face folder's task metadata, tokenizer and image constants
+        from edgeship.hf.preprocess import check_preprocess
+
+        try:
+            check_preprocess(m, [t["name"] for t in io["inputs"]])
+        except BundleError as e:
+            bad(str(e).removeprefix("manifest.json ").rstrip("."))
 
 
 MAX_CANDIDATES = 256  # per target: far more than selection ever writes

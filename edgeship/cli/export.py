@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,7 +17,8 @@ from edgeship.errors import EdgeshipError
 @app.command()
 @opt.with_load_options
 def export(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle) or ONNX. Detected by content.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle), ONNX, or a Hugging Face save_pretrained folder. Detected by content.")],
+    task: Annotated[Optional[str], typer.Option("--task", help="A Hugging Face folder's task: feature-extraction, sequence-classification, token-classification, image-classification or causal-lm (default: guessed from config.json's architectures).")] = None,
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz with one array per input name: the example (and first golden sample).")] = None,
     dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", metavar="TEXT", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,
@@ -32,7 +34,8 @@ def export(
     samples: Annotated[int, typer.Option("--samples", min=1, help="Golden samples at the example's sizes (one more is added at second sizes of dynamic axes).")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
-    quantize: Annotated[list[str], typer.Option("--quantize", metavar="TEXT", help="Variants, comma-separated: fp32, dynamic, static, fp16, or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    quantize: Annotated[list[str], typer.Option("--quantize", metavar="TEXT", help="Variants, comma-separated: fp32, dynamic, static, fp16, int4 (weight-only, MatMulNBits), or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target; int4 for a decoder LM). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
+    int4_block_size: opt.Int4BlockOpt = 32, int4_scheme: opt.Int4SchemeOpt = "sym",
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     eval_data: opt.EvalOpt = None, eval_samples: opt.EvalSamplesOpt = 256, eval_split: opt.EvalSplitOpt = 0.0,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
@@ -51,9 +54,10 @@ def export(
     cfg = ExportConfig(
         model=model, output=output, name=name, inputs=tuple(input or ()), example_inputs=example_inputs,
         dynamic=tuple(dynamic or ()), dynamic_batch=dynamic_batch, output_names=tuple(opt.split(output_names)),
-        load=load or LoadOptions(), exporter=exporter, opset=opset,
+        load=replace(load or LoadOptions(), task=task), exporter=exporter, opset=opset,
         targets=tuple(opt.split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(opt.split(quantize)), calibration=calibration,
+        int4_block_size=int4_block_size, int4_scheme=int4_scheme,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
         eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
         profile=profile, tune=tune, tolerances=opt.tolerances(tolerance),

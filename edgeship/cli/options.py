@@ -35,6 +35,8 @@ EvalOpt = Annotated[Optional[str], typer.Option("--eval-data", help="Held-out in
 EvalSamplesOpt = Annotated[int, typer.Option("--eval-samples", min=1, help="Use at most this many held-out samples.")]
 EvalSplitOpt = Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, help="Without --eval-data: the fraction of the --calibration samples held out for the gates, e.g. 0.25 (static int8 calibrates on the rest); 0, the default, holds none out.")]
 CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
+Int4BlockOpt = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per scale along each MatMul's input axis, a power of two of at least 16 (default 32).")]
+Int4SchemeOpt = Annotated[str, typer.Option("--int4-scheme", help="int4: sym (symmetric, the default) or asym (a zero point per block).")]
 
 _LOAD_PARAMS = [
     inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]),

@@ -15,7 +15,7 @@ from edgeship.errors import EdgeshipError
 @app.command()
 def quantize(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="An fp32 ONNX model.")],
-    method: Annotated[str, typer.Option("--method", "-m", help="dynamic, static or fp16.")] = "dynamic",
+    method: Annotated[str, typer.Option("--method", "-m", help="dynamic, static, fp16 or int4 (weight-only, block 32, symmetric).")] = "dynamic",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write the quantized model (default: MODEL.<variant>.onnx beside it).")] = None,
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Example sizes NAME:SHAPE[:DTYPE] for the model's symbolic axes (repeatable).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz of real inputs for the parity check.")] = None,
@@ -25,7 +25,7 @@ def quantize(
     tolerance: opt.TolOpt = None,
     quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
 ) -> None:
-    """Quantize an ONNX model on its own (dynamic/static int8 or fp16), parity-checked against it."""
+    """Quantize an ONNX model on its own (dynamic/static int8, fp16 or int4), parity-checked against it."""
     setup_logging(verbose, quiet)
     from edgeship.cli import render
     from edgeship.pipeline import quantize_model

@@ -7,6 +7,7 @@
 | state_dict / checkpoint dict  | ``torch.save`` zip or legacy pickle    | ``torch.load(weights_only=True)`` + ``--arch`` |
 | whole pickled ``nn.Module``   | weights-only load refuses a global     | refused unless ``--trust-pickle``   |
 | ONNX model                    | protobuf ``ModelProto`` with a graph   | torch stages skipped                |
+| Hugging Face folder           | a folder with ``config.json``          | transformers' Auto classes (``edgeship.hf``) |
 
 ONNX files have their external-data references checked (``onnx_guard``) before anything reads
 them, and torch/onnx below their version floors (``floors``) are refused before they are used.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeship.config import LoadOptions
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 TORCHSCRIPT, EXPORTED_PROGRAM, STATE_DICT, PICKLED_MODULE, ONNX = (
     "torchscript", "exported_program", "state_dict", "pickled_module", "onnx",
 )
+HF_FOLDER = "hf_folder"  # a Hugging Face save_pretrained folder (edgeship.hf.build)
 _CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "module")
 
 
@@ -47,6 +49,10 @@ class LoadedModel:
     dynamic_axes: tuple[tuple[str, int, str], ...] = ()
     ranges: tuple[tuple[str, int, int], ...] = ()
     input_names: tuple[str, ...] = ()  # an ExportedProgram's tensor inputs, in its order (example_inputs' names)
+    # what the bundle carries beside the model (a Hugging Face folder's tokenizer: bundle path -> file)
+    # and the manifest keys it adds ("task", "preprocess")
+    bundle_files: tuple[tuple[str, Path], ...] = ()
+    bundle_meta: dict = field(default_factory=dict)
 
 
 def sniff_format(path: Path) -> str:
@@ -59,8 +65,8 @@ def sniff_format(path: Path) -> str:
         raise ModelLoadError(f"model file {path} does not exist; check the path.")
     if path.is_dir():
         raise ModelLoadError(
-            f"{path} is a directory; pass a model file (TorchScript, ExportedProgram, state_dict, "
-            "checkpoint or ONNX)."
+            f"{path} is a directory without config.json; pass a model file (TorchScript, ExportedProgram, state_dict, "
+            "checkpoint or ONNX) or a Hugging Face save_pretrained folder (config.json + model.safetensors)."
         )
     if not path.is_file():
         raise ModelLoadError(f"{path} is not a regular file (a device, pipe or socket); pass a model file.")
@@ -126,6 +132,12 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         UnsafeModelError: a pickled module without ``trust_pickle``.
     """
     path = Path(path)
+    if path.is_dir() and (path / "config.json").is_file():
+        from edgeship.exporters.floors import require
+        from edgeship.hf.build import load_folder
+
+        require("torch")
+        return load_folder(path, options)
     fmt = sniff_format(path)
     if fmt == ONNX:
         return LoadedModel(path, ONNX, notes=("ONNX input: TorchScript and ONNX export skipped",))

@@ -5,6 +5,8 @@
 - static: QDQ, int8 activations and weights (S8S8), per-channel, after ``quant_pre_process``,
   calibrated with minmax, entropy or percentile.
 - fp16: float16 weights and activations with fp32 inputs and outputs kept.
+- int4: weight-only, block-wise int4 of MatMul weights (onnxruntime's MatMulNBits quantizer,
+  round-to-nearest; symmetric or asymmetric with a zero point per block); activations stay fp32.
 
 Nothing here re-implements what those tools do; edgeship chooses settings and proves results.
 """
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 DYNAMIC_OPS = ["MatMul", "Gemm", "Attention", "LSTM"]
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT4_SCHEMES = ("sym", "asym")
+NO_INT4_MATMUL = ("int4 quantizes MatMul nodes with a constant 2-D weight and this graph has none (Gemm, Conv "
+                  "and MatMuls of two activations are not covered): use --quantize dynamic or static for it")
+INT4_BLOCK_SIZE = 32  # onnxruntime-genai's default for CPU; MatMulNBits takes a power of two >= 16
 
 
 @contextlib.contextmanager
@@ -46,12 +52,12 @@ def _quiet():
 
 def quantizable_nodes(path: Path, kind: str, graph=None) -> set[str]:
     """Names of the nodes quantization may touch for ``kind``: for dynamic int8 the ops in
-    onnxruntime's integer-ops registry; for static QDQ and fp16 every node (QDQ wraps more ops
+    onnxruntime's integer-ops registry; for int4 MatMul; for static QDQ and fp16 every node (QDQ wraps more ops
     than its registry lists, Mul among them). ``graph``: the file's graph when already parsed."""
     import onnx
     from onnxruntime.quantization import registry
 
-    ops = {"dynamic": set(registry.IntegerOpsRegistry) | {"Gemm"}}.get(kind)
+    ops = {"dynamic": set(registry.IntegerOpsRegistry) | {"Gemm"}, "int4": {"MatMul"}}.get(kind)
     nodes = (graph if graph is not None else onnx.load(str(path), load_external_data=False).graph).node
     return {n.name for n in nodes if n.name and (ops is None or n.op_type in ops)}
 
@@ -61,7 +67,7 @@ def count_quantized(path: Path) -> int:
     import onnx
 
     ops = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv",
-           "QLinearMatMul", "DynamicQuantizeLSTM", "QAttention"}
+           "QLinearMatMul", "DynamicQuantizeLSTM", "QAttention", "MatMulNBits"}
     return sum(n.op_type in ops for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
@@ -172,3 +178,84 @@ def build_fp16(src: Path, dst: Path, exclude: Sequence[str] = ()) -> Path:
     except Exception as e:
         raise QuantizationError(f"fp16 conversion failed: {brief(e)}") from e
     return dst
+
+
+def check_int4_settings(block_size: int, scheme: str) -> None:
+    """MatMulNBits takes blocks of a power of two, at least 16 elements (its contrib-op spec)."""
+    from edgeship.errors import SpecError
+
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 16 \
+            or block_size & (block_size - 1):
+        raise SpecError(f"--int4-block-size {block_size!r} is not a power of two of at least 16; "
+                        "use 16, 32 (the default), 64, 128 or 256.")
+    if scheme not in INT4_SCHEMES:
+        raise SpecError(f"unknown --int4-scheme {scheme!r}; use sym (symmetric, the default) or asym "
+                        "(a zero point per block).")
+
+
+def int4_eligible(path: Path) -> list[str]:
+    """The MatMul nodes int4 can quantize: a constant 2-D weight (an initializer) as input B.
+    Shapes with leading 1s are squeezed by newer onnxruntime releases; edgeship counts the 2-D ones."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer if len(i.dims) == 2}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in weights]
+
+
+def _nbits_quantizer():
+    """onnxruntime's block-wise weight-only quantizer class: ``MatMulNBitsQuantizer`` (1.21+, 2/4/8
+    bits, 4 by default) or, on 1.20, ``MatMul4BitsQuantizer`` with the same arguments."""
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        return MatMulNBitsQuantizer
+    except ImportError:
+        pass
+    try:
+        from onnxruntime.quantization.matmul_4bits_quantizer import MatMul4BitsQuantizer
+        return MatMul4BitsQuantizer
+    except ImportError as e:
+        import onnxruntime
+
+        raise QuantizationError(
+            f"int4 needs onnxruntime's MatMulNBits quantizer, which onnxruntime {onnxruntime.__version__} does "
+            f"not have ({brief(e)}); install onnxruntime>=1.20.1.") from e
+
+
+def build_int4(src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, scheme: str = "sym",
+               exclude: Sequence[str] = ()) -> Path:
+    """Weight-only int4 (MatMulNBits, round-to-nearest, ``block_size`` weights per scale along K)."""
+    import onnx
+
+    check_int4_settings(block_size, scheme)
+    eligible = int4_eligible(src)
+    if not eligible:
+        raise QuantizationError(f"{NO_INT4_MATMUL}.")
+    quantizer = _nbits_quantizer()
+    try:
+        with _quiet():
+            q = quantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=scheme == "sym",
+                          nodes_to_exclude=list(exclude))
+            q.process()
+            model = q.model.model
+        onnx.save(model, str(dst))
+    except Exception as e:
+        raise QuantizationError(f"int4 quantization (block {block_size}, {scheme}) failed: {brief(e)}") from e
+    return dst
+
+
+def weight_bytes(path: Path) -> int:
+    """Bytes of a model's initializers (its weights) as stored: packed int4 counts half a byte a
+    weight, plus its scales and zero points."""
+    import onnx
+    from onnx import numpy_helper
+
+    total = 0
+    for t in onnx.load(str(path), load_external_data=False).graph.initializer:
+        if t.HasField("raw_data"):
+            total += len(t.raw_data)
+        elif t.data_location == onnx.TensorProto.EXTERNAL:
+            total += int(next((e.value for e in t.external_data if e.key == "length"), 0))
+        else:
+            total += numpy_helper.to_array(t).nbytes
+    return total

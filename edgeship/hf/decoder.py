@@ -11,71 +11,65 @@ onnxruntime at past 0 (prefill) and sequence 1 (decode).
 
 Parity is judged on generation: the eager model's greedy tokens (``generate(do_sample=False)``) and
 per-step logits for a few golden prompts. fp32 must give the same tokens and logits within the fp32
-tolerance; a quantized variant is kept when its logits pass its precision's tolerance over the steps
-where its tokens still agree with the reference. The golden prompts, tokens and logits travel in the
-bundle (``golden/generation.npz``), so ``edgeship check`` re-runs generation on any machine.
+tolerance; a quantized variant (dynamic int8, weight-only int4) is kept when it passes the
+teacher-forced generation gate (:mod:`edgeship.parity.generation`: next-token agreement with the
+reference's greedy tokens, and the log-prob delta, each golden sequence in one prefill call). The
+golden prompts, tokens and logits travel in the bundle (``golden/generation.npz``), so ``edgeship
+check`` re-runs generation on any machine.
 
 torch and transformers are imported inside the functions.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeship.errors import ExportError, ModelLoadError, ParityError, SpecError, brief
+from edgeship.errors import ExportError, brief
 from edgeship.spec import IOSpec, TensorSpec
+
+if TYPE_CHECKING:
+    from edgeship.config import ExportConfig
+    from edgeship.hf.folder import HFFolder
+    from edgeship.pipeline import ExportResult
 
 log = logging.getLogger(__name__)
 
 GOLDEN_TEXTS = ("hello world", "the quick brown fox", "once upon a time there was")
 GOLDEN_FILE = "golden/generation.npz"
 DEFAULT_NEW_TOKENS = 16
-VARIANTS = ("fp32", "int8_dynamic")
-PRECISION = {"fp32": "fp32", "int8_dynamic": "int8"}
+VARIANTS = ("fp32", "int8_dynamic", "int4")
+PRECISION = {"fp32": "fp32", "int8_dynamic": "int8", "int4": "int4"}
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32",
              "tensor(bool)": "bool"}
 
 
-@dataclass(frozen=True)
-class DecoderResult:
-    """What :func:`export_causal_lm` built: the bundle, and per variant its generation parity."""
-
-    bundle: Path
-    default: str
-    parity: dict[str, dict]
-    rejected: dict[str, str]
-
-
-def load_causal_lm(folder: Path, trust_pickle: bool = False) -> Any:
-    """The model of ``folder`` with transformers' ``AutoModelForCausalLM``, from local files only, in eval mode.
+def load_causal_lm(folder: HFFolder) -> Any:
+    """The folder's model with transformers' ``AutoModelForCausalLM`` (:func:`edgeship.hf.build.build_model`:
+    local files only, eager attention, eval mode).
 
     Raises:
         ModelLoadError: transformers cannot build it (unknown architecture, missing weights).
     """
-    from transformers import AutoModelForCausalLM
+    from edgeship.hf.build import build_model
 
-    folder = Path(folder)
-    has_safetensors = any(folder.glob("*.safetensors"))
-    if not has_safetensors and not trust_pickle and any(folder.glob("*.bin")):
-        from edgeship.errors import UnsafeModelError
+    return build_model(folder)
 
-        raise UnsafeModelError(f"{folder} holds only pickled weights (pytorch_model.bin), which run code when read; "
-                               "pass --trust-pickle if you trust their source, or save the model with safetensors.")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, use_safetensors=has_safetensors or None,
-                                                     dtype="float32")
-    except Exception as e:
-        raise ModelLoadError(f"transformers could not build a causal LM from {folder}: {brief(e)}. "
-                             "Check config.json's architectures, or pass --task for another task.") from e
-    return model.eval()
+
+def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Any = None) -> ExportResult:
+    """``edgeship export DIR`` for a causal LM (:func:`edgeship.hf.build.export_causal_lm_folder` calls it):
+    the KV-cache graph, its variants, generation parity and the bundle; see
+    :func:`edgeship.hf.decoder_export.export_decoder`.
+
+    Raises:
+        ModelLoadError, ExportError; ParityError: the fp32 graph misses generation parity.
+    """
+    from edgeship.hf.decoder_export import export_decoder
+
+    return export_decoder(folder, config, progress)
 
 
 def _wrapper(model: Any) -> Any:
@@ -199,11 +193,10 @@ def _check_small_sizes(path: Path, spec: IOSpec, kv: int, head_dim: int, layers:
                               f"{list(out[1].shape)} at past={past}, sequence={seq}: an axis was specialised.")
 
 
-def golden_prompts(folder: Path, vocab: int, seed: int = 0) -> list[list[int]]:
+def golden_prompts(tok: Path | None, vocab: int, seed: int = 0) -> list[list[int]]:
     """Token ids of the golden prompts: :data:`GOLDEN_TEXTS` through the folder's tokenizer.json, or
     seeded random ids (lengths 3, 5, 8) without one."""
-    tok = Path(folder) / "tokenizer.json"
-    if tok.is_file():
+    if tok is not None and tok.is_file():
         from tokenizers import Tokenizer
 
         t = Tokenizer.from_file(str(tok))
@@ -231,129 +224,7 @@ def eager_generation(model: Any, prompts: list[list[int]], max_new_tokens: int,
     return tokens, logits
 
 
-def judge_generation(ref_tokens: list[list[int]], ref_logits: list[np.ndarray], got: Any, precision: str) -> dict:
-    """Compare a generation with the reference: token agreement, and the logits over the steps where
-    the tokens still agree (the first differing step included) against ``precision``'s tolerance.
-
-    Returns:
-        ``{"passed", "tokens_identical", "token_agreement", "max_abs", "min_cosine", "why"}``.
-    """
-    from edgeship.parity.metrics import judge, metrics
-    from edgeship.parity.tolerances import tolerance_for
-
-    tol = tolerance_for(precision)
-    same, total, why, max_abs, min_cos = 0, 0, None, 0.0, 1.0
-    identical = True
-    for r_tok, r_log, g_tok, g_log in zip(ref_tokens, ref_logits, got.tokens, got.logits):
-        n = min(len(r_tok), len(g_tok))
-        agree = next((i for i in range(n) if r_tok[i] != g_tok[i]), n)
-        identical &= r_tok == g_tok
-        same += agree
-        total += len(r_tok)
-        steps = min(agree + 1, n)
-        m = metrics(r_log[:steps], g_log[:steps], tol)
-        max_abs, min_cos = max(max_abs, m["max_abs"]), min(min_cos, m["cosine"])
-        why = why or judge(m, tol)
-    if precision == "fp32" and not identical and why is None:
-        why = "greedy tokens differ from the eager model's"
-    return {"passed": why is None, "tokens_identical": bool(identical), "token_agreement": same / max(total, 1),
-            "max_abs": max_abs, "min_cosine": min_cos, "why": why}
-
-
-def export_causal_lm(folder: str | Path, output: str | Path, *, name: str | None = None,
-                     variants: Sequence[str] = VARIANTS, max_new_tokens: int = DEFAULT_NEW_TOKENS,
-                     prompts: list[list[int]] | None = None, opset: int = 18, trust_pickle: bool = False,
-                     source: dict | None = None) -> DecoderResult:
-    """Export the causal LM of a ``save_pretrained`` folder to a decoder bundle at ``output``.
-
-    Args:
-        folder: the model folder (config.json, safetensors weights, optionally tokenizer.json).
-        output: the bundle path (``NAME.edgeship`` or ``NAME.edgeship.zip``).
-        name: the bundle's name (default: the folder's).
-        variants: which to build: ``fp32`` (always) and ``int8_dynamic``.
-        max_new_tokens: golden generation length per prompt.
-        prompts: golden prompts as token ids (default: :func:`golden_prompts`).
-        opset: the ONNX opset.
-        trust_pickle: allow a folder with only pickled weights.
-        source: extra facts for the manifest's ``source`` (the caller's detection of the task).
-
-    Raises:
-        SpecError: an unknown variant; ModelLoadError, ExportError; ParityError: fp32 misses parity.
-    """
-    folder, output = Path(folder), Path(output)
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SpecError(f"decoder variants {', '.join(unknown)}: use any of {', '.join(VARIANTS)}.")
-    from edgeship.generate import check_max_new_tokens
-
-    max_new_tokens = check_max_new_tokens(max_new_tokens)
-    model = load_causal_lm(folder, trust_pickle)
-    text = model.config.get_text_config(decoder=True)
-    gen = model.generation_config
-    eos = gen.eos_token_id if gen.eos_token_id is not None else text.eos_token_id
-    eos_list = [eos] if isinstance(eos, int) else list(eos or [])
-    pad = gen.pad_token_id if gen.pad_token_id is not None else getattr(text, "pad_token_id", None)
-    prompts = prompts or golden_prompts(folder, text.vocab_size)
-    ref_tokens, ref_logits = eager_generation(model, prompts, max_new_tokens, eos_list, pad if pad is not None else 0)
-    with tempfile.TemporaryDirectory(prefix="edgeship-lm-") as tmp:
-        work = Path(tmp)
-        spec = export_decoder_onnx(model, work / "fp32.onnx", opset)
-        single = _single_step_golden(model, prompts[0], spec)
-        del model
-        built = {"fp32": work / "fp32.onnx"}
-        rejected: dict[str, str] = {}
-        if "int8_dynamic" in variants:
-            from edgeship.errors import QuantizationError
-            from edgeship.exporters.quantize import build_dynamic
-
-            try:
-                built["int8_dynamic"] = build_dynamic(work / "fp32.onnx", work / "int8_dynamic.onnx")
-            except QuantizationError as e:
-                rejected["int8_dynamic"] = str(e)
-        parity = {}
-        for v, file in list(built.items()):
-            got = _onnx_generation(file, spec, prompts, max_new_tokens, eos_list, pad)
-            parity[v] = judge_generation(ref_tokens, ref_logits, got, PRECISION[v])
-            if not parity[v]["passed"]:
-                if v == "fp32":
-                    raise ParityError(f"the fp32 decoder misses parity with transformers: {parity[v]['why']}.")
-                rejected[v] = parity[v]["why"]
-                del built[v]
-        golden = work / "generation.npz"
-        _save_golden(golden, prompts, ref_tokens, ref_logits)
-        files = {f"models/{v}.onnx": f for v, f in built.items()}
-        files[GOLDEN_FILE] = golden
-        files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
-        if (folder / "tokenizer.json").is_file():
-            files["tokenizer.json"] = folder / "tokenizer.json"
-        manifest = _manifest(name or folder.name, folder, spec, built, parity, rejected, single, source,
-                             generation={"eos_token_id": eos_list, "pad_token_id": pad,
-                                         "bos_token_id": getattr(text, "bos_token_id", None)},
-                             max_new_tokens=max_new_tokens, tokenizer="tokenizer.json" in files)
-        from edgeship.bundle.write import write_bundle
-
-        bundle = write_bundle(output, files, manifest)
-    return DecoderResult(bundle, "fp32", parity, rejected)
-
-
-def _onnx_generation(path: Path, spec: IOSpec, prompts: list[list[int]], max_new_tokens: int,
-                     eos: list[int], pad: int | None) -> Any:
-    """Greedy generation of each prompt (batch 1) with edgeship's loop over an onnxruntime session."""
-    import onnxruntime as ort
-
-    from edgeship.generate import Generation, decoder_layout, run_loop
-
-    layout = decoder_layout(spec)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    tokens, logits = [], []
-    for ids in prompts:
-        g = run_loop(session, layout, [ids], max_new_tokens, eos, pad if pad is not None else 0, output_logits=True)
-        tokens += g.tokens
-        logits += g.logits or []
-    return Generation(tokens, logits)
-
-
-def _single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[dict, dict]]:
+def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[dict, dict]]:
     """A prefill sample (past 0) and a decode sample (past = the prompt, one new token) with the eager
     model's outputs, so ``edgeship check`` can compare single steps like any bundle's golden samples."""
     import torch
@@ -381,72 +252,3 @@ def _single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[
     for p in names:
         decode[p] = first[p.replace("past_key_values.", "present.")]
     return [(prefill, first), (decode, run(decode))]
-
-
-def _save_single(work: Path, single: list[tuple[dict, dict]]) -> tuple[Path, Path]:
-    from edgeship.bundle.golden import Sample, save_samples
-
-    samples = [Sample(label, feeds, {}) for label, (feeds, _) in zip(("prefill", "decode"), single)]
-    outs = {id(s): o for s, (_, o) in zip(samples, single)}
-    save_samples(work / "inputs.npz", samples, lambda s: s.feeds)
-    save_samples(work / "outputs.npz", samples, lambda s: outs[id(s)])
-    return work / "inputs.npz", work / "outputs.npz"
-
-
-def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> None:
-    data = {}
-    for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
-        data[f"{i}/prompt"] = np.array(p, np.int64)
-        data[f"{i}/tokens"] = np.array(t, np.int64)
-        data[f"{i}/logits"] = lg.astype(np.float32)
-    with open(path, "wb") as f:
-        np.savez(f, **data)
-
-
-def _manifest(name: str, folder: Path, spec: IOSpec, built: dict[str, Path], parity: dict[str, dict],
-              rejected: dict[str, str], single: list, source: dict | None, generation: dict, max_new_tokens: int,
-              tokenizer: bool) -> dict:
-    from edgeship.bundle.manifest import VariantResult
-    from edgeship.host import host_info
-    from edgeship.pipeline.package import tool_versions
-    from edgeship.runtimes.registry import requirements
-
-    variants = {}
-    for v, f in built.items():
-        p = parity[v]
-        variants[v] = VariantResult(name=v, file=f"models/{v}.onnx", precision=PRECISION[v], size=f.stat().st_size,
-                                    passed={"cpu": p["passed"]}, max_abs=p["max_abs"], min_cosine=p["min_cosine"],
-                                    tolerance={"logits": _tol(PRECISION[v])}).to_dict()
-    order = ["fp32"] + [v for v in built if v != "fp32"]
-    candidates = [{"id": v, "runtime": "onnxruntime", "variant": v, "precision": PRECISION[v], "options": {},
-                   "p50_ms": None, "parity": {"passed": parity[v]["passed"], "max_abs": parity[v]["max_abs"],
-                                               "min_cosine": parity[v]["min_cosine"]},
-                   "requires": requirements("onnxruntime", PRECISION[v])} for v in order]
-    notes = [f"variant {v} not shipped: {why}" for v, why in rejected.items()]
-    return {
-        "name": name,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tools": tool_versions(),
-        "io": spec.to_dict(),
-        "variants": variants,
-        "defaults": {"cpu": "fp32"},
-        "candidates": {"cpu": candidates},
-        "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
-                   "samples": [{"label": "prefill", "sizes": {}, "about": "the first golden prompt, past of length 0"},
-                               {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
-        "generation": {**{k: v for k, v in generation.items() if v is not None},
-                       "golden": GOLDEN_FILE, "max_new_tokens": max_new_tokens,
-                       "parity": {v: {k: x for k, x in p.items() if k != "why"} for v, p in parity.items()}},
-        **({"tokenizer": "tokenizer.json"} if tokenizer else {}),
-        "torchscript": None,
-        "source": {"file": folder.name, "format": "hf-folder", "task": "text-generation", "exporter": "dynamo",
-                   "opset": 18, **(source or {})},
-        "host": host_info(),
-        "notes": notes,
-    }
-
-
-def _tol(precision: str) -> dict:
-    from edgeship.parity.tolerances import tolerance_for
-
-    return tolerance_for(precision).to_dict()

@@ -107,7 +107,7 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
     if not variants and not runtimes:
         for t in targets:
             report = report.merged(_check_candidates(b, spec, t, candidates, samples, outputs, overrides, localise))
-        return report
+        return _with_generation(b, spec, report, inputs)
     for name in list(variants) or list(shipped):
         if name not in shipped:
             raise BundleError(f"variant {name!r} is not in bundle {b.path}; it has {', '.join(shipped)}.")
@@ -127,7 +127,17 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
                     variant_report = variant_report.merged(
                         run_parity([ov], samples, outputs, variant_tolerance(v, precision, overrides), name))
         report = report.merged(_localised(b, name, variant_report, samples, tol) if localise else variant_report)
-    return report
+    return _with_generation(b, spec, report, inputs)
+
+
+def _with_generation(b, spec: IOSpec, report: ParityReport, inputs) -> ParityReport:
+    """A decoder bundle's golden generation re-run on the variants checked (:mod:`edgeship.parity.decoder`)."""
+    if b.manifest.get("generation") is None or inputs is not None:
+        return report
+    from edgeship.parity.decoder import generation_checks
+
+    checked = sorted({c.variant for c in report.checks})
+    return report.merged(generation_checks(b, spec, checked))
 
 
 def _localised(b, name: str, report: ParityReport, samples: list[Sample], tol: Callable[[str], Tolerance]) -> ParityReport:

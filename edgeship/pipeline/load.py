@@ -16,7 +16,7 @@ import numpy as np
 from edgeship.bundle.golden import Sample, make_samples, random_feeds, resample, second_sizes
 from edgeship.bundle.limits import read_npz
 from edgeship.errors import EdgeshipError, ModelLoadError, SpecError, brief
-from edgeship.exporters.loading import EXPORTED_PROGRAM, ONNX, LoadedModel, load_model
+from edgeship.exporters.loading import EXPORTED_PROGRAM, HF_FOLDER, ONNX, LoadedModel, load_model
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
 from edgeship.pipeline.heldout import add_rows, load_held_out
 from edgeship.runtimes.torch_eager import Binding, bind_inputs
@@ -33,6 +33,7 @@ from edgeship.spec import (
 )
 
 log = logging.getLogger(__name__)
+OWN_EXAMPLE = (EXPORTED_PROGRAM, HF_FOLDER)  # formats that bring their own inputs, example and dynamic axes
 
 
 def load_stage(ctx: Context) -> str:
@@ -47,7 +48,7 @@ def load_stage(ctx: Context) -> str:
             example = _example_for_onnx(inputs, [parse_input(t) for t in cfg.inputs], cfg.seed)
     else:
         inputs = _input_specs(cfg, example, loaded)
-        if example is None and not cfg.inputs and loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:
+        if example is None and not cfg.inputs and loaded.format in OWN_EXAMPLE and loaded.example_inputs:
             # the program's own example values (real ids and masks) are the first golden sample
             example = {t.name: v.detach().cpu().numpy() for t, v in zip(inputs, loaded.example_inputs)}
     concrete = inputs
@@ -116,6 +117,8 @@ def _program_dynamic(loaded: LoadedModel, inputs: tuple[TensorSpec, ...], flags:
     Raises:
         SpecError: a --dynamic flag names an axis the .pt2 fixed.
     """
+    if loaded.format == HF_FOLDER:  # derived from the folder's config and tokenizer; flags add to them
+        return [f"{name}:{axis}={sym}" for name, axis, sym in loaded.dynamic_axes]
     if loaded.format != EXPORTED_PROGRAM:
         return []
     own = {(name, axis) for name, axis, _ in loaded.dynamic_axes}
@@ -264,7 +267,7 @@ def _input_specs(cfg, example: dict | None, loaded) -> tuple[TensorSpec, ...]:
     if example is not None:
         return _program_order(tuple(TensorSpec(check_name(k), a.dtype.name, tuple(a.shape)) for k, a in example.items()),
                               loaded)
-    if loaded.format == EXPORTED_PROGRAM and loaded.example_inputs:  # positional and keyword, in the program's order
+    if loaded.format in OWN_EXAMPLE and loaded.example_inputs:  # positional and keyword, in the program's order
         return tuple(TensorSpec(n, str(t.dtype).removeprefix("torch."), tuple(t.shape))
                      for n, t in zip(loaded.input_names, loaded.example_inputs))
     raise SpecError(

@@ -56,9 +56,14 @@ def report_dict(ctx: Context, source: dict) -> dict:
 
 def source_info(ctx: Context) -> dict:
     e = ctx.onnx_export
+    model = Path(ctx.config.model)
+    if model.is_dir():  # a Hugging Face folder: its weights file identifies it
+        from edgeship.hf.folder import weights_file
+
+        model = weights_file(model, trust_pickle=True)[0]
     return {
         "file": Path(ctx.config.model).name,
-        "sha256": sha256_file(Path(ctx.config.model)),
+        "sha256": sha256_file(model),
         "format": required(ctx.loaded, "loaded").format,
         "arch": ctx.config.load.arch,
         "arch_kwargs": ctx.config.load.arch_kwargs,
@@ -79,6 +84,8 @@ def package_stage(ctx: Context) -> str:
     files: dict[str, Path] = {f"models/{n}.onnx": v.file for n, v in ctx.variants.items()}
     if ctx.torchscript_path:
         files["torchscript/model.pt"] = ctx.torchscript_path
+    loaded = required(ctx.loaded, "loaded")
+    files.update(loaded.bundle_files)  # a Hugging Face folder's tokenizer
     files["golden/inputs.npz"] = golden / "inputs.npz"
     files["golden/outputs.npz"] = golden / "outputs.npz"
     summary = ctx.parity.summary()  # once, not once per variant
@@ -111,6 +118,7 @@ def package_stage(ctx: Context) -> str:
         "source": source,
         "host": host_info(),
         "notes": list(ctx.notes),
+        **loaded.bundle_meta,  # a Hugging Face folder's "task" and "preprocess"
     }
     ctx.bundle_path = write_bundle(ctx.config.output_path, files, manifest)
     return str(ctx.bundle_path)

@@ -5,7 +5,8 @@ Reads ``spec``, ``samples``, ``references`` and the ``fp32`` variant; adds ``tar
 int8) and ``divergence`` (where a failing variant first leaves fp32).
 
 ``auto`` builds dynamic int8 always, static int8 when ``--calibration`` gives real data (a
-variant calibrated on random noise is never picked silently), and fp16 where CUDA is a target.
+variant calibrated on random noise is never picked silently), fp16 where CUDA is a target, and
+weight-only int4 for a decoder LM (a graph with ``past_key_values`` inputs and ``logits``).
 Every variant is checked on the golden samples against the eager reference; an int8 variant
 that misses its tolerance gets the accuracy-aware fallback: the nodes that add the most error
 themselves (compared tensor by tensor with the fp32 graph) are kept in fp32, a few at a time,
@@ -19,6 +20,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from edgeship.errors import QuantizationError, SpecError, brief, clip
@@ -28,20 +30,24 @@ from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import effective_tolerances
 from edgeship.pipeline.context import Context, Degraded, Skip, Variant, required
 from edgeship.runtimes.ort import OrtRunner, resolve_targets
+from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
 
-KINDS = ("fp32", "dynamic", "static", "fp16")
-VARIANT = {"dynamic": ("int8_dynamic", "int8"), "static": ("int8_static", "int8"), "fp16": ("fp16", "fp16")}
+KINDS = ("fp32", "dynamic", "static", "fp16", "int4")
+VARIANT = {"dynamic": ("int8_dynamic", "int8"), "static": ("int8_static", "int8"), "fp16": ("fp16", "fp16"),
+           "int4": ("int4", "int4")}
+QUANTIZED = ("int8", "int4")  # precisions whose variant must hold quantized nodes
 MAX_ROUNDS = 5
 FALLBACK_FAILED = 4  # failing samples the fallback measures each node's harm on
 
 
-def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: bool) -> list[str]:
+def requested_kinds(quantize: tuple[str, ...], targets: list[str], calibrated: bool, decoder: bool = False) -> list[str]:
     kinds = []
     for q in quantize:
         if q == "auto":
             kinds += ["dynamic"] + (["static"] if calibrated else []) + (["fp16"] if "cuda" in targets else [])
+            kinds += ["int4"] if decoder else []
         elif q in KINDS:
             kinds.append(q)
         else:
@@ -63,12 +69,17 @@ def _check(ctx: Context, path: Path, name: str, precision: str) -> ParityReport:
 
 
 def quantize_stage(ctx: Context) -> str:
+    from edgeship.exporters import quantize as q
+
     cfg = ctx.config
     ctx.targets = resolve_targets(cfg.targets)
-    kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None)
+    kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None, is_decoder(ctx.spec))
+    if "int4" in kinds:
+        q.check_int4_settings(cfg.int4_block_size, cfg.int4_scheme)
+    fp32 = ctx.variants["fp32"].file
+    ctx.variants["fp32"] = replace(ctx.variants["fp32"], weight_bytes=q.weight_bytes(fp32))
     if not kinds:
         raise Skip("fp32 only (--quantize fp32)")
-    fp32 = ctx.variants["fp32"].file
     done: list[str] = []
     missing: list[str] = []
     for kind in kinds:
@@ -90,6 +101,15 @@ def quantize_stage(ctx: Context) -> str:
             built = None
         (done if built is not None else missing).append(name)
     return stage_detail(done, missing, ctx.rejected, ctx.notes)
+
+
+def is_decoder(spec: IOSpec | None) -> bool:
+    """A decoder LM's graph: ``input_ids`` and ``past_key_values.*`` in, ``logits`` out."""
+    if spec is None:
+        return False
+    names = spec.input_names
+    return "input_ids" in names and any(n.startswith("past_key_values.") for n in names) \
+        and "logits" in spec.output_names
 
 
 def _raised_in_onnxruntime(e: BaseException) -> bool:
@@ -141,6 +161,13 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
 
         def build(exclude: Sequence[str]) -> Path:
             return q.build_static(ref, out, calib.samples, cfg.calibration_method, exclude)
+    elif kind == "int4":
+        if not q.int4_eligible(fp32):  # not applicable, as dynamic int8 on a graph of Conv
+            ctx.note(f"{name}: {q.NO_INT4_MATMUL}; not built")
+            return None
+
+        def build(exclude: Sequence[str]) -> Path:
+            return q.build_int4(fp32, out, cfg.int4_block_size, cfg.int4_scheme, exclude)
     else:
         def build(exclude: Sequence[str]) -> Path:
             return q.build_fp16(fp32, out, exclude)
@@ -156,7 +183,7 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
                      + ", ".join(overflow[:6]))
     else:
         build([])
-    if precision == "int8" and q.count_quantized(out) == 0:
+    if precision in QUANTIZED and q.count_quantized(out) == 0:
         ctx.note(f"{name}: {_nothing_quantized(kind, fp32)}; not built")
         out.unlink(missing_ok=True)
         return None
@@ -165,12 +192,13 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
     excluded: list[str] = []
     if not report.passed and cfg.fallback:
         report, excluded = _fallback(ctx, name, kind, precision, ref, out, build, report)
-    if precision == "int8" and excluded and q.count_quantized(out) == 0:
+    if precision in QUANTIZED and excluded and q.count_quantized(out) == 0:
         ctx.note(f"{name}: the fallback had to keep every node in fp32; not shipped")
         ctx.rejected[name] = {"reason": "nothing left quantized after the fallback", "excluded_nodes": excluded}
         return None
     excluded = overflow + excluded
-    variant = Variant(name, out, precision, kind, tuple(excluded), before if excluded else None, _worst(report))
+    variant = Variant(name, out, precision, kind, tuple(excluded), before if excluded else None, _worst(report),
+                      weight_bytes=q.weight_bytes(out), settings=_settings(cfg, kind))
     if not report.passed:
         bad = report.failures()[0]
         held = " (a held-out sample)" if bad.sample in {s.label for s in ctx.eval_samples} else ""
@@ -189,12 +217,19 @@ def _build(ctx: Context, kind: str, name: str, precision: str, fp32: Path) -> Va
     return variant
 
 
+def _settings(cfg, kind: str) -> dict | None:
+    """How a variant was built, where the user chose it (int4's block size and scheme)."""
+    return {"block_size": cfg.int4_block_size, "scheme": cfg.int4_scheme} if kind == "int4" else None
+
+
 def _nothing_quantized(kind: str, fp32: Path) -> str:
     """Why quantization changed nothing, and what would: dynamic int8 does not cover Conv."""
     import onnx
 
-    from edgeship.exporters.quantize import DYNAMIC_OPS
+    from edgeship.exporters.quantize import DYNAMIC_OPS, NO_INT4_MATMUL
 
+    if kind == "int4":
+        return NO_INT4_MATMUL
     convs = sum(n.op_type == "Conv" for n in onnx.load(str(fp32), load_external_data=False).graph.node)
     if kind == "dynamic" and convs:
         return (f"dynamic int8 quantizes {'/'.join(DYNAMIC_OPS)} weights only, and this graph's compute is "
@@ -279,7 +314,7 @@ def _fallback(ctx: Context, name: str, kind: str, precision: str, ref: Path, out
         excluded += worst
         log.info("%s fallback round %d: keeping %s in fp32", name, round_ + 1, worst)
         build(excluded)
-        if precision == "int8" and count_quantized(out) == 0:
+        if precision in QUANTIZED and count_quantized(out) == 0:
             break  # nothing left in int8: not a quantized variant any more
         report = _check(ctx, out, name, precision)
         if report.passed:

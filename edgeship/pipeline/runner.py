@@ -106,6 +106,10 @@ def check_config(cfg: ExportConfig) -> None:
         raise SpecError(f"--eval-split {cfg.eval_split}: use a fraction from 0 (hold none out) to below 1.")
     if cfg.eval_samples < 1:
         raise SpecError(f"--eval-samples {cfg.eval_samples}: use at least 1.")
+    folder = Path(cfg.model).is_dir() and (Path(cfg.model) / "config.json").is_file()
+    if cfg.load.task is not None and not folder:
+        raise SpecError(f"--task {cfg.load.task} applies to a Hugging Face save_pretrained folder (with config.json); "
+                        f"{cfg.model} is not one. Drop --task.")
     if cfg.calibration_method not in CALIBRATION_METHODS:
         raise SpecError(f"--calibration-method {cfg.calibration_method!r}: use one of {', '.join(CALIBRATION_METHODS)}.")
 
@@ -172,6 +176,12 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
+    if Path(config.model).is_dir() and (Path(config.model) / "config.json").is_file():
+        from edgeship.hf.build import export_causal_lm_folder
+
+        decoded = export_causal_lm_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
+        if decoded is not None:
+            return decoded
     try:
         return _export(config, progress)
     except _FailedApart as apart:
@@ -292,7 +302,7 @@ def quantize_model(model: str | os.PathLike[str], method: str = "dynamic", outpu
     from edgeship.pipeline.quantize import VARIANT
 
     if method not in VARIANT:
-        raise SpecError(f"--method {method!r}: use dynamic, static or fp16.")
+        raise SpecError(f"--method {method!r}: use dynamic, static, fp16 or int4.")
     name = VARIANT[method][0]
     model = Path(model)
     out = Path(output) if output is not None else model.with_name(f"{model.stem}.{name}.onnx")

@@ -1,0 +1,312 @@
+"""A ``save_pretrained`` folder as a loaded model: the module (transformers' Auto classes, local files
+only), its inputs, dynamic axes and example inputs, and the pre-processing the bundle carries.
+
+:func:`load_folder` gives the export pipeline a :class:`~edgeship.exporters.loading.LoadedModel`
+like any other model file: the pipeline derives nothing else. Causal LMs are exported by
+:mod:`edgeship.hf.decoder` (:func:`export_causal_lm`), which needs a KV-cache graph and a
+generation loop; the runner hands them over before its stages run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeship.config import LoadOptions
+from edgeship.errors import ModelLoadError, brief
+from edgeship.hf.folder import (
+    CAUSAL_LM,
+    FEATURE_EXTRACTION,
+    IMAGE_CLASSIFICATION,
+    SEQUENCE_CLASSIFICATION,
+    TASK_HELP,
+    TOKEN_CLASSIFICATION,
+    VISION,
+    HFFolder,
+    read_folder,
+)
+from edgeship.hf.preprocess import TEXT_INPUTS, TOKENIZER_FILE, ImageInfo, TokenizerInfo
+
+if TYPE_CHECKING:
+    from edgeship.exporters.loading import LoadedModel
+
+log = logging.getLogger(__name__)
+
+AUTO_CLASS = {
+    FEATURE_EXTRACTION: "AutoModel",
+    SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
+    TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
+    IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
+    CAUSAL_LM: "AutoModelForCausalLM",
+}
+SAMPLE_TEXTS = ("edgeship ships trained models to the edge.", "Hello world!")
+MAX_POSITIONS = 1 << 20  # a model_max_length above this is transformers' "no limit" placeholder
+
+
+@contextlib.contextmanager
+def offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE set while transformers reads the folder: never a
+    download; its progress bars and info warnings are quiet meanwhile (edgeship's notes say what it did)."""
+    from transformers.utils import logging as hf_logging
+
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    os.environ.update({k: "1" for k in saved})
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build_model(folder: HFFolder) -> Any:
+    """The folder's transformers model for its task, in eval mode, from the local files only.
+
+    Raises:
+        ModelLoadError: transformers does not know the model type, has no model of it for the task,
+            or the weights do not fit (a head missing from the file would be random).
+    """
+    import transformers
+
+    cls = getattr(transformers, AUTO_CLASS[folder.task])
+    with offline():
+        try:
+            model, info = cls.from_pretrained(str(folder.path), local_files_only=True, use_safetensors=folder.safetensors,
+                                              attn_implementation="eager", output_loading_info=True)
+        except (ValueError, KeyError, OSError, ImportError) as e:
+            known = _known_type(folder.model_type)
+            what = (f"transformers {transformers.__version__} has no {AUTO_CLASS[folder.task]} for model_type "
+                    f"{folder.model_type!r}" if known else
+                    f"transformers {transformers.__version__} does not know model_type {folder.model_type!r} "
+                    "(edgeship never runs a folder's own code: trust_remote_code is not used)")
+            raise ModelLoadError(
+                f"{folder.path}: cannot build the model for task {folder.task} ({folder.task_source}): {what}: "
+                f"{brief(e, 300)}. {TASK_HELP[0].upper() + TASK_HELP[1:]} that this architecture has, or save a "
+                "state_dict and export it with --arch module:factory.") from e
+    missing = [k for k in info.get("missing_keys", []) if not (folder.task == FEATURE_EXTRACTION and k.startswith("pooler."))]
+    if missing:
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise ModelLoadError(
+            f"{folder.path}: the weights lack {', '.join(sorted(missing)[:5])}{more} for task {folder.task} "
+            f"({folder.task_source}); transformers would fill them with random values. Pass the --task the folder "
+            "was trained for (its config.json names architectures "
+            f"{', '.join(folder.architectures) or 'none'}).")
+    model.eval()
+    for part in model.modules():  # tracing reads loss_function (a training-only property) and warns of a loss_type
+        if isinstance(part, transformers.PreTrainedModel):
+            part._loss_function = None
+    return model
+
+
+def _known_type(model_type: str) -> bool:
+    from transformers import CONFIG_MAPPING
+
+    return model_type in CONFIG_MAPPING
+
+
+def _forward_params(model: Any) -> list[str]:
+    return list(inspect.signature(model.forward).parameters)
+
+
+def text_inputs(folder: HFFolder, model: Any) -> list[str]:
+    """The text inputs the model takes, in TEXT_INPUTS order: token_type_ids only where the
+    tokenizer gives them too (its model_input_names)."""
+    params = _forward_params(model)
+    names = folder.tokenizer_config.get("model_input_names")
+    given = set(names) if isinstance(names, list) else set(TEXT_INPUTS)
+    return [n for n in TEXT_INPUTS if n in params and (n != "token_type_ids" or n in given)]
+
+
+def _token_id(tokenizer: Any, value: Any) -> tuple[str | None, int | None]:
+    if isinstance(value, dict):
+        value = value.get("content")
+    if not isinstance(value, str):
+        return None, None
+    return value, tokenizer.token_to_id(value)
+
+
+def tokenizer_info(folder: HFFolder, inputs: list[str], tokenizer: Any) -> TokenizerInfo:
+    """What the bundle records of the tokenizer: its pad token, padding side, inputs, limits."""
+    cfg = folder.tokenizer_config
+    pad_token, pad_id = _token_id(tokenizer, cfg.get("pad_token"))
+    if pad_id is None and isinstance(folder.config.get("pad_token_id"), int) and pad_token is None:
+        pad_id = folder.config["pad_token_id"]
+        pad_token = tokenizer.id_to_token(pad_id)
+    limits = [cfg.get("model_max_length"), folder.config.get("max_position_embeddings"),
+              (folder.pooling or {}).get("max_seq_length")]
+    ok = [int(v) for v in limits if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < MAX_POSITIONS]
+    ids = {k: _token_id(tokenizer, cfg.get(f"{k}_token"))[1] for k in ("bos", "eos")}
+    for k in ids:
+        if ids[k] is None and isinstance(folder.config.get(f"{k}_token_id"), int):
+            ids[k] = folder.config[f"{k}_token_id"]
+    side = cfg.get("padding_side", "right")
+    return TokenizerInfo(TOKENIZER_FILE, pad_token, pad_id, side if side in ("left", "right") else "right",
+                         tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"])
+
+
+def image_info(folder: HFFolder) -> ImageInfo:
+    """The image processor's normalisation (preprocessor_config.json, else the config's image size
+    and ImageNet's usual 0.5 constants, as ViTImageProcessor defaults to)."""
+    p, c = folder.preprocessor, folder.config
+    channels = int(c.get("num_channels", 3))
+    size: dict[str, Any] = p["size"] if isinstance(p.get("size"), dict) else {}
+    side = c.get("image_size", 224)
+    side = side[0] if isinstance(side, (list, tuple)) else side
+    height = int(size.get("height", size.get("shortest_edge", side)))
+    width = int(size.get("width", size.get("shortest_edge", side)))
+
+    def per_channel(v: Any, default: float) -> tuple[float, ...]:
+        v = default if v is None else v
+        return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * channels
+
+    return ImageInfo(per_channel(p.get("image_mean"), 0.5), per_channel(p.get("image_std"), 0.5), height, width, channels,
+                     bool(p.get("do_rescale", True)), float(p.get("rescale_factor", 1 / 255)),
+                     bool(p.get("do_normalize", True)))
+
+
+def _task_module(model: Any, folder: HFFolder, inputs: list[str]) -> Any:
+    """The model with the task's outputs as a dict of tensors, taking exactly ``inputs`` by name."""
+    import torch
+
+    task, pooling = folder.task, folder.pooling
+
+    def outputs(out: Any, mask: Any) -> dict[str, Any]:
+        if task != FEATURE_EXTRACTION:
+            return {"logits": out.logits}
+        hidden = out.last_hidden_state
+        if pooling is None:
+            return {"last_hidden_state": hidden}
+        if pooling["mode"] == "cls":
+            pooled = hidden[:, 0]
+        elif pooling["mode"] == "max":
+            pooled = hidden.masked_fill(mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        if pooling["normalize"]:
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return {"token_embeddings": hidden, "sentence_embedding": pooled}
+
+    if folder.modality == VISION:
+        class Vision(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, pixel_values):
+                return outputs(self.model(pixel_values=pixel_values), None)
+
+        return Vision().eval()
+
+    class Text(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            out = self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if k in inputs})
+            return outputs(out, attention_mask)
+
+    return Text().eval()
+
+
+def load_folder(path: Path, options: LoadOptions) -> LoadedModel:
+    """A save_pretrained folder as the pipeline's :class:`LoadedModel`: the task's module, its
+    example inputs (a short text pair through the folder's tokenizer, or an image of the model's
+    size), dynamic axes (``batch`` for every input, ``seq`` shared by the text inputs, so the ids
+    and their mask stay equal) and what the bundle carries (the tokenizer, task metadata).
+
+    Raises:
+        ModelLoadError: an unreadable folder, unknown architecture, missing tokenizer, or a causal LM
+            (exported by :func:`export_causal_lm`, not here).
+        UnsafeModelError: pytorch_model.bin only, without --trust-pickle.
+    """
+    import torch
+
+    from edgeship.exporters.loading import HF_FOLDER, LoadedModel
+
+    folder = read_folder(path, options.task, options.trust_pickle)
+    if folder.task == CAUSAL_LM:
+        raise ModelLoadError(f"{path} is a causal LM ({folder.task_source}): it is exported by the decoder export "
+                             "(edgeship.hf.decoder), which the export command calls before loading.")
+    model = build_model(folder)
+    notes = [f"Hugging Face folder: {folder.architectures[0] if folder.architectures else folder.model_type} "
+             f"({folder.model_type}) as {folder.task} ({folder.task_source}), built with transformers' "
+             f"{AUTO_CLASS[folder.task]} from the local files"]
+    if not folder.safetensors:
+        notes.append("Hugging Face folder: weights read from pytorch_model.bin with --trust-pickle")
+    meta: dict[str, Any] = {"task": task_record(folder)}
+    files: tuple[tuple[str, Path], ...] = ()
+    if folder.modality == VISION:
+        info = image_info(folder)
+        inputs = ["pixel_values"]
+        g = torch.Generator().manual_seed(0)
+        example: tuple = (torch.randn(2, info.channels, info.height, info.width, generator=g),)
+        dynamic: tuple[tuple[str, int, str], ...] = (("pixel_values", 0, "batch"),)
+        meta["preprocess"] = {"image": info.to_dict()}
+        ranges: tuple[tuple[str, int, int], ...] = ()
+    else:
+        if folder.tokenizer is None:
+            raise ModelLoadError(f"{path} has no tokenizer.json, which the bundle carries to turn text into ids; save "
+                                 "the fast tokenizer beside the model (tokenizer.save_pretrained(dir)).")
+        from tokenizers import Tokenizer
+
+        from edgeship.hf.preprocess import TextEncoder
+
+        inputs = text_inputs(folder, model)
+        tok = tokenizer_info(folder, inputs, Tokenizer.from_file(str(folder.tokenizer)))
+        feeds = TextEncoder(folder.tokenizer.read_bytes(), tok, {n: "int64" for n in inputs}).encode(list(SAMPLE_TEXTS))
+        example = tuple(torch.from_numpy(feeds[n]) for n in inputs)
+        dynamic = tuple((n, axis, sym) for n in inputs for axis, sym in ((0, "batch"), (1, "seq")))
+        ranges = (("seq", 1, tok.max_length),) if tok.max_length else ()
+        meta["preprocess"] = {"tokenizer": tok.to_dict()}
+        files = ((TOKENIZER_FILE, folder.tokenizer),)
+    module = _task_module(model, folder, inputs)
+    return LoadedModel(Path(path), HF_FOLDER, module, module, example, tuple(notes), dynamic, ranges, tuple(inputs),
+                       bundle_files=files, bundle_meta=meta)
+
+
+def task_record(folder: HFFolder) -> dict[str, Any]:
+    """The manifest's ``task``: what the model is for, and its labels for classification."""
+    record: dict[str, Any] = {"name": folder.task, "model_type": folder.model_type,
+                              "architectures": list(folder.architectures), "labels": folder.labels}
+    if folder.pooling is not None:
+        record["pooling"] = {"mode": folder.pooling["mode"], "normalize": folder.pooling["normalize"]}
+    return record
+
+
+def export_causal_lm_folder(config: Any, progress: Any) -> Any:
+    """The dispatch point for causal LMs: None unless ``config.model`` is a save_pretrained folder
+    whose task is causal-lm; then :func:`edgeship.hf.decoder.export_causal_lm` exports it (a KV-cache
+    graph and a generation loop), or a clear error where this edgeship has no decoder export.
+
+    Raises:
+        ModelLoadError: a causal LM and no decoder export.
+    """
+    folder = read_folder(config.model, config.load.task, config.load.trust_pickle)
+    if folder.task != CAUSAL_LM:
+        return None
+    try:
+        from edgeship.hf import decoder
+    except ImportError as e:
+        if e.name not in ("edgeship.hf.decoder",):
+            raise
+        raise ModelLoadError(
+            f"{config.model} is a causal LM ({folder.task_source}), but decoder export (a KV-cache graph and a "
+            "generation loop) is not available in this edgeship; export another task with --task, or the "
+            "model's encoder alone.") from e
+    return decoder.export_causal_lm(folder, config, progress)

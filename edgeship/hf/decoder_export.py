@@ -1,0 +1,265 @@
+"""The decoder export's stages: load, onnx, quantize, parity, package (``edgeship export DIR`` for a
+causal LM, through :func:`edgeship.hf.decoder.export_causal_lm`).
+
+What it reuses: transformers' model built by :mod:`edgeship.hf.build` (local files only), the tokenizer
+and task records of :mod:`edgeship.hf.build` / :mod:`edgeship.hf.preprocess`, dynamic int8 from
+:mod:`edgeship.exporters.quantize`, the tolerances and metrics of :mod:`edgeship.parity`, the atomic
+bundle writer and the manifest's fields. What differs from the pipeline of other models: parity is
+generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`), and
+the default variant is fp32 (a quantized variant is shipped when it passes its tolerance; selection by
+tokens/s is left to ``edgeship tune``/profile).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship.bundle.golden import Sample, save_samples
+from edgeship.bundle.manifest import VariantResult
+from edgeship.config import ExportConfig
+from edgeship.errors import ParityError, QuantizationError, SpecError
+from edgeship.hf.decoder import (
+    DEFAULT_NEW_TOKENS,
+    GOLDEN_FILE,
+    PRECISION,
+    eager_generation,
+    export_decoder_onnx,
+    golden_prompts,
+    load_causal_lm,
+    single_step_golden,
+)
+from edgeship.hf.folder import HFFolder
+from edgeship.parity.decoder import TEACHER_FORCED
+from edgeship.parity.report import OutputCheck, ParityReport
+from edgeship.pipeline.context import StageResult, Variant
+from edgeship.spec import IOSpec
+
+KIND = {"fp32": "fp32", "int8_dynamic": "dynamic", "int4": "int4"}
+QUANTIZE = {"fp32": (), "auto": ("int8_dynamic", "int4"), "dynamic": ("int8_dynamic",), "int4": ("int4",)}
+OPSET = 18
+
+
+def _variants(quantize: tuple[str, ...]) -> list[str]:
+    out = ["fp32"]
+    for q in quantize:
+        if q not in QUANTIZE:
+            raise SpecError(f"--quantize {q}: a causal LM is exported as {', '.join(QUANTIZE)} "
+                            "(fp32, dynamic int8, weight-only int4; auto = all three).")
+        out += [v for v in QUANTIZE[q] if v not in out]
+    return out
+
+
+class _Stages:
+    """Times each stage and reports it to the CLI's progress callback, as the pipeline's runner does."""
+
+    def __init__(self, progress: Callable | None):
+        self.progress = progress
+        self.done: list[StageResult] = []
+
+    def run(self, name: str, fn: Callable[[], Any], detail: Callable[[Any], str] = lambda _: "") -> Any:
+        if self.progress:
+            self.progress("start", name, None)
+        t = time.perf_counter()
+        out = fn()
+        result = StageResult(name, "ok", round(time.perf_counter() - t, 3), detail(out))
+        self.done.append(result)
+        if self.progress:
+            self.progress("end", name, result)
+        return out
+
+
+def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | None = None) -> Any:
+    """Export ``folder``'s causal LM to the bundle ``config.output_path``; see the module docstring.
+
+    Returns:
+        The pipeline's ``ExportResult``.
+
+    Raises:
+        SpecError: a --quantize the decoder export does not build; ModelLoadError, ExportError;
+        ParityError: the fp32 graph misses generation parity with transformers.
+    """
+    from edgeship.pipeline import ExportResult
+
+    variants = _variants(tuple(config.quantize))
+    if config.opset is not None and config.opset < 18:
+        raise SpecError(f"--opset {config.opset}: the decoder export needs opset 18 or later.")
+    opset = config.opset or OPSET
+    st = _Stages(progress)
+    model = st.run("load", lambda: load_causal_lm(folder),
+                   lambda m: f"{type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters")
+    text = model.config.get_text_config(decoder=True)
+    gen = model.generation_config
+    eos = gen.eos_token_id if gen.eos_token_id is not None else text.eos_token_id
+    eos_list = [eos] if isinstance(eos, int) else list(eos or [])
+    pad = gen.pad_token_id if gen.pad_token_id is not None else getattr(text, "pad_token_id", None)
+    prompts = golden_prompts(folder.tokenizer, text.vocab_size, config.seed)
+    new = DEFAULT_NEW_TOKENS
+    ref_tokens, ref_logits = eager_generation(model, prompts, new, eos_list, pad if pad is not None else 0)
+    notes = [f"causal LM: {folder.architectures[0] if folder.architectures else folder.model_type} as one ONNX graph "
+             "with a KV cache (prefill and decode); parity is greedy generation of "
+             f"{len(prompts)} golden prompts × {new} tokens against transformers"]
+    with tempfile.TemporaryDirectory(prefix="edgeship-lm-") as tmp:
+        work = Path(tmp)
+        spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "fp32.onnx", opset),
+                      lambda s: f"dynamo, opset {opset}, {sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
+        single = single_step_golden(model, prompts[0], spec)
+        built = {"fp32": work / "fp32.onnx"}
+        rejected: dict[str, dict] = {}
+        if len(variants) > 1:
+            st.run("quantize", lambda: _quantize(work, variants, built, rejected, config),
+                   lambda _: ", ".join(built) + (f"; failed: {', '.join(rejected)}" if rejected else ""))
+        golden = (prompts, ref_tokens, ref_logits)
+        report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad),
+                        lambda r: f"{sum(c.passed for c in r.checks)}/{len(r.checks)} prompt generations pass")
+        for v in list(built):
+            bad = [c for c in report.checks if c.variant == v and not c.passed]
+            if bad and v == "fp32":
+                raise ParityError(f"the fp32 decoder graph misses generation parity with transformers: "
+                                  f"[{bad[0].sample}] {bad[0].reason}. Nothing was written to {config.output_path}.")
+            if bad:
+                rejected[v] = {"reason": f"[{bad[0].sample}] {bad[0].reason}"}
+                notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
+                del built[v]
+        bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
+                                                             eos_list, pad, text, notes, opset, st.done),
+                                 lambda out: str(out[0]))
+    return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
+                        notes=tuple(notes), spec=spec, variants=shipped)
+
+
+def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected: dict[str, dict],
+              config: ExportConfig) -> None:
+    from edgeship.exporters.quantize import build_dynamic, build_int4
+
+    src = work / "fp32.onnx"
+    builders = {"int8_dynamic": lambda: build_dynamic(src, work / "int8_dynamic.onnx"),
+                "int4": lambda: build_int4(src, work / "int4.onnx", config.int4_block_size, config.int4_scheme)}
+    for v in variants[1:]:
+        try:
+            built[v] = builders[v]()
+        except QuantizationError as e:
+            rejected[v] = {"reason": str(e)}
+
+
+def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None) -> ParityReport:
+    import onnxruntime as ort
+
+    from edgeship.generate import decoder_layout
+    from edgeship.parity.decoder import prompt_checks, teacher_forced_check
+    from edgeship.parity.tolerances import tolerance_for
+
+    layout = decoder_layout(spec)
+    checks: list[OutputCheck] = []
+    tolerances = {}
+    for v, file in built.items():
+        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        if PRECISION[v] == "fp32":
+            checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, PRECISION[v])
+            tolerances[v] = {"generation": tolerance_for(PRECISION[v]).to_dict()}
+        else:  # a quantized variant's free-running tokens drift: the teacher-forced gate judges it
+            check, tol = teacher_forced_check(session, layout, golden, v, PRECISION[v])
+            checks.append(check)
+            tolerances[v] = {"generation": tol}
+    return ParityReport(tuple(checks), tolerances)
+
+
+def _summary(report: ParityReport, v: str) -> dict:
+    rows = [c for c in report.checks if c.variant == v]
+    out = {"passed": all(c.passed for c in rows),
+           "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows]))}
+    if rows[0].sample == TEACHER_FORCED:
+        return {**out, "teacher_forced": rows[0].metrics}
+    return {**out, "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
+            "max_abs": max(c.metrics["max_abs"] for c in rows), "min_cosine": min(c.metrics["cosine"] for c in rows)}
+
+
+def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
+             report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
+             notes: list[str], opset: int, stages: list[StageResult]) -> tuple[Path, dict[str, VariantResult]]:
+    from edgeship import jsonout, schemas
+    from edgeship.bundle.layout import sha256_file
+    from edgeship.bundle.write import write_bundle
+    from edgeship.hf.build import task_record
+    from edgeship.host import host_info
+    from edgeship.pipeline.package import tool_versions
+    from edgeship.runtimes.registry import requirements
+
+    files = {f"models/{v}.onnx": f for v, f in built.items()}
+    files[GOLDEN_FILE] = _save_golden(work / "generation.npz", *golden)
+    files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
+    summaries = {v: _summary(report, v) for v in {c.variant for c in report.checks}}
+    shipped = {v: VariantResult(name=v, file=f"models/{v}.onnx", precision=PRECISION[v], size=f.stat().st_size,
+                                passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v].get("max_abs"),
+                                min_cosine=summaries[v].get("min_cosine"), tolerance={"generation": report.tolerances[v]["generation"]})
+               for v, f in built.items()}
+    meta: dict[str, Any] = {"task": task_record(folder)}
+    if folder.tokenizer is not None:
+        from tokenizers import Tokenizer
+
+        from edgeship.hf.build import tokenizer_info
+        from edgeship.hf.preprocess import TOKENIZER_FILE
+
+        tok = tokenizer_info(folder, ["input_ids", "attention_mask"], Tokenizer.from_file(str(folder.tokenizer)))
+        meta["preprocess"] = {"tokenizer": tok.to_dict()}
+        files[TOKENIZER_FILE] = folder.tokenizer
+    candidates = [{"id": v, "runtime": "onnxruntime", "variant": v, "precision": PRECISION[v], "options": {}, "p50_ms": None,
+                   "parity": {"passed": True, "max_abs": shipped[v].max_abs, "min_cosine": shipped[v].min_cosine},
+                   "requires": requirements("onnxruntime", PRECISION[v])} for v in built]
+    source: dict[str, Any] = {"file": folder.path.name, "sha256": sha256_file(folder.weights), "format": "hf_folder", "arch": None,
+              "arch_kwargs": {}, "exporter": "dynamo", "opset": opset}
+    report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
+                  "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
+                  "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
+                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}).summary() for v, f in built.items()},
+                  "rejected": {}, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
+                  "generation": summaries}
+    (work / "report.json").write_text(jsonout.dumps(report_doc, indent=2))
+    files["report.json"] = work / "report.json"
+    manifest = {
+        "name": config.bundle_name,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "tools": tool_versions(),
+        "io": spec.to_dict(),
+        "variants": {v: r.to_dict() for v, r in shipped.items()},
+        "defaults": {"cpu": "fp32"},
+        "candidates": {"cpu": candidates},
+        "selection": {},
+        "golden": {"inputs": "golden/inputs.npz", "outputs": "golden/outputs.npz",
+                   "samples": [{"label": "prefill", "sizes": {}, "about": "the first golden prompt, past of length 0"},
+                               {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
+        "generation": {"eos_token_id": eos, **({"pad_token_id": pad} if pad is not None else {}),
+                       **({"bos_token_id": text.bos_token_id} if isinstance(getattr(text, "bos_token_id", None), int) else {}),
+                       "golden": GOLDEN_FILE, "max_new_tokens": DEFAULT_NEW_TOKENS, "parity": summaries},
+        **meta,
+        "torchscript": None,
+        "source": source,
+        "host": host_info(),
+        "notes": list(notes),
+    }
+    return write_bundle(config.output_path, files, manifest), shipped
+
+
+def _save_single(work: Path, single: list[tuple[dict, dict]]) -> tuple[Path, Path]:
+    samples = [Sample(label, feeds, {}) for label, (feeds, _) in zip(("prefill", "decode"), single)]
+    outs = {id(s): o for s, (_, o) in zip(samples, single)}
+    save_samples(work / "inputs.npz", samples, lambda s: s.feeds)
+    save_samples(work / "outputs.npz", samples, lambda s: outs[id(s)])
+    return work / "inputs.npz", work / "outputs.npz"
+
+
+def _save_golden(path: Path, prompts: list[list[int]], tokens: list[list[int]], logits: list[np.ndarray]) -> Path:
+    data: dict[str, Any] = {}
+    for i, (p, t, lg) in enumerate(zip(prompts, tokens, logits)):
+        data[f"{i}/prompt"] = np.array(p, np.int64)
+        data[f"{i}/tokens"] = np.array(t, np.int64)
+        data[f"{i}/logits"] = lg.astype(np.float32)
+    with open(path, "wb") as f:
+        np.savez(f, **data)
+    return path

@@ -1,0 +1,138 @@
+"""Generation parity of decoder bundles: the golden prompts' greedy tokens and per-step logits.
+
+A decoder bundle (``edgeship.hf.decoder``) ships ``golden/generation.npz``: per prompt ``{i}/prompt``
+(token ids), ``{i}/tokens`` (the eager model's greedy new tokens) and ``{i}/logits`` ([steps, vocab]).
+``edgeship check`` re-runs generation with :mod:`edgeship.generate` on each variant it checks and adds
+one row per prompt (output ``generation``): fp32 must give the same tokens and logits within the fp32
+tolerance; another precision's logits must pass its tolerance over the steps where its tokens still
+agree (the first differing step included). Needs numpy and onnxruntime only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeship.bundle.golden import read_bundle_npz
+from edgeship.bundle.manifest import variants_of
+from edgeship.errors import BundleError
+from edgeship.parity.report import OutputCheck, ParityReport
+from edgeship.spec import IOSpec
+
+MAX_PROMPTS = 64
+TEACHER_FORCED = "teacher-forced"  # the sample label of a quantized variant's generation gate
+MAX_STEPS = 4096
+
+
+def judge_prompt(ref_tokens: list[int], ref_logits: np.ndarray, tokens: list[int], logits: np.ndarray,
+                 precision: str) -> dict:
+    """One prompt: tokens agreement and the logits' metrics (``parity.metrics``) over the agreeing steps."""
+    from edgeship.parity.metrics import judge, metrics
+    from edgeship.parity.tolerances import tolerance_for
+
+    tol = tolerance_for(precision)
+    n = min(len(ref_tokens), len(tokens))
+    agree = next((i for i in range(n) if ref_tokens[i] != tokens[i]), n)
+    steps = min(agree + 1, n)
+    m = metrics(ref_logits[:steps], logits[:steps], tol) if steps else {"max_abs": 0.0, "cosine": 1.0}
+    why = judge(m, tol) if steps else None
+    identical = list(ref_tokens) == list(tokens)
+    if why is None and precision == "fp32" and not identical:
+        why = f"greedy tokens differ from the eager model's from step {agree} ({ref_tokens[agree:agree + 3]} vs " \
+              f"{list(tokens[agree:agree + 3])})"
+    return {"passed": why is None, "tokens_identical": identical, "agree": agree, "max_abs": float(m["max_abs"]),
+            "cosine": float(m["cosine"]), "why": why}
+
+
+def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarray]]:
+    """The golden prompts, tokens and logits of a decoder bundle, checked.
+
+    Raises:
+        BundleError: no such file, or arrays of the wrong kind or shape.
+    """
+    meta = b.manifest.get("generation")
+    rel = meta.get("golden") if isinstance(meta, dict) else None
+    if not isinstance(rel, str) or rel not in b.files:
+        raise BundleError(f"bundle {b.path}: manifest.json 'generation' names no listed golden file; "
+                          "the bundle is corrupt or was edited.")
+    samples = read_bundle_npz(b, rel)
+    prompts, tokens, logits = [], [], []
+    for i, s in enumerate(samples[:MAX_PROMPTS]):
+        p, t, lg = s.get("prompt"), s.get("tokens"), s.get("logits")
+        if not (isinstance(p, np.ndarray) and isinstance(t, np.ndarray) and isinstance(lg, np.ndarray)
+                and p.ndim == 1 and t.ndim == 1 and lg.ndim == 2 and p.dtype.kind in "iu" and t.dtype.kind in "iu"
+                and lg.dtype.kind == "f" and p.size and 0 < t.size <= MAX_STEPS and lg.shape[0] == t.size):
+            raise BundleError(f"bundle {b.path}: {rel} sample {i} is not a prompt, its tokens and their logits; "
+                              "the bundle is corrupt or was edited.")
+        prompts.append(p.tolist())
+        tokens.append(t.tolist())
+        logits.append(lg)
+    if not prompts:
+        raise BundleError(f"bundle {b.path}: {rel} holds no golden prompts; the bundle is corrupt or was edited.")
+    return prompts, tokens, logits
+
+
+def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                  eos: list[int], pad: int, variant: str, precision: str) -> list[OutputCheck]:
+    """Greedy generation of each golden prompt on ``session`` (an onnxruntime session of one variant),
+    judged against the golden tokens and logits: one check per prompt (output ``generation``)."""
+    from edgeship.generate import run_loop
+
+    checks = []
+    for i, (p, t, lg) in enumerate(zip(*golden)):
+        got = run_loop(session, layout, [p], len(t), eos, pad, output_logits=True)
+        r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], precision)
+        checks.append(OutputCheck("onnxruntime-cpu", variant, "generation", f"prompt-{i}", r["passed"],
+                                  {"max_abs": r["max_abs"], "cosine": r["cosine"], "token_agreement": r["agree"] / len(t)},
+                                  r["why"]))
+    return checks
+
+
+def teacher_forced_check(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                         variant: str, precision: str) -> tuple[OutputCheck, dict]:
+    """A quantized variant's generation gate (:func:`edgeship.parity.generation.teacher_forced`: each golden
+    prompt with the reference's greedy tokens in one prefill call, next-token agreement and log-prob delta
+    against the reference's step logits) as one check (sample ``teacher-forced``), and its tolerance."""
+    from edgeship.parity.generation import GoldenSequence, generation_tolerance, prefill_logits_fn, teacher_forced
+
+    kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(*golden)) if t]
+    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
+    tol = generation_tolerance(precision)
+    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), [lg[:len(t)] for _, _, t, lg in kept], tol,
+                          precision=precision, variant=variant)
+    metrics = {"token_agreement": gate.agreement, "min_agreement": gate.min_agreement,
+               "mean_logprob_delta": gate.mean_logprob_delta, "max_logprob_delta": gate.max_logprob_delta}
+    return (OutputCheck("onnxruntime-cpu", variant, "generation", TEACHER_FORCED, gate.passed, metrics, gate.reason or None),
+            tol.to_dict())
+
+
+def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
+    """The end-of-sequence ids and the pad id a decoder bundle generates with (checked)."""
+    from edgeship.generate import generation_meta
+
+    meta = generation_meta(manifest)
+    eos = meta.get("eos_token_id")
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    return eos, int(meta.get("pad_token_id", min(eos) if eos else 0))
+
+
+def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport:
+    """Re-run greedy generation of the golden prompts on each variant (onnxruntime, CPU)."""
+    import onnxruntime as ort
+
+    from edgeship.generate import decoder_layout
+
+    layout = decoder_layout(spec)
+    golden = read_golden(b)
+    eos, pad = eos_and_pad(b.manifest)
+    shipped = variants_of(b.manifest)
+    checks: list[OutputCheck] = []
+    for name in variants:
+        v = shipped[name]
+        session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
+        if v.precision == "fp32":
+            checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
+        else:
+            checks.append(teacher_forced_check(session, layout, golden, name, v.precision)[0])
+    return ParityReport(tuple(checks))

@@ -1,0 +1,219 @@
+"""Decoder LMs: a save_pretrained folder -> one ONNX graph with a KV cache -> a bundle whose
+torch-free ``Model.generate`` gives transformers' greedy tokens (tests/hf_lm_fixtures.py builds
+the tiny Llama-style and Qwen2-style models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import edgeship
+from edgeship.errors import BundleError, SpecError
+from edgeship.generate import generate
+from edgeship.parity.metrics import judge, metrics
+from edgeship.parity.tolerances import tolerance_for
+from tests.hf_lm_fixtures import ARCHS, build_tokenizer, greedy_reference, save_causal_lm
+
+pytestmark = pytest.mark.slow  # each architecture exports once (~10 s) for the module
+
+PROMPTS = [[1, 5, 9, 20, 33], [1, 7, 42]]
+TEXT = "hello world, the quick brown fox"
+NEW = 16
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def lm(request, tmp_path_factory):
+    """(folder, bundle, reference tokens and logits per prompt, reference tokens of TEXT) per architecture,
+    exported with ``edgeship export DIR -o OUT`` and no other flag."""
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    d = tmp_path_factory.mktemp(f"lm-{request.param}")
+    folder = save_causal_lm(d / "model", request.param)
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(d / "lm.edgeship")])
+    assert result.exit_code == 0, result.output
+    text_ids = build_tokenizer()(TEXT)["input_ids"]
+    tokens, logits = greedy_reference(folder, PROMPTS + [text_ids], NEW, eos_token_id=None)
+    return {"arch": request.param, "folder": folder, "bundle": d / "lm.edgeship", "output": result.output,
+            "tokens": tokens, "logits": logits, "text_ids": text_ids}
+
+
+def test_export_with_no_flags_writes_a_decoder_bundle_with_the_standard_names(lm):
+    m = json.loads((lm["bundle"] / "manifest.json").read_text())
+    ins = [t["name"] for t in m["io"]["inputs"]]
+    outs = [t["name"] for t in m["io"]["outputs"]]
+    assert ins == ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.0.value",
+                   "past_key_values.1.key", "past_key_values.1.value"]
+    assert outs == ["logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
+    assert m["io"]["inputs"][3]["shape"] == ["batch", 2, "past_sequence", 16]
+    assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
+    assert {"models/fp32.onnx", "golden/generation.npz", "preprocess/tokenizer.json", "report.json"} <= set(m["files"])
+    assert m["source"]["format"] == "hf_folder" and m["task"]["name"] == "causal-lm"
+    assert "generation" in lm["output"]  # the export's parity table shows the generation rows
+    # int8 was built and judged: shipped if its logits pass the int8 tolerance, else recorded why not
+    assert "int8_dynamic" in m["generation"]["parity"]
+    assert ("int8_dynamic" in m["variants"]) == m["generation"]["parity"]["int8_dynamic"]["passed"]
+
+
+def test_manifest_and_report_validate_against_their_schemas(lm, tmp_path):
+    from tests.test_schemas import valid
+
+    valid(lm["bundle"] / "manifest.json", "manifest")
+    valid(lm["bundle"] / "report.json", "report")
+    from edgeship.parity.report import write_json
+
+    write_json(edgeship.check(lm["bundle"]), tmp_path / "check.json")  # with its generation rows
+    doc = valid(tmp_path / "check.json", "parity")
+    assert any(r["output"] == "generation" for r in doc["summary"])
+
+
+BLOCKED = """
+import sys, json
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'transformers', 'onnx', 'onnxscript'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import edgeship
+m = edgeship.load(sys.argv[1])
+prompts = json.loads(sys.argv[2])
+out = {"single": [m.generate(p, max_new_tokens=%d) for p in prompts],
+       "text": m.generate(sys.argv[3], max_new_tokens=%d),
+       "batch": m.generate(prompts, max_new_tokens=%d)}
+assert not {'torch', 'transformers', 'onnx'} & set(sys.modules)
+print(json.dumps(out))
+""" % (NEW, NEW, NEW)
+
+
+def test_torch_free_generate_gives_transformers_greedy_tokens(lm):
+    r = subprocess.run([sys.executable, "-c", BLOCKED, str(lm["bundle"]), json.dumps(PROMPTS), TEXT],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["single"] == lm["tokens"][:2]
+    assert out["text"] == lm["tokens"][2]
+    assert out["batch"] == lm["tokens"][:2]  # two lengths, padded on the left
+    assert all(len(t) == NEW for t in out["single"])
+
+
+def test_per_step_logits_are_within_the_fp32_tolerance(lm):
+    with edgeship.load(lm["bundle"]) as m:
+        for io_binding in (True, False):
+            got = generate(m, PROMPTS, NEW, output_logits=True, io_binding=io_binding)
+            assert got.tokens == lm["tokens"][:2]
+            for ref, logits in zip(lm["logits"], got.logits or []):
+                assert logits.shape == ref.shape == (NEW, 300)
+                assert judge(metrics(ref, logits, tolerance_for("fp32")), tolerance_for("fp32")) is None
+
+
+def test_eos_stops_early_as_transformers_does(lm):
+    eos = lm["tokens"][0][3]  # the 4th greedy token (it may appear earlier too)
+    ref, _ = greedy_reference(lm["folder"], PROMPTS[:1], NEW, eos_token_id=eos)
+    with edgeship.load(lm["bundle"]) as m:
+        got = m.generate(PROMPTS[0], max_new_tokens=NEW, eos_token_id=eos)
+        assert got == ref[0] and got[-1] == eos and len(got) <= 4
+        assert m.generate(PROMPTS[0], max_new_tokens=NEW, eos_token_id=[]) == lm["tokens"][0]
+
+
+def test_sampling_is_seeded_and_stays_in_top_k(lm):
+    with edgeship.load(lm["bundle"]) as m:
+        a = generate(m, PROMPTS[0], 8, [], do_sample=True, top_k=3, temperature=0.8, seed=7, output_logits=True)
+        b = m.generate(PROMPTS[0], 8, [], do_sample=True, top_k=3, temperature=0.8, seed=7)
+        assert a.tokens[0] == b
+        for tok, step in zip(a.tokens[0], a.logits[0] if a.logits else []):
+            assert tok in np.argsort(step)[-3:]
+        assert m.generate(PROMPTS[0], 8, [], do_sample=True, top_p=1e-9, seed=1) == lm["tokens"][0][:8]  # top_p -> greedy
+
+
+def test_check_reruns_the_golden_generation(lm, cli):
+    code, out = cli("check", str(lm["bundle"]))
+    assert code == 0, out
+    assert "generation" in out
+    report = edgeship.check(lm["bundle"], candidates="all")
+    rows = {(c.variant, c.sample): c for c in report.checks if c.output == "generation"}
+    shipped = json.loads((lm["bundle"] / "manifest.json").read_text())["variants"]
+    assert {s for v, s in rows if v == "fp32"} == {"prompt-0", "prompt-1", "prompt-2"}
+    for v in set(shipped) - {"fp32"}:  # a quantized variant is judged by the teacher-forced gate
+        assert rows[(v, "teacher-forced")].passed and rows[(v, "teacher-forced")].metrics["token_agreement"] >= 0.9
+    assert report.passed
+
+
+def test_check_fails_when_the_golden_tokens_were_changed(lm, tmp_path):
+    from edgeship.bundle.layout import sha256_file
+
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    gold = b / "golden" / "generation.npz"
+    data = dict(np.load(gold))
+    data["0/tokens"] = data["0/tokens"].copy()
+    data["0/tokens"][1] = (data["0/tokens"][1] + 1) % 300
+    with open(gold, "wb") as f:
+        np.savez(f, **data)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["golden/generation.npz"] = {"sha256": sha256_file(gold), "size": gold.stat().st_size}
+    (b / "manifest.json").write_text(json.dumps(m))
+    report = edgeship.check(b)
+    bad = [c for c in report.checks if not c.passed]
+    assert [(c.output, c.sample) for c in bad] == [("generation", "prompt-0")]
+    assert "greedy tokens differ" in (bad[0].reason or "")
+
+
+# ---- errors
+
+
+def test_generate_refuses_bad_arguments(lm):
+    with edgeship.load(lm["bundle"]) as m:
+        for bad in (0, -1, 1.5, True, "8"):
+            with pytest.raises(SpecError, match="max_new_tokens"):
+                m.generate(PROMPTS[0], max_new_tokens=bad)
+        with pytest.raises(SpecError, match="empty"):
+            m.generate([[1, 2], []], max_new_tokens=2)
+        with pytest.raises(SpecError, match="vocabulary"):
+            m.generate([1, 10_000], max_new_tokens=2)
+        with pytest.raises(SpecError, match="temperature"):
+            m.generate([1, 2], max_new_tokens=2, do_sample=True, temperature=0)
+        with pytest.raises(SpecError, match="top_p"):
+            m.generate([1, 2], max_new_tokens=2, do_sample=True, top_p=0)
+        with pytest.raises(SpecError, match="prompt of type"):
+            m.generate(3.5, max_new_tokens=2)
+
+
+def test_generate_on_a_bundle_that_is_not_a_decoder(mlp_bundle):
+    with edgeship.load(mlp_bundle) as m:
+        with pytest.raises(SpecError, match="not a decoder language model"):
+            m.generate([1, 2, 3], max_new_tokens=4)
+
+
+def test_a_crafted_generation_section_is_refused(lm, tmp_path):
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["generation"]["eos_token_id"] = ["x"]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with edgeship.load(b) as model:
+        with pytest.raises(BundleError, match="eos_token_id"):
+            model.generate([1, 2], max_new_tokens=2)
+    m["generation"]["golden"] = "../elsewhere.npz"
+    m["generation"]["eos_token_id"] = [2]
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="golden"):
+        edgeship.check(b)
+
+
+def test_text_prompt_without_a_tokenizer_says_what_to_do(lm, tmp_path):
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    m = json.loads((b / "manifest.json").read_text())
+    del m["preprocess"], m["files"]["preprocess/tokenizer.json"]
+    (b / "preprocess" / "tokenizer.json").unlink()
+    (b / "manifest.json").write_text(json.dumps(m))
+    with edgeship.load(b) as model:
+        with pytest.raises(SpecError, match="tokenizer"):
+            model.generate("hello", max_new_tokens=2)
+        assert model.generate(PROMPTS[0], max_new_tokens=4) == lm["tokens"][0][:4]
