@@ -1,12 +1,13 @@
 """One B9 engine in its own process (benchmarks/bench_b9.py starts it, maybe in an anchor's venv).
 
-    python b9_worker.py KIND PATH PROMPT_IDS NEW_TOKENS
+    python b9_worker.py KIND PATH PROMPT_IDS NEW_TOKENS [VARIANT]
 
 KIND is one of ``hf`` (transformers eager, the reference), ``optimum`` (ORTModelForCausalLM on an
 ``optimum-cli export onnx`` folder), ``genai`` (onnxruntime-genai's ``og.Generator`` on a model builder
 folder), ``edgeship`` (``edgeship.load(PATH).generate``), ``edgeship-genai`` (the same bundle through
 edgeship/runtimes/genai.py: onnxruntime-genai's loop on the bundle's own graph).
-PROMPT_IDS is a comma-separated list of token ids. The worker loads the engine, runs one greedy
+PROMPT_IDS is a comma-separated list of token ids; VARIANT picks an edgeship bundle's variant (default:
+auto). The worker loads the engine, runs one greedy
 generation of NEW_TOKENS tokens and prints ``READY {json}`` (tokens, load time, peak RSS); then for
 each ``block R`` line on stdin it times R pairs of generations (1 new token: the prefill; NEW_TOKENS new
 tokens: prefill + decode) and prints their seconds as ``BLOCK {json}``; ``stop`` prints the peak RSS.
@@ -33,7 +34,7 @@ def peak_rss_kb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def open_engine(kind: str, path: str):
+def open_engine(kind: str, path: str, variant: str = "auto"):
     """A function ``gen(ids, n) -> list of n new token ids`` (greedy, no early stop) and a description."""
     if kind in ("hf", "optimum"):
         import torch
@@ -73,7 +74,7 @@ def open_engine(kind: str, path: str):
     if kind == "edgeship":
         import edgeship
 
-        m = edgeship.load(path, target="cpu")
+        m = edgeship.load(path, target="cpu", variant=variant)
         if hasattr(m, "generate"):
             run = m.generate
         else:  # before Model.generate is wired: the loop itself
@@ -91,7 +92,7 @@ def open_engine(kind: str, path: str):
         import edgeship
         from edgeship.runtimes.genai import open_genai
 
-        m = edgeship.load(path, target="cpu")
+        m = edgeship.load(path, target="cpu", variant=variant)
         g = open_genai(m)  # parity-gated against edgeship's own loop on the golden prompts
 
         def gen(ids, n):
@@ -105,9 +106,10 @@ def open_engine(kind: str, path: str):
 
 def main() -> None:
     kind, path, prompt, new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    variant = sys.argv[5] if len(sys.argv) > 5 else "auto"
     ids = [int(t) for t in prompt.split(",")]
     t0 = time.perf_counter()
-    gen, desc = open_engine(kind, path)
+    gen, desc = open_engine(kind, path, variant)
     t_load = time.perf_counter() - t0
     tokens = gen(ids, new)
     print("READY " + json.dumps({"desc": desc, "tokens": tokens, "load_s": t_load, "rss_kb": peak_rss_kb()}),

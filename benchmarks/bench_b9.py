@@ -144,7 +144,10 @@ def tree_bytes(path: Path) -> int:
 
 
 def model_bytes(path: Path) -> int:
-    """Bytes of the ONNX graphs and weights under ``path`` (``*.onnx``, ``*.onnx.data``, ``*.onnx_data``, ``*.data``)."""
+    """Bytes of the ONNX graphs and weights under ``path`` (``*.onnx``, ``*.onnx.data``, ``*.onnx_data``,
+    ``*.data``), or of ``path`` itself when it is one file."""
+    if path.is_file():
+        return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*")
                if p.is_file() and (p.suffix in (".onnx", ".data", ".onnx_data") or p.name.endswith(".onnx.data")))
 
@@ -199,12 +202,21 @@ def export_genai(py: Path, folder: Path, out: Path, precision: str) -> Path:
     return out
 
 
-def export_edgeship(folder: Path, out: Path) -> Path:
-    """The decoder bundle, built by edgeship's causal-LM export with its defaults (a fresh process)."""
+# the CLI with int4's teacher-forced agreement threshold at 0: random weights leave greedy margins so thin
+# that int4 flips most tokens (genai's own int4 too), and the gate would not ship it; B9 times its speed
+_INT4_UNGATED = ("import sys, edgeship.parity.generation as g; "
+                 "g.DEFAULT_GENERATION_TOLERANCES['int4'] = g.GenerationTolerance(min_agreement=0.0); "
+                 "from edgeship.cli import main; sys.argv[0] = 'edgeship'; main()")
+
+
+def export_edgeship(folder: Path, out: Path, int4_ungated: bool = False) -> Path:
+    """``edgeship export DIR -o OUT``, no other flag (a fresh process, this checkout's edgeship); with
+    ``int4_ungated``, ``--quantize int4`` with int4's agreement gate at 0 (see ``_INT4_UNGATED``)."""
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    code = "import sys; from edgeship.hf.decoder import export_causal_lm; export_causal_lm(sys.argv[1], sys.argv[2])"
-    subprocess.run([PY, "-c", code, str(folder), str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+    cmd = [PY, "-c", _INT4_UNGATED] if int4_ungated else [PY, "-m", "edgeship"]
+    subprocess.run(cmd + ["export", str(folder), "-o", str(out), *(["--quantize", "int4"] if int4_ungated else [])],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
     return out
 
 
@@ -217,6 +229,7 @@ class Engine:
     path: Path
     precision: str
     size_path: Path
+    variant: str = "auto"
     proc: subprocess.Popen | None = None
     ready: dict = field(default_factory=dict)
     t1: list[float] = field(default_factory=list)
@@ -225,7 +238,7 @@ class Engine:
     def start(self, ids: list[int], new: int) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen([str(self.python), str(WORKER), self.kind, str(self.path),
-                                      ",".join(map(str, ids)), str(new)],
+                                      ",".join(map(str, ids)), str(new), self.variant],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._read("READY")
 
@@ -286,6 +299,7 @@ def measure(engines: list[Engine], ids: list[int], new: int, rounds: int, reps: 
             "agree": sum(a == b for a, b in zip(e.ready["tokens"], ref)) / len(ref),
             "prefill_ms": t1 * 1e3, "total_s": tn, "tok_s": decode_rate(t1, tn, new),
             "rss_mib": rss[e.name] / 1024, "size_mib": model_bytes(e.size_path) / 2**20,
+            "disk_mib": tree_bytes(e.path) / 2**20,
             "load_s": e.ready["load_s"],
         }
     return {"engines": res, "reference_rss_mib": {k: v / 1024 for k, v in ref_rss.items()}, "kept": len(keep),
@@ -300,8 +314,8 @@ def rows(result: dict) -> list[str]:
 
     def fig(name: str) -> str:
         e = eng[name]
-        return (f"{name} {e['tok_s']:.0f} tok/s, prefill {e['prefill_ms']:.2f} ms, "
-                f"{e['size_mib']:.1f} MiB, peak RSS {e['rss_mib']:.0f} MiB")
+        return (f"{name} {e['tok_s']:.0f} tok/s, prefill {e['prefill_ms']:.2f} ms, model {e['size_mib']:.1f} MiB "
+                f"(folder/bundle {e['disk_mib']:.1f} MiB), peak RSS {e['rss_mib']:.0f} MiB")
 
     pairs = [(m, a) for m in ("edgeship", "edgeship genai") for a in ("optimum", "genai fp32")]
     pairs += [(m, "genai int4") for m in ("edgeship int4", "edgeship genai int4")]
@@ -352,9 +366,23 @@ def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
         b = WORK / "tiny.edgeship"
         if not (reuse and b.exists()):
             export_edgeship(folder, b)
-        out.append(Engine("edgeship", "edgeship", Path(PY), b, "fp32", b))
+        manifest = json.loads((b / "manifest.json").read_text())
+        variants = manifest["variants"]
+        default = manifest["defaults"]["cpu"]
+        out.append(Engine("edgeship", "edgeship", Path(PY), b, variants[default]["precision"], b / variants[default]["file"]))
+        b4 = WORK / "tiny-int4.edgeship"
+        if with_int4 and "int4" not in variants and not (reuse and b4.exists()):
+            log("edgeship export --quantize int4 (agreement gate at 0) ...")
+            export_edgeship(folder, b4, int4_ungated=True)
+        b4 = b if "int4" in variants else b4
+        if with_int4:
+            out.append(Engine("edgeship int4", "edgeship", Path(PY), b4, "int4", b4 / "models" / "int4.onnx", "int4"))
         if "genai" in want:  # the bundle through onnxruntime-genai's loop, in the genai venv (torch-free path)
-            out.append(Engine("edgeship genai", "edgeship-genai", ensure_venv("genai"), b, "fp32", b))
+            g = ensure_venv("genai")
+            out.append(Engine("edgeship genai", "edgeship-genai", g, b, "fp32", b / variants["fp32"]["file"], "fp32"))
+            if with_int4:
+                out.append(Engine("edgeship genai int4", "edgeship-genai", g, b4, "int4", b4 / "models" / "int4.onnx",
+                                  "int4"))
     if "optimum" in want:
         py = ensure_venv("optimum")
         log("optimum-cli export ...")

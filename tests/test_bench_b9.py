@@ -37,11 +37,12 @@ def test_sizes_count_the_model_files(tmp_path):
     assert bench_b9.model_bytes(tmp_path / "m") == 110
     assert bench_b9.tree_bytes(tmp_path / "m") == 1110
     assert bench_b9.tree_bytes(tmp_path / "m" / "model.onnx") == 10
+    assert bench_b9.model_bytes(tmp_path / "m" / "model.onnx.data") == 100
 
 
 def engine(tok_s: float, ok: bool = True, precision: str = "fp32") -> dict:
     return {"desc": "d", "precision": precision, "tokens_ok": ok, "agree": 1.0 if ok else 0.5, "tok_s": tok_s,
-            "prefill_ms": 5.0, "size_mib": 1.0, "rss_mib": 50.0, "load_s": 0.1}
+            "prefill_ms": 5.0, "size_mib": 1.0, "disk_mib": 2.0, "rss_mib": 50.0, "load_s": 0.1}
 
 
 def test_rows_give_edgeship_over_each_anchor_and_gate_on_tokens():

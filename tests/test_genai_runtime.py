@@ -59,12 +59,15 @@ def test_a_bundle_without_golden_generation_is_refused():
 def lm_bundle(tmp_path_factory):
     pytest.importorskip("transformers")
     from hf_lm_fixtures import save_causal_lm
+    from typer.testing import CliRunner
 
-    from edgeship.hf.decoder import export_causal_lm
+    from edgeship.cli import app
 
     tmp = tmp_path_factory.mktemp("genai")
     folder = save_causal_lm(tmp / "tiny-llama", "llama", layers=2, hidden=64)
-    return export_causal_lm(folder, tmp / "tiny.edgeship", variants=("fp32",)).bundle
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(tmp / "tiny.edgeship"), "--quantize", "fp32"])
+    assert result.exit_code == 0, result.output
+    return tmp / "tiny.edgeship"
 
 
 @pytest.mark.slow
