@@ -51,6 +51,8 @@ REQUIREMENTS = {"optimum": Path(__file__).resolve().parent / "requirements-b9-op
                 "genai": Path(__file__).resolve().parent / "requirements-b9-genai.txt"}
 DISTURBED = 1.15
 PY = sys.executable
+if str(ROOT) not in sys.path:  # this checkout's edgeship, as the workers get it (PYTHONPATH)
+    sys.path.insert(0, str(ROOT))
 
 
 @dataclass(frozen=True)
