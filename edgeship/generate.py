@@ -6,9 +6,12 @@ names): inputs ``input_ids`` [batch, seq], ``attention_mask`` [batch, past+seq],
 outputs ``logits`` [batch, seq, vocab] and ``present.{i}.key|value``. Prefill feeds a past of length 0;
 each decode step feeds the one new token and the previous step's presents.
 
-The cache stays in onnxruntime between steps: the presents come back as ``OrtValue``s through IO
-binding and go in again as the next step's past, never copied into numpy (measured on a 4-layer,
-hidden-256 Llama-style graph: see docs/llm.md). Greedy by default, as transformers'
+Each step's presents go in again as the next step's past. On CPU they travel as the numpy arrays
+onnxruntime returns (it hands its output buffers to numpy; feeding them back is zero-copy):
+measured on a 4-layer, hidden-256 Llama-style graph, that ran as fast as IO binding with OrtValues
+and within a few percent of a bare ``session.run`` loop (docs/llm.md). On a CUDA target the loop
+binds the cache to the GPU with IO binding (``io_binding=True`` forces it anywhere). A graph without
+``position_ids`` is fed without them (the model derives positions from the cache). Greedy by default, as transformers'
 ``generate(do_sample=False)``; sampling with ``temperature``, ``top_k``, ``top_p`` and a ``seed``
 (applied in transformers' order: temperature, top-k, top-p). A batch of prompts of different lengths
 is padded on the left, with position ids from the attention mask as transformers computes them.
@@ -163,12 +166,17 @@ def _pick(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int, t
 
 
 class _Session:
-    """One step of the graph on an onnxruntime session, the cache kept as OrtValues (IO binding)."""
+    """One step of the graph on an onnxruntime session, the cache kept as OrtValues (IO binding) on
+    ``device`` (``cuda``: the cache never leaves the GPU; only the last logits come to the host)."""
 
-    def __init__(self, session: Any, layout: DecoderLayout):
+    def __init__(self, session: Any, layout: DecoderLayout, device: str = "cpu"):
         self.session = session
         self.layout = layout
+        self.device = device
         self.out_names = [o.name for o in session.get_outputs()]
+        self.logits_at = self.out_names.index("logits")
+        self.present_at = [self.out_names.index(n) for n in layout.present_names]
+        self.binding = session.io_binding()  # one per generation; inputs re-bound each step
 
     def empty_past(self, batch: int) -> list[Any]:
         import onnxruntime as ort
@@ -178,23 +186,25 @@ class _Session:
         return [ort.OrtValue.ortvalue_from_numpy(z)] * len(lay.past_names)
 
     def step(self, feeds: dict[str, np.ndarray], past: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        binding = self.session.io_binding()
+        binding = self.binding
         for name, a in feeds.items():
             binding.bind_cpu_input(name, a)
         for name, v in zip(self.layout.past_names, past):
             binding.bind_ortvalue_input(name, v)
+        binding.clear_binding_outputs()  # a bound output keeps its last value, of the last step's shape
         for name in self.out_names:
-            binding.bind_output(name, "cpu")
+            binding.bind_output(name, self.device)
         self.session.run_with_iobinding(binding)
-        outs = dict(zip(self.out_names, binding.get_outputs()))
-        return outs["logits"].numpy(), [outs[n] for n in self.layout.present_names]
+        outs = binding.get_outputs()  # new OrtValues each run: the presents become the next step's past
+        return outs[self.logits_at].numpy(), [outs[i] for i in self.present_at]
 
 
 class _Runs:
-    """One step through ``Model.run`` (numpy in, numpy out): any runtime."""
+    """One step through ``run(feeds) -> outputs by name`` (numpy in, numpy out): ``Model.run`` (any
+    runtime; the Model's feed checks and ``timeout``) or a bare onnxruntime session's ``run``."""
 
-    def __init__(self, model: Any, layout: DecoderLayout):
-        self.model = model
+    def __init__(self, run: Any, layout: DecoderLayout):
+        self.run = run
         self.layout = layout
 
     def empty_past(self, batch: int) -> list[Any]:
@@ -202,14 +212,14 @@ class _Runs:
         return [np.zeros((batch, lay.kv_heads, 0, lay.head_dim), dtype=np.dtype(lay.past_dtype))] * len(lay.past_names)
 
     def step(self, feeds: dict[str, np.ndarray], past: list[Any]) -> tuple[np.ndarray, list[Any]]:
-        outs = self.model.run({**feeds, **dict(zip(self.layout.past_names, past))})
+        outs = self.run({**feeds, **dict(zip(self.layout.past_names, past))})
         return outs["logits"], [outs[n] for n in self.layout.present_names]
 
 
 def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id: int | Sequence[int] | None = None,
              *, pad_token_id: int | None = None, do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, seed: int | None = None, output_logits: bool = False,
-             io_binding: bool = True) -> Generation:
+             io_binding: bool | None = None) -> Generation:
     """Generate up to ``max_new_tokens`` after each prompt with a loaded decoder bundle.
 
     Args:
@@ -224,8 +234,9 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
         temperature, top_k, top_p: sampling's shaping, as in transformers.
         seed: the sampling's random seed (``numpy.random.default_rng``).
         output_logits: also return each step's logits.
-        io_binding: keep the cache in onnxruntime (OrtValues through IO binding); False feeds numpy
-            arrays through ``Model.run`` (the path for runtimes other than onnxruntime).
+        io_binding: keep the cache in onnxruntime as OrtValues (IO binding) instead of feeding numpy
+            arrays through ``Model.run``; default: on a CUDA target only (on CPU onnxruntime hands
+            outputs to numpy without a copy, and the two ran at the same speed: docs/llm.md).
 
     Raises:
         SpecError: the bundle is not a decoder, a prompt is empty or not token ids, or a bad argument.
@@ -244,8 +255,11 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
     vocab = next((t.shape[2] for t in model.spec.outputs if t.name == "logits" and isinstance(t.shape[2], int)), None)
     if vocab is not None and any(not 0 <= x < vocab for r in rows for x in r):
         raise SpecError(f"a prompt holds a token id outside the model's vocabulary [0, {vocab}).")
+    if io_binding is None:  # measured on CPU: numpy feeds as fast as IO binding (docs/llm.md); CUDA keeps the cache on the GPU
+        io_binding = getattr(model, "target", "cpu") == "cuda"
     use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
-    stepper: _Session | _Runs = _Session(model.session, layout) if use_binding else _Runs(model, layout)
+    stepper: _Session | _Runs = _Session(model.session, layout, "cuda" if model.target == "cuda" else "cpu") \
+        if use_binding else _Runs(model.run, layout)
     return _loop(stepper, layout, rows, max_new_tokens, eos, int(pad), do_sample, temperature, top_k, top_p,
                  np.random.default_rng(seed), output_logits)
 
@@ -253,8 +267,13 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
 def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
              eos: Sequence[int] = (), pad: int = 0, *, output_logits: bool = False) -> Generation:
     """Greedy generation over a bare ``onnxruntime.InferenceSession`` (the export's parity check and
-    ``edgeship check`` use it on a variant's file), the cache kept in onnxruntime."""
-    return _loop(_Session(session, layout), layout, rows, max_new_tokens, frozenset(eos), pad, False, 1.0, 0, 1.0,
+    ``edgeship check`` use it on a variant's file)."""
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feeds: dict) -> dict:
+        return dict(zip(names, session.run(names, feeds)))
+
+    return _loop(_Runs(run, layout), layout, rows, max_new_tokens, frozenset(eos), pad, False, 1.0, 0, 1.0,
                  np.random.default_rng(0), output_logits)
 
 
@@ -271,13 +290,13 @@ def _loop(stepper: _Session | _Runs, layout: DecoderLayout, rows: list[list[int]
     tokens: list[list[int]] = [[] for _ in rows]
     logits_seen: list[list[np.ndarray]] = [[] for _ in rows]
     done = np.zeros(batch, dtype=bool)
-    step_ids = ids
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if layout.position_ids:  # transformers': cumsum of the mask - 1, padding at 1
+        pos = np.cumsum(mask, -1) - 1
+        pos[mask == 0] = 1
+        feeds["position_ids"] = pos
+        last_pos = np.ascontiguousarray(pos[:, -1:])
     for _ in range(max_new_tokens):
-        feeds = {"input_ids": step_ids, "attention_mask": mask}
-        if layout.position_ids:  # transformers': cumsum of the mask - 1, padding at 1
-            pos = np.cumsum(mask, -1) - 1
-            pos[mask == 0] = 1
-            feeds["position_ids"] = np.ascontiguousarray(pos[:, -step_ids.shape[1]:])
         logits, past = stepper.step(feeds, past)
         last = logits[:, -1, :]
         nxt = _pick(last, do_sample, temperature, top_k, top_p, rng)
@@ -291,8 +310,11 @@ def _loop(stepper: _Session | _Runs, layout: DecoderLayout, rows: list[list[int]
                     done[i] = True
         if done.all():
             break
-        step_ids = nxt.astype(np.int64)[:, None]
         mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
+        feeds = {"input_ids": nxt.astype(np.int64).reshape(batch, 1), "attention_mask": mask}
+        if layout.position_ids:
+            last_pos = last_pos + 1
+            feeds["position_ids"] = last_pos
     return Generation(tokens, [np.stack(x) if x else np.zeros((0, last.shape[-1]), np.float32) for x in logits_seen]
                       if output_logits else None)
 

@@ -82,3 +82,21 @@ def save_vit(path: Path, seed: int = 0) -> Path:
         "image_processor_type": "ViTImageProcessor", "resample": 2, "rescale_factor": 1 / 255,
         "size": {"height": 32, "width": 32}}, indent=2))
     return path
+
+
+def make_sentence_transformer(path: Path, mode: str = "mean", normalize: bool = True) -> Path:
+    """Turn a BertModel folder into a sentence-transformers folder (modules.json, 1_Pooling[, 2_Normalize])."""
+    import json
+
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir()
+    (path / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": 32, "pooling_mode_cls_token": mode == "cls",
+        "pooling_mode_mean_tokens": mode == "mean", "pooling_mode_max_tokens": mode == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False}))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32, "do_lower_case": False}))
+    return path

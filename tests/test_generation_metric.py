@@ -14,7 +14,9 @@ from edgeship.parity.generation import (
     DEFAULT_GENERATION_TOLERANCES,
     GenerationTolerance,
     GoldenSequence,
+    configured_tolerance,
     log_softmax,
+    recorded_tolerance,
     teacher_forced,
 )
 
@@ -139,3 +141,31 @@ def test_module_is_numpy_only():
             "print(bad); sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("criteria, expected", [
+    ({"min_agreement": 0.5}, GenerationTolerance(0.5)),
+    ({"min_agreement": 0.8, "max_logprob_delta": 0.2}, GenerationTolerance(0.8, 0.2)),
+    ({"min_cosine": 0.98}, DEFAULT_GENERATION_TOLERANCES["int4"]),  # a logits tolerance without generation keys
+    ({"min_agreement": 1.5}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"min_agreement": True}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"min_agreement": "0.1"}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"min_agreement": 0.5, "max_logprob_delta": -1}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ({"min_agreement": 0.5, "max_logprob_delta": float("nan")}, DEFAULT_GENERATION_TOLERANCES["int4"]),
+    ([], DEFAULT_GENERATION_TOLERANCES["int4"]),
+    (None, DEFAULT_GENERATION_TOLERANCES["int4"]),
+])
+def test_recorded_tolerance_is_validated(criteria, expected):
+    """What check reads from a (possibly crafted) manifest: finite numbers in range, else the default."""
+    assert recorded_tolerance(criteria, "int4") == expected
+
+
+def test_configured_tolerance_takes_the_tolerance_overrides():
+    from edgeship.parity.tolerances import Tolerances
+
+    tols = Tolerances.from_dict({"int4": {"min_agreement": 0.8}, "int8/generation": {"max_logprob_delta": 0.1}})
+    assert configured_tolerance(tols.get("int4", "generation"), "int4") == GenerationTolerance(0.8)
+    assert configured_tolerance(tols.get("int8", "generation"), "int8") == GenerationTolerance(0.9, 0.1)
+    assert configured_tolerance(tols.get("fp16", "generation"), "fp16") == DEFAULT_GENERATION_TOLERANCES["fp16"]
+    with pytest.raises(SpecError, match="out of range"):
+        Tolerances.from_dict({"int4": {"min_agreement": 1.2}})

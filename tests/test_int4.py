@@ -117,6 +117,16 @@ def test_auto_adds_int4_for_decoders_only():
         requested_kinds(("int3",), ["cpu"], False)
 
 
+def test_decoder_variants_follow_quantize():
+    from edgeship.hf.decoder_export import _variants
+
+    assert _variants(("auto",)) == ["fp32", "int8_dynamic", "int4"]
+    assert _variants(("fp32",)) == ["fp32"]
+    assert _variants(("int4",)) == ["fp32", "int4"]
+    with pytest.raises(SpecError, match="--quantize static: a causal LM is exported as"):
+        _variants(("static", "int4"))
+
+
 def test_export_ships_a_parity_checked_int4_variant(tmp_path, cli):
     src = mlp(tmp_path / "clf.onnx", 64, classes=10)
     out = tmp_path / "clf.edgeship"
@@ -139,6 +149,15 @@ def test_export_ships_a_parity_checked_int4_variant(tmp_path, cli):
     assert {n.op_type for n in onnx.load(str(shipped)).graph.node} >= {"MatMulNBits"}
     code, text = cli("inspect", shipped)
     assert code == 0 and "int4" in text
+
+
+def test_quantize_command_writes_int4(tmp_path, cli):
+    src = mlp(tmp_path / "clf.onnx", 64, classes=10)
+    out = tmp_path / "clf.int4.onnx"
+    code, text = cli("quantize", src, "--method", "int4", "-i", "x:4x64", "-o", out)
+    assert code == 0, text
+    assert "MatMulNBits" in {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert q.weight_bytes(src) > 3 * q.weight_bytes(out)
 
 
 def test_int4_failing_parity_is_not_shipped(tmp_path, cli):
@@ -173,19 +192,21 @@ def test_bad_int4_options_exit_2(tmp_path, cli, args, message):
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    """A Llama-style decoder (hidden 256, 2 layers, random weights) exported with fp32, int8_dynamic and
-    int4; int4's agreement threshold lowered to 0.5 so it ships (random weights leave greedy margins
-    thin), int8's raised to 1.0 so the gate's refusal shows too."""
+    """A Llama-style decoder (hidden 256, 2 layers, random weights) exported with ``edgeship export DIR``
+    (auto: fp32, int8_dynamic, int4); int4's agreement threshold lowered to 0.5 so it ships (random
+    weights leave greedy margins thin), int8's raised to 1.0 so the gate's refusal shows too."""
     from hf_lm_fixtures import save_causal_lm
+    from typer.testing import CliRunner
 
-    from edgeship.hf.decoder import export_causal_lm
-    from edgeship.parity.generation import GenerationTolerance
+    from edgeship.cli import app
 
     d = tmp_path_factory.mktemp("lm")
     folder = save_causal_lm(d / "tiny-llama", "llama", hidden=256, layers=2, heads=4, kv_heads=2)
-    result = export_causal_lm(folder, d / "lm.edgeship", generation_tolerances={
-        "int4": GenerationTolerance(min_agreement=0.5), "int8": GenerationTolerance(min_agreement=1.0)})
-    return result
+    out = d / "lm.edgeship"
+    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(out), "--tolerance", "int4:min_agreement=0.5",
+                                      "--tolerance", "int8:min_agreement=1.0"])
+    assert result.exit_code == 0, result.output
+    return {"bundle": out, "output": result.output}
 
 
 def _independent_teacher_forced(model_file: Path, golden: Path) -> tuple[int, int, float]:
@@ -219,31 +240,55 @@ def _independent_teacher_forced(model_file: Path, golden: Path) -> tuple[int, in
 
 @pytest.mark.slow
 def test_decoder_int4_is_gated_by_teacher_forced_agreement(lm_bundle, tmp_path):
-    manifest = json.loads((lm_bundle.bundle / "manifest.json").read_text())
+    bundle = lm_bundle["bundle"]
+    manifest = valid(bundle / "manifest.json", "manifest")
+    report = valid(bundle / "report.json", "report")
     assert "int4" in manifest["variants"] and manifest["variants"]["int4"]["precision"] == "int4"
+    assert report["variants"]["int4"]["settings"] == {"block_size": 32, "scheme": "sym"}
     parity = manifest["generation"]["parity"]
-    golden = lm_bundle.bundle / manifest["generation"]["golden"]
-    for name in ("int4", "fp32"):
-        reported = parity[name]["teacher_forced"]
-        agreed, positions, mean_delta = _independent_teacher_forced(lm_bundle.bundle / f"models/{name}.onnx", golden)
-        assert reported["positions"] == positions
-        assert reported["agreement"] == agreed / positions
-        assert reported["mean_logprob_delta"] == pytest.approx(mean_delta, rel=1e-6, abs=1e-9)
-    assert parity["fp32"]["teacher_forced"]["agreement"] == 1.0
-    assert parity["int4"]["passed"] == (parity["int4"]["teacher_forced"]["agreement"] >= 0.5)
-    # int8 with its threshold at 1.0: refused by the gate unless it agrees everywhere, and the reason says so
+    assert report["generation"] == parity
+    golden = bundle / manifest["generation"]["golden"]
+    reported = parity["int4"]["teacher_forced"]
+    # the same figures, measured here on the shipped file with onnxruntime alone
+    agreed, positions, mean_delta = _independent_teacher_forced(bundle / "models/int4.onnx", golden)
+    assert reported["positions"] == positions
+    assert reported["agreement"] == agreed / positions
+    assert reported["mean_logprob_delta"] == pytest.approx(mean_delta, rel=1e-6, abs=1e-9)
+    assert reported["tolerance"] == {"min_agreement": 0.5} and parity["int4"]["passed"] == (agreed / positions >= 0.5)
+    assert manifest["variants"]["int4"]["tolerance"]["logits"]["min_agreement"] == 0.5
+    # fp32 agrees everywhere, measured the same way
+    agreed, positions, _ = _independent_teacher_forced(bundle / "models/fp32.onnx", golden)
+    assert agreed == positions
+    # int8 with its threshold at 1.0: refused by the gate unless it agrees everywhere, and the notes say why
     int8 = parity["int8_dynamic"]["teacher_forced"]
+    assert ("int8_dynamic" in manifest["variants"]) == (int8["agreement"] == 1.0)
     if int8["agreement"] < 1.0:
-        assert "int8_dynamic" not in manifest["variants"]
-        assert "teacher-forced next-token agreement" in lm_bundle.rejected["int8_dynamic"]
-    else:
-        assert "int8_dynamic" in manifest["variants"]
+        assert any("int8_dynamic not shipped" in n and "teacher-forced next-token agreement" in n for n in manifest["notes"])
 
 
 @pytest.mark.slow
 def test_decoder_int4_weights_over_3x_smaller(lm_bundle):
-    fp32 = q.weight_bytes(lm_bundle.bundle / "models/fp32.onnx")
-    int4 = q.weight_bytes(lm_bundle.bundle / "models/int4.onnx")
+    bundle = lm_bundle["bundle"]
+    fp32 = q.weight_bytes(bundle / "models/fp32.onnx")
+    int4 = q.weight_bytes(bundle / "models/int4.onnx")
     assert fp32 / int4 >= 3.0, (fp32, int4)
-    nodes = onnx.load(str(lm_bundle.bundle / "models/int4.onnx"), load_external_data=False).graph.node
+    report = json.loads((bundle / "report.json").read_text())
+    assert (report["variants"]["fp32"]["weight_bytes"], report["variants"]["int4"]["weight_bytes"]) == (fp32, int4)
+    nodes = onnx.load(str(bundle / "models/int4.onnx"), load_external_data=False).graph.node
     assert sum(n.op_type == "MatMulNBits" for n in nodes) >= 2 * 7 + 1  # q, k, v, o, gate, up, down per layer; lm_head
+
+
+@pytest.mark.slow
+def test_decoder_check_json_gives_the_export_agreement(lm_bundle, cli, tmp_path):
+    manifest = json.loads((lm_bundle["bundle"] / "manifest.json").read_text())
+    code, text = cli("check", lm_bundle["bundle"], "--variant", "int4", "--variant", "fp32", "--json", tmp_path / "c.json")
+    doc = valid(tmp_path / "c.json", "parity")
+    rows = {c["sample"]: c for c in doc["checks"] if c["variant"] == "int4" and c["output"] == "generation"}
+    exported = manifest["generation"]["parity"]["int4"]["teacher_forced"]
+    assert [rows[s["label"]]["metrics"]["agreement"] for s in exported["sequences"]] == \
+        [s["agreement"] for s in exported["sequences"]]
+    # judged by the recorded threshold (0.5), and on generation only: no single-step rows for int4
+    assert all(r["passed"] == exported["passed"] for r in rows.values())
+    assert {c["output"] for c in doc["checks"] if c["variant"] == "int4"} == {"generation"}
+    assert code == (0 if exported["passed"] else 1), text
+    assert "Generation (golden prompts)" in text and "teacher-forced agreement" in text

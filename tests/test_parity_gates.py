@@ -35,7 +35,7 @@ def test_bad_tolerance_options(text, match):
 
 
 def test_unscoped_tolerance_applies_to_every_precision():
-    assert tolerances_from_options(["min_cosine=0.5"]) == {p: {"min_cosine": 0.5} for p in ("fp32", "fp16", "bf16", "int8")}
+    assert tolerances_from_options(["min_cosine=0.5"]) == {p: {"min_cosine": 0.5} for p in ("fp32", "fp16", "bf16", "int8", "int4")}
 
 
 def test_config_file_tolerances(tmp_path):

@@ -280,8 +280,8 @@ def test_calibration_from_a_function(files, tmp_path):
 
 
 def test_unknown_quantize_value(files, tmp_path):
-    with pytest.raises(SpecError, match="unknown --quantize 'int4'"):
-        export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",), quantize=("int4",)))
+    with pytest.raises(SpecError, match="unknown --quantize 'int2'"):
+        export(_cfg(tmp_path, files["dir"] / "mlp_state.pt", "MLP", ("x:1x10",), quantize=("int2",)))
 
 
 def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
@@ -293,7 +293,7 @@ def test_quantize_command_on_an_onnx_file(files, tmp_path, cli):
     assert "Parity vs fp32 ONNX" in text and "eager" not in text
     assert "edgeship-quantize-" not in text and "★" not in text and "is the default" not in text
     code, text = cli("quantize", files["dir"] / "mlp.onnx", "--method", "int3")
-    assert code == 2 and "use dynamic, static or fp16" in text
+    assert code == 2 and "use dynamic, static, fp16 or int4" in text
 
 
 def test_badly_calibrated_layer_is_localised(files, tmp_path):

@@ -352,7 +352,7 @@ def _mutations():
         del m["candidates"]["cpu"][0]["requires"]
 
     def bad_enum(m):
-        m["candidates"]["cpu"][0]["precision"] = "int3"
+        m["candidates"]["cpu"][0]["precision"] = "int2"
 
     def bare_infinity(m):
         m["variants"]["fp32"]["parity"]["max_abs"] = "inf"  # only "Infinity", "-Infinity", "NaN" stand for numbers
@@ -366,7 +366,7 @@ def _mutations():
     return [("unknown key", unknown_key, True, "Additional properties are not allowed ('p99' was unexpected)"),
             ("wrong type", wrong_type, False, "'1787' is not of type 'integer'"),
             ("missing required", missing, False, "'requires' is a required property"),
-            ("not in enum", bad_enum, False, "'int3' is not one of"),
+            ("not in enum", bad_enum, False, "'int2' is not one of"),
             ("bare inf", bare_infinity, False, "'inf' is not valid under any of the given schemas"),
             ("newer version", newer, False, "1 was expected"),
             ("bad threads", bad_threads, False, "'half' is not valid under any of the given schemas")]

@@ -119,6 +119,23 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
         console.print(Text.assemble(("warning: ", "bold yellow"), visible(warning)))
     for cid, why in (report.skipped or {}).items():
         console.print(Text.assemble(("not checked: ", "yellow"), visible(f"candidate {cid}: {why}")))
+    generation_table(console, rows)
+
+
+def generation_table(console: Console, rows: list[dict]) -> None:
+    """A decoder bundle's generation rows: teacher-forced agreement and log-prob delta (quantized
+    variants: the generation gate), free-running token agreement (fp32)."""
+    rows = [r for r in rows if "agreement" in r or "token_agreement" in r]
+    if not rows:
+        return
+    t = Table(title="Generation (golden prompts)", title_justify="left")
+    for col in ("runner", "variant", "teacher-forced agreement", "mean Δlog p", "max Δlog p", "greedy tokens kept", "result"):
+        t.add_column(col, justify="left" if col in ("runner", "variant", "result") else "right")
+    for r in rows:
+        t.add_row(safe(r["runner"]), safe(r["variant"]), _fmt(r.get("agreement")), _fmt(r.get("logprob_delta")),
+                  _fmt(r.get("max_logprob_delta")), _fmt(r.get("token_agreement")),
+                  safe("pass", "green") if r["passed"] else safe("FAIL", "red"))
+    console.print(t)
 
 
 def tolerance_table(console: Console, report) -> None:

@@ -31,12 +31,12 @@ from edgeship.hf.decoder import (
     PRECISION,
     eager_generation,
     export_decoder_onnx,
+    fuse_norms,
     golden_prompts,
     load_causal_lm,
     single_step_golden,
 )
 from edgeship.hf.folder import HFFolder
-from edgeship.parity.decoder import TEACHER_FORCED
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.pipeline.context import StageResult, Variant
 from edgeship.spec import IOSpec
@@ -51,7 +51,7 @@ def _variants(quantize: tuple[str, ...]) -> list[str]:
     for q in quantize:
         if q not in QUANTIZE:
             raise SpecError(f"--quantize {q}: a causal LM is exported as {', '.join(QUANTIZE)} "
-                            "(fp32, dynamic int8, weight-only int4; auto = all three).")
+                            "(fp32 plus dynamic int8 and/or weight-only int4; auto = all three).")
         out += [v for v in QUANTIZE[q] if v not in out]
     return out
 
@@ -88,6 +88,10 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
     from edgeship.pipeline import ExportResult
 
     variants = _variants(tuple(config.quantize))
+    if "int4" in variants:
+        from edgeship.exporters.quantize import check_int4_settings
+
+        check_int4_settings(config.int4_block_size, config.int4_scheme)
     if config.opset is not None and config.opset < 18:
         raise SpecError(f"--opset {config.opset}: the decoder export needs opset 18 or later.")
     opset = config.opset or OPSET
@@ -110,13 +114,18 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
         spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "fp32.onnx", opset),
                       lambda s: f"dynamo, opset {opset}, {sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
         single = single_step_golden(model, prompts[0], spec)
+        fused = st.run("optimize", lambda: fuse_norms(work / "fp32.onnx"),
+                       lambda f: ", ".join(f"{n}× {op}" for op, n in f.items()) or "nothing fused")
+        if fused is None:
+            notes.append("onnxruntime's transformer optimizer failed on the graph; the unfused graph is shipped")
         built = {"fp32": work / "fp32.onnx"}
         rejected: dict[str, dict] = {}
         if len(variants) > 1:
             st.run("quantize", lambda: _quantize(work, variants, built, rejected, config),
                    lambda _: ", ".join(built) + (f"; failed: {', '.join(rejected)}" if rejected else ""))
         golden = (prompts, ref_tokens, ref_logits)
-        report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad),
+        gates: dict[str, dict] = {}
+        report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, config, gates),
                         lambda r: f"{sum(c.passed for c in r.checks)}/{len(r.checks)} prompt generations pass")
         for v in list(built):
             bad = [c for c in report.checks if c.variant == v and not c.passed]
@@ -128,7 +137,7 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
                 notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
                 del built[v]
         bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
-                                                             eos_list, pad, text, notes, opset, st.done),
+                                                             eos_list, pad, text, notes, opset, st.done, gates),
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
@@ -138,54 +147,63 @@ def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected:
               config: ExportConfig) -> None:
     from edgeship.exporters.quantize import build_dynamic, build_int4
 
-    src = work / "fp32.onnx"
-    builders = {"int8_dynamic": lambda: build_dynamic(src, work / "int8_dynamic.onnx"),
-                "int4": lambda: build_int4(src, work / "int4.onnx", config.int4_block_size, config.int4_scheme)}
-    for v in variants[1:]:
+    if "int8_dynamic" in variants:
         try:
-            built[v] = builders[v]()
+            built["int8_dynamic"] = build_dynamic(work / "fp32.onnx", work / "int8_dynamic.onnx")
         except QuantizationError as e:
-            rejected[v] = {"reason": str(e)}
+            rejected["int8_dynamic"] = {"reason": str(e)}
+    if "int4" in variants:
+        try:
+            built["int4"] = build_int4(work / "fp32.onnx", work / "int4.onnx", config.int4_block_size, config.int4_scheme)
+        except QuantizationError as e:
+            rejected["int4"] = {"reason": str(e)}
 
 
-def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None) -> ParityReport:
+def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int], pad: int | None,
+            config: ExportConfig, gates: dict[str, dict]) -> ParityReport:
+    """fp32: greedy tokens and logits as transformers'; quantized variants: the teacher-forced generation
+    gate (``gates`` gets each one's :class:`edgeship.parity.generation.GenerationReport` as a dict)."""
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout
-    from edgeship.parity.decoder import prompt_checks, teacher_forced_check
-    from edgeship.parity.tolerances import tolerance_for
+    from edgeship.parity.decoder import prompt_checks, quantized_checks
+    from edgeship.parity.generation import configured_tolerance
+    from edgeship.parity.tolerances import effective_tolerances, tolerance_for
 
     layout = decoder_layout(spec)
     checks: list[OutputCheck] = []
     tolerances = {}
     for v, file in built.items():
         session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-        if PRECISION[v] == "fp32":
-            checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, PRECISION[v])
-            tolerances[v] = {"generation": tolerance_for(PRECISION[v]).to_dict()}
-        else:  # a quantized variant's free-running tokens drift: the teacher-forced gate judges it
-            check, tol = teacher_forced_check(session, layout, golden, v, PRECISION[v])
-            checks.append(check)
-            tolerances[v] = {"generation": tol}
+        p = PRECISION[v]
+        if p == "fp32":
+            checks += prompt_checks(session, layout, golden, eos, pad if pad is not None else 0, v, p)
+            tolerances[v] = {"generation": tolerance_for(p).to_dict()}
+            continue
+        tol = configured_tolerance(effective_tolerances(config).get(p, "generation"), p)
+        rows, gate = quantized_checks(session, layout, golden, eos, pad if pad is not None else 0, v, p, tol)
+        checks += rows
+        gates[v] = gate.to_dict()
+        tolerances[v] = {"generation": tol.to_dict()}  # what judges it: the gate's criteria only
     return ParityReport(tuple(checks), tolerances)
 
 
-def _summary(report: ParityReport, v: str) -> dict:
+def _summary(report: ParityReport, v: str, gate: dict | None = None) -> dict:
     rows = [c for c in report.checks if c.variant == v]
-    out = {"passed": all(c.passed for c in rows),
-           "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows]))}
-    if rows[0].sample == TEACHER_FORCED:
-        return {**out, "teacher_forced": rows[0].metrics}
-    return {**out, "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
-            "max_abs": max(c.metrics["max_abs"] for c in rows), "min_cosine": min(c.metrics["cosine"] for c in rows)}
+    return {"passed": all(c.passed for c in rows), "max_abs": max(c.metrics["max_abs"] for c in rows),
+            "min_cosine": min(c.metrics["cosine"] for c in rows),
+            "token_agreement": float(np.mean([c.metrics["token_agreement"] for c in rows])),
+            "tokens_identical": all(c.metrics["token_agreement"] == 1.0 for c in rows),
+            **({"teacher_forced": gate} if gate is not None else {})}
 
 
 def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
              report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
-             notes: list[str], opset: int, stages: list[StageResult]) -> tuple[Path, dict[str, VariantResult]]:
+             notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict]) -> tuple[Path, dict[str, VariantResult]]:
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
+    from edgeship.exporters.quantize import weight_bytes
     from edgeship.hf.build import task_record
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
@@ -194,10 +212,10 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     files = {f"models/{v}.onnx": f for v, f in built.items()}
     files[GOLDEN_FILE] = _save_golden(work / "generation.npz", *golden)
     files["golden/inputs.npz"], files["golden/outputs.npz"] = _save_single(work, single)
-    summaries = {v: _summary(report, v) for v in {c.variant for c in report.checks}}
+    summaries = {v: _summary(report, v, gates.get(v)) for v in {c.variant for c in report.checks}}
     shipped = {v: VariantResult(name=v, file=f"models/{v}.onnx", precision=PRECISION[v], size=f.stat().st_size,
-                                passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v].get("max_abs"),
-                                min_cosine=summaries[v].get("min_cosine"), tolerance={"generation": report.tolerances[v]["generation"]})
+                                passed={"cpu": summaries[v]["passed"]}, max_abs=summaries[v]["max_abs"],
+                                min_cosine=summaries[v]["min_cosine"], tolerance={"logits": report.tolerances[v]["generation"]})
                for v, f in built.items()}
     meta: dict[str, Any] = {"task": task_record(folder)}
     if folder.tokenizer is not None:
@@ -217,7 +235,9 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
                   "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
                   "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
-                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}).summary() for v, f in built.items()},
+                  "variants": {v: Variant(v, f, PRECISION[v], KIND[v], passed={"cpu": True}, weight_bytes=weight_bytes(f),
+                                          settings={"block_size": config.int4_block_size, "scheme": config.int4_scheme}
+                                          if v == "int4" else None).summary() for v, f in built.items()},
                   "rejected": {}, "latency_ms": {}, "calibration": None, "held_out": None, "gates": {}, "divergence": {},
                   "generation": summaries}
     (work / "report.json").write_text(jsonout.dumps(report_doc, indent=2))

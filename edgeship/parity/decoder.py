@@ -4,8 +4,10 @@ A decoder bundle (``edgeship.hf.decoder``) ships ``golden/generation.npz``: per 
 (token ids), ``{i}/tokens`` (the eager model's greedy new tokens) and ``{i}/logits`` ([steps, vocab]).
 ``edgeship check`` re-runs generation with :mod:`edgeship.generate` on each variant it checks and adds
 one row per prompt (output ``generation``): fp32 must give the same tokens and logits within the fp32
-tolerance; another precision's logits must pass its tolerance over the steps where its tokens still
-agree (the first differing step included). Needs numpy and onnxruntime only.
+tolerance; a quantized variant must pass the teacher-forced generation gate
+(:mod:`edgeship.parity.generation`: next-token agreement pooled over the prompts, log-prob delta), its
+rows carrying each prompt's ``agreement`` and ``logprob_delta`` beside the free-running figures.
+Needs numpy and onnxruntime only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.spec import IOSpec
 
 MAX_PROMPTS = 64
-TEACHER_FORCED = "teacher-forced"  # the sample label of a quantized variant's generation gate
 MAX_STEPS = 4096
 
 
@@ -89,24 +90,6 @@ def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list
     return checks
 
 
-def teacher_forced_check(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
-                         variant: str, precision: str) -> tuple[OutputCheck, dict]:
-    """A quantized variant's generation gate (:func:`edgeship.parity.generation.teacher_forced`: each golden
-    prompt with the reference's greedy tokens in one prefill call, next-token agreement and log-prob delta
-    against the reference's step logits) as one check (sample ``teacher-forced``), and its tolerance."""
-    from edgeship.parity.generation import GoldenSequence, generation_tolerance, prefill_logits_fn, teacher_forced
-
-    kept = [(i, p, t, lg) for i, (p, t, lg) in enumerate(zip(*golden)) if t]
-    seqs = [GoldenSequence(np.array(p + t, np.int64), len(p), f"prompt {i}") for i, p, t, _ in kept]
-    tol = generation_tolerance(precision)
-    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), [lg[:len(t)] for _, _, t, lg in kept], tol,
-                          precision=precision, variant=variant)
-    metrics = {"token_agreement": gate.agreement, "min_agreement": gate.min_agreement,
-               "mean_logprob_delta": gate.mean_logprob_delta, "max_logprob_delta": gate.max_logprob_delta}
-    return (OutputCheck("onnxruntime-cpu", variant, "generation", TEACHER_FORCED, gate.passed, metrics, gate.reason or None),
-            tol.to_dict())
-
-
 def eos_and_pad(manifest: dict) -> tuple[list[int], int]:
     """The end-of-sequence ids and the pad id a decoder bundle generates with (checked)."""
     from edgeship.generate import generation_meta
@@ -122,6 +105,7 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout
+    from edgeship.parity.generation import recorded_tolerance
 
     layout = decoder_layout(spec)
     golden = read_golden(b)
@@ -131,8 +115,30 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     for name in variants:
         v = shipped[name]
         session = ort.InferenceSession(b.read(v.file), providers=["CPUExecutionProvider"])
-        if v.precision == "fp32":
-            checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
-        else:
-            checks.append(teacher_forced_check(session, layout, golden, name, v.precision)[0])
+        if v.precision != "fp32":  # quantized: the teacher-forced generation gate, as at export
+            rows, _ = quantized_checks(session, layout, golden, eos, pad, name, v.precision,
+                                       recorded_tolerance(v.tolerance.get("generation", v.tolerance.get("logits")),
+                                                          v.precision))
+            checks += rows
+            continue
+        checks += prompt_checks(session, layout, golden, eos, pad, name, v.precision)
     return ParityReport(tuple(checks))
+
+
+def quantized_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
+                     eos: list[int], pad: int, variant: str, precision: str, tolerance: Any = None) -> tuple[list[OutputCheck], Any]:
+    """A quantized variant's rows: the free-running generation's figures (:func:`prompt_checks`) with each
+    prompt's teacher-forced ``agreement`` and log-prob delta beside them, and the verdict of the generation
+    gate (:func:`edgeship.parity.generation.teacher_forced`, pooled over every prompt); and the gate's report."""
+    from edgeship.parity.generation import GoldenSequence, prefill_logits_fn, teacher_forced
+
+    prompts, tokens, logits = golden
+    free = prompt_checks(session, layout, golden, eos, pad, variant, precision)
+    seqs = [GoldenSequence(np.array(list(p) + list(t), np.int64), len(p), f"prompt-{i}")
+            for i, (p, t) in enumerate(zip(prompts, tokens))]
+    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=variant, precision=precision)
+    rows = [OutputCheck(f.runner, variant, "generation", f.sample, gate.passed,
+                        {**f.metrics, "agreement": s.agreement, "logprob_delta": s.mean_logprob_delta,
+                         "max_logprob_delta": s.max_logprob_delta}, gate.reason or None)
+            for f, s in zip(free, gate.sequences)]
+    return rows, gate

@@ -55,6 +55,37 @@ DEFAULT_GENERATION_TOLERANCES = {
 }
 
 
+def recorded_tolerance(criteria: object, precision: str) -> GenerationTolerance:
+    """The generation tolerance a bundle's manifest records for a variant (its ``tolerance`` criteria:
+    ``min_agreement``, ``max_logprob_delta``), checked: a value that is not a number in range gives
+    the precision's default (a bundle may be crafted); an absent one, the default's."""
+    default = generation_tolerance(precision)
+    if not isinstance(criteria, dict):
+        return default
+    agree, delta = _number(criteria.get("min_agreement")), _number(criteria.get("max_logprob_delta"))
+    if ("min_agreement" in criteria and (agree is None or not 0.0 <= agree <= 1.0)) \
+            or ("max_logprob_delta" in criteria and (delta is None or delta < 0)):
+        return default
+    return GenerationTolerance(default.min_agreement if agree is None else agree,
+                               default.max_logprob_delta if delta is None else delta)
+
+
+def configured_tolerance(tolerance: Any, precision: str) -> GenerationTolerance:
+    """The precision's default with the overrides of an :class:`edgeship.parity.tolerances.Tolerance`
+    (``--tolerance int4:min_agreement=0.8``, ``int8/generation:max_logprob_delta=0.1``)."""
+    default = generation_tolerance(precision)
+    agree, delta = getattr(tolerance, "min_agreement", None), getattr(tolerance, "max_logprob_delta", None)
+    return GenerationTolerance(default.min_agreement if agree is None else float(agree),
+                               default.max_logprob_delta if delta is None else float(delta))
+
+
+def _number(x: object) -> float | None:
+    """``x`` as a finite float, or None when it is not a finite number (bools refused)."""
+    if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
+
+
 def generation_tolerance(precision: str) -> GenerationTolerance:
     """The default generation tolerance of a precision (int8's for one not listed)."""
     return DEFAULT_GENERATION_TOLERANCES.get(precision, DEFAULT_GENERATION_TOLERANCES["int8"])

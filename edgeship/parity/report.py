@@ -54,7 +54,7 @@ class ParityReport:
                                         "output": c.output, "samples": 0, "passed": True, "reason": None})
             row["samples"] += 1
             for k, v in c.metrics.items():
-                worse = min if k in ("cosine", "snr_db", "top1", "token_agreement") else max
+                worse = min if k in ("cosine", "snr_db", "top1", "token_agreement", "agreement") else max
                 row[k] = worse(row[k], v) if k in row else v
             if not c.passed and row["passed"]:
                 row["passed"], row["reason"] = False, f"[{c.sample}] {c.reason}"

@@ -26,6 +26,9 @@ class Tolerance:
     min_top1: float | None = None
     max_outlier_frac: float | None = None
     atol_scale: float | None = None  # atol is at least this fraction of the output's largest |reference| value
+    # decoder LMs' generation gate (edgeship.parity.generation; its defaults live there)
+    min_agreement: float | None = None  # teacher-forced next-token agreement, pooled over the golden prompts
+    max_logprob_delta: float | None = None  # mean |Δ log p| of the golden tokens, in nats
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -44,7 +47,8 @@ DEFAULT_TOLERANCES = {
 }
 
 
-TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "max_outlier_frac", "atol_scale")
+TOLERANCE_KEYS = ("atol", "rtol", "min_cosine", "min_top1", "max_outlier_frac", "atol_scale", "min_agreement",
+                  "max_logprob_delta")
 TOLERANCE_SYNTAX = "[PRECISION[/OUTPUT]:|*/OUTPUT:]KEY=VALUE, e.g. int8/logits:min_top1=0.98 or fp32:atol=1e-3"
 
 

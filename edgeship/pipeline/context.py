@@ -80,7 +80,6 @@ class Variant:
     passed: dict[str, bool] = field(default_factory=dict)
     weight_bytes: int | None = None    # bytes of its initializers (quantize)
     settings: dict | None = None       # how it was built, where the user chose it (int4: block_size, scheme)
-    generation: dict | None = None     # decoder LMs: the teacher-forced generation gate (GenerationReport.to_dict)
 
     def summary(self) -> dict:
         """What report.json records of a variant (no work-folder path)."""
