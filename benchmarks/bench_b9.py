@@ -204,20 +204,15 @@ def export_genai(py: Path, folder: Path, out: Path, precision: str) -> Path:
     return out
 
 
-# the CLI with int4's teacher-forced agreement threshold at 0: random weights leave greedy margins so thin
-# that int4 flips most tokens (genai's own int4 too), and the gate would not ship it; B9 times its speed
-_INT4_UNGATED = ("import sys, edgeship.parity.generation as g; "
-                 "g.DEFAULT_GENERATION_TOLERANCES['int4'] = g.GenerationTolerance(min_agreement=0.0); "
-                 "from edgeship.cli import main; sys.argv[0] = 'edgeship'; main()")
-
-
 def export_edgeship(folder: Path, out: Path, int4_ungated: bool = False) -> Path:
     """``edgeship export DIR -o OUT``, no other flag (a fresh process, this checkout's edgeship); with
-    ``int4_ungated``, ``--quantize int4`` with int4's agreement gate at 0 (see ``_INT4_UNGATED``)."""
+    ``int4_ungated``, ``--quantize int4 --tolerance int4:min_agreement=0``: random weights leave greedy
+    margins so thin that int4 flips most tokens (onnxruntime-genai's own int4 too) and the gate would not
+    ship it; B9 times its speed."""
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [PY, "-c", _INT4_UNGATED] if int4_ungated else [PY, "-m", "edgeship"]
-    subprocess.run(cmd + ["export", str(folder), "-o", str(out), *(["--quantize", "int4"] if int4_ungated else [])],
+    extra = ["--quantize", "int4", "--tolerance", "int4:min_agreement=0"] if int4_ungated else []
+    subprocess.run([PY, "-m", "edgeship", "export", str(folder), "-o", str(out), *extra],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return out
 
