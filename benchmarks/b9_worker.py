@@ -1,13 +1,13 @@
 """One B9 engine in its own process (benchmarks/bench_b9.py starts it, maybe in an anchor's venv).
 
-    python b9_worker.py KIND PATH PROMPT_IDS NEW_TOKENS [VARIANT]
+    python b9_worker.py KIND PATH PROMPT_IDS NEW_TOKENS [VARIANT [THREADS]]
 
 KIND is one of ``hf`` (transformers eager, the reference), ``optimum`` (ORTModelForCausalLM on an
 ``optimum-cli export onnx`` folder), ``genai`` (onnxruntime-genai's ``og.Generator`` on a model builder
 folder), ``edgeship`` (``edgeship.load(PATH).generate``), ``edgeship-genai`` (the same bundle through
 edgeship/runtimes/genai.py: onnxruntime-genai's loop on the bundle's own graph).
 PROMPT_IDS is a comma-separated list of token ids; VARIANT picks an edgeship bundle's variant (default:
-auto). The worker loads the engine, runs one greedy
+auto), THREADS an edgeship engine's intra-op threads (default: the bundle's). The worker loads the engine, runs one greedy
 generation of NEW_TOKENS tokens and prints ``READY {json}`` (tokens, load time, peak RSS); then for
 each ``block R`` line on stdin it times R pairs of generations (1 new token: the prefill; NEW_TOKENS new
 tokens: prefill + decode) and prints their seconds as ``BLOCK {json}``; ``stop`` prints the peak RSS.
@@ -34,7 +34,7 @@ def peak_rss_kb() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def open_engine(kind: str, path: str, variant: str = "auto"):
+def open_engine(kind: str, path: str, variant: str = "auto", threads: int | None = None):
     """A function ``gen(ids, n) -> list of n new token ids`` (greedy, no early stop) and a description."""
     if kind in ("hf", "optimum"):
         import torch
@@ -74,7 +74,7 @@ def open_engine(kind: str, path: str, variant: str = "auto"):
     if kind == "edgeship":
         import edgeship
 
-        m = edgeship.load(path, target="cpu", variant=variant)
+        m = edgeship.load(path, target="cpu", variant=variant, threads=threads)
         if hasattr(m, "generate"):
             run = m.generate
         else:  # before Model.generate is wired: the loop itself
@@ -87,7 +87,9 @@ def open_engine(kind: str, path: str, variant: str = "auto"):
             return [int(t) for t in run(ids, max_new_tokens=n, eos_token_id=[])]
 
         cand = getattr(m, "candidate", None)
-        return gen, f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.id})" if cand is not None else "")
+        threads_now = m.session.get_session_options().intra_op_num_threads
+        return gen, (f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.id})" if cand is not None else "")
+                     + f", {threads_now} intra-op thread(s)")
     if kind == "edgeship-genai":
         import edgeship
         from edgeship.runtimes.genai import open_genai
@@ -107,9 +109,10 @@ def open_engine(kind: str, path: str, variant: str = "auto"):
 def main() -> None:
     kind, path, prompt, new = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     variant = sys.argv[5] if len(sys.argv) > 5 else "auto"
+    threads = int(sys.argv[6]) if len(sys.argv) > 6 and sys.argv[6] != "0" else None
     ids = [int(t) for t in prompt.split(",")]
     t0 = time.perf_counter()
-    gen, desc = open_engine(kind, path, variant)
+    gen, desc = open_engine(kind, path, variant, threads)
     t_load = time.perf_counter() - t0
     tokens = gen(ids, new)
     print("READY " + json.dumps({"desc": desc, "tokens": tokens, "load_s": t_load, "rss_kb": peak_rss_kb()}),

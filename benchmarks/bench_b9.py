@@ -262,6 +262,7 @@ class Engine:
     precision: str
     size_path: Path
     variant: str = "auto"
+    threads: int = 0  # an edgeship engine's intra-op threads; 0: the bundle's own
     proc: subprocess.Popen | None = None
     ready: dict = field(default_factory=dict)
     t1: list[float] = field(default_factory=list)
@@ -270,7 +271,8 @@ class Engine:
     def start(self, ids: list[int], new: int) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.proc = subprocess.Popen([str(self.python), str(WORKER), self.kind, str(self.path),
-                                      ",".join(map(str, ids)), str(new), self.variant],
+                                      ",".join(map(str, ids)), str(new), self.variant,
+                                      str(self.threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.ready = self._read("READY")
 
@@ -406,6 +408,9 @@ def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
         variants = manifest["variants"]
         default = manifest["defaults"]["cpu"]
         out.append(Engine("edgeship", "edgeship", Path(PY), b, variants[default]["precision"], b / variants[default]["file"]))
+        # information: one intra-op thread, as onnxruntime-genai's default session runs (measured here)
+        out.append(Engine("x edgeship, 1 thread", "edgeship", Path(PY), b, variants[default]["precision"],
+                          b / variants[default]["file"], threads=1))
         b4 = WORK / "tiny-int4.edgeship"
         if with_int4 and "int4" not in variants and not (reuse and b4.exists()):
             log("edgeship export --quantize int4 (agreement gate at 0) ...")
@@ -437,6 +442,8 @@ def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
         if builder_graph and "edgeship" in want:  # experiment (b): both loops on the builder's graph
             bb = builder_graph_bundle(WORK / "tiny.edgeship", WORK / "genai-fp32", WORK / "tiny-builder.edgeship")
             out.append(Engine("x edgeship, builder graph", "edgeship", Path(PY), bb, "fp32", bb / "models" / "fp32.onnx"))
+            out.append(Engine("x edgeship, builder graph, 1 thread", "edgeship", Path(PY), bb, "fp32",
+                              bb / "models" / "fp32.onnx", threads=1))
             out.append(Engine("x edgeship genai, builder graph", "edgeship-genai", py, bb, "fp32",
                               bb / "models" / "fp32.onnx"))
     return out, ids
