@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
-.PHONY: demo test bench lint floors cross-check clean
+.PHONY: demo test bench lint floors cross-check clean web-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	sed $(if $(filter pypi,$(TORCH_BUILD)),'s/+cpu;/;/',-n 'p') constraints.txt > $(VENV)/constraints.txt
 	$(PY) -m pip install -q $(if $(filter cpu,$(TORCH_BUILD)),$(PIP_CPU)) -c $(VENV)/constraints.txt \
-		-e '.[export,dev,docs,examples,openvino]' || { \
+		-e '.[export,dev,docs,examples,openvino,web,text,hf]' || { \
 		echo "make: install failed. torch's CPU build comes from $(TORCH_INDEX) (TORCH_INDEX=...): check that pip"; \
 		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently"; \
 		echo "(TORCH_BUILD=pypi installs it on purpose)."; \
@@ -39,8 +39,19 @@ demo: $(STAMP)
 	cd examples/simplenet && ../../$(PY) train.py && ../../$(VENV)/bin/edgeship export simplenet_state.pt \
 		--arch model.py:SimpleNet --input x:1x10 --dynamic-batch -o simplenet.edgeship
 
-test: $(STAMP) lint
+test: $(STAMP) lint web-deps
 	$(PY) -m pytest -q
+
+# the web target's tests (tests/test_web.py, marker `web`): Playwright comes with the venv (the `web`
+# extra); Chromium from the system's packages where it can (as root with apt-get; quietly skipped
+# otherwise, and those tests skip); onnxruntime-web fetched with npm into ~/.cache/edgeship/web once
+web-deps: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 \
+		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+			&& { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+				|| { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+		|| echo "make: no Chromium here (apt-get install chromium as root); the web tests will skip"
+	@$(VENV)/bin/edgeship web-runtime --fetch || echo "make: onnxruntime-web not fetched; the web tests will skip"
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --out benchmarks/results.md
@@ -59,5 +70,20 @@ floors:
 cross-check: $(STAMP)
 	VENV=$(VENV) .ci/cross-check
 
+# the JavaScript loader (js/): its node packages exactly as js/package-lock.json pins them (npm ci
+# writes node_modules/.package-lock.json), then its tests (tsc on its types, node --test; they export
+# their bundles with .venv); skipped with a message where node or npm is missing. `make test` runs
+# them first; tests/test_js_web.py (pytest) runs examples/web/ in headless Chromium with these packages.
+.PHONY: js-test
+test: js-test
+
+js/node_modules/.package-lock.json: js/package-lock.json js/package.json
+	npm ci --prefix js --no-audit --no-fund
+
+js-test: $(STAMP)
+	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory js/node_modules/.package-lock.json && npm test --prefix js; \
+	else echo "make: node/npm not found: skipping the JavaScript loader's tests (js/; node >= 20)"; fi
+
 clean:
-	rm -rf $(VENV) .venv-floors build dist *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship
+	rm -rf $(VENV) .venv-floors build dist *.egg-info examples/simplenet/*.pt examples/simplenet/*.edgeship js/node_modules

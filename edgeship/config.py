@@ -111,7 +111,9 @@ class ProfileConfig:
     """What ``edgeship profile`` measures: every target × variant × threads × batch.
 
     Attributes:
-        targets: ``cpu``, ``cuda``, ``tensorrt``, a provider name, or ``auto`` (cpu, plus cuda where present).
+        targets: ``cpu``, ``cuda``, ``tensorrt``, ``mobile`` (a bundle's ORT-format variants only), a provider
+            name, or ``auto`` (cpu, plus cuda where present);
+            ``web``: each variant in onnxruntime-web (wasm) in a headless Chromium, timed in the page.
         variants: variant names to profile; empty means every variant of the bundle.
         threads: intra-op thread counts; ``None`` means one per core.
         batches: sizes of the symbolic batch axis; ``None`` means the golden sample's size
@@ -135,6 +137,7 @@ class ProfileConfig:
         cold_start: ``fresh``: each configuration's cold start (session creation + first call) in a
             Python process of its own, so each pays the runtime's one-time process start-up alike
             (the runtime's import excluded); ``off``: not measured (None), for quicker runs.
+        browser: with the ``web`` target, the Chromium executable (default: found on the machine).
     """
 
     targets: tuple[str, ...] = ("cpu",)
@@ -153,3 +156,4 @@ class ProfileConfig:
     run_bundled_torchscript: bool = False
     cold_start: str = "fresh"
     candidates: bool = False
+    browser: str | None = None  # the Chromium executable of the web target (default: found on the machine)

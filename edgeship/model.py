@@ -398,7 +398,8 @@ def load(bundle: str | os.PathLike[str] | bytes, target: str = "cpu", variant: s
             bundle already in memory (``bytes``, ``bytearray`` or ``memoryview``, copied once;
             verified exactly like the file, without a temporary file, and not kept once the model
             is open).
-        target: ``cpu``, ``cuda``, ``auto`` (CUDA when usable, else CPU) or a provider name.
+        target: ``cpu``, ``cuda``, ``auto`` (CUDA when usable, else CPU), ``mobile`` (the bundle's ORT-format
+            variants, from ``export --target mobile``, on the CPU provider) or a provider name.
         variant: ``auto`` (the bundle's default for the target) or a variant name such as ``fp32``.
         threads: intra-op threads, at most this host's usable cores (a larger count is capped);
             default: the candidate's, else one per usable core (or ``session_options``' own).

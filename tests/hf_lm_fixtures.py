@@ -75,6 +75,22 @@ def save_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, **config_kw
     return folder
 
 
+def save_gpt2(folder: Path, seed: int = 0) -> Path:
+    """A GPT-2-style LM (learned positions, LayerNorm, fused qkv) saved with its tokenizer: an
+    architecture of another family than Llama's."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=128, bos_token_id=1,
+                        eos_token_id=2, pad_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def greedy_reference(folder: Path, prompts: list[list[int]], max_new_tokens: int,
                      eos_token_id: int | None = None) -> tuple[list[list[int]], list]:
     """transformers' greedy ``generate`` for each prompt (batch 1): new token ids and per-step logits."""

@@ -17,7 +17,7 @@ from edgeship.errors import BundleError, InferenceError, SpecError
 from edgeship.generate import generate
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.tolerances import tolerance_for
-from tests.hf_lm_fixtures import ARCHS, build_tokenizer, greedy_reference, save_causal_lm
+from tests.hf_lm_fixtures import ARCHS, build_tokenizer, greedy_reference, save_causal_lm, save_gpt2
 
 pytestmark = pytest.mark.slow  # each architecture exports once (~10 s) for the module
 
@@ -241,3 +241,17 @@ def test_a_graph_without_position_ids_generates_the_same_tokens(lm, tmp_path):
     session = ort.InferenceSession(str(tmp_path / "nopos.onnx"), providers=["CPUExecutionProvider"])
     for prompt, ref in zip(PROMPTS, lm["tokens"]):
         assert run_loop(session, layout, [prompt], NEW).tokens[0] == ref
+
+
+def test_a_gpt2_folder_exports_and_generates_as_transformers(tmp_path):
+    """Another family: learned position embeddings, LayerNorm (fused by onnxruntime's optimizer), Conv1D."""
+    from edgeship.config import ExportConfig
+    from edgeship.hf.decoder import export_causal_lm
+    from edgeship.hf.folder import read_folder
+
+    folder = save_gpt2(tmp_path / "gpt2")
+    result = export_causal_lm(read_folder(folder), ExportConfig(model=folder, output=tmp_path / "g.edgeship",
+                                                                quantize=("fp32",)))
+    ref, _ = greedy_reference(folder, PROMPTS, NEW)
+    with edgeship.load(result.bundle) as m:
+        assert m.generate(PROMPTS, max_new_tokens=NEW) == ref

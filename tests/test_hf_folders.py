@@ -246,7 +246,10 @@ def test_a_causal_lm_goes_to_the_decoder_export(tmp_path, monkeypatch):
     import types
 
     cfg = ExportConfig(model=_causal_lm(tmp_path), output=tmp_path / "lm.edgeship")
+    import edgeship.hf
+
     monkeypatch.setitem(sys.modules, "edgeship.hf.decoder", None)
+    monkeypatch.delattr(edgeship.hf, "decoder", raising=False)  # imported by an earlier test: `from edgeship.hf import decoder` finds it
     with pytest.raises(ModelLoadError, match="is a causal LM .architectures: LlamaForCausalLM., but decoder export "
                                              ".* is not available in this edgeship"):
         export(cfg)

@@ -259,6 +259,25 @@ def test_export_json_validates(cli, files, tmp_path, monkeypatch):
     valid(tmp_path / "o.edgeship" / "report.json", "report")
 
 
+
+def test_a_mobile_bundle_validates(cli, files, tmp_path, monkeypatch):
+    """export --target mobile (from an ONNX model: no torch stages): its manifest, report, export, check and
+    inspect JSON, with the ORT-format variants and the mobile section."""
+    monkeypatch.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+    b = tmp_path / "m.edgeship"
+    code, out = cli("export", files["dir"] / "mlp.onnx", "-o", b, "--target", "mobile", "--json", tmp_path / "e.json", "-q")
+    assert code == 0, out
+    valid(tmp_path / "e.json", "parity")
+    m = valid(b / "manifest.json", "manifest")
+    assert m["variants"]["fp32_ort"]["format"] == "ort" and m["mobile"]["operators_config"] in m["files"]
+    assert valid(b / "report.json", "report")["variants"]["fp32_ort"]["source"] == "fp32"
+    code, out = cli("check", b, "--json", tmp_path / "c.json", "-q")
+    assert code == 0, out
+    assert any(r["runner"] == "onnxruntime-mobile" for r in valid(tmp_path / "c.json", "parity")["checks"])
+    code, out = cli("inspect", b, "--json", tmp_path / "i.json", "-q")
+    assert code == 0, out
+    assert valid(tmp_path / "i.json", "inspect")["mobile"]["operators"]
+
 # ----------------------------------------------------------------------------- profile --json, --baseline
 def test_profile_json_validates_with_and_without_a_baseline(cli, mlp_bundle, files, tmp_path):
     fast = ("-n", "3", "--warmup", "1")

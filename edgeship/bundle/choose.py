@@ -17,21 +17,29 @@ from edgeship.bundle.read import Bundle
 from edgeship.errors import BundleError, ExportError, SpecError, TargetUnavailableError, brief
 from edgeship.host import cpu_flags
 from edgeship.runtimes.external_data import refuse_external_data
-from edgeship.runtimes.ort import OrtRunner
+from edgeship.runtimes.ort import MOBILE, OrtRunner
+from edgeship.runtimes.ort_format import is_ort_format
 from edgeship.runtimes.registry import OPENVINO, ORT, for_this_host, installed, make_runner, requirements, unmet
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
 
 
-def open_variant(bundle: Bundle, runner: Any, file: str) -> Any:
+def open_variant(bundle: Bundle, runner: Any, file: str, model_format: str = "onnx") -> Any:
     """Open a verified variant and check that the model agrees with the manifest's io spec.
 
+    Args:
+        model_format: the variant's format as the manifest records it (``onnx`` or ``ort``).
+
     Raises:
-        BundleError: the file names external data, onnxruntime cannot open it, or its inputs/outputs
-            differ from the manifest.
+        BundleError: the file names external data, is not in the format the manifest says,
+            onnxruntime cannot open it, or its inputs/outputs differ from the manifest.
     """
     if isinstance(runner.model, bytes):  # before onnxruntime sees a byte (it would read from the cwd)
+        found = "ort" if is_ort_format(runner.model) else "onnx"
+        if found != model_format:
+            raise BundleError(f"bundle {bundle.path}: manifest.json says {file} is {model_format!r} format, but the file "
+                              f"is {found!r} format; the bundle was edited. Re-export it.")
         refuse_external_data(runner.model, file, BundleError, where=f"bundle {bundle.path}: ")
     try:
         runner.load()
@@ -113,6 +121,8 @@ def _runner(b: Bundle, spec: IOSpec, c: Candidate, target: str, providers: list[
     v = variants_of(b.manifest)[c.variant]
     runtime_options = dict(c.options)
     if c.runtime == OPENVINO:
+        if v.format != "onnx":
+            raise SpecError(f"variant {v.name} is an ORT-format file (ONNX Runtime Mobile's); OpenVINO runs the .onnx variants.")
         if c.precision not in ("fp32", "bf16", "int8"):
             raise SpecError(f"variant {v.name} ({c.precision}) does not run on OpenVINO; use an fp32 or int8 variant.")
         if threads:
@@ -122,7 +132,7 @@ def _runner(b: Bundle, spec: IOSpec, c: Candidate, target: str, providers: list[
     else:
         runner = OrtRunner(spec, b.read(v.file), target=target, providers=providers, threads=threads, name=f"onnxruntime-{target}",
                            options=options, provider_options=provider_options, runtime_options=for_this_host(ORT, runtime_options))
-    return open_variant(b, runner, v.file)
+    return open_variant(b, runner, v.file, v.format)
 
 
 def plain_candidate(v: VariantResult, runtime: str, target: str) -> Candidate:
@@ -145,6 +155,9 @@ def open_candidate(b: Bundle, spec: IOSpec, target: str, providers: list[str], v
         BundleError, TargetUnavailableError: nothing runs here (every reason is named).
     """
     listed = matching_candidates(b.manifest, target, variant, runtime)
+    if target == MOBILE and not candidates_of(b.manifest).get(MOBILE):
+        raise TargetUnavailableError(f"target 'mobile' asked for, but bundle {b.path} has no ORT-format variants; "
+                                     "re-export it with --target mobile, or load it with target='cpu'.")
     if listed:
         _tuned_elsewhere(b.manifest)
     shipped = variants_of(b.manifest)

@@ -82,6 +82,30 @@ def onnx_io(data: bytes | str, what: str) -> IOSpec:
     return IOSpec(inputs, outputs)
 
 
+def ort_summary(data: bytes) -> dict:
+    """Opset and op counts of an ORT-format model (``edgeship.runtimes.ort_format.summary``).
+
+    Raises:
+        ModelLoadError: the bytes are not an ORT-format model.
+    """
+    from edgeship.runtimes.ort_format import NotOrtFormat, summary
+
+    try:
+        opset, ops = summary(data)
+    except NotOrtFormat as e:
+        raise ModelLoadError(f"not an ORT-format model ({e}).") from e
+    return {"opset": opset, "ops": dict(ops), "precision": precision_of({o.rsplit(".", 1)[-1] for o in ops}, set())}
+
+
+def _mobile(section: dict) -> dict:
+    """The manifest's ``mobile`` section as inspect shows it (its fields of the right types only)."""
+    ops = section.get("operators")
+    written = section.get("written_by")
+    return {"operators_config": _text(section.get("operators_config")),
+            "operators": [o for o in ops if isinstance(o, str)] if isinstance(ops, list) else [],
+            "written_by": {k: v for k, v in written.items() if isinstance(v, str)} if isinstance(written, dict) else {}}
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -123,11 +147,13 @@ def inspect_path(path: str | Path) -> dict:
         variants = {}
         for name, v in m["variants"].items():
             try:
-                summary = onnx_summary(b.read(v["file"]))
+                data = b.read(v["file"])
+                summary = ort_summary(data) if v.get("format") == "ort" else onnx_summary(data)
             except BundleError:
                 raise
             except Exception as e:  # protobuf DecodeError and friends
-                raise BundleError(f"bundle {path}: {v['file']} is not a readable ONNX model ({e}).") from e
+                kind = "ORT-format" if v.get("format") == "ort" else "ONNX"
+                raise BundleError(f"bundle {path}: {v['file']} is not a readable {kind} model ({e}).") from e
             variants[name] = _variant_info(v, summary, m["files"].get(v["file"], {}).get("size"))
         size = sum(f["size"] for f in m["files"].values())
         tools = m.get("tools")
@@ -137,7 +163,8 @@ def inspect_path(path: str | Path) -> dict:
                 "created_at": _text(m.get("created_at")),
                 "tools": {k: v for k, v in tools.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
                 if isinstance(tools, dict) else None,
-                "source": m.get("source") if isinstance(m.get("source"), dict) else None}
+                "source": m.get("source") if isinstance(m.get("source"), dict) else None,
+                **({"mobile": _mobile(m["mobile"])} if isinstance(m.get("mobile"), dict) else {})}
     model = onnx_for_session(path)
     io = onnx_io(model, str(path))
     data = model if isinstance(model, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)

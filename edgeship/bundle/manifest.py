@@ -12,6 +12,8 @@ from typing import NoReturn
 from edgeship.bundle.layout import MANIFEST, SCHEMA_VERSION, check_relpath
 from edgeship.errors import BundleError
 
+FORMATS = ("onnx", "ort")  # a variant's model format: ONNX, or ONNX Runtime Mobile's ORT format
+
 
 @dataclass(frozen=True)
 class VariantResult:
@@ -21,7 +23,7 @@ class VariantResult:
     JSON shape (schema 1): ``{"file", "precision", "size", "parity": {"passed": {target: bool},
     "max_abs", "min_cosine"}, "tolerance": {output: {criterion: value}}, "latency_ms": {target: ms},
     "excluded_nodes", "error_before_fallback", "error_after_fallback"}`` (the last three only
-    after an accuracy fallback).
+    after an accuracy fallback), and ``"format": "ort", "source"`` for an ORT-format twin (``--target mobile``).
     """
 
     name: str
@@ -36,11 +38,15 @@ class VariantResult:
     excluded_nodes: tuple[str, ...] = ()
     error_before_fallback: dict | None = None
     error_after_fallback: dict | None = None
+    format: str = "onnx"  # or "ort" (ONNX Runtime Mobile's format), with ``source`` the variant it was converted from
+    source: str | None = None
 
     def to_dict(self) -> dict:
         d: dict = {"file": self.file, "precision": self.precision, "size": self.size,
                    "parity": {"passed": dict(self.passed), "max_abs": self.max_abs, "min_cosine": self.min_cosine},
                    "tolerance": self.tolerance, "latency_ms": self.latency_ms}
+        if self.format != "onnx":
+            d.update(format=self.format, source=self.source)
         if self.excluded_nodes:
             d.update(excluded_nodes=list(self.excluded_nodes), error_before_fallback=self.error_before_fallback,
                      error_after_fallback=self.error_after_fallback)
@@ -58,7 +64,8 @@ class VariantResult:
                    latency_ms={t: ms for t, ms in _table(d.get("latency_ms")).items() if _number(ms) is not None},
                    excluded_nodes=tuple(n for n in excluded if isinstance(n, str)) if isinstance(excluded, list) else (),
                    error_before_fallback=_table(d.get("error_before_fallback")) or None,
-                   error_after_fallback=_table(d.get("error_after_fallback")) or None)
+                   error_after_fallback=_table(d.get("error_after_fallback")) or None,
+                   format=d.get("format", "onnx"), source=d["source"] if isinstance(d.get("source"), str) else None)
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,8 @@ def _check_fields(m: dict, where: Path) -> None:
         listed(v.get("file"), f"variant {name!r}")
         if not isinstance(v.get("precision", "fp32"), str):
             bad(f"variant {name!r} has a malformed precision")
+        if v.get("format", "onnx") not in FORMATS:
+            bad(f"variant {name!r} has format {str(v.get('format'))[:40]!r}; this edgeship reads {', '.join(FORMATS)}")
         tol = v.get("tolerance") or {}  # output -> {criterion: number}
         if not isinstance(tol, dict) or not all(
                 isinstance(per, dict) and all(
@@ -223,6 +232,15 @@ def _check_fields(m: dict, where: Path) -> None:
     if not isinstance(defaults, dict) or not all(isinstance(v, str) and v in variants for v in defaults.values()):
         bad("'defaults' names a variant it does not have")
     _check_candidates(m.get("candidates"), variants, bad)
+    mobile = m.get("mobile")
+    if mobile is not None:
+        if not isinstance(mobile, dict):
+            bad("has a malformed 'mobile' section")
+        listed(mobile.get("operators_config"), "the mobile operator config")
+        names = mobile.get("variants", [])
+        if not isinstance(names, list) or not all(
+                isinstance(n, str) and isinstance(variants.get(n), dict) and variants[n].get("format") == "ort" for n in names):
+            bad("'mobile' names variants that are not ORT-format variants of the bundle")
     tuned = m.get("tuned")
     if tuned is not None and not isinstance(tuned, dict):
         bad("has a malformed 'tuned' record")

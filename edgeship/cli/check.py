@@ -29,6 +29,8 @@ def check(
     runtime: Annotated[Optional[list[str]], typer.Option("--runtime", metavar="TEXT", help="Check the variants on these runtimes' defaults, comma-separated: onnxruntime (ort), openvino; instead of the candidates.")] = None,
     candidates: Annotated[str, typer.Option("--candidates", help="default: the candidate edgeship.load runs on this host, and fp32 on onnxruntime; all: every candidate this host can run. Ignored with --variant or --runtime.")] = "default",
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help=f"Stop when the check's inference has taken this long (a crafted graph can run forever), exit 2; 0 for no limit. Default {DEFAULT_TIMEOUT_S}.")] = DEFAULT_TIMEOUT_S,
+    browser: opt.BrowserOpt = None,
+    webgpu: Annotated[str, typer.Option("--webgpu", metavar="auto|swiftshader|off", help="--target web: also check on WebGPU where the browser has an adapter (auto), on Chromium's CPU implementation of WebGPU (swiftshader: slow, any machine), or not (off).")] = "auto",
     verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
 ) -> None:
     """Re-check what BUNDLE runs on this host (and fp32) against its golden outputs. Exit 1 on drift, 2 on a bad bundle."""
@@ -41,7 +43,8 @@ def check(
     with deadline(opt.timeout(timeout), "--timeout"):
         report = run_check(bundle, tuple(opt.split(target)), tuple(opt.split(variant)), against, load,
                            tolerances=opt.tolerances(tolerance), inputs=inputs,
-                           runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates)
+                           runtimes=opt.runtimes(runtime) if runtime else (), candidates=candidates,
+                           browser=browser, webgpu=webgpu)
     out = console(to_stdout(json_out, junit))
     if quiet is None:
         quiet = os.environ.get("CI", "").lower() in ("1", "true", "yes")

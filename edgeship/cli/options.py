@@ -25,7 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Write the parity report as JSON to this file (- for stdout).")]
 JunitOpt = Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML file: one testcase per runner × variant × output (- for stdout).")]
-TargetOpt = Annotated[list[str], typer.Option("--target", "-t", metavar="TEXT", help="Targets, comma-separated: cpu, cuda, tensorrt, an onnxruntime provider name, or auto (cpu, plus cuda where present).")]
+TargetOpt = Annotated[list[str], typer.Option("--target", "-t", metavar="TEXT", help="Targets, comma-separated: cpu, cuda, tensorrt, mobile (export: also ORT-format variants for ONNX Runtime Mobile, with cpu), an onnxruntime provider name, auto (cpu, plus cuda where present), or web (onnxruntime-web in a headless Chromium: wasm, and WebGPU where the browser has it).")]
+BrowserOpt = Annotated[Optional[Path], typer.Option("--browser", metavar="PATH", help="The Chromium (or Chrome) executable of --target web; default: $EDGESHIP_BROWSER, else chromium, chromium-browser or google-chrome on PATH.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result line and errors (no progress, tables or notes).")]
 TolOpt = Annotated[Optional[list[str]], typer.Option("--tolerance", metavar="TEXT", help="Tolerance override [SCOPE:]KEY=VALUE (repeatable). SCOPE: a precision (fp32, fp16, int8), PRECISION/OUTPUT or */OUTPUT; no scope: every precision. KEY: atol, rtol, min_cosine, min_top1, max_outlier_frac, atol_scale (atol is at least this fraction of the output's largest value; fp32 default 1e-5, 0 turns it off). Overrides [tool.edgeship.tolerances] in pyproject.toml or [tolerances] in edgeship.toml.")]

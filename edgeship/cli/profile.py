@@ -35,7 +35,8 @@ def profile_command(
     compare_torch: Annotated[Optional[Path], typer.Option("--compare-torch", help="Add eager PyTorch rows for this model file (needs torch; pass --arch for a state_dict: the bundle's recorded one is quoted, never run).")] = None,
     candidates: Annotated[bool, typer.Option("--candidates", help="Profile the bundle's candidates as recorded (runtime, precision, options, threads; the default first) instead of variants × --threads. Every installed runtime unless --runtime.")] = False,
     run_bundled_torchscript: Annotated[bool, typer.Option("--run-bundled-torchscript", help="With --compare-torch, also time the bundle's torchscript/model.pt. TorchScript is code: only for bundles you trust.")] = False,
-    quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False, load: Optional[LoadOptions] = None,
+    browser: opt.BrowserOpt = None, quiet: opt.QuietOpt = False, verbose: opt.VerboseOpt = False,
+    load: Optional[LoadOptions] = None,
 ) -> None:
     """Measure latency of a bundle or .onnx file per target × variant × threads × batch. Exit 1 on a regression against --baseline."""
     setup_logging(verbose, quiet)
@@ -50,7 +51,8 @@ def profile_command(
     cfg = ProfileConfig(targets=tuple(opt.split(target)), runtimes=every or opt.runtimes(runtime), candidates=candidates, variants=tuple(opt.split(variant)), threads=opt.ints(threads, "--threads"),
                         batches=opt.ints(batch, "--batch"), warmup=warmup, iterations=iterations, duration=duration,
                         per_op=per_op, top=top, compare_torch=compare_torch, load=load,
-                        run_bundled_torchscript=run_bundled_torchscript, cold_start=cold_start)
+                        run_bundled_torchscript=run_bundled_torchscript, cold_start=cold_start,
+                        browser=str(browser) if browser else None)
     stderr = to_stdout(json_out, csv_out, html_out)
     one_stdout(json=json_out, csv=csv_out, html=html_out)
     out = console(stderr, quiet)

@@ -119,6 +119,8 @@ def parity_table(console: Console, report, failures_only: bool = False, title: s
         console.print(Text.assemble(("warning: ", "bold yellow"), visible(warning)))
     for cid, why in (report.skipped or {}).items():
         console.print(Text.assemble(("not checked: ", "yellow"), visible(f"candidate {cid}: {why}")))
+    for name, what in (getattr(report, "runners", None) or {}).items():
+        console.print(Text.assemble(("runner: ", "dim"), visible(f"{name}: {what}")))
     generation_table(console, rows)
 
 
@@ -163,14 +165,15 @@ def variant_table(console: Console, variants: dict[str, VariantResult], defaults
         row: list[Text | str] = [safe(name), safe(v.precision), f"{v.size / 1e6:.3f}"]
         for target in targets:
             ok = v.passed.get(target)
-            row.append(safe("pass", "green") if ok else safe("FAIL", "red"))
+            row.append(safe("—", "dim") if ok is None else safe("pass", "green") if ok else safe("FAIL", "red"))  # —: not run there
             ms = v.latency_ms.get(target)
             mark = " ★" if defaults.get(target) == name else ""
             row.append(safe(("—" if ms is None else f"{ms:.3g}") + mark, "bold" if mark else ""))
         t.add_row(*row)
     console.print(t)
     if any(defaults.get(target) in variants for target in targets):
-        console.print(safe("★ default for the target (fastest variant that passes parity)", "dim"))
+        console.print(safe("★ default for the target (fastest variant that passes parity"
+                           + ("; mobile: the smallest, see docs/mobile.md" if "mobile" in targets else "") + ")", "dim"))
 
 
 def candidates_table(console: Console, candidates: dict[str, list[Candidate]]) -> None:
@@ -213,11 +216,19 @@ def inspection(console: Console, info: dict) -> None:
     console.print(io)
     for name, v in info.get("variants", {}).items():
         default = [t for t, d in info.get("defaults", {}).items() if d == name]
-        console.print(safe(f"variant {name}: {v.get('precision')}, {(v.get('size') or 0) / 1e6:.2f} MB, "
+        fmt = f", ORT format (from {v.get('source')})" if v.get("format") == "ort" else ""
+        console.print(safe(f"variant {name}: {v.get('precision')}{fmt}, {(v.get('size') or 0) / 1e6:.2f} MB, "
                            f"opset {v.get('opset')}" + (f", default for {', '.join(default)}" if default else "")))
         if v.get("ops"):
             ops = sorted(v["ops"].items(), key=lambda kv: -kv[1])
             console.print(safe("  ops: " + ", ".join(f"{k}×{n}" for k, n in ops)))
+    mobile = info.get("mobile")
+    if mobile:
+        by = mobile.get("written_by") or {}
+        console.print(safe(f"mobile: {mobile.get('operators_config')} lists {len(mobile.get('operators') or [])} operators "
+                           "for a reduced onnxruntime build (build.py --include_ops_by_config); ORT format "
+                           f"{by.get('ort_format_version', '?')} written by onnxruntime {by.get('onnxruntime', '?')}: the app's "
+                           "onnxruntime must be that version or newer"))
     if info.get("torchscript"):
         console.print(safe(f"torchscript: {info['torchscript']}"))
     if info.get("created_at"):

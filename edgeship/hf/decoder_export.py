@@ -126,7 +126,7 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
         golden = (prompts, ref_tokens, ref_logits)
         gates: dict[str, dict] = {}
         report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, config, gates),
-                        lambda r: f"{sum(c.passed for c in r.checks)}/{len(r.checks)} prompt generations pass")
+                        _parity_detail)
         for v in list(built):
             bad = [c for c in report.checks if c.variant == v and not c.passed]
             if bad and v == "fp32":
@@ -141,6 +141,14 @@ def export_decoder(folder: HFFolder, config: ExportConfig, progress: Callable | 
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
+
+
+def _parity_detail(report: ParityReport) -> str:
+    """``fp32 3/3, int8_dynamic 3/3, int4 0/3 golden prompts pass``."""
+    by: dict[str, list[bool]] = {}
+    for c in report.checks:
+        by.setdefault(c.variant, []).append(c.passed)
+    return ", ".join(f"{v} {sum(ok)}/{len(ok)}" for v, ok in by.items()) + " golden prompts pass"
 
 
 def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected: dict[str, dict],

@@ -11,9 +11,11 @@ the PyTorch model on the golden inputs (and needs torch).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,8 @@ from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import TOLERANCE_KEYS, Tolerance, Tolerances, tolerance_for
 from edgeship.runtimes.base import Runner
 from edgeship.runtimes.deadline import deadline
-from edgeship.runtimes.ort import OrtRunner, providers_for
+from edgeship.runtimes.external_data import refuse_external_data
+from edgeship.runtimes.ort import MOBILE, OrtRunner, providers_for
 from edgeship.runtimes.registry import ORT, make_runner
 from edgeship.spec import IOSpec, validate_feeds
 
@@ -42,18 +45,21 @@ log = logging.getLogger(__name__)
 
 
 CANDIDATES = ("default", "all")
+WEB = "web"  # the target that runs onnxruntime-web in a headless Chromium
 
 
 def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), variants: tuple[str, ...] = (),
           against: str | os.PathLike[str] | None = None, load_options: LoadOptions | None = None,
           tolerances: dict[str, Any] | None = None, inputs: str | os.PathLike[str] | None = None,
           localise: bool = True, runtimes: tuple[str, ...] = (), candidates: str = "default",
-          timeout: float | None = None) -> ParityReport:
+          timeout: float | None = None, browser: str | os.PathLike[str] | None = None,
+          webgpu: str = "auto") -> ParityReport:
     """Check what runs on this host (or the named variants) on every target over the golden inputs.
 
     Args:
         bundle: the bundle folder or zip.
-        targets: onnxruntime targets (``cpu``, ``cuda``, a provider name).
+        targets: onnxruntime targets (``cpu``, ``cuda``, a provider name), and ``web``: every variant
+            (or the named ones) in onnxruntime-web in a headless Chromium (:func:`_check_web`).
         variants: variant names, checked on ``runtimes`` (onnxruntime by default) instead of candidates.
         candidates: with no ``variants`` nor ``runtimes``: ``default`` checks the candidate ``load``
             takes here and the fp32 variant on onnxruntime; ``all`` every candidate this host can run,
@@ -73,21 +79,30 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
             lists at another precision (bf16) with that precision's tolerance.
         timeout: seconds all the check's inference may take together (onnxruntime and OpenVINO;
             a crafted graph can run as long as it says); None: no limit. The CLI's default is 600.
+            The web target checks it between calls (a call in the browser runs to its end).
+        browser: the Chromium executable of the ``web`` target (default: found on the machine).
+        webgpu: the ``web`` target's WebGPU: ``auto`` (where the browser has an adapter), ``swiftshader``
+            (Chromium's CPU implementation of WebGPU, on any machine) or ``off`` (wasm only).
 
     Raises:
         BundleError: the bundle is corrupt or tampered with.
-        TargetUnavailableError: a target's provider is not installed.
+        TargetUnavailableError: a target's provider is not installed; for ``web``: no Chromium, no
+            Playwright, or onnxruntime-web neither cached nor fetchable.
         SpecError: ``candidates`` is neither default nor all, or ``timeout`` is not above 0.
         InferenceTimeout: the inference did not finish within ``timeout``.
     """
     with deadline(timeout, "timeout"):
-        return _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes, candidates)
+        return _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes, candidates,
+                      browser, webgpu)
 
 
 def _check(bundle, targets, variants, against, load_options, tolerances, inputs, localise, runtimes,
-           candidates) -> ParityReport:
+           candidates, browser=None, webgpu="auto") -> ParityReport:
     if candidates not in CANDIDATES:
         raise SpecError(f"--candidates {candidates!r}: use default (what load runs here, and fp32) or all.")
+    web = WEB in targets
+    targets = tuple(t for t in targets if t != WEB)
+    page = _web_page(browser, webgpu) if web else None  # no browser: refused before any work
     b = open_bundle(bundle)
     m = b.manifest
     spec = IOSpec.from_dict(m["io"])
@@ -104,7 +119,13 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
             report = report.merged(_check_reference(b, spec, samples, outputs, against, load_options))
     shipped = variants_of(m)
     overrides = Tolerances.from_dict(tolerances or {})
+    if page is not None:
+        report = report.merged(_check_web(b, spec, page, variants, samples, outputs, overrides, localise))
+        if not targets:
+            return report
     if not variants and not runtimes:
+        if MOBILE in (m.get("defaults") or {}) and MOBILE not in targets:  # the bundle ships for phones too
+            targets = (*targets, MOBILE)
         for t in targets:
             report = report.merged(_check_candidates(b, spec, t, candidates, samples, outputs, overrides, localise))
         return _with_generation(b, spec, report, inputs)
@@ -114,7 +135,7 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
         v = shipped[name]
         tol = _tolerance(v, overrides)
         data = b.read(v.file)
-        runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file)
+        runners: list[Runner] = [open_variant(b, OrtRunner(spec, data, target=t, name=f"onnxruntime-{t}"), v.file, v.format)
                                  for t in targets] if "onnxruntime" in (runtimes or ("onnxruntime",)) else []
         variant_report = run_parity(runners, samples, outputs, tol, name) if runners else ParityReport(())
         for r in runners:
@@ -122,7 +143,7 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
         if "openvino" in runtimes:
             for precision in _openvino_precisions(m, v):
                 ov = open_variant(b, make_runner(spec, data, "openvino", precision=precision, name=f"openvino-{precision}",
-                                                 what=v.file), v.file)
+                                                 what=v.file), v.file, v.format)
                 with ov:
                     variant_report = variant_report.merged(
                         run_parity([ov], samples, outputs, variant_tolerance(v, precision, overrides), name))
@@ -149,11 +170,60 @@ def _with_generation(b, spec: IOSpec, report: ParityReport, inputs) -> ParityRep
     return report.merged(generation_checks(b, spec, checked))
 
 
+def _web_page(browser, webgpu: str):
+    """The web target's page, not yet open (it opens on the first variant); no browser: refused now."""
+    from edgeship.runtimes.web import WebPage
+
+    return WebPage(browser, webgpu)
+
+
+def _check_web(b, spec: IOSpec, page, variants: tuple[str, ...], samples: list[Sample], outputs: list[dict],
+               overrides: Tolerances, localise: bool) -> ParityReport:
+    """Every variant (or the named ones) in onnxruntime-web, in one headless Chromium page: on wasm,
+    and on WebGPU where the browser has an adapter (else named as not checked). A variant the web
+    runtime cannot open (an operator it lacks) fails its rows with onnxruntime-web's reason."""
+    from edgeship.runtimes.web import PROVIDERS, RUNTIME, WebRunner
+
+    shipped = variants_of(b.manifest)
+    names = list(variants) or list(shipped)
+    missing = [n for n in names if n not in shipped]
+    if missing:
+        raise BundleError(f"variant {missing[0]!r} is not in bundle {b.path}; it has {', '.join(shipped)}.")
+    report = ParityReport(())
+    with page:
+        info = page.info
+        providers = [p for p in PROVIDERS if p == "wasm" or info.webgpu]
+        if not info.webgpu:
+            why = ("--webgpu off" if page.webgpu == "off" else f"{info.browser} {info.version} has no WebGPU adapter "
+                   "here (--webgpu swiftshader: Chromium's CPU implementation of WebGPU)")
+            report = ParityReport((), skipped={f"{RUNTIME}-webgpu": f"{why}; checked on wasm"})
+        for name in names:
+            v = shipped[name]
+            # ONNX or ORT-format bytes (the mobile twins; onnxruntime-web reads both): walked for external data
+            refuse_external_data(b.read(v.file), v.file, BundleError, where=f"bundle {b.path}: ")
+            tol = _tolerance(v, overrides)
+            for provider in providers:
+                runner = WebRunner(spec, b.read(v.file), provider, page=page)
+                try:
+                    with contextlib.suppress(RuntimeError):  # it did not open: every row fails with why
+                        runner.load()
+                    problems = runner.io_problems() if runner.outputs else []
+                    if problems:
+                        raise BundleError(f"bundle {b.path}: {v.file} does not match manifest.json's io spec "
+                                          f"({'; '.join(problems)}); re-export the bundle.")
+                    one = run_parity([runner], samples, outputs, tol, name)
+                finally:
+                    runner.close()
+                one = replace(one, runners={runner.name: runner.describe})
+                report = report.merged(_localised(b, name, one, samples, tol) if localise else one)
+    return report
+
+
 def _localised(b, name: str, report: ParityReport, samples: list[Sample], tol: Callable[[str], Tolerance]) -> ParityReport:
     """``report`` with the first node where variant ``name`` leaves the fp32 variant, when it failed."""
     shipped = variants_of(b.manifest)
-    if report.passed or name == "fp32" or "fp32" not in shipped:
-        return report
+    if report.passed or name == "fp32" or "fp32" not in shipped or shipped[name].format != "onnx":
+        return report  # (an ORT-format file is not ONNX: the node-by-node comparison needs onnx's graph)
     bad = report.failures()[0]
     sample = next((s for s in samples if s.label == bad.sample), samples[0])
     where = explain_models(b.read(shipped["fp32"].file), b.read(shipped[name].file), [sample.feeds],
@@ -167,9 +237,14 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
     one a runtime cannot open on this host is named with why, as ``load`` would pass over it."""
     providers = providers_for(target)
     shipped = variants_of(b.manifest)
+    if target == MOBILE and not any(v.format == "ort" for v in shipped.values()):
+        raise TargetUnavailableError(f"check --target mobile: bundle {b.path} has no ORT-format variants; re-export it "
+                                     "with --target mobile, or check it on cpu.")
     plan: list[tuple[Candidate, Runner | None]] = []  # a runner already open (load's own pick), else None
     skipped: dict[str, str] = {}
-    if which == "default":
+    if which == "default" and target == MOBILE:  # every ORT-format file: the app picks the one it ships
+        plan += [(c, None) for c in matching_candidates(b.manifest, target)]
+    elif which == "default":
         runner, chosen, _ = open_candidate(b, spec, target, providers)
         plan.append((chosen, runner))
         if "fp32" in shipped and not (chosen.plain and chosen.variant == "fp32"):
@@ -177,7 +252,8 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
     else:
         listed = matching_candidates(b.manifest, target)
         covered = {c.variant for c in listed if c.plain}
-        for c in listed + [plain_candidate(v, ORT, target) for n, v in shipped.items() if n not in covered]:
+        for c in listed + [plain_candidate(v, ORT, target) for n, v in shipped.items()
+                           if n not in covered and (target != MOBILE or v.format == "ort")]:
             why = why_not_here(c, target)
             if why is None:
                 plan.append((c, None))
@@ -191,7 +267,7 @@ def _check_candidates(b, spec: IOSpec, target: str, which: str, samples: list[Sa
             if runner is None:
                 runner = open_variant(b, make_runner(spec, b.read(v.file), c.runtime, target=target, precision=c.precision,
                                                      options=c.options, name=f"{c.runtime}-{target}", what=v.file,
-                                                     **({"providers": providers} if c.runtime == ORT else {})), v.file)
+                                                     **({"providers": providers} if c.runtime == ORT else {})), v.file, v.format)
             with runner:
                 one = run_parity([runner], samples, outputs, tol, v.name)
         except (TargetUnavailableError, BundleError) as e:
@@ -210,6 +286,8 @@ def _openvino_precisions(manifest: dict, v: VariantResult) -> list[str]:
     an OpenVINO candidate of the manifest runs it at (bf16)."""
     from edgeship.bundle.manifest import candidates_of
 
+    if v.format != "onnx":  # ONNX Runtime Mobile's format: onnxruntime only
+        return []
     out = [v.precision] if v.precision in ("fp32", "int8") else []
     for cands in candidates_of(manifest).values():
         out += [c.precision for c in cands if c.runtime == "openvino" and c.variant == v.name]

@@ -289,7 +289,13 @@ def _is_qdq(path: Path) -> bool:
 
 def explain_models(reference: bytes, candidate: bytes, feeds: list[dict], precision: str, tol) -> dict | None:
     """:func:`explain` for two models held as bytes (a bundle's variants, compare's inputs).
-    Needs the onnx package; returns None without it, since localisation is best effort."""
+    Needs the onnx package; returns None without it, since localisation is best effort, and for an
+    ORT-format model (``--target mobile``'s ``.ort``: not an ONNX graph to mark outputs in)."""
+    from edgeship.runtimes.ort_format import is_ort_format
+
+    if is_ort_format(reference) or is_ort_format(candidate):
+        log.info("an ORT-format model has no ONNX graph to locate the divergent node in; compare its .onnx source")
+        return None
     try:
         import onnx  # noqa: F401 - the localiser edits graphs with it
     except ImportError:

@@ -37,6 +37,7 @@ class ParityReport:
     divergence: dict = field(default_factory=dict)  # variant -> first divergent node (localize.explain)
     vacuous: dict = field(default_factory=dict)  # output -> why its evidence proves nothing (evaluate.vacuous_outputs)
     skipped: dict = field(default_factory=dict)  # candidate id -> why it was not checked on this host
+    runners: dict = field(default_factory=dict)  # runner name -> what it ran, in words (onnxruntime-web's version, the browser's)
 
     @property
     def passed(self) -> bool:
@@ -64,12 +65,13 @@ class ParityReport:
         return {"passed": self.passed, "tolerances": self.tolerances, "divergence": self.divergence,
                 "warnings": list(self.vacuous.values()), "vacuous": self.vacuous, "skipped": self.skipped,
                 "summary": self.summary(), "checks": [c.to_dict() for c in self.checks],
-                "samples": {c.sample: describe_sample(c.sample) for c in self.checks}}
+                "samples": {c.sample: describe_sample(c.sample) for c in self.checks},
+                **({"runners": self.runners} if self.runners else {})}
 
     def merged(self, other: ParityReport) -> ParityReport:
         return ParityReport(self.checks + other.checks, {**self.tolerances, **other.tolerances},
                             {**self.divergence, **other.divergence}, {**self.vacuous, **other.vacuous},
-                            {**self.skipped, **other.skipped})
+                            {**self.skipped, **other.skipped}, {**self.runners, **other.runners})
 
     def of_candidate(self, candidate: str) -> ParityReport:
         """The same checks, each naming ``candidate`` (the bundle candidate its runner ran), and the
@@ -105,6 +107,11 @@ def write_junit(report: ParityReport, path: Path, suite: str = "edgeship.parity"
             ET.SubElement(tc, "system-out").text = figures
         if r["output"] in report.vacuous:  # a pass that proves nothing says so where CI shows it
             ET.SubElement(tc, "system-err").text = "WARNING: " + report.vacuous[r["output"]]
+    if report.runners:  # what ran, where a name alone does not say it (onnxruntime-web's version, the browser's)
+        props = ET.Element("properties")
+        for name, what in report.runners.items():
+            ET.SubElement(props, "property", name=f"runner.{name}", value=what)
+        ts.insert(0, props)
     root = ET.Element("testsuites")
     root.append(ts)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

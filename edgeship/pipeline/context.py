@@ -80,11 +80,16 @@ class Variant:
     passed: dict[str, bool] = field(default_factory=dict)
     weight_bytes: int | None = None    # bytes of its initializers (quantize)
     settings: dict | None = None       # how it was built, where the user chose it (int4: block_size, scheme)
+    format: str = "onnx"  # or "ort": an ORT-format twin for ONNX Runtime Mobile (pipeline.mobile)
+    source: str | None = None  # the variant an ORT-format twin was converted from
 
     def summary(self) -> dict:
         """What report.json records of a variant (no work-folder path)."""
         d = asdict(self)
         d.pop("file")
+        if self.format == "onnx":  # format and source only for an ORT-format twin
+            d.pop("format")
+            d.pop("source")
         return d
 
 
@@ -121,6 +126,7 @@ class Context:
     defaults: dict[str, str] = field(default_factory=dict)      # select: target -> variant
     candidates: dict[str, list[Candidate]] = field(default_factory=dict)  # select: target -> passing, default first
     selection: dict[str, dict] = field(default_factory=dict)  # select: target -> timing noise and lossy margin
+    mobile: dict | None = None                         # mobile (--target mobile): operators_config (Path), operators
     profile: ProfileReport | None = None               # profile (with --profile)
     manifest_variants: dict[str, VariantResult] = field(default_factory=dict)  # package
     bundle_path: Path | None = None                    # package

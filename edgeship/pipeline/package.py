@@ -19,6 +19,7 @@ from edgeship.bundle.manifest import VariantResult
 from edgeship.bundle.write import write_bundle
 from edgeship.host import host_info
 from edgeship.pipeline.context import Context, Variant, required
+from edgeship.pipeline.mobile import LOSSY_SIZE
 
 
 def tool_versions() -> dict:
@@ -81,7 +82,8 @@ def package_stage(ctx: Context) -> str:
     save_samples(golden / "inputs.npz", ctx.samples, lambda s: s.feeds)
     refs = dict(zip((id(s) for s in ctx.samples), ctx.references))
     save_samples(golden / "outputs.npz", ctx.samples, lambda s: refs[id(s)])
-    files: dict[str, Path] = {f"models/{n}.onnx": v.file for n, v in ctx.variants.items()}
+    files: dict[str, Path] = {bundle_file(v): v.file for v in ctx.variants.values()}
+    mobile = mobile_record(ctx, files)
     if ctx.torchscript_path:
         files["torchscript/model.pt"] = ctx.torchscript_path
     loaded = required(ctx.loaded, "loaded")
@@ -115,6 +117,7 @@ def package_stage(ctx: Context) -> str:
                    "samples": [{"label": s.label, "sizes": s.sizes, "about": describe_sample(s.label)}
                                for s in ctx.samples]},
         "torchscript": "torchscript/model.pt" if ctx.torchscript_path else None,
+        **({"mobile": mobile} if mobile else {}),
         "source": source,
         "host": host_info(),
         "notes": list(ctx.notes),
@@ -124,10 +127,37 @@ def package_stage(ctx: Context) -> str:
     return str(ctx.bundle_path)
 
 
+def bundle_file(v: Variant) -> str:
+    """Where a variant's file goes in the bundle: ``models/NAME.onnx``, or ``models/SOURCE.ort`` for the
+    ORT-format twin of variant SOURCE."""
+    return f"models/{v.source}.ort" if v.format == "ort" else f"models/{v.name}.onnx"
+
+
+def mobile_record(ctx: Context, files: dict[str, Path]) -> dict | None:
+    """The manifest's ``mobile`` section (its schema: ``edgeship/schemas/manifest.json``), adding the
+    operator config to ``files``; None without ``--target mobile``."""
+    from edgeship.exporters import ort_format
+    from edgeship.runtimes.ort_format import ort_format_version
+
+    if not ctx.mobile:
+        return None
+    rel = f"mobile/{ort_format.CONFIG}"
+    files[rel] = ctx.mobile["operators_config"]
+    ort = [v for v in ctx.variants.values() if v.format == "ort"]
+    versions = sorted({ort_format_version(v.file.read_bytes()) or "" for v in ort})
+    return {"operators_config": rel, "operators": ctx.mobile["operators"], "variants": [v.name for v in ort],
+            "written_by": {"onnxruntime": metadata.version("onnxruntime"), "ort_format_version": ", ".join(versions)},
+            "optimization": {"style": ort_format.STYLE.lower(), "level": ort_format.LEVEL,
+                             "target_platform": ort_format.TARGET_PLATFORM},
+            "default_rule": "the smallest passing file; an int8 one only with non-vacuous parity evidence, not calibrated "
+                            f"on synthetic inputs, and at most {LOSSY_SIZE:.0%} of the fp32 file (this host is not a phone: "
+                            "speed is not measured for mobile)"}
+
+
 def _variant_result(ctx: Context, v: Variant, summary: list[dict]) -> VariantResult:
     rows = [r for r in summary if r["variant"] == v.name]
     return VariantResult(
-        name=v.name, file=f"models/{v.name}.onnx", precision=v.precision, size=v.file.stat().st_size,
+        name=v.name, file=bundle_file(v), precision=v.precision, size=v.file.stat().st_size, format=v.format, source=v.source,
         passed=dict(v.passed), max_abs=max((r.get("max_abs", 0.0) for r in rows), default=None),
         min_cosine=min((r.get("cosine", 1.0) for r in rows), default=None),
         tolerance=ctx.parity.tolerances.get(v.name, {}),

@@ -19,8 +19,9 @@ from edgeship.parity.report import ParityReport
 from edgeship.parity.tolerances import Tolerance, effective_tolerances
 from edgeship.pipeline.context import NONDETERMINISTIC, Context, required
 from edgeship.pipeline.heldout import gate_margins, margin_text
+from edgeship.pipeline.mobile import export_targets
 from edgeship.runtimes.base import Runner
-from edgeship.runtimes.ort import OrtRunner, providers_for, resolve_targets
+from edgeship.runtimes.ort import MOBILE, OrtRunner, providers_for
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,17 @@ def parity_stage(ctx: Context) -> str:
     variant that fails on a target is not made that target's default (and is dropped when it
     fails everywhere)."""
     spec = required(ctx.spec, "spec")
-    ctx.targets = ctx.targets or resolve_targets(ctx.config.targets)
+    ctx.targets = ctx.targets or export_targets(ctx.config.targets)
     for t in ctx.targets:
         providers_for(t)  # TargetUnavailableError before any work
+    targets = [t for t in ctx.targets if t != MOBILE]  # the mobile stage checks the ORT-format twins there
     for name, v in list(ctx.variants.items()):
         tol = effective_tolerances(ctx.config).for_precision(v.precision)
-        runners: list[Runner] = [OrtRunner(spec, v.file, target=t, name=f"onnxruntime-{t}") for t in ctx.targets]
+        runners: list[Runner] = [OrtRunner(spec, v.file, target=t, name=f"onnxruntime-{t}") for t in targets]
         report = check_parity(ctx, runners, name, tol)
         for r in runners:
             r.close()
-        passed = {t: all(c.passed for c in report.checks if c.runner == f"onnxruntime-{t}") for t in ctx.targets}
+        passed = {t: all(c.passed for c in report.checks if c.runner == f"onnxruntime-{t}") for t in targets}
         ctx.variants[name] = v = replace(v, passed=passed)
         if name == "fp32" and not report.passed:
             bad = report.failures()[0]
@@ -128,5 +130,5 @@ def parity_stage(ctx: Context) -> str:
             ctx.rejected[name] = {"reason": report.failures()[0].reason}
             del ctx.variants[name]
             ctx.note(f"{name} fails parity on every target and is not shipped")
-    return f"{len(ctx.variants)} variant(s) × {', '.join(ctx.targets)}: " + ", ".join(
+    return f"{len(ctx.variants)} variant(s) × {', '.join(targets)}: " + ", ".join(
         f"{n} {'pass' if all(v.passed.values()) else 'partial'}" for n, v in ctx.variants.items())

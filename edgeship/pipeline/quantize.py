@@ -29,7 +29,8 @@ from edgeship.parity.localize import ReferenceGraph
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.parity.tolerances import effective_tolerances
 from edgeship.pipeline.context import Context, Degraded, Skip, Variant, required
-from edgeship.runtimes.ort import OrtRunner, resolve_targets
+from edgeship.pipeline.mobile import export_targets
+from edgeship.runtimes.ort import OrtRunner
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def quantize_stage(ctx: Context) -> str:
     from edgeship.exporters import quantize as q
 
     cfg = ctx.config
-    ctx.targets = resolve_targets(cfg.targets)
+    ctx.targets = export_targets(cfg.targets)
     kinds = requested_kinds(cfg.quantize, ctx.targets, cfg.calibration is not None, is_decoder(ctx.spec))
     if "int4" in kinds:
         q.check_int4_settings(cfg.int4_block_size, cfg.int4_scheme)

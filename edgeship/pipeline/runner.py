@@ -29,6 +29,7 @@ from edgeship.errors import EdgeshipError, ExportError, ParityError, Quantizatio
 from edgeship.parity.report import ParityReport
 from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
+from edgeship.pipeline.mobile import mobile_stage, wanted
 from edgeship.pipeline.onnx import onnx_stage
 from edgeship.pipeline.optimize import optimize_stage
 from edgeship.pipeline.package import package_stage
@@ -53,12 +54,14 @@ STAGES: list[tuple[str, Callable[[Context], str], bool]] = [
     ("optimize", optimize_stage, True),
     ("quantize", quantize_stage, False),
     ("parity", parity_stage, True),
+    ("mobile", mobile_stage, True),  # --target mobile: ORT-format twins, parity-checked
     ("select", select_stage, True),
     ("profile", profile_stage, False),  # before package, so its report files are in the manifest
     ("package", package_stage, True),
 ]
 # stages that run only when the config asks for them (no "skipped" line otherwise)
-OPT_IN: dict[str, Callable[[ExportConfig], bool]] = {"profile": lambda cfg: cfg.profile}
+OPT_IN: dict[str, Callable[[ExportConfig], bool]] = {"profile": lambda cfg: cfg.profile,
+                                                     "mobile": lambda cfg: wanted(cfg.targets)}
 
 
 @dataclass(frozen=True)

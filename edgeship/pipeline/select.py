@@ -23,10 +23,11 @@ from edgeship.bundle.manifest import Candidate
 from edgeship.parity.evaluate import run_parity
 from edgeship.parity.tolerances import Tolerance
 from edgeship.pipeline.context import Context, required
+from edgeship.pipeline.mobile import select_mobile
 from edgeship.profiling import interleave
 from edgeship.profiling.interleave import MIN_SPEEDUP, NEAR_TIE, Timings
 from edgeship.runtimes.base import Runner
-from edgeship.runtimes.ort import OrtRunner
+from edgeship.runtimes.ort import MOBILE, OrtRunner
 from edgeship.runtimes.registry import ORT, CandidateConfig, candidate_configs, requirements
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,9 @@ def select_stage(ctx: Context) -> str:
     feeds = ctx.samples[0].feeds
     tolerances = effective_tolerances(ctx.config)
     for t in ctx.targets:
+        if t == MOBILE:  # this host is not a phone: by size, not by speed here
+            select_mobile(ctx)
+            continue
         passing = [n for n, v in ctx.variants.items() if v.passed.get(t)]
         if not passing:
             continue

@@ -22,7 +22,7 @@ from edgeship.bundle.choose import why_not_here
 from edgeship.bundle.manifest import Candidate, candidates_of, variants_of
 from edgeship.bundle.read import Bundle, open_bundle
 from edgeship.bundle.write import write_bundle
-from edgeship.errors import BundleError, DiskFullError
+from edgeship.errors import BundleError, DiskFullError, SpecError
 from edgeship.host import host_info
 from edgeship.parity.check import golden_samples, variant_tolerance
 from edgeship.parity.evaluate import vacuous_outputs
@@ -32,7 +32,7 @@ from edgeship.pipeline.package import tool_versions
 from edgeship.pipeline.select import parity_check, rank, selection_record
 from edgeship.pipeline.workdir import work_folder
 from edgeship.profiling import interleave
-from edgeship.runtimes.ort import providers_for
+from edgeship.runtimes.ort import MOBILE, providers_for
 from edgeship.runtimes.registry import CandidateConfig, candidate_configs
 from edgeship.spec import IOSpec
 
@@ -85,9 +85,13 @@ def tune(bundle: str | os.PathLike, output: str | os.PathLike | None = None, tar
     notes: list[str] = []
     after: dict[str, list[Candidate]] = {}
     selection: dict[str, dict] = {}
+    if MOBILE in targets:
+        raise SpecError("tune --target mobile: the mobile target's default is the smallest passing ORT-format file, not "
+                        "the fastest here (this machine is not the phone; docs/mobile.md); tune cpu or cuda, and pick the "
+                        "mobile variant in the app.")
     for t in targets:
         providers_for(t)
-        configs = candidate_configs({n: v.precision for n, v in variants.items()}, t, True, runtimes)
+        configs = candidate_configs({n: v.precision for n, v in variants.items() if v.format == "onnx"}, t, True, runtimes)
         known = {c.id for c in configs}
         for c in before.get(t, []):  # what the manifest lists (e.g. measured on another machine) is tried too
             if c.id not in known and why_not_here(c, t) is None and (runtimes is None or c.runtime in runtimes):

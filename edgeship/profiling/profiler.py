@@ -216,8 +216,10 @@ def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = Pro
         BundleError, ModelLoadError: the source is corrupt or not a model.
     """
     _check(config)
+    web = WEB in config.targets
+    page = _web_page(config) if web else None  # no browser: refused before any work
     src = source if isinstance(source, Source) else open_source(source)
-    targets = _targets(config.targets)
+    targets = _targets(tuple(t for t in config.targets if t != WEB)) if config.targets != (WEB,) else []
     variants = list(dict.fromkeys(config.variants)) or list(src.variants)
     unknown = [v for v in variants if v not in src.variants]
     if unknown:
@@ -236,12 +238,15 @@ def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = Pro
         for target, providers in targets:
             for v in variants:
                 model = models[v]
+                if target == "mobile" and _format(src, v, model) != "ort":  # the mobile target runs the .ort files
+                    continue
                 plan += [_Item("onnxruntime", target, v, t, b, partial(ort_harness, model, target, providers, t, feeds[b]),
                                partial(ort_op_profile, model, target, providers, t, feeds[b], ops_warm, ops_runs, config.top),
                                cold=coldstart.Request.ort(model, target, providers, t, feeds[b]))
                          for t in threads for b in batches]
         if "openvino" in config.runtimes:
-            plan += _openvino_items(src, variants, models, [t for t, _ in targets], threads, batches, feeds)
+            plan += _openvino_items(src, [v for v in variants if _format(src, v, models[v]) == "onnx"], models,
+                                    [t for t, _ in targets], threads, batches, feeds)
         if "onnxruntime" not in config.runtimes:
             plan = [i for i in plan if i.runtime != "onnxruntime"]
     if config.compare_torch is not None:
@@ -259,16 +264,22 @@ def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = Pro
     iterations = None if config.duration is not None else (config.iterations or DEFAULT_ITERATIONS)
     results = []
     colds = coldstart.Children(config.cold_start)
+    total = len(plan) + (len(variants) * len(batches) if web else 0)
     for i, item in enumerate(plan):
         if progress:
-            progress(i, len(plan), item.label)
+            progress(i, total, item.label)
         r, opened_s = _measure(item, config, iterations, rss)
         if config.cold_start == "fresh":  # its own child's figures, or None: never another row's
             got = colds.measure(item.cold, item.label, item.runtime, opened_s)
             r = replace(r, cold_start_ms=got.cold_start_ms, session_ms=got.session_ms, first_run_ms=got.first_run_ms)
         results.append(r)
+    if page is not None:
+        web_rows, web_notes = _web_results(page, variants, models, src.spec, batches, feeds, config, iterations,
+                                           lambda i, label: progress(len(plan) + i, total, label) if progress else None)
+        results += web_rows
+        notes += web_notes
     if progress:
-        progress(len(plan), len(plan), "done")
+        progress(total, total, "done")
     notes[:0] = colds.notes()
     settings = {"warmup": config.warmup, "iterations": iterations, "duration": config.duration,
                 "per_op": config.per_op, "per_op_runs": config.per_op_runs if config.per_op else None,
@@ -276,6 +287,47 @@ def profile(source: str | os.PathLike[str] | Source, config: ProfileConfig = Pro
     return ProfileReport(src.name, src.path, src.kind, settings, host_info(),
                          dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), tuple(results), tuple(notes),
                          dict(src.variant_info), dict(src.defaults), dict(src.candidates))
+
+
+WEB = "web"  # onnxruntime-web in a headless Chromium (edgeship.runtimes.web)
+
+
+def _web_page(config: ProfileConfig):
+    from edgeship.runtimes.web import WebPage
+
+    return WebPage(config.browser)
+
+
+def _web_results(page, variants: list[str], models: dict, spec, batches, feeds, config: ProfileConfig,
+                 iterations: int | None, progress: Callable[[int, str], None]) -> tuple[list[ConfigResult], list[str]]:
+    """Each variant × batch in onnxruntime-web (wasm) in one headless Chromium page, timed in the page
+    (performance.now() around each awaited session.run: in-browser time, without the trip from Python);
+    ``session_ms``: creating the session in the page, timed from Python. Cold start and memory are
+    not measured there (None)."""
+    from edgeship.runtimes.web import WebRunner
+
+    n = iterations or DEFAULT_ITERATIONS  # the page counts calls; --duration is not applied there
+    rows: list[ConfigResult] = []
+    with page:
+        for i, (v, b) in enumerate((v, b) for v in variants for b in batches):
+            progress(i, config_label(WEB, v, page.info.threads or 1, b))
+            with WebRunner(spec, models[v] if isinstance(models[v], bytes) else Path(models[v]).read_bytes(), "wasm",
+                           page=page) as runner:
+                ms = np.asarray(runner.time_in_page(feeds[b], config.warmup, n), dtype=np.float64)
+                stats = Stats.of(ms)
+                threads = page.info.threads or 1
+                rows.append(ConfigResult(runner.runtime, WEB, v, threads, b, ("wasm",), False, None,
+                                         (runner.load_s or 0.0) * 1e3, None, stats,
+                                         b * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), math.nan, math.nan,
+                                         None, ms))
+        what = page.info.describe("wasm")
+    notes = [f"web rows: {what}; latency measured inside the page with performance.now() around each session.run "
+             "(in-browser time, not counting the trip from Python); session_ms is the session's creation in the page; "
+             "cold start and memory not measured in the browser"
+             + (f"; --duration does not apply there: {n} calls" if config.duration is not None else "")
+             + ("; --threads does not apply there (onnxruntime-web picks its thread count)"
+                if tuple(config.threads) != (None,) else "")]
+    return rows, notes
 
 
 def rss_holds(modules: Mapping[str, object]) -> str:
@@ -320,6 +372,16 @@ def _measure(item: _Item, cfg: ProfileConfig, iterations: int | None, rss: PeakR
                         item.batch * 1e3 / stats.p50 if stats.p50 > 0 else float("inf"), peak,
                         max(peak - before, 0.0) if math.isfinite(peak - before) else math.nan, ops, ms,
                         dict(item.options)), (open_ns + first_ns) / 1e9
+
+
+def _format(src: Source, variant: str, model: object) -> str:
+    """A variant's model format: ``ort`` (ONNX Runtime Mobile's, ``export --target mobile``) or ``onnx``."""
+    from edgeship.runtimes.ort_format import is_ort_format
+
+    info = src.variant_info.get(variant)
+    if info is not None:
+        return info.format
+    return "ort" if (is_ort_format(model) if isinstance(model, bytes) else str(model).endswith(".ort")) else "onnx"
 
 
 def _openvino_items(src: Source, variants: list[str], models: dict, targets: list[str], threads, batches,

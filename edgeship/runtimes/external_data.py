@@ -111,13 +111,12 @@ def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = Un
 
     Raises:
         error: a tensor keeps its data in another file, or the bytes are not a protobuf message
-            (which a parser could read differently from this scan), or they carry the ORT format's
-            file identifier (onnxruntime would read them as flatbuffers, which this scan does not).
+            (which a parser could read differently from this scan). Bytes with the ORT format's file
+            identifier (onnxruntime reads them as flatbuffers) are checked by :func:`refuse_ort_external_data`.
     """
-    if data[4:8] == ORT_FORMAT_ID:  # onnxruntime would take the bytes as an ORT-format (flatbuffers) model
-        raise error(f"{where}{what} is marked as an ORT-format model (file identifier ORTM at byte 4), which "
-                    "onnxruntime reads as flatbuffers, not ONNX, so this check cannot scan it; edgeship hands "
-                    "onnxruntime ONNX models only. Re-export it, or pass the ONNX model.")
+    if data[4:8] == ORT_FORMAT_ID:  # onnxruntime takes the bytes as an ORT-format (flatbuffers) model
+        refuse_ort_external_data(data, what, error, where)
+        return
     try:
         refs = external_refs(data)
     except NotOnnxError as e:
@@ -129,6 +128,28 @@ def refuse_external_data(data: bytes, what: str, error: type[EdgeshipError] = Un
             "read that file from the current directory, so it was refused before onnxruntime saw it. "
             "A bundle never needs external data (export inlines it): this one was edited; re-export it."
         )
+
+
+def refuse_ort_external_data(data: bytes, what: str, error: type[EdgeshipError] = UnsafeModelError,
+                             where: str = "") -> None:
+    """Refuse ORT-format model bytes that onnxruntime would read external data for, or that cannot be
+    read as an ORT-format model (see :mod:`edgeship.runtimes.ort_format`).
+
+    Raises:
+        error: a tensor has an external-data offset, or the flatbuffer does not read.
+    """
+    from edgeship.runtimes.ort_format import NotOrtFormat, external_tensors
+
+    try:
+        names = external_tensors(data)
+    except NotOrtFormat as e:
+        raise error(f"{where}{what} is marked as an ORT-format model (file identifier ORTM at byte 4) but does "
+                    f"not read as one ({e}); re-export it, or pass the ONNX model.") from e
+    if names:
+        raise error(f"{where}{what} is an ORT-format model that keeps tensor {names[0][:80]!r} in external data "
+                    f"({len(names)} tensor{'s' if len(names) > 1 else ''} in all); onnxruntime would read it from "
+                    "another file, so it was refused before onnxruntime saw it. edgeship writes ORT-format files "
+                    "with every tensor inline: this one was edited; re-export it.")
 
 
 def check_entries(ref: ExternalRef, model_path: Path, folder: Path) -> Path:

@@ -27,7 +27,11 @@ TARGET_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    # ORT-format variants (export --target mobile) on onnxruntime's CPU provider: what a phone runs
+    # without NNAPI/CoreML, and what onnxruntime's Python package checks them with here
+    "mobile": ["CPUExecutionProvider"],
 }
+MOBILE = "mobile"
 
 # onnxruntime's type strings -> numpy dtype names
 ORT_DTYPES = {f"tensor({k})": v for k, v in {
@@ -45,7 +49,7 @@ def available_providers() -> list[str]:
 
 
 def providers_for(target: str) -> list[str]:
-    """Map a target (``cpu``, ``cuda``, ``tensorrt`` or a provider name) to a provider list.
+    """Map a target (``cpu``, ``cuda``, ``tensorrt``, ``mobile`` or a provider name) to a provider list.
 
     Raises:
         TargetUnavailableError: the target is unknown or its first provider is not installed.
@@ -55,7 +59,7 @@ def providers_for(target: str) -> list[str]:
         providers = [target]
     if providers is None:
         raise TargetUnavailableError(
-            f"unknown target {target!r}; use cpu, cuda, tensorrt or an onnxruntime provider name "
+            f"unknown target {target!r}; use cpu, cuda, tensorrt, mobile or an onnxruntime provider name "
             "such as OpenVINOExecutionProvider."
         )
     have = available_providers()
@@ -200,6 +204,11 @@ def open_session(model: bytes | str | os.PathLike, *, target: str = "cpu", provi
                  options: Any = None, error: type[EdgeshipError] = ExportError, what: str | None = None,
                  provider_options: dict[str, Any] | None = None) -> Any:
     """Open an onnxruntime ``InferenceSession`` on ``model`` (its bytes or a path).
+
+    ORT-format models (ONNX Runtime Mobile's ``.ort``) open the same way, with no
+    ``session.load_model_format`` hint: onnxruntime takes bytes with the ORT file identifier at byte 4
+    (:func:`edgeship.runtimes.ort_format.is_ort_format`, the check :func:`refuse_external_data` uses to
+    walk them) and a path ending in ``.ort`` as that format.
 
     Args:
         target: resolved with :func:`providers_for` unless ``providers`` is given.
