@@ -12,6 +12,8 @@ the machines are shared and noisy, so absolute times are printed for context onl
       wall time of the whole subprocess and peak RSS (VmHWM inside each child)
   B8  the bundle's default through edgeship.load / the fastest peer that passes edgeship's
       tolerance: onnxruntime and OpenVINO configurations, each in its own process (bench_b8.py)
+  B9  a small causal LM: decode tokens/s and prefill of edgeship vs Optimum's ORTModelForCausalLM and
+      onnxruntime-genai, each engine in its own process, anchors in venvs of their own (bench_b9.py)
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     p.add_argument("--no-quant", action="store_true", help="skip B1, B2, B4, B7 (bench_quant.py)")
     p.add_argument("--no-b8", action="store_true", help="skip B8 (bench_b8.py)")
+    p.add_argument("--no-b9", action="store_true", help="skip B9 (bench_b9.py: creates the anchor venvs on first use)")
     args = p.parse_args()
     command = " ".join(["python", *sys.argv])
     load = os.getloadavg()
@@ -298,6 +301,14 @@ def main() -> int:
         b8 = bench_quant.table(bench_b8.rows(bench_b8.run(args.quick, 224)))
         text += (f"\n## Default vs the fastest gated peer (B8), CNNs at 1x3x224x224, "
                  f"{time.perf_counter() - t8:.0f} s\n\n" + b8 + "\n\n" + bench_b8.__doc__.split("\n\n", 2)[2] + "\n")
+    if not args.no_b9:
+        print("B9: small causal LM, decode tokens/s vs Optimum and onnxruntime-genai (a few minutes) ...", flush=True)
+        import bench_b9
+
+        t9 = time.perf_counter()
+        b9 = bench_b9.run(args.quick)
+        text += (f"\n## Small causal LM vs Optimum and onnxruntime-genai (B9), {time.perf_counter() - t9:.0f} s\n\n"
+                 + bench_b9.table(b9) + "\n\n" + bench_b9.note(b9) + "\n\n" + bench_b9.__doc__.split("\n\n", 2)[2] + "\n")
     args.out.write_text(text)
     print(text)
     print(f"wrote {args.out} in {time.perf_counter() - t0:.0f} s")
