@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	sed $(if $(filter pypi,$(TORCH_BUILD)),'s/+cpu;/;/',-n 'p') constraints.txt > $(VENV)/constraints.txt
 	$(PY) -m pip install -q $(if $(filter cpu,$(TORCH_BUILD)),$(PIP_CPU)) -c $(VENV)/constraints.txt \
-		-e '.[export,dev,docs,examples,openvino,web,text,hf]' || { \
+		-e '.[export,dev,docs,examples,openvino,web,text,hf,genai]' || { \
 		echo "make: install failed. torch's CPU build comes from $(TORCH_INDEX) (TORCH_INDEX=...): check that pip"; \
 		echo "can reach it for Python $(PYVER); PyPI's own torch is the multi-GB CUDA build, never installed silently"; \
 		echo "(TORCH_BUILD=pypi installs it on purpose)."; \

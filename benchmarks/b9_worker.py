@@ -5,7 +5,7 @@
 KIND is one of ``hf`` (transformers eager, the reference), ``optimum`` (ORTModelForCausalLM on an
 ``optimum-cli export onnx`` folder), ``genai`` (onnxruntime-genai's ``og.Generator`` on a model builder
 folder), ``edgeship`` (``edgeship.load(PATH).generate``), ``edgeship-genai`` (the same bundle through
-edgeship/runtimes/genai.py: onnxruntime-genai's loop on the bundle's own graph).
+benchmarks/b9_genai.py: onnxruntime-genai's loop on the bundle's own graph).
 PROMPT_IDS is a comma-separated list of token ids; VARIANT picks an edgeship bundle's variant (default:
 auto), THREADS an edgeship engine's intra-op threads (default: the bundle's). The worker loads the engine, runs one greedy
 generation of NEW_TOKENS tokens and prints ``READY {json}`` (tokens, load time, peak RSS); then for
@@ -91,8 +91,9 @@ def open_engine(kind: str, path: str, variant: str = "auto", threads: int | None
         return gen, (f"edgeship {m.variant} on {m.runtime}" + (f" ({cand.id})" if cand is not None else "")
                      + f", {threads_now} intra-op thread(s)")
     if kind == "edgeship-genai":
+        from b9_genai import open_genai
+
         import edgeship
-        from edgeship.runtimes.genai import open_genai
 
         m = edgeship.load(path, target="cpu", variant=variant)
         g = open_genai(m)  # parity-gated against edgeship's own loop on the golden prompts
@@ -102,7 +103,7 @@ def open_engine(kind: str, path: str, variant: str = "auto", threads: int | None
 
         import onnxruntime_genai as og
 
-        return gen, f"edgeship {m.variant} on onnxruntime-genai {og.__version__} (runtimes/genai.py)"
+        return gen, f"edgeship {m.variant} on onnxruntime-genai {og.__version__} (b9_genai.py)"
     raise SystemExit(f"unknown engine kind {kind!r}")
 
 

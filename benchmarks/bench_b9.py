@@ -9,7 +9,7 @@ own process (benchmarks/b9_worker.py), greedy, batch 1, a 64-token prompt and 25
 early stop:
 
   edgeship        ``edgeship export DIR`` (no other flag), ``edgeship.load(b).generate(ids, ...)``
-  edgeship genai  the same bundle through edgeship/runtimes/genai.py: onnxruntime-genai's C++ loop on the
+  edgeship genai  the same bundle through benchmarks/b9_genai.py: onnxruntime-genai's C++ loop on the
                   bundle's own graph (parity-gated against edgeship's loop), run in the genai venv
   edgeship int4   the same bundle's int4 variant, when the bundle has one
   optimum         ``optimum-cli export onnx --task text-generation-with-past`` + ``ORTModelForCausalLM.generate``
@@ -225,7 +225,7 @@ def builder_graph_bundle(bundle: Path, genai_dir: Path, out: Path) -> Path:
     import onnx
 
     from edgeship.bundle.write import write_bundle
-    from edgeship.hf.decoder import spec_of
+    from edgeship.exporters.hf_decoder import spec_of
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     head = next(t["shape"][3] for t in manifest["io"]["inputs"] if t["name"].startswith("past_key_values."))

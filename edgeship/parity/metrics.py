@@ -76,9 +76,10 @@ def judge(m: dict, tol: Tolerance) -> str | None:
         return f"{m['nonfinite_mismatch']} NaN/Inf values that the reference does not have"
     if tol.max_outlier_frac is not None and m["outlier_frac"] > tol.max_outlier_frac:
         atol = effective_atol(tol, m.get("scale", 0.0))
+        rtol = tol.rtol if tol.rtol is not None else 1e-3  # what metrics() applied
         raised = (f" (atol_scale={tol.atol_scale:g} × max |ref| {m['scale']:.4g})"
                   if tol.atol_scale and atol > (tol.atol if tol.atol is not None else 1e-4) else "")
-        return (f"{m['outlier_frac']:.2%} of elements outside atol={atol:.3g}{raised} + rtol={tol.rtol if tol.rtol is not None else 1e-3:g}·|ref| "
+        return (f"{m['outlier_frac']:.2%} of elements outside atol={atol:.3g}{raised} + rtol={rtol:g}·|ref| "
                 f"(max abs {m['max_abs']:.3g}, allowed fraction {tol.max_outlier_frac:.2%})")
     if tol.min_cosine is not None and m["cosine"] < tol.min_cosine:
         return f"cosine {m['cosine']:.6f} < {tol.min_cosine}"

@@ -1,7 +1,7 @@
-"""onnxruntime-genai's generation loop (``og.Generator``, C++) over a decoder bundle's own graph.
-
-Optional: used where the ``onnxruntime_genai`` package is installed (``pip install edgeship[genai]``);
-torch-free. The bundle's graph is run as it is (the names Optimum and onnxruntime-genai share:
+"""B9's experiment engine (not part of edgeship): onnxruntime-genai's generation loop (``og.Generator``,
+C++) over a decoder bundle's own graph. Measured slower than edgeship's own loop on the same graph
+(benchmarks/README.md, B9x), so edgeship does not use it; it stays here as the benchmark's row.
+Needs ``onnxruntime_genai``; torch-free. The bundle's graph is run as it is (the names Optimum and onnxruntime-genai share:
 ``input_ids``, ``attention_mask``, ``position_ids``, ``past_key_values.{i}.key|value`` in, ``logits``,
 ``present.{i}.key|value`` out); onnxruntime-genai needs a ``genai_config.json`` describing it, which
 this module writes itself from the verified IO spec and the manifest's generation ids, never from a
@@ -13,7 +13,7 @@ Parity-gated like any candidate: :func:`open_genai` runs the bundle's golden gen
 through both onnxruntime-genai and edgeship's own loop (:mod:`edgeship.generate`) on the same
 variant and refuses (``ParityError``) unless the greedy tokens are identical.
 
-    from edgeship.runtimes.genai import open_genai
+    from b9_genai import open_genai
     m = edgeship.load("tiny-llama.edgeship")
     g = open_genai(m)                          # GenaiDecoder, or ParityError / TargetUnavailableError
     g.generate([1, 5, 9], max_new_tokens=16)   # greedy new token ids, as generate(m, ...) gives them
