@@ -5,6 +5,7 @@ ids the original tokenizer gives, torch-free."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,41 @@ def test_without_the_tokenizers_library_encode_names_the_extra(bundles, monkeypa
     with pytest.raises(SpecError, match=r"needs the `tokenizers` library \(torch-free\): pip install 'edgeship\[text\]'"):
         m.encode("hello world")
     assert m.task == "sequence-classification"
+
+
+# --- issue 21 review: a folder's own code never runs, half-precision folders export -------------
+
+EVIL = '''
+import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+from transformers import BertConfig, BertModel
+
+
+class EvilConfig(BertConfig):
+    model_type = "evil_remote"
+
+
+class EvilModel(BertModel):
+    config_class = EvilConfig
+'''
+
+
+def test_a_folders_own_code_never_runs_even_when_stdin_says_yes(folders, tmp_path):
+    """config.json with an unknown model_type and auto_map: transformers would ASK on stdin whether to run
+    the folder's .py (trust_remote_code=None); edgeship passes False, so "y" on stdin runs nothing: exit 2."""
+    d = _copy(folders["encoder"], tmp_path)
+    marker = tmp_path / "ran-remote-code"
+    (d / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    _edit_config(d, model_type="evil_remote", architectures=["EvilModel"],
+                 auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+    tok = json.loads((d / "tokenizer_config.json").read_text())
+    tok["auto_map"] = {"AutoTokenizer": ["evil.EvilConfig", None]}
+    (d / "tokenizer_config.json").write_text(json.dumps(tok))
+    r = subprocess.run([sys.executable, "-m", "edgeship", "export", str(d), "--task", "feature-extraction",
+                        "-o", str(tmp_path / "x.edgeship")], input="y\ny\ny\n", capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert not marker.exists(), r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "does not know model_type 'evil_remote'" in r.stdout + r.stderr
+    assert "never runs a folder's own code" in r.stdout + r.stderr
+    assert not (tmp_path / "x.edgeship").exists()

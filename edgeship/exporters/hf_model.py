@@ -84,8 +84,11 @@ def build_model(folder: HFFolder) -> Any:
     cls = getattr(transformers, AUTO_CLASS[folder.task])
     with offline():
         try:
-            model, info = cls.from_pretrained(str(folder.path), local_files_only=True, use_safetensors=folder.safetensors,
-                                              attn_implementation="eager", output_loading_info=True)
+            # trust_remote_code=False: transformers' default (None) ASKS on stdin whether to run a folder's
+            # own .py (config.json's auto_map); edgeship never runs it, whatever the answer would be.
+            model, info = cls.from_pretrained(str(folder.path), local_files_only=True, trust_remote_code=False,
+                                              use_safetensors=folder.safetensors, attn_implementation="eager",
+                                              output_loading_info=True)
         except (ValueError, KeyError, OSError, ImportError) as e:
             known = _known_type(folder.model_type)
             what = (f"transformers {transformers.__version__} has no {AUTO_CLASS[folder.task]} for model_type "
