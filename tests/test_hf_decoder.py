@@ -255,3 +255,14 @@ def test_a_gpt2_folder_exports_and_generates_as_transformers(tmp_path):
     ref, _ = greedy_reference(folder, PROMPTS, NEW)
     with edgeship.load(result.bundle) as m:
         assert m.generate(PROMPTS, max_new_tokens=NEW) == ref
+
+
+def test_a_bfloat16_llama_folder_exports_and_passes_parity(tmp_path, cli):
+    """Most real small LMs are saved in bf16 (transformers 5 loads them so by default): the export loads
+    float32, and the bundle's golden generation passes against it."""
+    folder = save_causal_lm(tmp_path / "bf16", "llama", dtype="bfloat16")
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    code, out = cli("export", folder, "-o", tmp_path / "bf16.edgeship", "--quantize", "fp32")
+    assert code == 0, out
+    report = edgeship.check(tmp_path / "bf16.edgeship")
+    assert report.passed and any(c.output == "generation" for c in report.checks)

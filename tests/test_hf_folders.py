@@ -407,3 +407,14 @@ def test_a_folders_own_code_never_runs_even_when_stdin_says_yes(folders, tmp_pat
     assert "does not know model_type 'evil_remote'" in r.stdout + r.stderr
     assert "never runs a folder's own code" in r.stdout + r.stderr
     assert not (tmp_path / "x.edgeship").exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_folder_exports_in_float32_and_passes_parity(tmp_path, dtype):
+    """Most hub folders are saved in bf16/fp16 and transformers 5 loads them so (dtype="auto"): the
+    export loads float32 and passes parity against the float32 model."""
+    d = hf.save_bert(tmp_path / "half", "sequence", dtype=dtype)
+    assert json.loads((d / "config.json").read_text())["dtype"] == dtype
+    r = _export(d, tmp_path / "half.edgeship")
+    assert r.parity.passed
+    assert [t.dtype for t in r.spec.outputs] == ["float32"]

@@ -79,6 +79,7 @@ def build_model(folder: HFFolder) -> Any:
         ModelLoadError: transformers does not know the model type, has no model of it for the task,
             or the weights do not fit (a head missing from the file would be random).
     """
+    import torch
     import transformers
 
     cls = getattr(transformers, AUTO_CLASS[folder.task])
@@ -86,7 +87,10 @@ def build_model(folder: HFFolder) -> Any:
         try:
             # trust_remote_code=False: transformers' default (None) ASKS on stdin whether to run a folder's
             # own .py (config.json's auto_map); edgeship never runs it, whatever the answer would be.
+            # dtype=float32: transformers 5 loads a folder in its saved dtype ("auto"), bf16/fp16 for most
+            # hub models; the export, its parity reference and the quantizers work in float32.
             model, info = cls.from_pretrained(str(folder.path), local_files_only=True, trust_remote_code=False,
+                                              dtype=torch.float32,
                                               use_safetensors=folder.safetensors, attn_implementation="eager",
                                               output_loading_info=True)
         except (ValueError, KeyError, OSError, ImportError) as e:
