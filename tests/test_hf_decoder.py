@@ -266,3 +266,55 @@ def test_a_bfloat16_llama_folder_exports_and_passes_parity(tmp_path, cli):
     assert code == 0, out
     report = edgeship.check(tmp_path / "bf16.edgeship")
     assert report.passed and any(c.output == "generation" for c in report.checks)
+
+
+def _regolden(lm, tmp_path, edit):
+    """A copy of the bundle with golden/generation.npz edited by ``edit(data)`` and the manifest re-signed."""
+    from edgeship.bundle.layout import sha256_file
+
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    gold = b / "golden" / "generation.npz"
+    data = dict(np.load(gold))
+    edit(data)
+    with open(gold, "wb") as f:
+        np.savez(f, **data)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["golden/generation.npz"] = {"sha256": sha256_file(gold), "size": gold.stat().st_size}
+    (b / "manifest.json").write_text(json.dumps(m))
+    return b
+
+
+def _set(key, value):
+    def edit(data):
+        data[key] = value(data[key])
+    return edit
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_set("0/prompt", lambda p: np.concatenate([p[:-1], [10 ** 9]]).astype(p.dtype)), "token id 1000000000 outside"),
+    (_set("0/prompt", lambda p: np.concatenate([p[:-1], [-1]]).astype(np.int64)), "token id -1 outside"),
+    (_set("0/logits", lambda lg: lg[:, :-7]), "logits 293 wide"),
+    (_set("0/prompt", lambda p: np.ones(100_000, p.dtype)), "100000 tokens"),
+], ids=["huge-id", "negative-id", "vocab-width", "long-prompt"])
+def test_a_crafted_resigned_golden_generation_is_refused(lm, tmp_path, cli, edit, match):
+    b = _regolden(lm, tmp_path, edit)
+    with pytest.raises(BundleError, match=match):
+        edgeship.check(b)
+    code, out = cli("check", str(b))
+    assert code == 2, out
+
+
+def test_a_session_failure_during_the_golden_generation_is_an_inference_error(lm):
+    from edgeship.generate import decoder_layout
+    from edgeship.parity.decoder import prompt_checks
+
+    class Broken:
+        def get_outputs(self):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : index out of range")
+
+    with edgeship.load(lm["bundle"]) as m:
+        layout = decoder_layout(m.spec)
+    golden = ([[1, 2]], [[3]], [np.zeros((1, 300), np.float32)])
+    with pytest.raises(InferenceError, match="golden prompt 0.*INVALID_ARGUMENT"):
+        prompt_checks(Broken(), layout, golden, [2], 0, "fp32", "fp32")
