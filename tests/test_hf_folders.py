@@ -418,3 +418,109 @@ def test_a_half_precision_folder_exports_in_float32_and_passes_parity(tmp_path, 
     r = _export(d, tmp_path / "half.edgeship")
     assert r.parity.passed
     assert [t.dtype for t in r.spec.outputs] == ["float32"]
+
+
+def test_truncation_on_the_left_as_the_tokenizer_does(folders, tmp_path):
+    """A tokenizer saved with truncation_side="left" keeps a long text's end, in encode too (recorded in
+    the manifest's preprocess.tokenizer.truncation_side)."""
+    from tokenizers import Tokenizer
+
+    from edgeship.exporters.hf_model import tokenizer_info
+    from edgeship.hf.folder import read_folder
+    from edgeship.hf.preprocess import TextEncoder, parse_tokenizer
+
+    d = _copy(folders["encoder"], tmp_path)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "truncation_side": "left"}))
+    folder = read_folder(d)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    info = tokenizer_info(folder, names, Tokenizer.from_file(str(folder.tokenizer)))
+    assert info.truncation_side == "left" and info.to_dict()["truncation_side"] == "left"
+    assert parse_tokenizer(info.to_dict(), {info.file: {"size": 1}}, names) == info
+    texts = [" ".join(hf.WORDS * 3), "hello world"]
+    got = TextEncoder((d / "tokenizer.json").read_bytes(), info, {}).encode(texts)
+    want = _tokenizer(d)(texts, padding=True, truncation=True, return_tensors="np")
+    assert got["input_ids"].shape[1] == 64
+    for n in names:
+        np.testing.assert_array_equal(got[n], want[n])
+
+
+# --- crafted tokenizer.json: the Rust library's panics, memory bombs, ids out of range, threads ---
+
+def _encoder(tok, max_length=None):
+    from edgeship.hf.preprocess import TextEncoder, TokenizerInfo
+
+    info = TokenizerInfo("preprocess/tokenizer.json", "[UNK]", 0, "right", ("input_ids",), max_length, None, None)
+    return TextEncoder(tok.to_str().encode(), info, {})
+
+
+def _word_level():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    return t
+
+
+def test_a_tokenizer_panic_is_an_inference_error_not_a_base_exception():
+    from tokenizers import Regex, pre_tokenizers
+
+    from edgeship.errors import InferenceError
+
+    t = _word_level()
+    t.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+c"), "isolated")  # Oniguruma's retry limit: a Rust panic
+    enc = _encoder(t)
+    with pytest.raises(InferenceError, match="tokenizers library failed .PanicException"):
+        enc.encode("a" * 24 + "b")
+    assert enc.encode("ab")["input_ids"].shape == (1, 1)
+
+
+def test_replace_normalizers_that_multiply_a_texts_length_are_refused():
+    from tokenizers import normalizers
+
+    t = _word_level()
+    t.normalizer = normalizers.Sequence([normalizers.Replace("a", "a" * 100)] * 3)  # "a" -> 1e6 characters
+    with pytest.raises(BundleError, match="lengthen a text 1,000,000 times"):
+        _encoder(t)
+    t.normalizer = normalizers.Sequence([normalizers.Sequence([normalizers.Replace("a", "aaaaa")] * 2)] * 2)
+    with pytest.raises(BundleError, match="625 times"):
+        _encoder(t)
+    t.normalizer = normalizers.Sequence([normalizers.Replace(" ", "\u2581"), normalizers.Replace("ab", "abab"),
+                                         normalizers.Prepend("\u2581")])  # what real tokenizers do: accepted
+    assert _encoder(t).encode("a b")["input_ids"].shape[0] == 1
+
+
+def test_encode_caps_the_characters_per_call():
+    enc = _encoder(_word_level())
+    with pytest.raises(SpecError, match="at most 1,000,000 characters"):
+        enc.encode(["a " * 300_000, "b " * 300_000])
+
+
+def test_decode_refuses_ids_out_of_range():
+    enc = _encoder(_word_level())
+    assert enc.decode([1, 2]) == "a b"
+    for bad in ([-1], [1 << 32], [[1, -5]]):
+        with pytest.raises(SpecError, match="is not a token id"):
+            enc.decode(bad)
+    with pytest.raises(SpecError, match="token ids as integers"):
+        enc.decode([1 << 70])
+
+
+def test_encode_without_truncation_leaves_the_shared_tokenizer_alone():
+    """encode(truncation=False) must not switch the shared Tokenizer's truncation (another thread may be
+    encoding with it meanwhile)."""
+    enc = _encoder(_word_level(), max_length=3)
+    calls = []
+
+    class Watch:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(self.tok, name)
+
+    enc.tokenizer = Watch(enc.tokenizer)
+    assert enc.encode("a b a b a", truncation=False)["input_ids"].tolist() == [[1, 2, 1, 2, 1]]
+    assert not {"no_truncation", "enable_truncation"} & set(calls), calls
+    assert enc.encode("a b a b a")["input_ids"].tolist() == [[1, 2, 1]]

@@ -159,9 +159,10 @@ def tokenizer_info(folder: HFFolder, inputs: list[str], tokenizer: Any) -> Token
     for k in ids:
         if ids[k] is None and isinstance(folder.config.get(f"{k}_token_id"), int):
             ids[k] = folder.config[f"{k}_token_id"]
-    side = cfg.get("padding_side", "right")
+    side, cut = (cfg.get(k, "right") for k in ("padding_side", "truncation_side"))
     return TokenizerInfo(TOKENIZER_FILE, pad_token, pad_id, side if side in ("left", "right") else "right",
-                         tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"])
+                         tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"],
+                         cut if cut in ("left", "right") else "right")
 
 
 def image_info(folder: HFFolder) -> ImageInfo:
@@ -272,10 +273,12 @@ def load_folder(path: Path, options: LoadOptions) -> LoadedModel:
                                  "the fast tokenizer beside the model (tokenizer.save_pretrained(dir)).")
         from tokenizers import Tokenizer
 
-        from edgeship.hf.preprocess import TextEncoder
+        from edgeship.hf.preprocess import TextEncoder, guarded
 
         inputs = text_inputs(folder, model)
-        tok = tokenizer_info(folder, inputs, Tokenizer.from_file(str(folder.tokenizer)))
+        tok_path = str(folder.tokenizer)
+        tok = tokenizer_info(folder, inputs, guarded(lambda: Tokenizer.from_file(tok_path), ModelLoadError,
+                                                      f"{folder.tokenizer} is not a tokenizer.json it reads"))
         feeds = TextEncoder(folder.tokenizer.read_bytes(), tok, {n: "int64" for n in inputs}).encode(list(SAMPLE_TEXTS))
         example = tuple(torch.from_numpy(feeds[n]) for n in inputs)
         dynamic = tuple((n, axis, sym) for n in inputs for axis, sym in ((0, "batch"), (1, "seq")))
