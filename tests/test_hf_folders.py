@@ -524,3 +524,25 @@ def test_encode_without_truncation_leaves_the_shared_tokenizer_alone():
     assert enc.encode("a b a b a", truncation=False)["input_ids"].tolist() == [[1, 2, 1, 2, 1]]
     assert not {"no_truncation", "enable_truncation"} & set(calls), calls
     assert enc.encode("a b a b a")["input_ids"].tolist() == [[1, 2, 1]]
+
+
+def test_config_token_ids_outside_the_vocabulary_are_dropped(folders, tmp_path):
+    """Old LLaMA configs say pad_token_id=-1 for "none": the export keeps only ids in [0, vocab)."""
+    from tokenizers import Tokenizer
+
+    from edgeship.exporters.hf_model import tokenizer_info
+    from edgeship.hf.folder import read_folder
+
+    d = _copy(folders["encoder"], tmp_path)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("pad_token", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    if (d / "special_tokens_map.json").exists():
+        (d / "special_tokens_map.json").unlink()
+    _edit_config(d, pad_token_id=-1, bos_token_id=10 ** 6, eos_token_id=3)
+    folder = read_folder(d)
+    info = tokenizer_info(folder, ["input_ids"], Tokenizer.from_file(str(folder.tokenizer)))
+    assert (info.pad_id, info.pad_token, info.bos_id, info.eos_id) == (None, None, None, 3)
+    _edit_config(d, pad_token_id=0)
+    info = tokenizer_info(read_folder(d), ["input_ids"], Tokenizer.from_file(str(folder.tokenizer)))
+    assert (info.pad_id, info.pad_token) == (0, "[PAD]")

@@ -148,17 +148,24 @@ def _token_id(tokenizer: Any, value: Any) -> tuple[str | None, int | None]:
 def tokenizer_info(folder: HFFolder, inputs: list[str], tokenizer: Any) -> TokenizerInfo:
     """What the bundle records of the tokenizer: its pad token, padding side, inputs, limits."""
     cfg = folder.tokenizer_config
+    size = folder.config.get("vocab_size")
+    vocab = size if isinstance(size, int) and size > 0 else tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def config_id(key: str) -> int | None:  # old LLaMA configs say pad_token_id=-1 for none: keep ids in [0, vocab)
+        v = folder.config.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab else None
+
     pad_token, pad_id = _token_id(tokenizer, cfg.get("pad_token"))
-    if pad_id is None and isinstance(folder.config.get("pad_token_id"), int) and pad_token is None:
-        pad_id = folder.config["pad_token_id"]
+    if pad_id is None and config_id("pad_token_id") is not None and pad_token is None:
+        pad_id = config_id("pad_token_id")
         pad_token = tokenizer.id_to_token(pad_id)
     limits = [cfg.get("model_max_length"), folder.config.get("max_position_embeddings"),
               (folder.pooling or {}).get("max_seq_length")]
     ok = [int(v) for v in limits if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < MAX_POSITIONS]
     ids = {k: _token_id(tokenizer, cfg.get(f"{k}_token"))[1] for k in ("bos", "eos")}
     for k in ids:
-        if ids[k] is None and isinstance(folder.config.get(f"{k}_token_id"), int):
-            ids[k] = folder.config[f"{k}_token_id"]
+        if ids[k] is None:
+            ids[k] = config_id(f"{k}_token_id")
     side, cut = (cfg.get(k, "right") for k in ("padding_side", "truncation_side"))
     return TokenizerInfo(TOKENIZER_FILE, pad_token, pad_id, side if side in ("left", "right") else "right",
                          tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"],
