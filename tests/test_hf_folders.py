@@ -546,3 +546,21 @@ def test_config_token_ids_outside_the_vocabulary_are_dropped(folders, tmp_path):
     _edit_config(d, pad_token_id=0)
     info = tokenizer_info(read_folder(d), ["input_ids"], Tokenizer.from_file(str(folder.tokenizer)))
     assert (info.pad_id, info.pad_token) == (0, "[PAD]")
+
+
+def test_offline_turns_huggingface_hubs_offline_mode_on_and_restores_it(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE at import: the environment variable set later does nothing;
+    offline() sets the constant its is_offline_mode() and HTTP hook consult (no request leaves)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from transformers.utils.hub import is_offline_mode
+
+    from edgeship.exporters.hf_model import offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with offline():
+        assert huggingface_hub.is_offline_mode() and is_offline_mode()
+        with pytest.raises(OfflineModeIsEnabled):
+            huggingface_hub.get_session().get("https://huggingface.co/api/models/bert-base-uncased")
+    assert constants.HF_HUB_OFFLINE is False

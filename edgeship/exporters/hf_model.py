@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,26 +49,30 @@ MAX_POSITIONS = 1 << 20  # a model_max_length above this is transformers' "no li
 
 @contextlib.contextmanager
 def offline() -> Iterator[None]:
-    """HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE set while transformers reads the folder: never a
-    download; its progress bars and info warnings are quiet meanwhile (edgeship's notes say what it did)."""
+    """huggingface_hub's offline mode on while transformers reads the folder: never a request (its HTTP
+    hook refuses every one, and transformers' ``is_offline_mode()`` checks say so); its progress bars and
+    info warnings are quiet meanwhile (edgeship's notes say what it did). Every call also passes
+    ``local_files_only=True``.
+
+    huggingface_hub reads the HF_HUB_OFFLINE environment variable once, at import, into
+    ``huggingface_hub.constants.HF_HUB_OFFLINE``, which ``is_offline_mode()`` returns at each call
+    (huggingface_hub 2.4, transformers 5.24): setting the variable here would do nothing, so that
+    constant is set, and restored after."""
+    from huggingface_hub import constants
     from transformers.utils import logging as hf_logging
 
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({k: "1" for k in saved})
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
+        constants.HF_HUB_OFFLINE = was
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def build_model(folder: HFFolder) -> Any:
