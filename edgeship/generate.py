@@ -386,7 +386,7 @@ def context_length(model: Any) -> int | None:
     bundle was loaded); None where the bundle records none (a decoder bundle without a tokenizer)."""
     tok = (getattr(model, "preprocess", None) or {}).get("tokenizer")
     value = tok.get("max_length") if isinstance(tok, dict) else None
-    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def encode_texts(model: Any, texts: list[str]) -> list[list[int]]:
