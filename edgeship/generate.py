@@ -163,6 +163,10 @@ def _pick(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int, t
     """The next token per row of ``logits`` [batch, vocab]."""
     if not do_sample:
         return logits.argmax(-1)
+    if np.isnan(logits).any() or not np.isfinite(logits).any(-1).all():
+        raise InferenceError("sampling: the model's logits hold NaN or no finite value (an overflow in the graph, "
+                             "often a reduced-precision variant): no distribution to sample from. Try the fp32 "
+                             "variant, or greedy decoding to see them.")
     x = logits.astype(np.float64) / temperature
     if top_k and top_k < x.shape[-1]:
         kth = np.partition(x, -top_k, axis=-1)[:, -top_k][:, None]
@@ -178,10 +182,6 @@ def _pick(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int, t
         x = np.where(drop, -np.inf, x)
     p = np.exp(x - x.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
-    if not np.isfinite(p).all():
-        raise InferenceError("sampling: the model's logits hold NaN or no finite value (an overflow in the graph, "
-                             "often a reduced-precision variant): no distribution to sample from. Try the fp32 "
-                             "variant, or greedy decoding to see them.")
     return np.array([rng.choice(p.shape[-1], p=row) for row in p])
 
 
