@@ -24,6 +24,7 @@ is padded on the left, with position ids from the attention mask as transformers
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.errors import SpecError
+from edgeship.errors import BundleError, InferenceError, SpecError
 from edgeship.spec import IOSpec
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
@@ -103,13 +104,23 @@ def check_max_new_tokens(value: object) -> int:
     return int(value)
 
 
-def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
+def _real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _whole(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float, seed: int | None = None) -> None:
+    if not (_real(temperature) and np.isfinite(temperature) and temperature > 0):
         raise SpecError(f"temperature={temperature!r}: use a number above 0 (1.0 leaves the logits as they are).")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+    if not _whole(top_k) or top_k < 0:
         raise SpecError(f"top_k={top_k!r}: use a whole number ≥ 0 (0 keeps every token).")
-    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+    if not (_real(top_p) and 0 < top_p <= 1):
         raise SpecError(f"top_p={top_p!r}: use a number in (0, 1] (1.0 keeps every token).")
+    if seed is not None and (not _whole(seed) or seed < 0):
+        raise SpecError(f"seed={seed!r}: use a whole number ≥ 0, or None for a fresh random seed.")
 
 
 def _eos_set(eos: int | Sequence[int] | None) -> frozenset[int]:
@@ -137,6 +148,11 @@ def _batch(prompt: Any, encode: Any) -> tuple[list[list[int]], bool]:
         return [[int(x) for x in prompt]], True
     if isinstance(prompt, Sequence) and prompt and all(isinstance(p, (Sequence, np.ndarray)) and not isinstance(p, str)
                                                        for p in prompt):
+        for i, p in enumerate(prompt):
+            if isinstance(p, np.ndarray) and (p.ndim != 1 or p.dtype.kind not in "iu") \
+                    or not isinstance(p, np.ndarray) and not all(_whole(x) for x in p):
+                raise SpecError(f"prompt {i} of the batch is not a list of token ids (whole numbers): "
+                                f"{str(p)[:60]}.")
         return [[int(x) for x in p] for p in prompt], False
     raise SpecError(f"prompt of type {type(prompt).__name__}: pass a text, a list of token ids, or a list of either "
                     "(a batch).")
@@ -147,6 +163,10 @@ def _pick(logits: np.ndarray, do_sample: bool, temperature: float, top_k: int, t
     """The next token per row of ``logits`` [batch, vocab]."""
     if not do_sample:
         return logits.argmax(-1)
+    if np.isnan(logits).any() or not np.isfinite(logits).any(-1).all():
+        raise InferenceError("sampling: the model's logits hold NaN or no finite value (an overflow in the graph, "
+                             "often a reduced-precision variant): no distribution to sample from. Try the fp32 "
+                             "variant, or greedy decoding to see them.")
     x = logits.astype(np.float64) / temperature
     if top_k and top_k < x.shape[-1]:
         kth = np.partition(x, -top_k, axis=-1)[:, -top_k][:, None]
@@ -243,18 +263,32 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
     """
     layout = decoder_layout(model.spec)
     max_new_tokens = check_max_new_tokens(max_new_tokens)
-    _check_sampling(temperature, top_k, top_p)
+    _check_sampling(temperature, top_k, top_p, seed)
     meta = generation_meta(model.manifest)
     eos = _eos_set(meta.get("eos_token_id") if eos_token_id is None else eos_token_id)
+    vocab = next((t.shape[2] for t in model.spec.outputs if t.name == "logits" and len(t.shape) == 3
+                  and isinstance(t.shape[2], int)), None)
+    top = vocab if vocab is not None else 1 << 31
+    if pad_token_id is not None and (not _whole(pad_token_id) or not 0 <= pad_token_id < top):
+        raise SpecError(f"pad_token_id={pad_token_id!r}: use a token id of the model's vocabulary [0, {top}), or None "
+                        "for the bundle's.")
+    if pad_token_id is None and not 0 <= meta.get("pad_token_id", 0) < top:
+        raise BundleError(f"manifest.json: generation.pad_token_id is {meta['pad_token_id']}, outside the model's "
+                          f"vocabulary [0, {top}); the bundle is corrupt or was edited.")
     pad = pad_token_id if pad_token_id is not None else meta.get("pad_token_id")
     if pad is None:
-        pad = min(eos) if eos else 0
+        pad = min((e for e in eos if e < top), default=0)
     rows, _ = _batch(prompt, lambda texts: encode_texts(model, texts))
     if any(not r for r in rows):
         raise SpecError("a prompt is empty: give at least one token id (or a text the tokenizer turns into one).")
-    vocab = next((t.shape[2] for t in model.spec.outputs if t.name == "logits" and isinstance(t.shape[2], int)), None)
     if vocab is not None and any(not 0 <= x < vocab for r in rows for x in r):
         raise SpecError(f"a prompt holds a token id outside the model's vocabulary [0, {vocab}).")
+    context = context_length(model)
+    longest = max(len(r) for r in rows)
+    if context is not None and longest + max_new_tokens > context:
+        raise SpecError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} is {longest + max_new_tokens} "
+                        f"positions, over the model's context of {context}; shorten the prompt or ask for fewer "
+                        "new tokens (edgeship does not cut prompts).")
     if io_binding is None:  # measured on CPU: numpy feeds as fast as IO binding (docs/llm.md); CUDA keeps the cache on the GPU
         io_binding = getattr(model, "target", "cpu") == "cuda"
     use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
@@ -346,11 +380,22 @@ def generation_meta(manifest: dict) -> dict:
     return out
 
 
+def context_length(model: Any) -> int | None:
+    """The model's context in tokens, as the bundle records it (``preprocess.tokenizer.max_length``: the
+    least of the tokenizer's model_max_length and the config's max_position_embeddings, checked when the
+    bundle was loaded); None where the bundle records none (a decoder bundle without a tokenizer)."""
+    tok = (getattr(model, "preprocess", None) or {}).get("tokenizer")
+    value = tok.get("max_length") if isinstance(tok, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def encode_texts(model: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text, unpadded, with the tokenizer the bundle carries (``Model.tokenizer``:
-    the ``tokenizers`` library, special tokens added as the original tokenizer's ``__call__`` does).
+    """Token ids of each text, unpadded and never truncated (a generation prompt is not cut: a prompt
+    over the context is refused by :func:`generate`), with the tokenizer the bundle carries (the
+    ``tokenizers`` library, special tokens added as the original tokenizer's ``__call__`` does).
 
     Raises:
-        SpecError: the bundle has no tokenizer, or ``tokenizers`` is not installed.
+        SpecError: the bundle has no tokenizer, ``tokenizers`` is not installed, or too much text.
+        InferenceError: the tokenizers library fails on the texts.
     """
-    return [e.ids for e in model.tokenizer.encode_batch(list(texts))]
+    return [list(e.ids) for e in model._pre.encoder().encodings(list(texts), truncation=False)]

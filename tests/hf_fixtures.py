@@ -41,8 +41,9 @@ def bert_config(vocab_size: int, **kw):
                       intermediate_size=64, max_position_embeddings=64, **kw)
 
 
-def save_bert(path: Path, kind: str = "encoder", seed: int = 0) -> Path:
-    """A tiny BERT folder: ``encoder`` (BertModel), ``sequence`` (2 labels) or ``token`` (3 labels)."""
+def save_bert(path: Path, kind: str = "encoder", seed: int = 0, dtype: str | None = None) -> Path:
+    """A tiny BERT folder: ``encoder`` (BertModel), ``sequence`` (2 labels) or ``token`` (3 labels);
+    ``dtype`` ("bfloat16", "float16") saves the weights in that precision, as most hub folders are."""
     import torch
     from transformers import BertForSequenceClassification, BertForTokenClassification, BertModel
 
@@ -57,6 +58,8 @@ def save_bert(path: Path, kind: str = "encoder", seed: int = 0) -> Path:
         model = BertForTokenClassification(bert_config(n, num_labels=3, id2label={0: "O", 1: "B-THING", 2: "I-THING"},
                                                        label2id={"O": 0, "B-THING": 1, "I-THING": 2}))
     model.eval()
+    if dtype is not None:
+        model.to(getattr(torch, dtype))
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

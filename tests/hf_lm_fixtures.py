@@ -52,8 +52,10 @@ def config_for(arch: str, *, layers: int = 2, hidden: int = 64, heads: int = 4, 
     raise ValueError(f"unknown arch {arch!r}; use one of {ARCHS}")
 
 
-def save_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, **config_kwargs) -> Path:
-    """Build a random causal LM of ``arch`` and save it, with its tokenizer, to ``folder``."""
+def save_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, dtype: str | None = None,
+                   **config_kwargs) -> Path:
+    """Build a random causal LM of ``arch`` and save it, with its tokenizer, to ``folder`` (its weights
+    in ``dtype``, "bfloat16" or "float16", where given: most real small LMs are saved so)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -69,6 +71,8 @@ def save_causal_lm(folder: Path, arch: str = "llama", seed: int = 0, **config_kw
                 p.normal_(0.0, 0.05)
     model.eval()
     model.generation_config.pad_token_id = 0
+    if dtype is not None:
+        model.to(getattr(torch, dtype))
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

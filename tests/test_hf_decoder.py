@@ -255,3 +255,130 @@ def test_a_gpt2_folder_exports_and_generates_as_transformers(tmp_path):
     ref, _ = greedy_reference(folder, PROMPTS, NEW)
     with edgeship.load(result.bundle) as m:
         assert m.generate(PROMPTS, max_new_tokens=NEW) == ref
+
+
+def test_a_bfloat16_llama_folder_exports_and_passes_parity(tmp_path, cli):
+    """Most real small LMs are saved in bf16 (transformers 5 loads them so by default): the export loads
+    float32, and the bundle's golden generation passes against it."""
+    folder = save_causal_lm(tmp_path / "bf16", "llama", dtype="bfloat16")
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    code, out = cli("export", folder, "-o", tmp_path / "bf16.edgeship", "--quantize", "fp32")
+    assert code == 0, out
+    report = edgeship.check(tmp_path / "bf16.edgeship")
+    assert report.passed and any(c.output == "generation" for c in report.checks)
+
+
+def _regolden(lm, tmp_path, edit):
+    """A copy of the bundle with golden/generation.npz edited by ``edit(data)`` and the manifest re-signed."""
+    from edgeship.bundle.layout import sha256_file
+
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    gold = b / "golden" / "generation.npz"
+    data = dict(np.load(gold))
+    edit(data)
+    with open(gold, "wb") as f:
+        np.savez(f, **data)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["golden/generation.npz"] = {"sha256": sha256_file(gold), "size": gold.stat().st_size}
+    (b / "manifest.json").write_text(json.dumps(m))
+    return b
+
+
+def _set(key, value):
+    def edit(data):
+        data[key] = value(data[key])
+    return edit
+
+
+@pytest.mark.parametrize("edit, match", [
+    (_set("0/prompt", lambda p: np.concatenate([p[:-1], [10 ** 9]]).astype(p.dtype)), "token id 1000000000 outside"),
+    (_set("0/prompt", lambda p: np.concatenate([p[:-1], [-1]]).astype(np.int64)), "token id -1 outside"),
+    (_set("0/logits", lambda lg: lg[:, :-7]), "logits 293 wide"),
+    (_set("0/prompt", lambda p: np.ones(100_000, p.dtype)), "100000 tokens"),
+], ids=["huge-id", "negative-id", "vocab-width", "long-prompt"])
+def test_a_crafted_resigned_golden_generation_is_refused(lm, tmp_path, cli, edit, match):
+    b = _regolden(lm, tmp_path, edit)
+    with pytest.raises(BundleError, match=match):
+        edgeship.check(b)
+    code, out = cli("check", str(b))
+    assert code == 2, out
+
+
+def test_a_session_failure_during_the_golden_generation_is_an_inference_error(lm):
+    from edgeship.generate import decoder_layout
+    from edgeship.parity.decoder import prompt_checks
+
+    class Broken:
+        def get_outputs(self):
+            raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : index out of range")
+
+    with edgeship.load(lm["bundle"]) as m:
+        layout = decoder_layout(m.spec)
+    golden = ([[1, 2]], [[3]], [np.zeros((1, 300), np.float32)])
+    with pytest.raises(InferenceError, match="golden prompt 0.*INVALID_ARGUMENT"):
+        prompt_checks(Broken(), layout, golden, [2], 0, "fp32", "fp32")
+
+
+def test_generate_refuses_more_user_mistakes_as_spec_errors(lm):
+    with edgeship.load(lm["bundle"]) as m:
+        for bad in ("x", True, -1, 300, 1.0):
+            with pytest.raises(SpecError, match="pad_token_id"):
+                generate(m, [[1, 2], [3]], 2, pad_token_id=bad)
+        for bad in (-1, "x", 1.5, True):
+            with pytest.raises(SpecError, match="seed"):
+                m.generate([1, 2], max_new_tokens=2, do_sample=True, seed=bad)
+        for bad in ([["a"]], [[1.7, 2]], [[1, True]], [np.array([1.5, 2.0])], [np.array([[1, 2]])]):
+            with pytest.raises(SpecError, match="not a list of token ids"):
+                m.generate(bad, max_new_tokens=2)
+        for bad in (True, np.bool_(True)):
+            with pytest.raises(SpecError, match="temperature"):
+                m.generate([1, 2], max_new_tokens=2, do_sample=True, temperature=bad)
+        a = generate(m, [1, 2], 4, [], do_sample=True, temperature=np.float32(0.7), top_p=np.float64(0.9), seed=3)
+        b = generate(m, [1, 2], 4, [], do_sample=True, temperature=0.7, top_p=0.9, seed=3)
+        assert a.tokens == b.tokens and len(a.tokens[0]) == 4
+        assert generate(m, [[1, 2], [3]], 2, pad_token_id=np.int64(0)).tokens
+
+
+def test_nan_logits_while_sampling_are_an_inference_error():
+    from edgeship.generate import _pick
+
+    logits = np.array([[0.0, np.nan, 1.0], [0.0, 1.0, 2.0]], np.float32)
+    with pytest.raises(InferenceError, match="NaN"):
+        _pick(logits, True, 1.0, 0, 1.0, np.random.default_rng(0))
+    with pytest.raises(InferenceError, match="NaN"):
+        _pick(np.full((1, 3), -np.inf, np.float32), True, 1.0, 0, 1.0, np.random.default_rng(0))
+
+
+def test_a_manifest_pad_id_outside_the_vocabulary_is_refused(lm, tmp_path):
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["generation"]["pad_token_id"] = 300
+    (b / "manifest.json").write_text(json.dumps(m))
+    with edgeship.load(b) as model:
+        with pytest.raises(BundleError, match="pad_token_id is 300, outside"):
+            model.generate([[1, 2], [3]], max_new_tokens=2)
+
+
+def test_a_text_prompt_is_not_truncated_and_the_context_is_enforced(lm):
+    """generate(text) never cuts the prompt: prompt + max_new_tokens over the model's context (256 here:
+    max_position_embeddings, recorded as preprocess.tokenizer.max_length) is a SpecError."""
+    words = "the quick brown fox jumps over the lazy dog "
+    tok = build_tokenizer()
+    with edgeship.load(lm["bundle"]) as m:
+        assert m.preprocess["tokenizer"]["max_length"] == 256
+        long = words * 10
+        n = len(tok(long)["input_ids"])
+        assert n > 256
+        with pytest.raises(SpecError, match=f"a prompt of {n} tokens plus max_new_tokens=2 is {n + 2} positions, "
+                                            "over the model's context of 256"):
+            m.generate(long, max_new_tokens=2)
+        with pytest.raises(SpecError, match="over the model's context of 256"):
+            m.generate([1] * 250, max_new_tokens=7)
+        fits = words * 7
+        ids = tok(fits)["input_ids"]
+        assert len(ids) + 4 <= 256
+        assert m.generate(fits, max_new_tokens=4) == m.generate(ids, max_new_tokens=4)
+        assert len(m.generate([1] * 250, max_new_tokens=6)) == 6
+        assert m.tokenizer.truncation["max_length"] == 256  # the shared tokenizer was not switched

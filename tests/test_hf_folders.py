@@ -5,6 +5,7 @@ ids the original tokenizer gives, torch-free."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,198 @@ def test_without_the_tokenizers_library_encode_names_the_extra(bundles, monkeypa
     with pytest.raises(SpecError, match=r"needs the `tokenizers` library \(torch-free\): pip install 'edgeship\[text\]'"):
         m.encode("hello world")
     assert m.task == "sequence-classification"
+
+
+# --- issue 21 review: a folder's own code never runs, half-precision folders export -------------
+
+EVIL = '''
+import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+from transformers import BertConfig, BertModel
+
+
+class EvilConfig(BertConfig):
+    model_type = "evil_remote"
+
+
+class EvilModel(BertModel):
+    config_class = EvilConfig
+'''
+
+
+def test_a_folders_own_code_never_runs_even_when_stdin_says_yes(folders, tmp_path):
+    """config.json with an unknown model_type and auto_map: transformers would ASK on stdin whether to run
+    the folder's .py (trust_remote_code=None); edgeship passes False, so "y" on stdin runs nothing: exit 2."""
+    d = _copy(folders["encoder"], tmp_path)
+    marker = tmp_path / "ran-remote-code"
+    (d / "evil.py").write_text(EVIL.format(marker=str(marker)))
+    _edit_config(d, model_type="evil_remote", architectures=["EvilModel"],
+                 auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"})
+    tok = json.loads((d / "tokenizer_config.json").read_text())
+    tok["auto_map"] = {"AutoTokenizer": ["evil.EvilConfig", None]}
+    (d / "tokenizer_config.json").write_text(json.dumps(tok))
+    r = subprocess.run([sys.executable, "-m", "edgeship", "export", str(d), "--task", "feature-extraction",
+                        "-o", str(tmp_path / "x.edgeship")], input="y\ny\ny\n", capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert not marker.exists(), r.stdout + r.stderr
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "does not know model_type 'evil_remote'" in r.stdout + r.stderr
+    assert "never runs a folder's own code" in r.stdout + r.stderr
+    assert not (tmp_path / "x.edgeship").exists()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_folder_exports_in_float32_and_passes_parity(tmp_path, dtype):
+    """Most hub folders are saved in bf16/fp16 and transformers 5 loads them so (dtype="auto"): the
+    export loads float32 and passes parity against the float32 model."""
+    d = hf.save_bert(tmp_path / "half", "sequence", dtype=dtype)
+    assert json.loads((d / "config.json").read_text())["dtype"] == dtype
+    r = _export(d, tmp_path / "half.edgeship")
+    assert r.parity.passed
+    assert [t.dtype for t in r.spec.outputs] == ["float32"]
+
+
+def test_truncation_on_the_left_as_the_tokenizer_does(folders, tmp_path):
+    """A tokenizer saved with truncation_side="left" keeps a long text's end, in encode too (recorded in
+    the manifest's preprocess.tokenizer.truncation_side)."""
+    from tokenizers import Tokenizer
+
+    from edgeship.exporters.hf_model import tokenizer_info
+    from edgeship.hf.folder import read_folder
+    from edgeship.hf.preprocess import TextEncoder, parse_tokenizer
+
+    d = _copy(folders["encoder"], tmp_path)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "truncation_side": "left"}))
+    folder = read_folder(d)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    info = tokenizer_info(folder, names, Tokenizer.from_file(str(folder.tokenizer)))
+    assert info.truncation_side == "left" and info.to_dict()["truncation_side"] == "left"
+    assert parse_tokenizer(info.to_dict(), {info.file: {"size": 1}}, names) == info
+    texts = [" ".join(hf.WORDS * 3), "hello world"]
+    got = TextEncoder((d / "tokenizer.json").read_bytes(), info, {}).encode(texts)
+    want = _tokenizer(d)(texts, padding=True, truncation=True, return_tensors="np")
+    assert got["input_ids"].shape[1] == 64
+    for n in names:
+        np.testing.assert_array_equal(got[n], want[n])
+
+
+# --- crafted tokenizer.json: the Rust library's panics, memory bombs, ids out of range, threads ---
+
+def _encoder(tok, max_length=None):
+    from edgeship.hf.preprocess import TextEncoder, TokenizerInfo
+
+    info = TokenizerInfo("preprocess/tokenizer.json", "[UNK]", 0, "right", ("input_ids",), max_length, None, None)
+    return TextEncoder(tok.to_str().encode(), info, {})
+
+
+def _word_level():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    t = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1, "b": 2}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    return t
+
+
+def test_a_tokenizer_panic_is_an_inference_error_not_a_base_exception():
+    from tokenizers import Regex, pre_tokenizers
+
+    from edgeship.errors import InferenceError
+
+    t = _word_level()
+    t.pre_tokenizer = pre_tokenizers.Split(Regex("(a+)+c"), "isolated")  # Oniguruma's retry limit: a Rust panic
+    enc = _encoder(t)
+    with pytest.raises(InferenceError, match="tokenizers library failed .PanicException"):
+        enc.encode("a" * 24 + "b")
+    assert enc.encode("ab")["input_ids"].shape == (1, 1)
+
+
+def test_replace_normalizers_that_multiply_a_texts_length_are_refused():
+    from tokenizers import normalizers
+
+    t = _word_level()
+    t.normalizer = normalizers.Sequence([normalizers.Replace("a", "a" * 100)] * 3)  # "a" -> 1e6 characters
+    with pytest.raises(BundleError, match="lengthen a text 1,000,000 times"):
+        _encoder(t)
+    t.normalizer = normalizers.Sequence([normalizers.Sequence([normalizers.Replace("a", "aaaaa")] * 2)] * 2)
+    with pytest.raises(BundleError, match="625 times"):
+        _encoder(t)
+    t.normalizer = normalizers.Sequence([normalizers.Replace(" ", "\u2581"), normalizers.Replace("ab", "abab"),
+                                         normalizers.Prepend("\u2581")])  # what real tokenizers do: accepted
+    assert _encoder(t).encode("a b")["input_ids"].shape[0] == 1
+
+
+def test_encode_caps_the_characters_per_call():
+    enc = _encoder(_word_level())
+    with pytest.raises(SpecError, match="at most 1,000,000 characters"):
+        enc.encode(["a " * 300_000, "b " * 300_000])
+
+
+def test_decode_refuses_ids_out_of_range():
+    enc = _encoder(_word_level())
+    assert enc.decode([1, 2]) == "a b"
+    for bad in ([-1], [1 << 32], [[1, -5]]):
+        with pytest.raises(SpecError, match="is not a token id"):
+            enc.decode(bad)
+    with pytest.raises(SpecError, match="token ids as integers"):
+        enc.decode([1 << 70])
+
+
+def test_encode_without_truncation_leaves_the_shared_tokenizer_alone():
+    """encode(truncation=False) must not switch the shared Tokenizer's truncation (another thread may be
+    encoding with it meanwhile)."""
+    enc = _encoder(_word_level(), max_length=3)
+    calls = []
+
+    class Watch:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(self.tok, name)
+
+    enc.tokenizer = Watch(enc.tokenizer)
+    assert enc.encode("a b a b a", truncation=False)["input_ids"].tolist() == [[1, 2, 1, 2, 1]]
+    assert not {"no_truncation", "enable_truncation"} & set(calls), calls
+    assert enc.encode("a b a b a")["input_ids"].tolist() == [[1, 2, 1]]
+
+
+def test_config_token_ids_outside_the_vocabulary_are_dropped(folders, tmp_path):
+    """Old LLaMA configs say pad_token_id=-1 for "none": the export keeps only ids in [0, vocab)."""
+    from tokenizers import Tokenizer
+
+    from edgeship.exporters.hf_model import tokenizer_info
+    from edgeship.hf.folder import read_folder
+
+    d = _copy(folders["encoder"], tmp_path)
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    cfg.pop("pad_token", None)
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg))
+    if (d / "special_tokens_map.json").exists():
+        (d / "special_tokens_map.json").unlink()
+    _edit_config(d, pad_token_id=-1, bos_token_id=10 ** 6, eos_token_id=3)
+    folder = read_folder(d)
+    info = tokenizer_info(folder, ["input_ids"], Tokenizer.from_file(str(folder.tokenizer)))
+    assert (info.pad_id, info.pad_token, info.bos_id, info.eos_id) == (None, None, None, 3)
+    _edit_config(d, pad_token_id=0)
+    info = tokenizer_info(read_folder(d), ["input_ids"], Tokenizer.from_file(str(folder.tokenizer)))
+    assert (info.pad_id, info.pad_token) == (0, "[PAD]")
+
+
+def test_offline_turns_huggingface_hubs_offline_mode_on_and_restores_it(monkeypatch):
+    """huggingface_hub reads HF_HUB_OFFLINE at import: the environment variable set later does nothing;
+    offline() sets the constant its is_offline_mode() and HTTP hook consult (no request leaves)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+    from transformers.utils.hub import is_offline_mode
+
+    from edgeship.exporters.hf_model import offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with offline():
+        assert huggingface_hub.is_offline_mode() and is_offline_mode()
+        with pytest.raises(OfflineModeIsEnabled):
+            huggingface_hub.get_session().get("https://huggingface.co/api/models/bert-base-uncased")
+    assert constants.HF_HUB_OFFLINE is False

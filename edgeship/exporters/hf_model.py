@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,26 +49,30 @@ MAX_POSITIONS = 1 << 20  # a model_max_length above this is transformers' "no li
 
 @contextlib.contextmanager
 def offline() -> Iterator[None]:
-    """HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE set while transformers reads the folder: never a
-    download; its progress bars and info warnings are quiet meanwhile (edgeship's notes say what it did)."""
+    """huggingface_hub's offline mode on while transformers reads the folder: never a request (its HTTP
+    hook refuses every one, and transformers' ``is_offline_mode()`` checks say so); its progress bars and
+    info warnings are quiet meanwhile (edgeship's notes say what it did). Every call also passes
+    ``local_files_only=True``.
+
+    huggingface_hub reads the HF_HUB_OFFLINE environment variable once, at import, into
+    ``huggingface_hub.constants.HF_HUB_OFFLINE``, which ``is_offline_mode()`` returns at each call
+    (huggingface_hub 2.4, transformers 5.24): setting the variable here would do nothing, so that
+    constant is set, and restored after."""
+    from huggingface_hub import constants
     from transformers.utils import logging as hf_logging
 
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    os.environ.update({k: "1" for k in saved})
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         yield
     finally:
+        constants.HF_HUB_OFFLINE = was
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def build_model(folder: HFFolder) -> Any:
@@ -79,13 +82,20 @@ def build_model(folder: HFFolder) -> Any:
         ModelLoadError: transformers does not know the model type, has no model of it for the task,
             or the weights do not fit (a head missing from the file would be random).
     """
+    import torch
     import transformers
 
     cls = getattr(transformers, AUTO_CLASS[folder.task])
     with offline():
         try:
-            model, info = cls.from_pretrained(str(folder.path), local_files_only=True, use_safetensors=folder.safetensors,
-                                              attn_implementation="eager", output_loading_info=True)
+            # trust_remote_code=False: transformers' default (None) ASKS on stdin whether to run a folder's
+            # own .py (config.json's auto_map); edgeship never runs it, whatever the answer would be.
+            # dtype=float32: transformers 5 loads a folder in its saved dtype ("auto"), bf16/fp16 for most
+            # hub models; the export, its parity reference and the quantizers work in float32.
+            model, info = cls.from_pretrained(str(folder.path), local_files_only=True, trust_remote_code=False,
+                                              dtype=torch.float32,
+                                              use_safetensors=folder.safetensors, attn_implementation="eager",
+                                              output_loading_info=True)
         except (ValueError, KeyError, OSError, ImportError) as e:
             known = _known_type(folder.model_type)
             what = (f"transformers {transformers.__version__} has no {AUTO_CLASS[folder.task]} for model_type "
@@ -141,20 +151,28 @@ def _token_id(tokenizer: Any, value: Any) -> tuple[str | None, int | None]:
 def tokenizer_info(folder: HFFolder, inputs: list[str], tokenizer: Any) -> TokenizerInfo:
     """What the bundle records of the tokenizer: its pad token, padding side, inputs, limits."""
     cfg = folder.tokenizer_config
+    size = folder.config.get("vocab_size")
+    vocab = size if isinstance(size, int) and size > 0 else tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def config_id(key: str) -> int | None:  # old LLaMA configs say pad_token_id=-1 for none: keep ids in [0, vocab)
+        v = folder.config.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab else None
+
     pad_token, pad_id = _token_id(tokenizer, cfg.get("pad_token"))
-    if pad_id is None and isinstance(folder.config.get("pad_token_id"), int) and pad_token is None:
-        pad_id = folder.config["pad_token_id"]
+    if pad_id is None and config_id("pad_token_id") is not None and pad_token is None:
+        pad_id = config_id("pad_token_id")
         pad_token = tokenizer.id_to_token(pad_id)
     limits = [cfg.get("model_max_length"), folder.config.get("max_position_embeddings"),
               (folder.pooling or {}).get("max_seq_length")]
     ok = [int(v) for v in limits if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < MAX_POSITIONS]
     ids = {k: _token_id(tokenizer, cfg.get(f"{k}_token"))[1] for k in ("bos", "eos")}
     for k in ids:
-        if ids[k] is None and isinstance(folder.config.get(f"{k}_token_id"), int):
-            ids[k] = folder.config[f"{k}_token_id"]
-    side = cfg.get("padding_side", "right")
+        if ids[k] is None:
+            ids[k] = config_id(f"{k}_token_id")
+    side, cut = (cfg.get(k, "right") for k in ("padding_side", "truncation_side"))
     return TokenizerInfo(TOKENIZER_FILE, pad_token, pad_id, side if side in ("left", "right") else "right",
-                         tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"])
+                         tuple(inputs), min(ok) if ok else None, ids["bos"], ids["eos"],
+                         cut if cut in ("left", "right") else "right")
 
 
 def image_info(folder: HFFolder) -> ImageInfo:
@@ -265,10 +283,12 @@ def load_folder(path: Path, options: LoadOptions) -> LoadedModel:
                                  "the fast tokenizer beside the model (tokenizer.save_pretrained(dir)).")
         from tokenizers import Tokenizer
 
-        from edgeship.hf.preprocess import TextEncoder
+        from edgeship.hf.preprocess import TextEncoder, guarded
 
         inputs = text_inputs(folder, model)
-        tok = tokenizer_info(folder, inputs, Tokenizer.from_file(str(folder.tokenizer)))
+        tok_path = str(folder.tokenizer)
+        tok = tokenizer_info(folder, inputs, guarded(lambda: Tokenizer.from_file(tok_path), ModelLoadError,
+                                                      f"{folder.tokenizer} is not a tokenizer.json it reads"))
         feeds = TextEncoder(folder.tokenizer.read_bytes(), tok, {n: "int64" for n in inputs}).encode(list(SAMPLE_TEXTS))
         example = tuple(torch.from_numpy(feeds[n]) for n in inputs)
         dynamic = tuple((n, axis, sym) for n in inputs for axis, sym in ((0, "batch"), (1, "seq")))

@@ -5,7 +5,7 @@ Torch-free and transformers-free: text goes through the ``tokenizers`` library (
 
     "tokenizer": {"file": "preprocess/tokenizer.json", "pad_token": "[PAD]", "pad_id": 0,
                   "padding_side": "right", "model_input_names": ["input_ids", ...],
-                  "max_length": 512, "bos_id": null, "eos_id": null}
+                  "max_length": 512, "bos_id": null, "eos_id": null, "truncation_side": "right"}
     "image": {"mean": [...], "std": [...], "height": 224, "width": 224, "channels": 3,
               "do_rescale": true, "rescale_factor": 0.00392156862745098, "do_normalize": true}
 
@@ -14,20 +14,26 @@ Every value is checked here before use (:func:`parse_preprocess`): a bundle may 
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgeship.errors import BundleError, SpecError
+from edgeship.errors import BundleError, InferenceError, SpecError
 
 TOKENIZER_FILE = "preprocess/tokenizer.json"
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_TOKENIZER_BYTES = 64 << 20  # a 250k-token vocabulary with merges is ~20 MB
 MAX_ID = 1 << 31
 MAX_TEXTS = 1 << 16
+MAX_CHARS = 1_000_000  # characters per encode call (all texts together)
+MAX_GROWTH = 16  # how many times its normalizers' Replace rules may lengthen a text, at worst
+MAX_DEPTH = 32  # nesting of normalizer Sequences
+UNCAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit)
 MISSING_TOKENIZERS = ("this bundle's tokenizer needs the `tokenizers` library (torch-free): "
                       "pip install 'edgeship[text]' (or pip install tokenizers).")
 
@@ -44,11 +50,12 @@ class TokenizerInfo:
     max_length: int | None
     bos_id: int | None
     eos_id: int | None
+    truncation_side: str = "right"
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "pad_token": self.pad_token, "pad_id": self.pad_id, "padding_side": self.padding_side,
                 "model_input_names": list(self.model_input_names), "max_length": self.max_length,
-                "bos_id": self.bos_id, "eos_id": self.eos_id}
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "truncation_side": self.truncation_side}
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,10 @@ def parse_tokenizer(d: Any, files: dict[str, Any], input_names: Sequence[str]) -
     side = d.get("padding_side", "right")
     if side not in ("left", "right"):
         raise BundleError(f"manifest.json preprocess.tokenizer.padding_side is {str(side)[:40]!r}, not 'left' or 'right'.")
+    cut = d.get("truncation_side", "right")
+    if cut not in ("left", "right"):
+        raise BundleError(f"manifest.json preprocess.tokenizer.truncation_side is {str(cut)[:40]!r}, not 'left' or "
+                          "'right'.")
     names = d.get("model_input_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names) \
             or not set(names) <= set(TEXT_INPUTS) or not set(names) <= set(input_names) or "input_ids" not in names:
@@ -116,7 +127,7 @@ def parse_tokenizer(d: Any, files: dict[str, Any], input_names: Sequence[str]) -
         raise BundleError("manifest.json preprocess.tokenizer.pad_token is not a short string.")
     return TokenizerInfo(file, pad_token, _int(d.get("pad_id"), "pad_id"), side, tuple(names),
                          _int(d.get("max_length"), "max_length", 1), _int(d.get("bos_id"), "bos_id"),
-                         _int(d.get("eos_id"), "eos_id"))
+                         _int(d.get("eos_id"), "eos_id"), cut)
 
 
 def parse_image(d: Any) -> ImageInfo:
@@ -144,6 +155,58 @@ def parse_image(d: Any) -> ImageInfo:
                      flags["do_rescale"], float(factor), flags["do_normalize"])
 
 
+def guarded(call: Callable[[], Any], error: type[Exception], what: str) -> Any:
+    """``call()``, with anything the Rust ``tokenizers`` library raises as ``error``: its panics
+    (``pyo3_runtime.PanicException``, e.g. a crafted regex over its backtracking limit) derive from
+    BaseException and would escape ``except Exception``."""
+    try:
+        return call()
+    except UNCAUGHT:
+        raise
+    except BaseException as e:
+        raise error(f"{what}: the tokenizers library failed ({type(e).__name__}: {str(e).strip()[:200]})") from e
+
+
+def replace_growth(node: Any, depth: int = 0) -> float:
+    """How many times, at worst, the normalizer ``node`` (tokenizer.json's ``normalizer``) lengthens a
+    text: the product over its (nested, sequenced) Replace rules of len(content) / len(pattern) where the
+    content is longer (a regex pattern counts as one character: it may match one)."""
+    if depth > MAX_DEPTH:
+        raise BundleError(f"{TOKENIZER_FILE}: its normalizers nest over {MAX_DEPTH} deep; the bundle is corrupt or "
+                          "was crafted.")
+    if not isinstance(node, dict):
+        return 1.0
+    if node.get("type") == "Sequence" and isinstance(node.get("normalizers"), list):
+        growth = 1.0
+        for child in node["normalizers"]:
+            growth *= replace_growth(child, depth + 1)
+        return growth
+    if node.get("type") == "Replace":
+        pattern, content = node.get("pattern"), node.get("content")
+        text = pattern.get("String") if isinstance(pattern, dict) else None
+        width = len(text) if isinstance(text, str) else 1
+        return max(1.0, len(content) / max(1, width)) if isinstance(content, str) else 1.0
+    return 1.0
+
+
+def check_tokenizer_json(text: str, file: str = TOKENIZER_FILE) -> None:
+    """Refuse a tokenizer.json whose normalizers could multiply a text's length (Replace rules that each
+    lengthen what they match, in sequence: a few hundred bytes of JSON can turn "a" into a million
+    characters).
+
+    Raises:
+        BundleError: not JSON, or a worst-case growth over :data:`MAX_GROWTH`.
+    """
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise BundleError(f"{file} in the bundle is not JSON: {str(e)[:200]}") from e
+    growth = replace_growth(d.get("normalizer")) if isinstance(d, dict) else 1.0
+    if growth > MAX_GROWTH:
+        raise BundleError(f"{file}: its Replace normalizers can lengthen a text {growth:,.0f} times (at most "
+                          f"{MAX_GROWTH} is accepted); the bundle is corrupt or was crafted to exhaust memory.")
+
+
 class TextEncoder:
     """Text -> feeds, with the bundle's own tokenizer (``tokenizers``, no torch, no transformers).
 
@@ -151,7 +214,10 @@ class TextEncoder:
     the bundle was exported from: special tokens added, a list padded to its longest text on the
     tokenizer's padding side with the pad token, the attention mask to match, and every text cut at
     ``max_length`` (the model's own limit: its position embeddings, or a sentence-transformers'
-    ``max_seq_length``)."""
+    ``max_seq_length``) on the tokenizer's truncation side.
+
+    Thread-safe: ``truncation=False`` uses a second Tokenizer (built on first use) instead of switching
+    the shared one's truncation off and on."""
 
     def __init__(self, data: bytes, info: TokenizerInfo, dtypes: dict[str, str]):
         try:
@@ -159,37 +225,64 @@ class TextEncoder:
         except ImportError as e:
             raise SpecError(MISSING_TOKENIZERS) from e
         try:
-            self.tokenizer = Tokenizer.from_str(data.decode("utf-8"))
-        except Exception as e:  # the Rust parser's own errors (a crafted file is refused here)
-            raise BundleError(f"{info.file} in the bundle is not a tokenizer the tokenizers library reads: {str(e)[:200]}") from e
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BundleError(f"{info.file} in the bundle is not UTF-8 text: {e}") from e
+        check_tokenizer_json(text, info.file)
+        self._build: Callable[[], Any] = lambda: guarded(
+            lambda: Tokenizer.from_str(text), BundleError,
+            f"{info.file} in the bundle is not a tokenizer the tokenizers library reads")
+        self.tokenizer = self._build()
         self.info = info
         self.dtypes = dtypes
         self.tokenizer.no_padding()
         if info.max_length is not None:
-            self.tokenizer.enable_truncation(info.max_length)
+            self.tokenizer.enable_truncation(info.max_length, direction=info.truncation_side)
         else:
             self.tokenizer.no_truncation()
+        self._untruncated: Any = self.tokenizer if info.max_length is None else None
+        self._lock = threading.Lock()
 
-    def encode(self, texts: str | Sequence[str], *, truncation: bool = True) -> dict[str, np.ndarray]:
-        """Feeds for ``texts`` (one string, or a list: a batch padded to its longest text).
+    def _whole(self) -> Any:
+        """The Tokenizer without truncation (a second one: the shared one is never switched)."""
+        with self._lock:
+            if self._untruncated is None:
+                tok = self._build()
+                tok.no_padding()
+                tok.no_truncation()
+                self._untruncated = tok
+            return self._untruncated
+
+    def encodings(self, texts: str | Sequence[str], *, truncation: bool = True) -> list[Any]:
+        """The ``tokenizers`` Encodings of ``texts``, unpadded.
 
         Raises:
-            SpecError: not a string or list of strings, an empty list, or texts of different lengths
-                and no pad token to pad them with.
+            SpecError: not a string or a non-empty list of strings, too many texts or characters.
+            InferenceError: the tokenizers library fails on them.
         """
         batch = [texts] if isinstance(texts, str) else texts
         if not isinstance(batch, (list, tuple)) or not batch or not all(isinstance(t, str) for t in batch):
             raise SpecError(f"encode takes a string or a non-empty list of strings; got {type(texts).__name__}.")
         if len(batch) > MAX_TEXTS:
             raise SpecError(f"encode takes at most {MAX_TEXTS} texts at a time; split the {len(batch)} into batches.")
-        tok = self.tokenizer
-        if not truncation:
-            tok.no_truncation()
-        try:
-            encodings = tok.encode_batch(list(batch))
-        finally:
-            if not truncation and self.info.max_length is not None:
-                tok.enable_truncation(self.info.max_length)
+        chars = sum(len(t) for t in batch)
+        if chars > MAX_CHARS:
+            raise SpecError(f"encode takes at most {MAX_CHARS:,} characters at a time; got {chars:,}: split the texts "
+                            "into smaller batches.")
+        tok = self.tokenizer if truncation else self._whole()
+        encodings: list[Any] = guarded(lambda: tok.encode_batch(list(batch)), InferenceError,
+                                        f"encoding {len(batch)} text(s) with {self.info.file}")
+        return encodings
+
+    def encode(self, texts: str | Sequence[str], *, truncation: bool = True) -> dict[str, np.ndarray]:
+        """Feeds for ``texts`` (one string, or a list: a batch padded to its longest text).
+
+        Raises:
+            SpecError: not a string or list of strings, an empty list, too many characters, or texts of
+                different lengths and no pad token to pad them with.
+            InferenceError: the tokenizers library fails on them.
+        """
+        encodings = self.encodings(texts, truncation=truncation)
         longest = max(len(e.ids) for e in encodings)
         if self.info.pad_id is None and any(len(e.ids) != longest for e in encodings):
             raise SpecError("the texts tokenize to different lengths and this model's tokenizer has no pad token "
@@ -209,13 +302,28 @@ class TextEncoder:
         return feeds
 
     def decode(self, ids: Any, *, skip_special_tokens: bool = True) -> str | list[str]:
-        """Text from token ids: one sequence (a list or 1-D array) gives a string, a batch (2-D) a list."""
-        a = np.asarray(ids)
+        """Text from token ids: one sequence (a list or 1-D array) gives a string, a batch (2-D) a list.
+
+        Raises:
+            SpecError: not integer ids, or an id outside [0, 2**32).
+            InferenceError: the tokenizers library fails on them.
+        """
+        try:
+            a = np.asarray(ids)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise SpecError(f"decode takes token ids as integers, one sequence or a batch: {str(e)[:120]}") from e
         if a.ndim not in (1, 2) or a.dtype.kind not in "iu":
             raise SpecError(f"decode takes token ids as integers, one sequence or a batch; got {a.dtype}{list(a.shape)}.")
+        if a.size and (int(a.min()) < 0 or int(a.max()) >= 1 << 32):
+            bad = int(a.min()) if int(a.min()) < 0 else int(a.max())
+            raise SpecError(f"decode: token id {bad} is not a token id (ids run from 0 to {(1 << 32) - 1}).")
+        tok = self.tokenizer
         if a.ndim == 1:
-            return self.tokenizer.decode([int(i) for i in a], skip_special_tokens=skip_special_tokens)
-        return self.tokenizer.decode_batch([[int(i) for i in row] for row in a], skip_special_tokens=skip_special_tokens)
+            return str(guarded(lambda: tok.decode([int(i) for i in a], skip_special_tokens=skip_special_tokens),
+                                InferenceError, "decoding token ids"))
+        return list(guarded(lambda: tok.decode_batch([[int(i) for i in row] for row in a],
+                                                      skip_special_tokens=skip_special_tokens),
+                             InferenceError, "decoding token ids"))
 
 
 def encode_images(images: Any, info: ImageInfo, dtype: str = "float32") -> np.ndarray:

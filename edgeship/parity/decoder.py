@@ -18,12 +18,13 @@ import numpy as np
 
 from edgeship.bundle.golden import read_bundle_npz
 from edgeship.bundle.manifest import variants_of
-from edgeship.errors import BundleError
+from edgeship.errors import BundleError, EdgeshipError, InferenceError, brief
 from edgeship.parity.report import OutputCheck, ParityReport
 from edgeship.spec import IOSpec
 
 MAX_PROMPTS = 64
 MAX_STEPS = 4096
+MAX_PROMPT_TOKENS = 8192  # golden prompts are a few dozen tokens; a longer one is a crafted bundle
 
 
 def judge_prompt(ref_tokens: list[int], ref_logits: np.ndarray, tokens: list[int], logits: np.ndarray,
@@ -46,11 +47,13 @@ def judge_prompt(ref_tokens: list[int], ref_logits: np.ndarray, tokens: list[int
             "cosine": float(m["cosine"]), "why": why}
 
 
-def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarray]]:
-    """The golden prompts, tokens and logits of a decoder bundle, checked.
+def read_golden(b: Any, vocab: int | None = None) -> tuple[list[list[int]], list[list[int]], list[np.ndarray]]:
+    """The golden prompts, tokens and logits of a decoder bundle, checked: token ids in [0, ``vocab``)
+    and logits ``vocab`` wide (``vocab``: the graph's logits width, where fixed), prompts of at most
+    :data:`MAX_PROMPT_TOKENS` tokens.
 
     Raises:
-        BundleError: no such file, or arrays of the wrong kind or shape.
+        BundleError: no such file, arrays of the wrong kind or shape, ids outside the vocabulary.
     """
     meta = b.manifest.get("generation")
     rel = meta.get("golden") if isinstance(meta, dict) else None
@@ -66,6 +69,18 @@ def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarr
                 and lg.dtype.kind == "f" and p.size and 0 < t.size <= MAX_STEPS and lg.shape[0] == t.size):
             raise BundleError(f"bundle {b.path}: {rel} sample {i} is not a prompt, its tokens and their logits; "
                               "the bundle is corrupt or was edited.")
+        if p.size > MAX_PROMPT_TOKENS:
+            raise BundleError(f"bundle {b.path}: {rel} sample {i} has a prompt of {p.size} tokens, over the "
+                              f"{MAX_PROMPT_TOKENS} a golden prompt may have; the bundle is corrupt or was edited.")
+        if vocab is not None:
+            if lg.shape[1] != vocab:
+                raise BundleError(f"bundle {b.path}: {rel} sample {i} has logits {lg.shape[1]} wide; the model's "
+                                  f"vocabulary is {vocab}. The bundle is corrupt or was edited.")
+            for what, a in (("prompt", p), ("tokens", t)):
+                bad = a[(a < 0) | (a >= vocab)]
+                if bad.size:
+                    raise BundleError(f"bundle {b.path}: {rel} sample {i} {what} holds token id {int(bad[0])} outside "
+                                      f"the model's vocabulary [0, {vocab}); the bundle is corrupt or was edited.")
         prompts.append(p.tolist())
         tokens.append(t.tolist())
         logits.append(lg)
@@ -77,12 +92,22 @@ def read_golden(b: Any) -> tuple[list[list[int]], list[list[int]], list[np.ndarr
 def prompt_checks(session: Any, layout: Any, golden: tuple[list[list[int]], list[list[int]], list[np.ndarray]],
                   eos: list[int], pad: int, variant: str, precision: str) -> list[OutputCheck]:
     """Greedy generation of each golden prompt on ``session`` (an onnxruntime session of one variant),
-    judged against the golden tokens and logits: one check per prompt (output ``generation``)."""
+    judged against the golden tokens and logits: one check per prompt (output ``generation``).
+
+    Raises:
+        InferenceError: onnxruntime fails to run a prompt.
+    """
     from edgeship.generate import run_loop
 
     checks = []
     for i, (p, t, lg) in enumerate(zip(*golden)):
-        got = run_loop(session, layout, [p], len(t), eos, pad, output_logits=True)
+        try:
+            got = run_loop(session, layout, [p], len(t), eos, pad, output_logits=True)
+        except EdgeshipError:
+            raise
+        except Exception as e:  # onnxruntime's own errors (a graph that fails on these ids, memory)
+            raise InferenceError(f"variant {variant}: onnxruntime failed generating golden prompt {i} "
+                                 f"({len(p)} tokens): {brief(e)}") from e
         r = judge_prompt(t, lg, got.tokens[0], (got.logits or [np.zeros((0, 1))])[0], precision)
         checks.append(OutputCheck("onnxruntime-cpu", variant, "generation", f"prompt-{i}", r["passed"],
                                   {"max_abs": r["max_abs"], "cosine": r["cosine"], "token_agreement": r["agree"] / len(t)},
@@ -108,7 +133,9 @@ def generation_checks(b: Any, spec: IOSpec, variants: list[str]) -> ParityReport
     from edgeship.parity.generation import recorded_tolerance
 
     layout = decoder_layout(spec)
-    golden = read_golden(b)
+    vocab = next((t.shape[2] for t in spec.outputs if t.name == "logits" and len(t.shape) == 3
+                  and isinstance(t.shape[2], int)), None)
+    golden = read_golden(b, vocab)
     eos, pad = eos_and_pad(b.manifest)
     shipped = variants_of(b.manifest)
     checks: list[OutputCheck] = []
@@ -136,7 +163,14 @@ def quantized_checks(session: Any, layout: Any, golden: tuple[list[list[int]], l
     free = prompt_checks(session, layout, golden, eos, pad, variant, precision)
     seqs = [GoldenSequence(np.array(list(p) + list(t), np.int64), len(p), f"prompt-{i}")
             for i, (p, t) in enumerate(zip(prompts, tokens))]
-    gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=variant, precision=precision)
+    try:
+        gate = teacher_forced(seqs, prefill_logits_fn(session, layout), logits, tolerance, variant=variant,
+                              precision=precision)
+    except EdgeshipError:
+        raise
+    except Exception as e:  # onnxruntime's own errors
+        raise InferenceError(f"variant {variant}: onnxruntime failed on the teacher-forced golden prompts: "
+                             f"{brief(e)}") from e
     rows = [OutputCheck(f.runner, variant, "generation", f.sample, gate.passed,
                         {**f.metrics, "agreement": s.agreement, "logprob_delta": s.mean_logprob_delta,
                          "max_logprob_delta": s.max_logprob_delta}, gate.reason or None)
