@@ -223,8 +223,10 @@ def _nbits_quantizer():
 
 
 def build_int4(src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, scheme: str = "sym",
-               exclude: Sequence[str] = ()) -> Path:
-    """Weight-only int4 (MatMulNBits, round-to-nearest, ``block_size`` weights per scale along K)."""
+               exclude: Sequence[str] = (), accuracy_level: int | None = None) -> Path:
+    """Weight-only int4 (MatMulNBits, round-to-nearest, ``block_size`` weights per scale along K).
+    ``accuracy_level`` is MatMulNBits' attribute (None: onnxruntime's default, fp32 activations; 4:
+    activations quantized to int8 on the fly, the faster CPU kernel the decoder export asks for)."""
     import onnx
 
     check_int4_settings(block_size, scheme)
@@ -235,7 +237,7 @@ def build_int4(src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, scheme: 
     try:
         with _quiet():
             q = quantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=scheme == "sym",
-                          nodes_to_exclude=list(exclude))
+                          nodes_to_exclude=list(exclude), accuracy_level=accuracy_level)
             q.process()
             model = q.model.model
         onnx.save(model, str(dst))
