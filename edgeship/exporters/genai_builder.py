@@ -50,15 +50,12 @@ def builder_version() -> str:
 @contextlib.contextmanager
 def _offline() -> Any:
     """HF_HUB_OFFLINE=1 (environment and huggingface_hub's constant) while the builder runs."""
+    import huggingface_hub.constants as hc  # transformers' own dependency
+
     old = os.environ.get("HF_HUB_OFFLINE")
+    was = hc.HF_HUB_OFFLINE
     os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import huggingface_hub.constants as hc
-    except ImportError:  # pragma: no cover - transformers depends on it
-        hc = None
-    was = getattr(hc, "HF_HUB_OFFLINE", None)
-    if hc is not None:
-        hc.HF_HUB_OFFLINE = True
+    hc.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
@@ -66,8 +63,7 @@ def _offline() -> Any:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = old
-        if hc is not None:
-            hc.HF_HUB_OFFLINE = was
+        hc.HF_HUB_OFFLINE = was
 
 
 def build_decoder_onnx(folder: Path, path: Path, head_dim: int) -> IOSpec:

@@ -204,7 +204,8 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
     from edgeship.generate import decoder_layout
     from edgeship.parity.decoder import prompt_checks
 
-    sessions, out = {}, {}
+    sessions: dict[str, tuple[Any, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for name, (file, spec) in graphs.items():
         s = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
         checks = prompt_checks(s, decoder_layout(spec), golden, eos, pad if pad is not None else 0, "fp32", "fp32")
