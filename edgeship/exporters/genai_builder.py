@@ -100,7 +100,11 @@ def build_decoder_onnx(folder: Path, path: Path, head_dim: int) -> IOSpec:
         ordered = sorted(values, key=lambda v: _order(v.name))
         del values[:]
         values.extend(ordered)
-    onnx.save(m, str(path))
+    try:
+        onnx.save(m, str(path))  # one file, as the torch.onnx graph (protobuf's 2 GB limit)
+    except Exception as e:
+        raise BuilderUnavailable(f"onnxruntime-genai's model builder graph of {folder.name} cannot be saved as "
+                                 f"one file: {brief(e)}") from e
     return spec_of(path)
 
 
