@@ -136,3 +136,27 @@ def test_a_crafted_padded_batches_flag_is_refused():
     assert generation_meta({"generation": {"padded_batches": False}}) == {"padded_batches": False}
     with pytest.raises(BundleError, match="padded_batches"):
         generation_meta({"generation": {"padded_batches": "no"}})
+
+
+def test_the_torch_graph_is_kept_only_when_over_5_percent_faster(folder, tmp_path, monkeypatch):
+    from edgeship.bundle.read import open_bundle
+    from edgeship.exporters.genai_builder import build_decoder_onnx
+    from edgeship.exporters.hf_decoder import spec_of
+    from edgeship.parity.decoder import read_golden
+    from edgeship.pipeline import decoder
+
+    figures = {decoder.TORCH: 1100.0, decoder.BUILDER: 1000.0}
+    monkeypatch.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad: {n: figures[n] for n in sessions})
+    r = export(folder, tmp_path / "t.edgeship", quantize=("fp32",))
+    m = json.loads((r.bundle / "manifest.json").read_text())
+    assert m["generation"]["graph"]["exporter"] == "torch.onnx" and m["generation"]["padded_batches"] is True
+    assert any(n.startswith("graph: torch.onnx (1,100 greedy tokens/s) over onnxruntime-genai (1,000)") for n in r.notes)
+    # within 5%: the builder's graph
+    figures[decoder.TORCH] = 1040.0
+    torch_file = r.bundle / "models/fp32.onnx"
+    graphs = {decoder.TORCH: (torch_file, spec_of(torch_file)),
+              decoder.BUILDER: (tmp_path / "b.onnx", build_decoder_onnx(folder, tmp_path / "b.onnx", 16))}
+    golden = read_golden(open_bundle(r.bundle))
+    notes: list[str] = []
+    choice = decoder._choose_graph(graphs, golden, [2], 0, notes)
+    assert choice["exporter"] == "onnxruntime-genai" and "over torch.onnx (1,040)" in notes[0]

@@ -48,6 +48,7 @@ OPSET = 18
 INT4_ACCURACY_LEVEL = 4  # MatMulNBits on int8 activations: B9 decode 789 -> 428 µs/token, same tokens; gated as before
 TORCH = "torch.onnx"
 BUILDER = "onnxruntime-genai"
+TORCH_MARGIN = 1.05  # B9 measured the builder graph faster (1.39x vs 0.97x genai's tokens/s); ties go to it
 TIMING_ROUNDS, TIMING_TOKENS = 5, 32  # the graph choice's decode timing: interleaved rounds × greedy tokens
 
 
@@ -196,9 +197,9 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
                   notes: list[str]) -> dict[str, Any]:
     """Judge each candidate fp32 graph by the generation parity gate (greedy tokens identical to
     transformers', per-step logits within the fp32 tolerance); of those that pass, keep the one with the
-    most greedy tokens/s (edgeship's loop, :data:`TIMING_ROUNDS` interleaved rounds of
-    :data:`TIMING_TOKENS` tokens on the first golden prompt, median). Returns the manifest's
-    ``generation.graph`` record."""
+    most greedy tokens/s, the torch.onnx graph only when it beats the builder's by over 5% (edgeship's
+    loop, :data:`TIMING_ROUNDS` interleaved rounds of :data:`TIMING_TOKENS` tokens on the first golden
+    prompt, median). Returns the manifest's ``generation.graph`` record."""
     import onnxruntime as ort
 
     from edgeship.generate import decoder_layout
@@ -222,7 +223,8 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
         speed = _tokens_per_s(sessions, golden[0][0], pad if pad is not None else 0)
         for name, v in speed.items():
             out[name]["tokens_per_s"] = v
-        chosen = max(sessions, key=lambda n: out[n]["tokens_per_s"])
+        # the torch.onnx graph must beat the builder's by more than the timing noise of a short run
+        chosen = TORCH if speed[TORCH] > TORCH_MARGIN * speed[BUILDER] else BUILDER
         other = next(n for n in sessions if n != chosen)
         notes.append(f"graph: {chosen} ({out[chosen]['tokens_per_s']:,.0f} greedy tokens/s) over {other} "
                      f"({out[other]['tokens_per_s']:,.0f}); both pass generation parity")
