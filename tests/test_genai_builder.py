@@ -99,7 +99,9 @@ def test_a_builder_graph_that_misses_parity_falls_back_to_torch_onnx(folder, tmp
     assert m["generation"]["graph"]["exporter"] == "torch.onnx"
     assert c["onnxruntime-genai"]["passed"] is False and c["onnxruntime-genai"]["tokens_per_s"] is None
     assert "prompt-" in c["onnxruntime-genai"]["reason"]
-    assert any("builder graph misses generation parity" in n and "torch.onnx graph is shipped" in n for n in r.notes)
+    assert any("the onnxruntime-genai graph misses generation parity ([prompt-" in n
+               and "the torch.onnx graph is shipped" in n for n in r.notes)
+    assert next(s for s in r.stages if s.name == "graph").detail == "torch.onnx graph (onnxruntime-genai misses parity)"
     assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
 
 
@@ -160,3 +162,29 @@ def test_the_torch_graph_is_kept_only_when_over_5_percent_faster(folder, tmp_pat
     notes: list[str] = []
     choice = decoder._choose_graph(graphs, golden, [2], 0, notes)
     assert choice["exporter"] == "onnxruntime-genai" and "over torch.onnx (1,040)" in notes[0]
+
+
+def test_a_torch_graph_that_misses_parity_leaves_the_builder_graph(folder, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeship.pipeline import decoder
+
+    real = decoder.export_decoder_onnx
+
+    def off(model, path, opset=18):  # the torch.onnx graph with its output projection disturbed
+        spec = real(model, path, opset)
+        g = onnx.load(str(path))
+        w = next(t for t in g.graph.initializer if 300 in t.dims and len(t.dims) == 2)
+        w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w)[::-1].copy(), w.name))
+        onnx.save(g, str(path))
+        return spec
+
+    monkeypatch.setattr(decoder, "export_decoder_onnx", off)
+    r = export(folder, tmp_path / "p.edgeship", quantize=("fp32",))
+    m = json.loads((r.bundle / "manifest.json").read_text())
+    assert m["generation"]["graph"]["exporter"] == "onnxruntime-genai"
+    assert m["generation"]["graph"]["candidates"]["torch.onnx"]["passed"] is False
+    assert any("the torch.onnx graph misses generation parity" in n and "onnxruntime-genai graph is shipped" in n
+               for n in r.notes)
+    assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
