@@ -217,8 +217,8 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
             sessions[name] = (s, decoder_layout(spec))
     if len(sessions) > 1:
         speed = _tokens_per_s(sessions, golden[0][0], pad if pad is not None else 0)
-        for name, v in speed.items():
-            out[name]["tokens_per_s"] = v
+        for name, tps in speed.items():
+            out[name]["tokens_per_s"] = tps
         # the torch.onnx graph must beat the builder's by more than the timing noise of a short run
         chosen = TORCH if speed[TORCH] > TORCH_MARGIN * speed[BUILDER] else BUILDER
         other = next(n for n in sessions if n != chosen)
@@ -226,9 +226,9 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
                      f"({out[other]['tokens_per_s']:,.0f}); both pass generation parity")
     else:  # none passes: the torch graph, which the parity stage then reports
         chosen = next(iter(sessions), TORCH)
-        for name, v in out.items():
-            if not v["passed"] and name != chosen:
-                notes.append(f"graph: the {name} graph misses generation parity ({v['reason']}); "
+        for name, row in out.items():
+            if not row["passed"] and name != chosen:
+                notes.append(f"graph: the {name} graph misses generation parity ({row['reason']}); "
                              f"the {chosen} graph is shipped")
     return {"exporter": chosen, "candidates": out}
 
