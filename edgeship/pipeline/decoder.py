@@ -1,12 +1,14 @@
-"""The decoder export's stages: load, onnx, quantize, parity, package (``edgeship export DIR`` for a
-causal LM: :func:`export_folder` hands it to :func:`export_causal_lm`; the graph is
-:mod:`edgeship.exporters.hf_decoder`'s).
+"""The decoder export's stages: load, onnx, optimize, builder, graph, quantize, parity, package
+(``edgeship export DIR`` for a causal LM: :func:`export_folder` hands it to :func:`export_causal_lm`;
+the graphs are :mod:`edgeship.exporters.hf_decoder`'s and :mod:`edgeship.exporters.genai_builder`'s).
 
 What it reuses: transformers' model built by :mod:`edgeship.exporters.hf_model` (local files only), the tokenizer
 and task records of :mod:`edgeship.exporters.hf_model` / :mod:`edgeship.hf.preprocess`, dynamic int8 from
 :mod:`edgeship.exporters.quantize`, the tolerances and metrics of :mod:`edgeship.parity`, the atomic
 bundle writer and the manifest's fields. What differs from the pipeline of other models: parity is
-generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`), and
+generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`); two
+candidate fp32 graphs (torch.onnx, and onnxruntime-genai's model builder's where installed:
+:mod:`edgeship.exporters.genai_builder`) are judged by it and the faster passing one is kept; and
 the default variant is fp32 (a quantized variant is shipped when it passes its tolerance; selection by
 tokens/s is left to ``edgeship tune``/profile).
 """
