@@ -188,3 +188,25 @@ def test_a_torch_graph_that_misses_parity_leaves_the_builder_graph(folder, tmp_p
     assert any("the torch.onnx graph misses generation parity" in n and "onnxruntime-genai graph is shipped" in n
                for n in r.notes)
     assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
+
+
+def test_the_builder_runs_offline_on_the_local_folder_only(folder, tmp_path, monkeypatch):
+    import os
+
+    import huggingface_hub.constants as hc
+    from onnxruntime_genai.models import builder
+
+    from edgeship.exporters.genai_builder import BuilderUnavailable, build_decoder_onnx
+
+    seen = {}
+
+    def create_model(name, path, *args, **kwargs):
+        seen.update(env=os.environ.get("HF_HUB_OFFLINE"), const=hc.HF_HUB_OFFLINE, name=name, path=path)
+        raise RuntimeError("stop here")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(builder, "create_model", create_model)
+    with pytest.raises(BuilderUnavailable, match="stop here"):
+        build_decoder_onnx(folder, tmp_path / "b.onnx", 16)
+    assert seen == {"env": "1", "const": True, "name": str(folder), "path": str(folder)}
+    assert "HF_HUB_OFFLINE" not in os.environ  # put back as it was
