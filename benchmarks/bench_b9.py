@@ -217,41 +217,6 @@ def export_edgeship(folder: Path, out: Path, int4_ungated: bool = False) -> Path
     return out
 
 
-def builder_graph_bundle(bundle: Path, genai_dir: Path, out: Path) -> Path:
-    """Experiment (b), information only: ``bundle`` with its fp32 graph replaced by onnxruntime-genai's
-    model builder graph (``genai_dir``: GroupQueryAttention, fused QKV, no position_ids input), its
-    external data inlined and the cache's symbolic head dimension fixed; the other variants dropped.
-    Its tokens are checked against transformers' like every engine's."""
-    import onnx
-
-    from edgeship.bundle.write import write_bundle
-    from edgeship.exporters.hf_decoder import spec_of
-
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    head = next(t["shape"][3] for t in manifest["io"]["inputs"] if t["name"].startswith("past_key_values."))
-    work = out.parent / f".{out.name}-work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    m = onnx.load(str(genai_dir / "model.onnx"))  # with its external data
-    for vi in [*m.graph.input, *m.graph.output]:
-        for d in vi.type.tensor_type.shape.dim:
-            if d.dim_param == "kv_cache_dim":
-                d.dim_value = head
-    onnx.save(m, str(work / "fp32.onnx"))
-    manifest["io"] = spec_of(work / "fp32.onnx").to_dict()
-    manifest["variants"] = {"fp32": {**manifest["variants"]["fp32"], "size": (work / "fp32.onnx").stat().st_size}}
-    manifest["candidates"] = {"cpu": [c for c in manifest["candidates"]["cpu"] if c["variant"] == "fp32"][:1]}
-    manifest["defaults"] = {"cpu": "fp32"}
-    files = {rel: bundle / rel for rel in manifest.pop("files") if not rel.startswith("models/")}
-    files["models/fp32.onnx"] = work / "fp32.onnx"
-    for key in ("schema", "schema_version"):
-        manifest.pop(key, None)
-    shutil.rmtree(out, ignore_errors=True)
-    write_bundle(out, files, manifest)
-    shutil.rmtree(work, ignore_errors=True)
-    return out
-
-
 # ----------------------------------------------------------------------------- workers
 @dataclass
 class Engine:
@@ -390,7 +355,7 @@ def note(result: dict) -> str:
 
 # ----------------------------------------------------------------------------- run
 def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
-            reuse: bool = False, builder_graph: bool = False) -> tuple[list[Engine], list[int]]:
+            reuse: bool = False) -> tuple[list[Engine], list[int]]:
     """Build the model folder and each engine's files (``reuse``: keep those already in WORK)."""
     WORK.mkdir(parents=True, exist_ok=True)
     folder = WORK / "model"
@@ -439,20 +404,12 @@ def prepare(shape: Shape, with_int4: bool = True, engines: tuple[str, ...] = (),
             if not (reuse and d.exists()):
                 export_genai(py, folder, d, p)
             out.append(Engine(f"genai {p}", "genai", py, d, p, d))
-        if builder_graph and "edgeship" in want:  # experiment (b): both loops on the builder's graph
-            bb = builder_graph_bundle(WORK / "tiny.edgeship", WORK / "genai-fp32", WORK / "tiny-builder.edgeship")
-            out.append(Engine("x edgeship, builder graph", "edgeship", Path(PY), bb, "fp32", bb / "models" / "fp32.onnx"))
-            out.append(Engine("x edgeship, builder graph, 1 thread", "edgeship", Path(PY), bb, "fp32",
-                              bb / "models" / "fp32.onnx", threads=1))
-            out.append(Engine("x edgeship genai, builder graph", "edgeship-genai", py, bb, "fp32",
-                              bb / "models" / "fp32.onnx"))
     return out, ids
 
 
-def run(quick: bool = False, shape: Shape | None = None, engines: tuple[str, ...] = (), reuse: bool = False,
-        builder_graph: bool = False) -> dict:
+def run(quick: bool = False, shape: Shape | None = None, engines: tuple[str, ...] = (), reuse: bool = False) -> dict:
     shape = shape or Shape()
-    es, ids = prepare(shape, engines=engines, reuse=reuse, builder_graph=builder_graph)
+    es, ids = prepare(shape, engines=engines, reuse=reuse)
     return measure(es, ids, shape.new, rounds=3 if quick else 9, reps=3 if quick else 5)
 
 
@@ -463,14 +420,12 @@ def main() -> int:
     p.add_argument("--engines", default="", help="comma-separated subset of edgeship,optimum,genai (default: all)")
     p.add_argument("--json", type=Path, help="also write the raw result as JSON")
     p.add_argument("--reuse", action="store_true", help="keep the model folder and exports already in benchmarks/out/b9")
-    p.add_argument("--builder-graph", action="store_true",
-                   help="experiment (info rows 'x ...'): edgeship's bundle carrying onnxruntime-genai's builder graph")
     d = Shape()
     for f in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab", "prompt", "new"):
         p.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(d, f))
     a = p.parse_args()
     shape = Shape(**{f: getattr(a, f) for f in Shape.__dataclass_fields__})
-    res = run(a.quick, shape, tuple(x for x in a.engines.split(",") if x), a.reuse, a.builder_graph)
+    res = run(a.quick, shape, tuple(x for x in a.engines.split(",") if x), a.reuse)
     text = table(res) + "\n\n" + note(res) + "\n"
     print(text)
     if a.out:

@@ -14,7 +14,10 @@ binds the cache to the GPU with IO binding (``io_binding=True`` forces it anywhe
 ``position_ids`` is fed without them (the model derives positions from the cache). Greedy by default, as transformers'
 ``generate(do_sample=False)``; sampling with ``temperature``, ``top_k``, ``top_p`` and a ``seed``
 (applied in transformers' order: temperature, top-k, top-p). A batch of prompts of different lengths
-is padded on the left, with position ids from the attention mask as transformers computes them.
+is padded on the left, with position ids from the attention mask as transformers computes them; on a
+graph that cannot take left padding (the bundle's ``generation.padded_batches`` is false: onnxruntime-
+genai's builder graph, whose GroupQueryAttention reads the mask as lengths), prompts of different
+lengths run one at a time.
 
     m = edgeship.load("tiny-llama.edgeship")
     ids = m.generate([1, 5, 9], max_new_tokens=16)           # the new token ids
@@ -294,8 +297,14 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
     use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
     stepper: _Session | _Runs = _Session(model.session, layout, "cuda" if model.target == "cuda" else "cpu") \
         if use_binding else _Runs(model.run, layout)
+    rng = np.random.default_rng(seed)
+    if meta.get("padded_batches") is False and len({len(r) for r in rows}) > 1:
+        # GroupQueryAttention (onnxruntime-genai's builder graph) cannot take left padding: one prompt at a time
+        parts = [_loop(stepper, layout, [r], max_new_tokens, eos, int(pad), do_sample, temperature, top_k, top_p,
+                       rng, output_logits) for r in rows]
+        return Generation([p.tokens[0] for p in parts], [p.logits[0] for p in parts if p.logits] if output_logits else None)
     return _loop(stepper, layout, rows, max_new_tokens, eos, int(pad), do_sample, temperature, top_k, top_p,
-                 np.random.default_rng(seed), output_logits)
+                 rng, output_logits)
 
 
 def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
@@ -377,6 +386,12 @@ def generation_meta(manifest: dict) -> dict:
                               "the bundle is corrupt or was edited.")
         if v is not None:
             out[key] = v
+    padded = meta.get("padded_batches")
+    if padded is not None and not isinstance(padded, bool):
+        raise BundleError(f"manifest.json: generation.padded_batches is {str(padded)[:60]!r}, not true or false; "
+                          "the bundle is corrupt or was edited.")
+    if padded is not None:
+        out["padded_batches"] = padded
     return out
 
 

@@ -29,6 +29,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoder_graph_speed():
+    """The decoder export keeps the faster of its passing graphs (torch.onnx, onnxruntime-genai's builder)
+    by timing them; tests get fixed figures instead (the builder's graph faster, as measured in B9), so
+    which graph a test's bundle holds does not hang on the machine's load. The real timing function is
+    returned for the test that runs it."""
+    from edgeship.pipeline import decoder
+
+    real = decoder._tokens_per_s
+    mp = pytest.MonkeyPatch()
+    mp.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad: {
+        n: {decoder.TORCH: 1000.0, decoder.BUILDER: 2000.0}[n] for n in sessions})
+    yield real
+    mp.undo()
+
+
 def arch(name: str) -> str:
     return f"{MODELS_PY}:{name}"
 

@@ -26,21 +26,51 @@ TEXT = "hello world, the quick brown fox"
 NEW = 16
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+def _has_builder() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime_genai") is not None
+
+
+# onnxruntime-genai's builder graph where it is installed (Python 3.11+), and the torch.onnx graph
+GRAPHS = [(a, "onnxruntime-genai") for a in ARCHS if _has_builder()] + [(a, "torch.onnx") for a in ARCHS
+                                                                      if not _has_builder() or a == "llama"]
+
+
+def without_builder(mp: pytest.MonkeyPatch) -> None:
+    """As if onnxruntime-genai were not installed: its import fails."""
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kwargs):
+        if name.split(".")[0] == "onnxruntime_genai":
+            raise ImportError(f"No module named {name!r} (test)")
+        return real(name, *args, **kwargs)
+
+    mp.setattr(builtins, "__import__", fake)
+
+
+@pytest.fixture(scope="module", params=GRAPHS, ids=lambda p: "-".join(p))
 def lm(request, tmp_path_factory):
     """(folder, bundle, reference tokens and logits per prompt, reference tokens of TEXT) per architecture,
-    exported with ``edgeship export DIR -o OUT`` and no other flag."""
+    exported with ``edgeship export DIR -o OUT`` and no other flag: onnxruntime-genai's builder graph (the
+    faster, by conftest's fixed timing), and once the torch.onnx graph (the builder's import made to fail)."""
     from typer.testing import CliRunner
 
     from edgeship.cli import app
 
-    d = tmp_path_factory.mktemp(f"lm-{request.param}")
-    folder = save_causal_lm(d / "model", request.param)
-    result = CliRunner().invoke(app, ["export", str(folder), "-o", str(d / "lm.edgeship")])
+    arch, graph = request.param
+    d = tmp_path_factory.mktemp(f"lm-{arch}-{graph}")
+    folder = save_causal_lm(d / "model", arch)
+    with pytest.MonkeyPatch.context() as mp:
+        if graph == "torch.onnx":
+            without_builder(mp)
+        result = CliRunner().invoke(app, ["export", str(folder), "-o", str(d / "lm.edgeship")])
     assert result.exit_code == 0, result.output
     text_ids = build_tokenizer()(TEXT)["input_ids"]
     tokens, logits = greedy_reference(folder, PROMPTS + [text_ids], NEW, eos_token_id=None)
-    return {"arch": request.param, "folder": folder, "bundle": d / "lm.edgeship", "output": result.output,
+    return {"arch": arch, "graph": graph, "folder": folder, "bundle": d / "lm.edgeship", "output": result.output,
             "tokens": tokens, "logits": logits, "text_ids": text_ids}
 
 
@@ -48,10 +78,15 @@ def test_export_with_no_flags_writes_a_decoder_bundle_with_the_standard_names(lm
     m = json.loads((lm["bundle"] / "manifest.json").read_text())
     ins = [t["name"] for t in m["io"]["inputs"]]
     outs = [t["name"] for t in m["io"]["outputs"]]
-    assert ins == ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.0.value",
-                   "past_key_values.1.key", "past_key_values.1.value"]
+    builder = lm["graph"] == "onnxruntime-genai"  # positions from the mask: no position_ids input
+    assert ins == ["input_ids", "attention_mask"] + ([] if builder else ["position_ids"]) + [
+        "past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key", "past_key_values.1.value"]
     assert outs == ["logits", "present.0.key", "present.0.value", "present.1.key", "present.1.value"]
-    assert m["io"]["inputs"][3]["shape"] == ["batch", 2, "past_sequence", 16]
+    assert m["io"]["inputs"][ins.index("past_key_values.0.key")]["shape"] == ["batch", 2, "past_sequence", 16]
+    assert m["generation"]["graph"]["exporter"] == lm["graph"]
+    assert m["generation"]["padded_batches"] is (not builder)
+    assert m["source"]["exporter"] == ("onnxruntime-genai model builder" if builder else "dynamo")
+    assert f"{lm['graph']} graph" in lm["output"]  # the export's graph stage line says which
     assert m["generation"]["parity"]["fp32"]["tokens_identical"] is True
     assert {"models/fp32.onnx", "golden/generation.npz", "preprocess/tokenizer.json", "report.json"} <= set(m["files"])
     assert m["source"]["format"] == "hf_folder" and m["task"]["name"] == "causal-lm"

@@ -233,13 +233,16 @@ def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[d
 
     wrapper, layers = _wrapper(model)
     _, kv, head_dim = cache_shape(model.config)
+    from edgeship.generate import decoder_layout
+
+    layout = decoder_layout(spec)  # the wrapper's order: layer 0 key, value, layer 1 ...
     n = len(ids)
     prefill = {"input_ids": np.array([ids], np.int64), "attention_mask": np.ones((1, n), np.int64),
                "position_ids": np.arange(n, dtype=np.int64)[None]}
-    names = [t.name for t in spec.inputs if t.name.startswith("past_key_values.")]
+    names = list(layout.past_names)
     for p in names:
         prefill[p] = np.zeros((1, kv, 0, head_dim), np.float32)
-    out_names = [t.name for t in spec.outputs]
+    out_names = ["logits", *layout.present_names]
 
     def run(feeds: dict) -> dict:
         with torch.no_grad():
@@ -253,7 +256,11 @@ def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[d
               "position_ids": np.array([[n]], np.int64)}
     for p in names:
         decode[p] = first[p.replace("past_key_values.", "present.")]
-    return [(prefill, first), (decode, run(decode))]
+    second = run(decode)
+    if not layout.position_ids:  # a graph that counts positions itself (the builder's) is fed without them
+        prefill.pop("position_ids")
+        decode.pop("position_ids")
+    return [(prefill, first), (decode, second)]
 
 
 def fuse_norms(path: Path) -> dict[str, int] | None:

@@ -14,6 +14,7 @@ Nothing here re-implements what those tools do; edgeship chooses settings and pr
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 from collections.abc import Sequence
@@ -223,8 +224,10 @@ def _nbits_quantizer():
 
 
 def build_int4(src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, scheme: str = "sym",
-               exclude: Sequence[str] = ()) -> Path:
-    """Weight-only int4 (MatMulNBits, round-to-nearest, ``block_size`` weights per scale along K)."""
+               exclude: Sequence[str] = (), accuracy_level: int | None = None) -> Path:
+    """Weight-only int4 (MatMulNBits, round-to-nearest, ``block_size`` weights per scale along K).
+    ``accuracy_level`` is MatMulNBits' attribute (None: onnxruntime's default, fp32 activations; 4:
+    activations quantized to int8 on the fly, the faster CPU kernel the decoder export asks for)."""
     import onnx
 
     check_int4_settings(block_size, scheme)
@@ -234,8 +237,10 @@ def build_int4(src: Path, dst: Path, block_size: int = INT4_BLOCK_SIZE, scheme: 
     quantizer = _nbits_quantizer()
     try:
         with _quiet():
+            level = {"accuracy_level": accuracy_level} if accuracy_level is not None and \
+                "accuracy_level" in inspect.signature(quantizer).parameters else {}  # a quantizer without it: its default
             q = quantizer(onnx.load(str(src)), block_size=block_size, is_symmetric=scheme == "sym",
-                          nodes_to_exclude=list(exclude))
+                          nodes_to_exclude=list(exclude), **level)
             q.process()
             model = q.model.model
         onnx.save(model, str(dst))

@@ -1,12 +1,14 @@
-"""The decoder export's stages: load, onnx, quantize, parity, package (``edgeship export DIR`` for a
-causal LM: :func:`export_folder` hands it to :func:`export_causal_lm`; the graph is
-:mod:`edgeship.exporters.hf_decoder`'s).
+"""The decoder export's stages: load, onnx, optimize, builder, graph, quantize, parity, package
+(``edgeship export DIR`` for a causal LM: :func:`export_folder` hands it to :func:`export_causal_lm`;
+the graphs are :mod:`edgeship.exporters.hf_decoder`'s and :mod:`edgeship.exporters.genai_builder`'s).
 
 What it reuses: transformers' model built by :mod:`edgeship.exporters.hf_model` (local files only), the tokenizer
 and task records of :mod:`edgeship.exporters.hf_model` / :mod:`edgeship.hf.preprocess`, dynamic int8 from
 :mod:`edgeship.exporters.quantize`, the tolerances and metrics of :mod:`edgeship.parity`, the atomic
 bundle writer and the manifest's fields. What differs from the pipeline of other models: parity is
-generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`), and
+generation (greedy tokens and per-step logits of golden prompts, :mod:`edgeship.parity.decoder`); two
+candidate fp32 graphs (torch.onnx, and onnxruntime-genai's model builder's where installed:
+:mod:`edgeship.exporters.genai_builder`) are judged by it and the faster passing one is kept; and
 the default variant is fp32 (a quantized variant is shipped when it passes its tolerance; selection by
 tokens/s is left to ``edgeship tune``/profile).
 """
@@ -45,6 +47,11 @@ from edgeship.spec import IOSpec
 KIND = {"fp32": "fp32", "int8_dynamic": "dynamic", "int4": "int4"}
 QUANTIZE = {"fp32": (), "auto": ("int8_dynamic", "int4"), "dynamic": ("int8_dynamic",), "int4": ("int4",)}
 OPSET = 18
+INT4_ACCURACY_LEVEL = 4  # MatMulNBits on int8 activations: B9 decode 789 -> 428 µs/token, same tokens; gated as before
+TORCH = "torch.onnx"
+BUILDER = "onnxruntime-genai"
+TORCH_MARGIN = 1.05  # B9 measured the builder graph faster (1.39x vs 0.97x genai's tokens/s); ties go to it
+TIMING_ROUNDS, TIMING_TOKENS = 5, 32  # the graph choice's decode timing: interleaved rounds × greedy tokens
 
 
 def _variants(quantize: tuple[str, ...]) -> list[str]:
@@ -121,19 +128,27 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
              f"{len(prompts)} golden prompts × {new} tokens against transformers"]
     with tempfile.TemporaryDirectory(prefix="edgeship-lm-") as tmp:
         work = Path(tmp)
-        spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "fp32.onnx", opset),
-                      lambda s: f"dynamo, opset {opset}, {sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
-        single = single_step_golden(model, prompts[0], spec)
-        fused = st.run("optimize", lambda: fuse_norms(work / "fp32.onnx"),
+        spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "torch.onnx", opset),
+                      lambda s: f"torch.onnx (dynamo), opset {opset}, "
+                                f"{sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
+        fused = st.run("optimize", lambda: fuse_norms(work / "torch.onnx"),
                        lambda f: ", ".join(f"{n}× {op}" for op, n in f.items()) or "nothing fused")
         if fused is None:
             notes.append("onnxruntime's transformer optimizer failed on the graph; the unfused graph is shipped")
+        graphs: dict[str, tuple[Path, IOSpec]] = {TORCH: (work / "torch.onnx", spec)}
+        st.run("builder", lambda: _builder_graph(folder, model, work, graphs, notes, config.opset),
+               lambda g: f"{BUILDER} graph: {', '.join(g)}" if BUILDER in graphs else "not used (see the notes)")
+        golden = (prompts, ref_tokens, ref_logits)
+        choice = st.run("graph", lambda: _choose_graph(graphs, golden, eos_list, pad, notes),
+                        _graph_detail)
+        file, spec = graphs[choice["exporter"]]
+        file.replace(work / "fp32.onnx")
+        single = single_step_golden(model, prompts[0], spec)
         built = {"fp32": work / "fp32.onnx"}
         rejected: dict[str, dict] = {}
         if len(variants) > 1:
             st.run("quantize", lambda: _quantize(work, variants, built, rejected, config),
                    lambda _: ", ".join(built) + (f"; failed: {', '.join(rejected)}" if rejected else ""))
-        golden = (prompts, ref_tokens, ref_logits)
         gates: dict[str, dict] = {}
         report = st.run("parity", lambda: _parity(built, spec, golden, eos_list, pad, config, gates),
                         _parity_detail)
@@ -147,10 +162,105 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
                 notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
                 del built[v]
         bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
-                                                             eos_list, pad, text, notes, opset, st.done, gates),
+                                                             eos_list, pad, text, notes, opset, st.done, gates, choice),
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
+
+
+def _builder_graph(folder: HFFolder, model: Any, work: Path, graphs: dict[str, tuple[Path, IOSpec]],
+                   notes: list[str], opset: int | None) -> list[str]:
+    """onnxruntime-genai's builder graph into ``graphs`` (where it is installed and builds the model);
+    otherwise (or with an explicit --opset, which the builder does not take) a note says why. Returns
+    the onnxruntime contrib ops it holds (GroupQueryAttention, ...)."""
+    from edgeship.exporters.genai_builder import BuilderUnavailable, build_decoder_onnx, builder_version, graph_ops
+    from edgeship.exporters.hf_decoder import cache_shape
+
+    if opset is not None:
+        notes.append(f"graph: torch.onnx; onnxruntime-genai's model builder not used: --opset {opset} was asked "
+                     "and the builder picks its own opset")
+        return []
+    try:
+        version = builder_version()
+        spec = build_decoder_onnx(folder.path, work / "builder.onnx", cache_shape(model.config)[2])
+        from edgeship.generate import decoder_layout
+
+        decoder_layout(spec)  # the names and cache shapes the loop needs
+    except (BuilderUnavailable, SpecError) as e:
+        notes.append(f"graph: torch.onnx; onnxruntime-genai's model builder not used: {e}")
+        return []
+    graphs[BUILDER] = (work / "builder.onnx", spec)
+    notes.append(f"onnxruntime-genai {version}'s model builder built a candidate graph (fp32, cpu)")
+    ops = graph_ops(work / "builder.onnx")
+    return [op for op in ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "RotaryEmbedding") if op in ops]
+
+
+def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: list[int], pad: int | None,
+                  notes: list[str]) -> dict[str, Any]:
+    """Judge each candidate fp32 graph by the generation parity gate (greedy tokens identical to
+    transformers', per-step logits within the fp32 tolerance); of those that pass, keep the one with the
+    most greedy tokens/s, the torch.onnx graph only when it beats the builder's by over 5% (edgeship's
+    loop, :data:`TIMING_ROUNDS` interleaved rounds of :data:`TIMING_TOKENS` tokens on the first golden
+    prompt, median). Returns the manifest's ``generation.graph`` record."""
+    import onnxruntime as ort
+
+    from edgeship.generate import decoder_layout
+    from edgeship.parity.decoder import prompt_checks
+
+    sessions: dict[str, tuple[Any, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for name, (file, spec) in graphs.items():
+        s = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        checks = prompt_checks(s, decoder_layout(spec), golden, eos, pad if pad is not None else 0, "fp32", "fp32")
+        bad = [c for c in checks if not c.passed]
+        out[name] = {"passed": not bad, "tokens_per_s": None,
+                     **({"reason": f"[{bad[0].sample}] {bad[0].reason}"} if bad else {})}
+        if not bad:
+            sessions[name] = (s, decoder_layout(spec))
+    if len(sessions) > 1:
+        speed = _tokens_per_s(sessions, golden[0][0], pad if pad is not None else 0)
+        for name, tps in speed.items():
+            out[name]["tokens_per_s"] = tps
+        # the torch.onnx graph must beat the builder's by more than the timing noise of a short run
+        chosen = TORCH if speed[TORCH] > TORCH_MARGIN * speed[BUILDER] else BUILDER
+        other = next(n for n in sessions if n != chosen)
+        notes.append(f"graph: {chosen} ({out[chosen]['tokens_per_s']:,.0f} greedy tokens/s) over {other} "
+                     f"({out[other]['tokens_per_s']:,.0f}); both pass generation parity")
+    else:  # none passes: the torch graph, which the parity stage then reports
+        chosen = next(iter(sessions), TORCH)
+        for name, row in out.items():
+            if not row["passed"] and name != chosen:
+                notes.append(f"graph: the {name} graph misses generation parity ({row['reason']}); "
+                             f"the {chosen} graph is shipped")
+    return {"exporter": chosen, "candidates": out}
+
+
+def _graph_detail(choice: dict[str, Any]) -> str:
+    """``onnxruntime-genai graph (28,687 tokens/s; torch.onnx 13,304)``, ``torch.onnx graph (onnxruntime-genai
+    misses parity)`` and the like."""
+    c = choice["candidates"]
+    chosen = choice["exporter"]
+    others = "; ".join(f"{k} {v['tokens_per_s']:,.0f}" if v["passed"] and v["tokens_per_s"] else f"{k} misses parity"
+                       for k, v in c.items() if k != chosen)
+    speed = f"{c[chosen]['tokens_per_s']:,.0f} tokens/s" if c.get(chosen, {}).get("tokens_per_s") else ""
+    inner = "; ".join(x for x in (speed, others) if x)
+    return f"{chosen} graph" + (f" ({inner})" if inner else "")
+
+
+def _tokens_per_s(sessions: dict[str, tuple[Any, Any]], prompt: list[int], pad: int) -> dict[str, float]:
+    """Greedy tokens/s of each (session, layout) with edgeship's loop on ``prompt``: one warm-up run each,
+    then :data:`TIMING_ROUNDS` interleaved rounds of :data:`TIMING_TOKENS` tokens, the median."""
+    from edgeship.generate import run_loop
+
+    times: dict[str, list[float]] = {n: [] for n in sessions}
+    for s, layout in sessions.values():  # warm-up: the first runs allocate
+        run_loop(s, layout, [prompt], TIMING_TOKENS, (), pad)
+    for _ in range(TIMING_ROUNDS):
+        for name, (s, layout) in sessions.items():
+            t = time.perf_counter()
+            run_loop(s, layout, [prompt], TIMING_TOKENS, (), pad)
+            times[name].append(time.perf_counter() - t)
+    return {name: round(TIMING_TOKENS / float(np.median(ts)), 1) for name, ts in times.items()}
 
 
 def _parity_detail(report: ParityReport) -> str:
@@ -172,7 +282,8 @@ def _quantize(work: Path, variants: list[str], built: dict[str, Path], rejected:
             rejected["int8_dynamic"] = {"reason": str(e)}
     if "int4" in variants:
         try:
-            built["int4"] = build_int4(work / "fp32.onnx", work / "int4.onnx", config.int4_block_size, config.int4_scheme)
+            built["int4"] = build_int4(work / "fp32.onnx", work / "int4.onnx", config.int4_block_size, config.int4_scheme,
+                                       accuracy_level=INT4_ACCURACY_LEVEL)
         except QuantizationError as e:
             rejected["int4"] = {"reason": str(e)}
 
@@ -217,7 +328,10 @@ def _summary(report: ParityReport, v: str, gate: dict | None = None) -> dict:
 
 def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
              report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
-             notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict]) -> tuple[Path, dict[str, VariantResult]]:
+             notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict],
+             choice: dict[str, Any]) -> tuple[Path, dict[str, VariantResult]]:
+    import onnx
+
     from edgeship import jsonout, schemas
     from edgeship.bundle.layout import sha256_file
     from edgeship.bundle.write import write_bundle
@@ -226,6 +340,9 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     from edgeship.host import host_info
     from edgeship.pipeline.package import tool_versions
     from edgeship.runtimes.registry import requirements
+
+    opset = next((o.version for o in onnx.load(str(built["fp32"]), load_external_data=False).opset_import
+                  if o.domain in ("", "ai.onnx")), opset)
 
     files = {f"models/{v}.onnx": f for v, f in built.items()}
     files[GOLDEN_FILE] = _save_golden(work / "generation.npz", *golden)
@@ -249,7 +366,8 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
                    "parity": {"passed": True, "max_abs": shipped[v].max_abs, "min_cosine": shipped[v].min_cosine},
                    "requires": requirements("onnxruntime", PRECISION[v])} for v in built]
     source: dict[str, Any] = {"file": folder.path.name, "sha256": sha256_file(folder.weights), "format": "hf_folder", "arch": None,
-              "arch_kwargs": {}, "exporter": "dynamo", "opset": opset}
+              "arch_kwargs": {}, "opset": opset,
+              "exporter": "onnxruntime-genai model builder" if choice["exporter"] == BUILDER else "dynamo"}
     report_doc = {**schemas.header("report"), "name": config.bundle_name, "source": source,
                   "stages": [s.to_dict() for s in stages], "notes": list(notes), "parity": report.to_dict(),
                   "defaults": {"cpu": "fp32"}, "candidates": {"cpu": candidates}, "selection": {},
@@ -274,7 +392,8 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
                                {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
         "generation": {"eos_token_id": eos, **({"pad_token_id": pad} if pad is not None else {}),
                        **({"bos_token_id": text.bos_token_id} if isinstance(getattr(text, "bos_token_id", None), int) else {}),
-                       "golden": GOLDEN_FILE, "max_new_tokens": DEFAULT_NEW_TOKENS, "parity": summaries},
+                       "golden": GOLDEN_FILE, "max_new_tokens": DEFAULT_NEW_TOKENS, "parity": summaries,
+                       "graph": choice, "padded_batches": choice["exporter"] != BUILDER},
         **meta,
         "torchscript": None,
         "source": source,
