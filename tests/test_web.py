@@ -132,8 +132,32 @@ def test_the_check_deadline_stops_the_web_runner(simplenet):
     from edgeship.errors import InferenceTimeout
     from edgeship.parity.check import check
 
-    with pytest.raises(InferenceTimeout, match="onnxruntime-web-wasm.*--timeout"):
+    with pytest.raises(InferenceTimeout, match="onnxruntime-web.*--timeout"):
         check(simplenet, ("web",), timeout=0.001)  # the browser takes longer than that to start
+
+
+HANG = """() => {
+  window.edgeship.hang = () => new Promise(() => {});  // a call that never ends, the page still responsive
+  window.edgeship.spin = () => { for (;;) {} };         // a call that holds the page's only thread for ever
+}"""
+
+
+@pytest.mark.web
+@pytest.mark.parametrize("method", ["hang", "spin"])
+def test_a_call_that_never_ends_in_the_page_times_out_and_closes_the_browser(need_web, method):
+    """page.evaluate awaits a call with no time limit; the call in the page is awaited with a timeout
+    Playwright enforces from outside, so even a page stuck in a loop raises InferenceTimeout."""
+    from edgeship.errors import InferenceTimeout
+    from edgeship.runtimes.deadline import deadline
+
+    page = web.WebPage().open()
+    try:
+        page.page.evaluate(HANG)
+        with deadline(0.5, "--timeout"), pytest.raises(InferenceTimeout, match=r"within --timeout 0.5 s \(stuck\)"):
+            page.call(method, what="stuck")
+        assert page.page is None  # closed: the browser may still be running the call
+    finally:
+        page.close()
 
 
 @pytest.mark.web

@@ -79,7 +79,7 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
             lists at another precision (bf16) with that precision's tolerance.
         timeout: seconds all the check's inference may take together (onnxruntime and OpenVINO;
             a crafted graph can run as long as it says); None: no limit. The CLI's default is 600.
-            The web target checks it between calls (a call in the browser runs to its end).
+            The web target's calls are awaited with a timeout at the deadline (the browser is closed).
         browser: the Chromium executable of the ``web`` target (default: found on the machine).
         webgpu: the ``web`` target's WebGPU: ``auto`` (where the browser has an adapter), ``swiftshader``
             (Chromium's CPU implementation of WebGPU, on any machine) or ``off`` (wasm only).

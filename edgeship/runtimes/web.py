@@ -19,6 +19,7 @@ import base64
 import contextlib
 import http.server
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -43,6 +44,7 @@ ORT_WEB_VERSION = "1.31.1"  # the one pinned onnxruntime-web release (npm)
 RUNTIME = "onnxruntime-web"
 PROVIDERS = ("wasm", "webgpu")
 PREFETCH = "edgeship web-runtime --fetch"
+STARTUP = "onnxruntime-web's start-up in the browser"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # a headless Chromium on a closed network: no sandbox (root), no background connections it would retry
 BROWSER_ARGS = ("--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -58,6 +60,18 @@ DIST_FILES = ("ort.min.mjs",)
 DIST_PREFIX = "ort-wasm-simd-threaded"
 NPM_TIMEOUT_S = 600
 OPEN_TIMEOUT_MS = 60_000  # the page and onnxruntime-web's start-up
+POLL_MS = 10  # how often the page is asked whether a call it runs is done
+# a call into the harness runs in the page on its own (page.evaluate would await it without any time
+# limit); its result or error lands in window.edgeshipCalls[key], which Python waits for with a timeout
+START_CALL = """([key, method, args]) => {
+  const calls = (window.edgeshipCalls ??= {});
+  calls[key] = null;
+  setTimeout(() => Promise.resolve().then(() => window.edgeship[method](...args)).then(
+    (value) => { calls[key] = { value }; },
+    (e) => { calls[key] = { error: String(e?.message ?? e) }; }), 0);
+}"""
+CALL_DONE = "(key) => window.edgeshipCalls[key] !== null"
+TAKE_RESULT = "(key) => { const r = window.edgeshipCalls[key]; delete window.edgeshipCalls[key]; return r; }"
 
 _NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
           "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
@@ -258,6 +272,7 @@ class WebPage:
         self.page: Any = None
         self.info: BrowserInfo | None = None
         self._models = 0
+        self._calls = 0
 
     def open(self) -> WebPage:
         if self.page is not None:
@@ -286,11 +301,11 @@ class WebPage:
             port = self._server.server_address[1]
             self.page.goto(f"http://127.0.0.1:{port}/index.html")
             try:
-                self.page.wait_for_function("window.edgeshipReady === true")
-            except Exception as e:
+                self._wait("() => window.edgeshipReady === true", None, STARTUP, OPEN_TIMEOUT_MS)
+            except TimeoutError as e:
                 raise TargetUnavailableError(f"onnxruntime-web from {dist} did not load in {self.executable}: "
                                              f"{'; '.join(errors) or brief(e)}. Fetch it again: `{PREFETCH}`.") from e
-            got = self.page.evaluate("edgeship.info()")
+            got = self.call("info", what=STARTUP)
             name = self.executable.name.lower()
             self.info = BrowserInfo("Chrome" if "chrome" in name and "chromium" not in name else "Chromium",
                                     str(self._browser.version), str(got.get("ort") or "?"),
@@ -316,17 +331,67 @@ class WebPage:
     def drop(self, path: str) -> None:
         self._files.pop(path, None)
 
-    def call(self, method: str, *args: Any) -> Any:
-        """``edgeship.METHOD(*args)`` in the page; a JavaScript error comes back as RuntimeError."""
+    def call(self, method: str, *args: Any, what: str = "onnxruntime-web in the browser") -> Any:
+        """``edgeship.METHOD(*args)`` in the page; a JavaScript error comes back as RuntimeError.
+
+        The call is started in the page and awaited with :meth:`_wait`, which Playwright times out
+        at the check's deadline (``page.evaluate`` would wait for ever on a call that never ends).
+
+        Raises:
+            InferenceTimeout: the deadline passed first; the browser is closed (it may still be
+                running the call).
+        """
         if self.page is None:
             raise RuntimeError("the web page is not open")
+        self._calls += 1
+        key = str(self._calls)
+        self._evaluate(START_CALL, [key, method, list(args)])
+        self._wait(CALL_DONE, key, what)
+        got = self._evaluate(TAKE_RESULT, key)
+        if "error" in got:
+            raise RuntimeError(str(got["error"]).removeprefix("Error: ").split("\n    at ", 1)[0])
+        return got.get("value")
+
+    def _evaluate(self, expression: str, arg: Any) -> Any:
         try:
-            return self.page.evaluate(f"([args]) => edgeship.{method}(...args)", [list(args)])
+            return self.page.evaluate(expression, arg)
         except Exception as e:
             if type(e).__module__.startswith("playwright"):
                 text = str(e).removeprefix("Page.evaluate: ").removeprefix("Error: ").split("\n    at ", 1)[0]
                 raise RuntimeError(text.split("Call log:", 1)[0].strip()) from e
             raise
+
+    def _wait(self, condition: str, arg: Any, what: str, limit_ms: float = 0) -> None:
+        """Until ``condition`` holds in the page, at most until the check's deadline (and ``limit_ms``,
+        where given; 0: no other limit). Playwright enforces the timeout outside the page, so it
+        holds when the page itself is stuck.
+
+        Raises:
+            InferenceTimeout: the deadline passed; the browser is closed.
+            TimeoutError: ``limit_ms`` passed first.
+        """
+        d = current_deadline()
+        left_ms = None if d is None else d.left() * 1e3
+        if left_ms is not None and left_ms <= 0:
+            self.close()
+            raise self._timeout(d, what)
+        timeout = min(x for x in (left_ms, limit_ms or None, math.inf) if x is not None)
+        try:
+            self.page.wait_for_function(condition, arg=arg, polling=POLL_MS,
+                                        timeout=0 if timeout == math.inf else max(1.0, timeout))
+        except Exception as e:
+            if type(e).__name__ != "TimeoutError" or not type(e).__module__.startswith("playwright"):
+                raise
+            if d is not None and (limit_ms == 0 or left_ms is not None and left_ms <= limit_ms):
+                self.close()
+                raise self._timeout(d, what) from e
+            raise TimeoutError(str(e).split("Call log:", 1)[0].strip()) from e
+
+    @staticmethod
+    def _timeout(d: Any, what: str) -> InferenceTimeout:
+        return InferenceTimeout(f"the check's inference did not finish within {d.what} s ({what}); edgeship closed "
+                                "the browser. A graph can run as long as it says: if the model is yours and this slow "
+                                "here, raise it with --timeout; otherwise do not run it.")
 
     def close(self) -> None:
         for close in (lambda: self._browser and self._browser.close(), lambda: self._pw and self._pw.stop()):
@@ -404,7 +469,7 @@ class WebRunner(Runner):
                                          "CPU implementation of WebGPU).")
         self._url = self.page.add_model(self.model)
         try:
-            opened = self.page.call("open", self._url, self.provider)
+            opened = self.page.call("open", self._url, self.provider, what=f"{self.name}: creating the session")
         except RuntimeError as e:
             self.page.drop(self._url)
             raise RuntimeError(f"onnxruntime-web {self.page.info.ort} could not create a session ({self.provider}): "
@@ -423,22 +488,15 @@ class WebRunner(Runner):
                 problems.append(f"{label}s are {got} in the model, {list(want)} in the spec")
         return problems
 
-    def _check_time(self) -> None:
-        d = current_deadline()
-        if d is not None and d.left() <= 0:
-            raise InferenceTimeout(f"the check's inference did not finish within {d.what} {d.seconds:g} s "
-                                   f"({self.name}); raise it with --timeout.")
-
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._check_time()
-        got = self.page.call("run", self._session, {k: encode(v) for k, v in feeds.items()})
+        got = self.page.call("run", self._session, {k: encode(v) for k, v in feeds.items()}, what=self.name)
         return {name: decode(got[name]) for name in self.outputs if name in got}
 
     def time_in_page(self, feeds: dict[str, np.ndarray], warmup: int, iterations: int) -> list[float]:
         """Milliseconds per call as the page measures them (performance.now() around session.run)."""
         self.load()
         return [float(ms) for ms in self.page.call("time", self._session, {k: encode(v) for k, v in feeds.items()},
-                                                   warmup, iterations)]
+                                                   warmup, iterations, what=self.name)]
 
     def _close(self) -> None:
         if self._session is not None and self.page.page is not None:
