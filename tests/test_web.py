@@ -383,3 +383,62 @@ def test_an_unknown_web_provider_is_refused(tmp_path, monkeypatch):
                              "outputs": [{"name": "y", "shape": [1], "dtype": "float32"}]})
     with pytest.raises(SpecError, match="use wasm or webgpu"):
         web.WebRunner(spec, b"", "webgl", browser=fake)
+
+
+def _fake_chromium(tmp_path: Path) -> Path:
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    return fake
+
+
+class _PlaywrightError(Exception):
+    """Stands for playwright's Error (what sync_playwright().start() raises inside a running asyncio loop)."""
+
+
+def test_playwright_failing_to_start_or_open_the_page_is_a_clear_error_and_closes_the_server(monkeypatch, tmp_path):
+    """Playwright's sync API inside a running asyncio loop (Jupyter) raises on start(); a browser that
+    cannot open the page raises on new_page()/goto(): each is TargetUnavailableError (exit 2), and the
+    local server is shut down."""
+    monkeypatch.setattr(web, "runtime_dir", lambda: tmp_path)
+    closed: list[str] = []
+
+    class Page:
+        def set_default_timeout(self, ms):
+            pass
+
+        def on(self, event, handler):
+            pass
+
+        def goto(self, url):
+            raise _PlaywrightError("net::ERR_CONNECTION_REFUSED at " + url)
+
+    class Browser:
+        version = "1"
+
+        def new_page(self):
+            return Page()
+
+        def close(self):
+            closed.append("browser")
+
+    class Started:
+        chromium = type("C", (), {"launch": staticmethod(lambda **kw: Browser())})
+
+        def stop(self):
+            closed.append("playwright")
+
+    class InLoop:
+        def start(self):
+            raise _PlaywrightError("It looks like you are using Playwright Sync API inside the asyncio loop.\n"
+                                   "Please use the Async API instead.")
+
+    monkeypatch.setattr(web, "_playwright", lambda: InLoop)
+    page = web.WebPage(_fake_chromium(tmp_path))
+    with pytest.raises(TargetUnavailableError, match="Playwright did not start: .*inside a running asyncio loop"):
+        page.open()
+    assert page._server is None and page.page is None
+    monkeypatch.setattr(web, "_playwright", lambda: type("P", (), {"start": lambda self: Started()}))
+    with pytest.raises(TargetUnavailableError, match="did not open the harness page: net::ERR_CONNECTION_REFUSED"):
+        page.open()
+    assert closed == ["browser", "playwright"] and page._server is None and page.page is None

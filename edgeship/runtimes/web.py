@@ -287,19 +287,29 @@ class WebPage:
         self._server = _Files(self._files)
         threading.Thread(target=self._server.serve_forever, name="edgeship-web-server", daemon=True).start()
         try:
-            self._pw = sync_playwright().start()
+            try:
+                self._pw = sync_playwright().start()
+            except Exception as e:
+                loop = ("; Playwright's sync API cannot start inside a running asyncio loop (Jupyter, an async app): "
+                        "run the check from a plain script or the CLI, or in a worker thread"
+                        if "asyncio" in str(e) else "")
+                raise TargetUnavailableError(f"Playwright did not start: {brief(e)}{loop}.") from e
             try:
                 self._browser = self._pw.chromium.launch(executable_path=str(self.executable), headless=True,
                                                          args=[*BROWSER_ARGS, *WEBGPU_ARGS[self.webgpu]])
             except Exception as e:
                 raise TargetUnavailableError(f"{self.executable} did not start as a headless Chromium: {brief(e)}; "
                                              "pass another with --browser PATH.") from e
-            self.page = self._browser.new_page()
-            self.page.set_default_timeout(OPEN_TIMEOUT_MS)
             errors: list[str] = []
-            self.page.on("pageerror", lambda e: errors.append(str(e)))
             port = self._server.server_address[1]
-            self.page.goto(f"http://127.0.0.1:{port}/index.html")
+            try:
+                self.page = self._browser.new_page()
+                self.page.set_default_timeout(OPEN_TIMEOUT_MS)
+                self.page.on("pageerror", lambda e: errors.append(str(e)))
+                self.page.goto(f"http://127.0.0.1:{port}/index.html")
+            except Exception as e:
+                raise TargetUnavailableError(f"{self.executable} did not open the harness page: {brief(e)}; pass "
+                                             "another browser with --browser PATH.") from e
             try:
                 self._wait("() => window.edgeshipReady === true", None, STARTUP, OPEN_TIMEOUT_MS)
             except TimeoutError as e:
