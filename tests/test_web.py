@@ -442,3 +442,31 @@ def test_playwright_failing_to_start_or_open_the_page_is_a_clear_error_and_close
     with pytest.raises(TargetUnavailableError, match="did not open the harness page: net::ERR_CONNECTION_REFUSED"):
         page.open()
     assert closed == ["browser", "playwright"] and page._server is None and page.page is None
+
+
+def test_chromium_runs_with_its_sandbox_except_as_root(monkeypatch, tmp_path):
+    """The browser runs model bytes from a bundle: sandboxed, except as root (Chromium refuses the
+    sandbox there) or where EDGESHIP_NO_SANDBOX=1 says the machine cannot give it one."""
+    monkeypatch.delenv("EDGESHIP_NO_SANDBOX", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    assert web.sandboxed() and "--no-sandbox" not in web.BROWSER_ARGS
+    launched: list[dict] = []
+
+    def launch(**kw):
+        launched.append(kw)
+        raise _PlaywrightError("Failed to launch: No usable sandbox!")
+
+    started = type("S", (), {"chromium": type("C", (), {"launch": staticmethod(launch)}), "stop": lambda self: None})
+    monkeypatch.setattr(web, "_playwright", lambda: type("P", (), {"start": lambda self: started()}))
+    monkeypatch.setattr(web, "runtime_dir", lambda: tmp_path)
+    with pytest.raises(TargetUnavailableError, match="No usable sandbox.*EDGESHIP_NO_SANDBOX=1"):
+        web.WebPage(_fake_chromium(tmp_path)).open()
+    assert launched[0]["chromium_sandbox"] is True and "--no-sandbox" not in launched[0]["args"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
+    assert not web.sandboxed()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    monkeypatch.setenv("EDGESHIP_NO_SANDBOX", "1")
+    assert not web.sandboxed()
+    monkeypatch.delenv("EDGESHIP_NO_SANDBOX")
+    monkeypatch.delattr(os, "geteuid", raising=False)  # Windows: no root to fall back from
+    assert web.sandboxed()

@@ -46,8 +46,8 @@ PROVIDERS = ("wasm", "webgpu")
 PREFETCH = "edgeship web-runtime --fetch"
 STARTUP = "onnxruntime-web's start-up in the browser"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# a headless Chromium on a closed network: no sandbox (root), no background connections it would retry
-BROWSER_ARGS = ("--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+# a headless Chromium on a closed network: no background connections it would retry (its sandbox: sandboxed())
+BROWSER_ARGS = ("--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync")
 # WebGPU: auto uses the browser's own adapter where it has one (a GPU); swiftshader gives it Chromium's
 # CPU implementation of WebGPU (SwiftShader: slow, but it runs onnxruntime-web's WebGPU kernels on a
@@ -194,6 +194,16 @@ def find_browser(path: str | os.PathLike[str] | None = None) -> Path:
         "chromium`) or pass --browser PATH.")
 
 
+def sandboxed() -> bool:
+    """Whether Chromium runs with its sandbox (it runs model bytes a bundle carries): yes, except as root,
+    where Chromium refuses to start with it (Playwright then passes --no-sandbox), or where
+    ``$EDGESHIP_NO_SANDBOX=1`` says the machine cannot give it one (a container without user namespaces)."""
+    if os.environ.get("EDGESHIP_NO_SANDBOX") == "1":
+        return False
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is None or geteuid() != 0
+
+
 def _playwright() -> Any:
     try:
         from playwright.sync_api import sync_playwright
@@ -296,10 +306,14 @@ class WebPage:
                 raise TargetUnavailableError(f"Playwright did not start: {brief(e)}{loop}.") from e
             try:
                 self._browser = self._pw.chromium.launch(executable_path=str(self.executable), headless=True,
+                                                         chromium_sandbox=sandboxed(),
                                                          args=[*BROWSER_ARGS, *WEBGPU_ARGS[self.webgpu]])
             except Exception as e:
+                sandbox = (" If it says its sandbox cannot start (a container without user namespaces), "
+                           "EDGESHIP_NO_SANDBOX=1 runs it without one: only for bundles you trust."
+                           if sandboxed() else "")
                 raise TargetUnavailableError(f"{self.executable} did not start as a headless Chromium: {brief(e)}; "
-                                             "pass another with --browser PATH.") from e
+                                             f"pass another with --browser PATH.{sandbox}") from e
             errors: list[str] = []
             port = self._server.server_address[1]
             try:
