@@ -470,3 +470,38 @@ def test_chromium_runs_with_its_sandbox_except_as_root(monkeypatch, tmp_path):
     monkeypatch.delenv("EDGESHIP_NO_SANDBOX")
     monkeypatch.delattr(os, "geteuid", raising=False)  # Windows: no root to fall back from
     assert web.sandboxed()
+
+
+def test_the_local_server_serves_only_its_paths_and_only_to_its_own_host():
+    """Models are served under a random path prefix, and a request whose Host is not 127.0.0.1:PORT
+    (a page of another site whose DNS name was rebound to 127.0.0.1) gets 403."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    server = web._Files({"/tok/model/1.onnx": b"model bytes"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    def get(path: str, host: str | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host} if host else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+
+    try:
+        assert get("/tok/model/1.onnx") == (200, b"model bytes")
+        assert get("/model/1.onnx")[0] == 404  # the path without its prefix
+        assert get("/tok/model/1.onnx", f"evil.example:{port}")[0] == 403
+        assert get("/tok/model/1.onnx", f"localhost:{port}")[0] == 403
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_page_serves_under_its_own_random_prefix(tmp_path):
+    a, b = web.WebPage(_fake_chromium(tmp_path)), web.WebPage(_fake_chromium(tmp_path))
+    pa, pb = a.add_model(b"x"), b.add_model(b"x")
+    assert pa != pb and pa.endswith("/model/1.onnx") and len(pa) > len("/model/1.onnx") + 16

@@ -21,6 +21,7 @@ import http.server
 import logging
 import math
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -214,7 +215,8 @@ def _playwright() -> Any:
 
 
 class _Files(http.server.ThreadingHTTPServer):
-    """An HTTP server on 127.0.0.1 that serves only ``files`` (URL path -> bytes or a file)."""
+    """An HTTP server on 127.0.0.1 that serves only ``files`` (URL path -> bytes or a file), and only
+    to requests whose Host is 127.0.0.1:PORT (403 otherwise)."""
 
     daemon_threads = True
 
@@ -228,6 +230,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
              ".wasm": "application/wasm"}
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        # only the page edgeship opened: a page of another site that a DNS name rebound to 127.0.0.1
+        # names its own host in Host, and the paths start with a random token no other page knows
+        if self.headers.get("Host") != f"127.0.0.1:{self.server.server_address[1]}":
+            self.send_error(403)
+            return
         body = self.server.files.get(self.path.split("?", 1)[0])  # type: ignore[attr-defined]
         if body is None:
             self.send_error(404)
@@ -283,6 +290,8 @@ class WebPage:
         self.info: BrowserInfo | None = None
         self._models = 0
         self._calls = 0
+        # every served path starts with it: a page of another site cannot guess the models' URLs
+        self._prefix = "/" + secrets.token_urlsafe(16)
 
     def open(self) -> WebPage:
         if self.page is not None:
@@ -290,10 +299,10 @@ class WebPage:
         sync_playwright = _playwright()
         dist = runtime_dir()
         harness = resources.files("edgeship.runtimes").joinpath("web_harness.html").read_bytes()
-        self._files = {"/index.html": harness}
+        self._files = {f"{self._prefix}/index.html": harness}
         for f in sorted(dist.iterdir()):
             if f.name in DIST_FILES or f.name.startswith(DIST_PREFIX):
-                self._files[f"/ort/{f.name}"] = f
+                self._files[f"{self._prefix}/ort/{f.name}"] = f
         self._server = _Files(self._files)
         threading.Thread(target=self._server.serve_forever, name="edgeship-web-server", daemon=True).start()
         try:
@@ -320,7 +329,7 @@ class WebPage:
                 self.page = self._browser.new_page()
                 self.page.set_default_timeout(OPEN_TIMEOUT_MS)
                 self.page.on("pageerror", lambda e: errors.append(str(e)))
-                self.page.goto(f"http://127.0.0.1:{port}/index.html")
+                self.page.goto(f"http://127.0.0.1:{port}{self._prefix}/index.html")
             except Exception as e:
                 raise TargetUnavailableError(f"{self.executable} did not open the harness page: {brief(e)}; pass "
                                              "another browser with --browser PATH.") from e
@@ -348,7 +357,7 @@ class WebPage:
     def add_model(self, data: bytes) -> str:
         """Serve verified model bytes at a fresh URL path; returns it."""
         self._models += 1
-        path = f"/model/{self._models}.onnx"
+        path = f"{self._prefix}/model/{self._models}.onnx"
         self._files[path] = data
         return path
 
