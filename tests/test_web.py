@@ -505,3 +505,57 @@ def test_every_page_serves_under_its_own_random_prefix(tmp_path):
     a, b = web.WebPage(_fake_chromium(tmp_path)), web.WebPage(_fake_chromium(tmp_path))
     pa, pb = a.add_model(b"x"), b.add_model(b"x")
     assert pa != pb and pa.endswith("/model/1.onnx") and len(pa) > len("/model/1.onnx") + 16
+
+
+def test_profile_web_notes_a_variant_onnxruntime_web_cannot_open_instead_of_crashing(cli, mlp_bundle, monkeypatch,
+                                                                                       tmp_path):
+    """WebRunner raises RuntimeError when onnxruntime-web cannot create a session (stubbed here as it
+    words it): that variant is 'not measured (why)' in the notes, the others are timed, and the exit is
+    not 3 (a bug)."""
+    from edgeship.profiling import profiler
+
+    info = web.BrowserInfo("Chromium", "1", web.ORT_WEB_VERSION, False, 1)
+
+    class Page:
+        def __init__(self):
+            self.info = info
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    class Runner:
+        runtime = web.RUNTIME
+        load_s = 0.01
+
+        def __init__(self, spec, model, provider, page):
+            self.model = model
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def time_in_page(self, feeds, warmup, iterations):
+            if self.model == bad:
+                raise RuntimeError(f"onnxruntime-web {web.ORT_WEB_VERSION} could not create a session (wasm): "
+                                   "Can't create a session. ERROR_CODE: 9, ERROR_MESSAGE: Could not find an "
+                                   "implementation for MatMulInteger")
+            return [1.0 + i for i in range(iterations)]
+
+    from edgeship.bundle.read import open_bundle
+
+    bad = open_bundle(mlp_bundle).read("models/int8_dynamic.onnx")
+    monkeypatch.setattr(profiler, "_web_page", lambda config: Page())
+    monkeypatch.setattr(web, "WebRunner", Runner)
+    code, out = cli("profile", mlp_bundle, "--target", "web", "-n", "3", "--warmup", "0", "--cold-start", "off",
+                    "--json", tmp_path / "p.json")
+    assert code == 0, out
+    doc = valid(tmp_path / "p.json", "profile")
+    assert {r["variant"] for r in doc["results"]} == {"fp32"}
+    assert any(n.startswith("web/int8_dynamic: not measured (onnxruntime-web") and "MatMulInteger" in n
+               for n in doc["notes"])
+    assert "web/int8_dynamic: not measured" in out
