@@ -559,3 +559,56 @@ def test_profile_web_notes_a_variant_onnxruntime_web_cannot_open_instead_of_cras
     assert any(n.startswith("web/int8_dynamic: not measured (onnxruntime-web") and "MatMulInteger" in n
                for n in doc["notes"])
     assert "web/int8_dynamic: not measured" in out
+
+
+def test_a_decoders_quantized_variants_are_skipped_on_web_with_the_reason(mlp_bundle, monkeypatch):
+    """A decoder bundle's quantized variants are judged on generation alone (as on the CPU), which the
+    browser does not run: check --target web skips them, saying why, instead of judging one step's raw
+    logits and KV cache; its fp32 variant still runs there."""
+    from edgeship.bundle.read import open_bundle
+    from edgeship.parity import check as check_mod
+    from edgeship.parity.tolerances import Tolerances
+    from edgeship.spec import IOSpec
+
+    golden_samples = check_mod.golden_samples
+    real = open_bundle(mlp_bundle)
+
+    class Decoder:  # the MLP bundle, its manifest saying it is a decoder's
+        path = real.path
+        manifest = {**real.manifest, "generation": {}}
+
+        def read(self, name):
+            return real.read(name)
+
+    ran: list[str] = []
+
+    class Page:
+        info = web.BrowserInfo("Chromium", "1", web.ORT_WEB_VERSION, False, 1)
+        webgpu = "off"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    class Runner(web.WebRunner):
+        def _load(self):
+            ran.append(self.model)
+            raise RuntimeError("stop here")
+
+        def _close(self):
+            pass
+
+    monkeypatch.setattr(web, "WebRunner", Runner)
+    spec = IOSpec.from_dict(real.manifest["io"])
+    samples, outputs = golden_samples(real, spec)
+    page = Page()
+    page.executable = None
+    report = check_mod._check_web(Decoder(), spec, page, (), samples, outputs, Tolerances.from_dict({}), False)
+    assert set(ran) == {real.read("models/fp32.onnx")}  # int8_dynamic never reached the browser
+    why = report.skipped[f"{web.RUNTIME} int8_dynamic"]
+    assert "judged on generation" in why and "--target cpu" in why
+    assert {c.variant for c in report.checks} == {"fp32"}
+    plain = check_mod._check_web(real, spec, page, ("int8_dynamic",), samples, outputs, Tolerances.from_dict({}), False)
+    assert {c.variant for c in plain.checks} == {"int8_dynamic"} and not plain.skipped.get(f"{web.RUNTIME} int8_dynamic")
