@@ -340,7 +340,8 @@ def test_fetch_keeps_only_the_harness_files_of_the_npm_package(monkeypatch, tmp_
             tar.addfile(info, io.BytesIO(body))
     npm = tmp_path / "bin" / "npm"
     npm.parent.mkdir()
-    npm.write_text(f'#!/bin/sh\n{shutil.which("cp")} {tgz} "$4/onnxruntime-web-{web.ORT_WEB_VERSION}.tgz"\n')
+    npm.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n'
+                   f'{shutil.which("cp")} {tgz} "$4/onnxruntime-web-{web.ORT_WEB_VERSION}.tgz"\n')
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", str(npm.parent))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -350,6 +351,8 @@ def test_fetch_keeps_only_the_harness_files_of_the_npm_package(monkeypatch, tmp_
                                                      "ort-wasm-simd-threaded.wasm", "ort.min.mjs"]
     assert (got / "ort.min.mjs").read_bytes() == b"export {}"
     assert not list(tmp_path.rglob("escape.mjs"))
+    args = (tmp_path / "args").read_text().split()  # an offline machine: npm gives up in 30 s, not minutes
+    assert "--fetch-timeout=30000" in args and "--fetch-retries=1" in args
 
 
 def test_without_playwright_the_error_says_what_to_install(monkeypatch):

@@ -59,7 +59,9 @@ WEBGPU_ARGS = {"auto": (), "off": ("--disable-gpu",),
 # what the harness loads of onnxruntime-web's dist/: the ES module and the wasm builds it picks from
 DIST_FILES = ("ort.min.mjs",)
 DIST_PREFIX = "ort-wasm-simd-threaded"
-NPM_TIMEOUT_S = 600
+# an unreachable registry: npm gives up after 30 s and one retry (its default retries take minutes)
+NPM_FETCH = ("--fetch-timeout=30000", "--fetch-retries=1")
+NPM_TIMEOUT_S = 300  # the whole fetch (the package is ~100 MB unpacked; a slow link, not an absent one)
 OPEN_TIMEOUT_MS = 60_000  # the page and onnxruntime-web's start-up
 POLL_MS = 10  # how often the page is asked whether a call it runs is done
 # a call into the harness runs in the page on its own (page.evaluate would await it without any time
@@ -127,13 +129,13 @@ def fetch_runtime(version: str = ORT_WEB_VERSION) -> Path:
     log.warning("fetching onnxruntime-web %s with npm into %s (once)", version, dest)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
         try:
-            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--loglevel=error"],
-                                  capture_output=True, text=True, timeout=NPM_TIMEOUT_S, cwd=tmp)
+            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--loglevel=error",
+                                   *NPM_FETCH], capture_output=True, text=True, timeout=NPM_TIMEOUT_S, cwd=tmp)
         except subprocess.TimeoutExpired:
             done = None
         tarballs = list(Path(tmp).glob("onnxruntime-web-*.tgz"))
         if done is None or done.returncode != 0 or len(tarballs) != 1:
-            why = "it took over 10 minutes" if done is None else _npm_reason(done.stderr)
+            why = f"it took over {NPM_TIMEOUT_S // 60} minutes" if done is None else _npm_reason(done.stderr)
             raise TargetUnavailableError(
                 f"could not fetch onnxruntime-web {version} with npm ({why}). The web target needs it once, cached in "
                 f"{dest}: run `{PREFETCH}` where the npm registry is reachable (or copy that folder here).")
