@@ -161,6 +161,19 @@ def test_a_call_that_never_ends_in_the_page_times_out_and_closes_the_browser(nee
 
 
 @pytest.mark.web
+def test_a_call_with_its_own_limit_and_no_deadline_raises_timeout_error(need_web):
+    """The page's own start-up calls (edgeship.info(): WebGPU's requestAdapter) are bounded without a
+    check deadline too (profile): TimeoutError, which open() reports as TargetUnavailableError."""
+    page = web.WebPage().open()
+    try:
+        page.page.evaluate(HANG)
+        with pytest.raises(TimeoutError):
+            page.call("hang", what="stuck", limit_ms=200)
+    finally:
+        page.close()
+
+
+@pytest.mark.web
 def test_a_tightened_tolerance_fails_the_web_runner_with_exit_1(cli, simplenet, tmp_path):
     code, out = cli("check", simplenet, "--target", "web", *ATOL_ONLY, "--json", tmp_path / "r.json")
     assert code == 1, out

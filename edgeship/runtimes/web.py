@@ -225,6 +225,7 @@ class _Files(http.server.ThreadingHTTPServer):
     def __init__(self, files: dict[str, bytes | Path]):
         self.files = files
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.host = f"127.0.0.1:{self.server_address[1]}"  # the one Host header it answers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -234,7 +235,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         # only the page edgeship opened: a page of another site that a DNS name rebound to 127.0.0.1
         # names its own host in Host, and the paths start with a random token no other page knows
-        if self.headers.get("Host") != f"127.0.0.1:{self.server.server_address[1]}":
+        if self.headers.get("Host") != self.server.host:  # type: ignore[attr-defined]
             self.send_error(403)
             return
         body = self.server.files.get(self.path.split("?", 1)[0])  # type: ignore[attr-defined]
@@ -340,7 +341,11 @@ class WebPage:
             except TimeoutError as e:
                 raise TargetUnavailableError(f"onnxruntime-web from {dist} did not load in {self.executable}: "
                                              f"{'; '.join(errors) or brief(e)}. Fetch it again: `{PREFETCH}`.") from e
-            got = self.call("info", what=STARTUP)
+            try:  # WebGPU's requestAdapter() is the browser's: bounded even without a deadline
+                got = self.call("info", what=STARTUP, limit_ms=OPEN_TIMEOUT_MS)
+            except (TimeoutError, RuntimeError) as e:
+                raise TargetUnavailableError(f"onnxruntime-web in {self.executable} did not describe itself: {e}. "
+                                             "Try --webgpu off (the browser's GPU disabled).") from e
             name = self.executable.name.lower()
             self.info = BrowserInfo("Chrome" if "chrome" in name and "chromium" not in name else "Chromium",
                                     str(self._browser.version), str(got.get("ort") or "?"),
@@ -366,7 +371,7 @@ class WebPage:
     def drop(self, path: str) -> None:
         self._files.pop(path, None)
 
-    def call(self, method: str, *args: Any, what: str = "onnxruntime-web in the browser") -> Any:
+    def call(self, method: str, *args: Any, what: str = "onnxruntime-web in the browser", limit_ms: float = 0) -> Any:
         """``edgeship.METHOD(*args)`` in the page; a JavaScript error comes back as RuntimeError.
 
         The call is started in the page and awaited with :meth:`_wait`, which Playwright times out
@@ -375,13 +380,14 @@ class WebPage:
         Raises:
             InferenceTimeout: the deadline passed first; the browser is closed (it may still be
                 running the call).
+            TimeoutError: ``limit_ms`` (0: none) passed first.
         """
         if self.page is None:
             raise RuntimeError("the web page is not open")
         self._calls += 1
         key = str(self._calls)
         self._evaluate(START_CALL, [key, method, list(args)])
-        self._wait(CALL_DONE, key, what)
+        self._wait(CALL_DONE, key, what, limit_ms)
         got = self._evaluate(TAKE_RESULT, key)
         if "error" in got:
             raise RuntimeError(str(got["error"]).removeprefix("Error: ").split("\n    at ", 1)[0])
