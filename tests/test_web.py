@@ -132,8 +132,45 @@ def test_the_check_deadline_stops_the_web_runner(simplenet):
     from edgeship.errors import InferenceTimeout
     from edgeship.parity.check import check
 
-    with pytest.raises(InferenceTimeout, match="onnxruntime-web-wasm.*--timeout"):
+    with pytest.raises(InferenceTimeout, match="onnxruntime-web.*--timeout"):
         check(simplenet, ("web",), timeout=0.001)  # the browser takes longer than that to start
+
+
+HANG = """() => {
+  window.edgeship.hang = () => new Promise(() => {});  // a call that never ends, the page still responsive
+  window.edgeship.spin = () => { for (;;) {} };         // a call that holds the page's only thread for ever
+}"""
+
+
+@pytest.mark.web
+@pytest.mark.parametrize("method", ["hang", "spin"])
+def test_a_call_that_never_ends_in_the_page_times_out_and_closes_the_browser(need_web, method):
+    """page.evaluate awaits a call with no time limit; the call in the page is awaited with a timeout
+    Playwright enforces from outside, so even a page stuck in a loop raises InferenceTimeout."""
+    from edgeship.errors import InferenceTimeout
+    from edgeship.runtimes.deadline import deadline
+
+    page = web.WebPage().open()
+    try:
+        page.page.evaluate(HANG)
+        with deadline(0.5, "--timeout"), pytest.raises(InferenceTimeout, match=r"within --timeout 0.5 s \(stuck\)"):
+            page.call(method, what="stuck")
+        assert page.page is None  # closed: the browser may still be running the call
+    finally:
+        page.close()
+
+
+@pytest.mark.web
+def test_a_call_with_its_own_limit_and_no_deadline_raises_timeout_error(need_web):
+    """The page's own start-up calls (edgeship.info(): WebGPU's requestAdapter) are bounded without a
+    check deadline too (profile): TimeoutError, which open() reports as TargetUnavailableError."""
+    page = web.WebPage().open()
+    try:
+        page.page.evaluate(HANG)
+        with pytest.raises(TimeoutError):
+            page.call("hang", what="stuck", limit_ms=200)
+    finally:
+        page.close()
 
 
 @pytest.mark.web
@@ -316,7 +353,8 @@ def test_fetch_keeps_only_the_harness_files_of_the_npm_package(monkeypatch, tmp_
             tar.addfile(info, io.BytesIO(body))
     npm = tmp_path / "bin" / "npm"
     npm.parent.mkdir()
-    npm.write_text(f'#!/bin/sh\n{shutil.which("cp")} {tgz} "$4/onnxruntime-web-{web.ORT_WEB_VERSION}.tgz"\n')
+    npm.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n'
+                   f'{shutil.which("cp")} {tgz} "$4/onnxruntime-web-{web.ORT_WEB_VERSION}.tgz"\n')
     npm.chmod(0o755)
     monkeypatch.setenv("PATH", str(npm.parent))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -326,6 +364,8 @@ def test_fetch_keeps_only_the_harness_files_of_the_npm_package(monkeypatch, tmp_
                                                      "ort-wasm-simd-threaded.wasm", "ort.min.mjs"]
     assert (got / "ort.min.mjs").read_bytes() == b"export {}"
     assert not list(tmp_path.rglob("escape.mjs"))
+    args = (tmp_path / "args").read_text().split()  # an offline machine: npm gives up in 30 s, not minutes
+    assert "--fetch-timeout=30000" in args and "--fetch-retries=1" in args
 
 
 def test_without_playwright_the_error_says_what_to_install(monkeypatch):
@@ -359,3 +399,232 @@ def test_an_unknown_web_provider_is_refused(tmp_path, monkeypatch):
                              "outputs": [{"name": "y", "shape": [1], "dtype": "float32"}]})
     with pytest.raises(SpecError, match="use wasm or webgpu"):
         web.WebRunner(spec, b"", "webgl", browser=fake)
+
+
+def _fake_chromium(tmp_path: Path) -> Path:
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    return fake
+
+
+class _PlaywrightError(Exception):
+    """Stands for playwright's Error (what sync_playwright().start() raises inside a running asyncio loop)."""
+
+
+def test_playwright_failing_to_start_or_open_the_page_is_a_clear_error_and_closes_the_server(monkeypatch, tmp_path):
+    """Playwright's sync API inside a running asyncio loop (Jupyter) raises on start(); a browser that
+    cannot open the page raises on new_page()/goto(): each is TargetUnavailableError (exit 2), and the
+    local server is shut down."""
+    monkeypatch.setattr(web, "runtime_dir", lambda: tmp_path)
+    closed: list[str] = []
+
+    class Page:
+        def set_default_timeout(self, ms):
+            pass
+
+        def on(self, event, handler):
+            pass
+
+        def goto(self, url):
+            raise _PlaywrightError("net::ERR_CONNECTION_REFUSED at " + url)
+
+    class Browser:
+        version = "1"
+
+        def new_page(self):
+            return Page()
+
+        def close(self):
+            closed.append("browser")
+
+    class Started:
+        chromium = type("C", (), {"launch": staticmethod(lambda **kw: Browser())})
+
+        def stop(self):
+            closed.append("playwright")
+
+    class InLoop:
+        def start(self):
+            raise _PlaywrightError("It looks like you are using Playwright Sync API inside the asyncio loop.\n"
+                                   "Please use the Async API instead.")
+
+    monkeypatch.setattr(web, "_playwright", lambda: InLoop)
+    page = web.WebPage(_fake_chromium(tmp_path))
+    with pytest.raises(TargetUnavailableError, match="Playwright did not start: .*inside a running asyncio loop"):
+        page.open()
+    assert page._server is None and page.page is None
+    monkeypatch.setattr(web, "_playwright", lambda: type("P", (), {"start": lambda self: Started()}))
+    with pytest.raises(TargetUnavailableError, match="did not open the harness page: net::ERR_CONNECTION_REFUSED"):
+        page.open()
+    assert closed == ["browser", "playwright"] and page._server is None and page.page is None
+
+
+def test_chromium_runs_with_its_sandbox_except_as_root(monkeypatch, tmp_path):
+    """The browser runs model bytes from a bundle: sandboxed, except as root (Chromium refuses the
+    sandbox there) or where EDGESHIP_NO_SANDBOX=1 says the machine cannot give it one."""
+    monkeypatch.delenv("EDGESHIP_NO_SANDBOX", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    assert web.sandboxed() and "--no-sandbox" not in web.BROWSER_ARGS
+    launched: list[dict] = []
+
+    def launch(**kw):
+        launched.append(kw)
+        raise _PlaywrightError("Failed to launch: No usable sandbox!")
+
+    started = type("S", (), {"chromium": type("C", (), {"launch": staticmethod(launch)}), "stop": lambda self: None})
+    monkeypatch.setattr(web, "_playwright", lambda: type("P", (), {"start": lambda self: started()}))
+    monkeypatch.setattr(web, "runtime_dir", lambda: tmp_path)
+    with pytest.raises(TargetUnavailableError, match="No usable sandbox.*EDGESHIP_NO_SANDBOX=1"):
+        web.WebPage(_fake_chromium(tmp_path)).open()
+    assert launched[0]["chromium_sandbox"] is True and "--no-sandbox" not in launched[0]["args"]
+    monkeypatch.setattr(os, "geteuid", lambda: 0, raising=False)
+    assert not web.sandboxed()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000, raising=False)
+    monkeypatch.setenv("EDGESHIP_NO_SANDBOX", "1")
+    assert not web.sandboxed()
+    monkeypatch.delenv("EDGESHIP_NO_SANDBOX")
+    monkeypatch.delattr(os, "geteuid", raising=False)  # Windows: no root to fall back from
+    assert web.sandboxed()
+
+
+def test_the_local_server_serves_only_its_paths_and_only_to_its_own_host():
+    """Models are served under a random path prefix, and a request whose Host is not 127.0.0.1:PORT
+    (a page of another site whose DNS name was rebound to 127.0.0.1) gets 403."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    server = web._Files({"/tok/model/1.onnx": b"model bytes"})
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    def get(path: str, host: str | None = None) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host} if host else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+
+    try:
+        assert get("/tok/model/1.onnx") == (200, b"model bytes")
+        assert get("/model/1.onnx")[0] == 404  # the path without its prefix
+        assert get("/tok/model/1.onnx", f"evil.example:{port}")[0] == 403
+        assert get("/tok/model/1.onnx", f"localhost:{port}")[0] == 403
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_every_page_serves_under_its_own_random_prefix(tmp_path):
+    a, b = web.WebPage(_fake_chromium(tmp_path)), web.WebPage(_fake_chromium(tmp_path))
+    pa, pb = a.add_model(b"x"), b.add_model(b"x")
+    assert pa != pb and pa.endswith("/model/1.onnx") and len(pa) > len("/model/1.onnx") + 16
+
+
+def test_profile_web_notes_a_variant_onnxruntime_web_cannot_open_instead_of_crashing(cli, mlp_bundle, monkeypatch,
+                                                                                       tmp_path):
+    """WebRunner raises RuntimeError when onnxruntime-web cannot create a session (stubbed here as it
+    words it): that variant is 'not measured (why)' in the notes, the others are timed, and the exit is
+    not 3 (a bug)."""
+    from edgeship.profiling import profiler
+
+    info = web.BrowserInfo("Chromium", "1", web.ORT_WEB_VERSION, False, 1)
+
+    class Page:
+        def __init__(self):
+            self.info = info
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    class Runner:
+        runtime = web.RUNTIME
+        load_s = 0.01
+
+        def __init__(self, spec, model, provider, page):
+            self.model = model
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def time_in_page(self, feeds, warmup, iterations):
+            if self.model == bad:
+                raise RuntimeError(f"onnxruntime-web {web.ORT_WEB_VERSION} could not create a session (wasm): "
+                                   "Can't create a session. ERROR_CODE: 9, ERROR_MESSAGE: Could not find an "
+                                   "implementation for MatMulInteger")
+            return [1.0 + i for i in range(iterations)]
+
+    from edgeship.bundle.read import open_bundle
+
+    bad = open_bundle(mlp_bundle).read("models/int8_dynamic.onnx")
+    monkeypatch.setattr(profiler, "_web_page", lambda config: Page())
+    monkeypatch.setattr(web, "WebRunner", Runner)
+    code, out = cli("profile", mlp_bundle, "--target", "web", "-n", "3", "--warmup", "0", "--cold-start", "off",
+                    "--json", tmp_path / "p.json")
+    assert code == 0, out
+    doc = valid(tmp_path / "p.json", "profile")
+    assert {r["variant"] for r in doc["results"]} == {"fp32"}
+    assert any(n.startswith("web/int8_dynamic: not measured (onnxruntime-web") and "MatMulInteger" in n
+               for n in doc["notes"])
+    assert "web/int8_dynamic: not measured" in out
+
+
+def test_a_decoders_quantized_variants_are_skipped_on_web_with_the_reason(mlp_bundle, monkeypatch):
+    """A decoder bundle's quantized variants are judged on generation alone (as on the CPU), which the
+    browser does not run: check --target web skips them, saying why, instead of judging one step's raw
+    logits and KV cache; its fp32 variant still runs there."""
+    from edgeship.bundle.read import open_bundle
+    from edgeship.parity import check as check_mod
+    from edgeship.parity.tolerances import Tolerances
+    from edgeship.spec import IOSpec
+
+    golden_samples = check_mod.golden_samples
+    real = open_bundle(mlp_bundle)
+
+    class Decoder:  # the MLP bundle, its manifest saying it is a decoder's
+        path = real.path
+        manifest = {**real.manifest, "generation": {}}
+
+        def read(self, name):
+            return real.read(name)
+
+    ran: list[str] = []
+
+    class Page:
+        info = web.BrowserInfo("Chromium", "1", web.ORT_WEB_VERSION, False, 1)
+        webgpu = "off"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    class Runner(web.WebRunner):
+        def _load(self):
+            ran.append(self.model)
+            raise RuntimeError("stop here")
+
+        def _close(self):
+            pass
+
+    monkeypatch.setattr(web, "WebRunner", Runner)
+    spec = IOSpec.from_dict(real.manifest["io"])
+    samples, outputs = golden_samples(real, spec)
+    page = Page()
+    page.executable = None
+    report = check_mod._check_web(Decoder(), spec, page, (), samples, outputs, Tolerances.from_dict({}), False)
+    assert set(ran) == {real.read("models/fp32.onnx")}  # int8_dynamic never reached the browser
+    why = report.skipped[f"{web.RUNTIME} int8_dynamic"]
+    assert "judged on generation" in why and "--target cpu" in why
+    assert {c.variant for c in report.checks} == {"fp32"}
+    plain = check_mod._check_web(real, spec, page, ("int8_dynamic",), samples, outputs, Tolerances.from_dict({}), False)
+    assert {c.variant for c in plain.checks} == {"int8_dynamic"} and not plain.skipped.get(f"{web.RUNTIME} int8_dynamic")

@@ -79,7 +79,7 @@ def check(bundle: str | os.PathLike[str], targets: tuple[str, ...] = ("cpu",), v
             lists at another precision (bf16) with that precision's tolerance.
         timeout: seconds all the check's inference may take together (onnxruntime and OpenVINO;
             a crafted graph can run as long as it says); None: no limit. The CLI's default is 600.
-            The web target checks it between calls (a call in the browser runs to its end).
+            The web target's calls are awaited with a timeout at the deadline (the browser is closed).
         browser: the Chromium executable of the ``web`` target (default: found on the machine).
         webgpu: the ``web`` target's WebGPU: ``auto`` (where the browser has an adapter), ``swiftshader``
             (Chromium's CPU implementation of WebGPU, on any machine) or ``off`` (wasm only).
@@ -120,7 +120,8 @@ def _check(bundle, targets, variants, against, load_options, tolerances, inputs,
     shipped = variants_of(m)
     overrides = Tolerances.from_dict(tolerances or {})
     if page is not None:
-        report = report.merged(_check_web(b, spec, page, variants, samples, outputs, overrides, localise))
+        report = report.merged(_check_web(b, spec, page, variants, samples, outputs, overrides, localise,
+                                          generation=inputs is None))
         if not targets:
             return report
     if not variants and not runtimes:
@@ -178,10 +179,14 @@ def _web_page(browser, webgpu: str):
 
 
 def _check_web(b, spec: IOSpec, page, variants: tuple[str, ...], samples: list[Sample], outputs: list[dict],
-               overrides: Tolerances, localise: bool) -> ParityReport:
+               overrides: Tolerances, localise: bool, generation: bool = True) -> ParityReport:
     """Every variant (or the named ones) in onnxruntime-web, in one headless Chromium page: on wasm,
     and on WebGPU where the browser has an adapter (else named as not checked). A variant the web
-    runtime cannot open (an operator it lacks) fails its rows with onnxruntime-web's reason."""
+    runtime cannot open (an operator it lacks) fails its rows with onnxruntime-web's reason.
+
+    A decoder bundle's quantized variants are judged on generation alone (:func:`_with_generation`,
+    with the golden inputs: ``generation``), which the browser does not run: they are skipped there
+    with that reason, not judged on one step's raw logits and cache."""
     from edgeship.runtimes.web import PROVIDERS, RUNTIME, WebRunner
 
     shipped = variants_of(b.manifest)
@@ -190,13 +195,22 @@ def _check_web(b, spec: IOSpec, page, variants: tuple[str, ...], samples: list[S
     if missing:
         raise BundleError(f"variant {missing[0]!r} is not in bundle {b.path}; it has {', '.join(shipped)}.")
     report = ParityReport(())
+    if generation and b.manifest.get("generation") is not None:
+        quantized = [n for n in names if shipped[n].precision != "fp32"]
+        names = [n for n in names if n not in quantized]
+        report = ParityReport((), skipped={
+            f"{RUNTIME} {n}": (f"a decoder's {shipped[n].precision} variant is judged on generation (the teacher-forced "
+                               "gate), which the web target does not run; check it with --target cpu")
+            for n in quantized})
+        if not names:
+            return report
     with page:
         info = page.info
         providers = [p for p in PROVIDERS if p == "wasm" or info.webgpu]
         if not info.webgpu:
             why = ("--webgpu off" if page.webgpu == "off" else f"{info.browser} {info.version} has no WebGPU adapter "
                    "here (--webgpu swiftshader: Chromium's CPU implementation of WebGPU)")
-            report = ParityReport((), skipped={f"{RUNTIME}-webgpu": f"{why}; checked on wasm"})
+            report = report.merged(ParityReport((), skipped={f"{RUNTIME}-webgpu": f"{why}; checked on wasm"}))
         for name in names:
             v = shipped[name]
             # ONNX or ORT-format bytes (the mobile twins; onnxruntime-web reads both): walked for external data

@@ -308,12 +308,19 @@ def _web_results(page, variants: list[str], models: dict, spec, batches, feeds, 
 
     n = iterations or DEFAULT_ITERATIONS  # the page counts calls; --duration is not applied there
     rows: list[ConfigResult] = []
+    unmeasured: dict[str, str] = {}  # variant -> why onnxruntime-web did not run it (as check says it)
     with page:
         for i, (v, b) in enumerate((v, b) for v in variants for b in batches):
             progress(i, config_label(WEB, v, page.info.threads or 1, b))
+            if v in unmeasured:
+                continue
             with WebRunner(spec, models[v] if isinstance(models[v], bytes) else Path(models[v]).read_bytes(), "wasm",
                            page=page) as runner:
-                ms = np.asarray(runner.time_in_page(feeds[b], config.warmup, n), dtype=np.float64)
+                try:
+                    ms = np.asarray(runner.time_in_page(feeds[b], config.warmup, n), dtype=np.float64)
+                except RuntimeError as e:  # it did not open or run there (an operator onnxruntime-web lacks)
+                    unmeasured[v] = str(e)
+                    continue
                 stats = Stats.of(ms)
                 threads = page.info.threads or 1
                 rows.append(ConfigResult(runner.runtime, WEB, v, threads, b, ("wasm",), False, None,
@@ -327,6 +334,7 @@ def _web_results(page, variants: list[str], models: dict, spec, batches, feeds, 
              + (f"; --duration does not apply there: {n} calls" if config.duration is not None else "")
              + ("; --threads does not apply there (onnxruntime-web picks its thread count)"
                 if tuple(config.threads) != (None,) else "")]
+    notes += [f"web/{v}: not measured ({why})" for v, why in unmeasured.items()]
     return rows, notes
 
 

@@ -19,7 +19,9 @@ import base64
 import contextlib
 import http.server
 import logging
+import math
 import os
+import secrets
 import shutil
 import subprocess
 import tarfile
@@ -43,9 +45,10 @@ ORT_WEB_VERSION = "1.31.1"  # the one pinned onnxruntime-web release (npm)
 RUNTIME = "onnxruntime-web"
 PROVIDERS = ("wasm", "webgpu")
 PREFETCH = "edgeship web-runtime --fetch"
+STARTUP = "onnxruntime-web's start-up in the browser"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-# a headless Chromium on a closed network: no sandbox (root), no background connections it would retry
-BROWSER_ARGS = ("--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+# a headless Chromium on a closed network: no background connections it would retry (its sandbox: sandboxed())
+BROWSER_ARGS = ("--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync")
 # WebGPU: auto uses the browser's own adapter where it has one (a GPU); swiftshader gives it Chromium's
 # CPU implementation of WebGPU (SwiftShader: slow, but it runs onnxruntime-web's WebGPU kernels on a
@@ -56,8 +59,22 @@ WEBGPU_ARGS = {"auto": (), "off": ("--disable-gpu",),
 # what the harness loads of onnxruntime-web's dist/: the ES module and the wasm builds it picks from
 DIST_FILES = ("ort.min.mjs",)
 DIST_PREFIX = "ort-wasm-simd-threaded"
-NPM_TIMEOUT_S = 600
+# an unreachable registry: npm gives up after 30 s and one retry (its default retries take minutes)
+NPM_FETCH = ("--fetch-timeout=30000", "--fetch-retries=1")
+NPM_TIMEOUT_S = 300  # the whole fetch (the package is ~100 MB unpacked; a slow link, not an absent one)
 OPEN_TIMEOUT_MS = 60_000  # the page and onnxruntime-web's start-up
+POLL_MS = 10  # how often the page is asked whether a call it runs is done
+# a call into the harness runs in the page on its own (page.evaluate would await it without any time
+# limit); its result or error lands in window.edgeshipCalls[key], which Python waits for with a timeout
+START_CALL = """([key, method, args]) => {
+  const calls = (window.edgeshipCalls ??= {});
+  calls[key] = null;
+  setTimeout(() => Promise.resolve().then(() => window.edgeship[method](...args)).then(
+    (value) => { calls[key] = { value }; },
+    (e) => { calls[key] = { error: String(e?.message ?? e) }; }), 0);
+}"""
+CALL_DONE = "(key) => window.edgeshipCalls[key] !== null"
+TAKE_RESULT = "(key) => { const r = window.edgeshipCalls[key]; delete window.edgeshipCalls[key]; return r; }"
 
 _NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16, "int8": np.int8, "uint8": np.uint8,
           "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
@@ -112,13 +129,13 @@ def fetch_runtime(version: str = ORT_WEB_VERSION) -> Path:
     log.warning("fetching onnxruntime-web %s with npm into %s (once)", version, dest)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".fetch-") as tmp:
         try:
-            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--loglevel=error"],
-                                  capture_output=True, text=True, timeout=NPM_TIMEOUT_S, cwd=tmp)
+            done = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", tmp, "--loglevel=error",
+                                   *NPM_FETCH], capture_output=True, text=True, timeout=NPM_TIMEOUT_S, cwd=tmp)
         except subprocess.TimeoutExpired:
             done = None
         tarballs = list(Path(tmp).glob("onnxruntime-web-*.tgz"))
         if done is None or done.returncode != 0 or len(tarballs) != 1:
-            why = "it took over 10 minutes" if done is None else _npm_reason(done.stderr)
+            why = f"it took over {NPM_TIMEOUT_S // 60} minutes" if done is None else _npm_reason(done.stderr)
             raise TargetUnavailableError(
                 f"could not fetch onnxruntime-web {version} with npm ({why}). The web target needs it once, cached in "
                 f"{dest}: run `{PREFETCH}` where the npm registry is reachable (or copy that folder here).")
@@ -180,6 +197,16 @@ def find_browser(path: str | os.PathLike[str] | None = None) -> Path:
         "chromium`) or pass --browser PATH.")
 
 
+def sandboxed() -> bool:
+    """Whether Chromium runs with its sandbox (it runs model bytes a bundle carries): yes, except as root,
+    where Chromium refuses to start with it (Playwright then passes --no-sandbox), or where
+    ``$EDGESHIP_NO_SANDBOX=1`` says the machine cannot give it one (a container without user namespaces)."""
+    if os.environ.get("EDGESHIP_NO_SANDBOX") == "1":
+        return False
+    geteuid = getattr(os, "geteuid", None)
+    return geteuid is None or geteuid() != 0
+
+
 def _playwright() -> Any:
     try:
         from playwright.sync_api import sync_playwright
@@ -190,13 +217,15 @@ def _playwright() -> Any:
 
 
 class _Files(http.server.ThreadingHTTPServer):
-    """An HTTP server on 127.0.0.1 that serves only ``files`` (URL path -> bytes or a file)."""
+    """An HTTP server on 127.0.0.1 that serves only ``files`` (URL path -> bytes or a file), and only
+    to requests whose Host is 127.0.0.1:PORT (403 otherwise)."""
 
     daemon_threads = True
 
     def __init__(self, files: dict[str, bytes | Path]):
         self.files = files
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.host = f"127.0.0.1:{self.server_address[1]}"  # the one Host header it answers
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -204,6 +233,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
              ".wasm": "application/wasm"}
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        # only the page edgeship opened: a page of another site that a DNS name rebound to 127.0.0.1
+        # names its own host in Host, and the paths start with a random token no other page knows
+        if self.headers.get("Host") != self.server.host:  # type: ignore[attr-defined]
+            self.send_error(403)
+            return
         body = self.server.files.get(self.path.split("?", 1)[0])  # type: ignore[attr-defined]
         if body is None:
             self.send_error(404)
@@ -258,6 +292,9 @@ class WebPage:
         self.page: Any = None
         self.info: BrowserInfo | None = None
         self._models = 0
+        self._calls = 0
+        # every served path starts with it: a page of another site cannot guess the models' URLs
+        self._prefix = "/" + secrets.token_urlsafe(16)
 
     def open(self) -> WebPage:
         if self.page is not None:
@@ -265,32 +302,50 @@ class WebPage:
         sync_playwright = _playwright()
         dist = runtime_dir()
         harness = resources.files("edgeship.runtimes").joinpath("web_harness.html").read_bytes()
-        self._files = {"/index.html": harness}
+        self._files = {f"{self._prefix}/index.html": harness}
         for f in sorted(dist.iterdir()):
             if f.name in DIST_FILES or f.name.startswith(DIST_PREFIX):
-                self._files[f"/ort/{f.name}"] = f
+                self._files[f"{self._prefix}/ort/{f.name}"] = f
         self._server = _Files(self._files)
         threading.Thread(target=self._server.serve_forever, name="edgeship-web-server", daemon=True).start()
         try:
-            self._pw = sync_playwright().start()
+            try:
+                self._pw = sync_playwright().start()
+            except Exception as e:
+                loop = ("; Playwright's sync API cannot start inside a running asyncio loop (Jupyter, an async app): "
+                        "run the check from a plain script or the CLI, or in a worker thread"
+                        if "asyncio" in str(e) else "")
+                raise TargetUnavailableError(f"Playwright did not start: {brief(e)}{loop}.") from e
             try:
                 self._browser = self._pw.chromium.launch(executable_path=str(self.executable), headless=True,
+                                                         chromium_sandbox=sandboxed(),
                                                          args=[*BROWSER_ARGS, *WEBGPU_ARGS[self.webgpu]])
             except Exception as e:
+                sandbox = (" If it says its sandbox cannot start (a container without user namespaces), "
+                           "EDGESHIP_NO_SANDBOX=1 runs it without one: only for bundles you trust."
+                           if sandboxed() else "")
                 raise TargetUnavailableError(f"{self.executable} did not start as a headless Chromium: {brief(e)}; "
-                                             "pass another with --browser PATH.") from e
-            self.page = self._browser.new_page()
-            self.page.set_default_timeout(OPEN_TIMEOUT_MS)
+                                             f"pass another with --browser PATH.{sandbox}") from e
             errors: list[str] = []
-            self.page.on("pageerror", lambda e: errors.append(str(e)))
             port = self._server.server_address[1]
-            self.page.goto(f"http://127.0.0.1:{port}/index.html")
             try:
-                self.page.wait_for_function("window.edgeshipReady === true")
+                self.page = self._browser.new_page()
+                self.page.set_default_timeout(OPEN_TIMEOUT_MS)
+                self.page.on("pageerror", lambda e: errors.append(str(e)))
+                self.page.goto(f"http://127.0.0.1:{port}{self._prefix}/index.html")
             except Exception as e:
+                raise TargetUnavailableError(f"{self.executable} did not open the harness page: {brief(e)}; pass "
+                                             "another browser with --browser PATH.") from e
+            try:
+                self._wait("() => window.edgeshipReady === true", None, STARTUP, OPEN_TIMEOUT_MS)
+            except TimeoutError as e:
                 raise TargetUnavailableError(f"onnxruntime-web from {dist} did not load in {self.executable}: "
                                              f"{'; '.join(errors) or brief(e)}. Fetch it again: `{PREFETCH}`.") from e
-            got = self.page.evaluate("edgeship.info()")
+            try:  # WebGPU's requestAdapter() is the browser's: bounded even without a deadline
+                got = self.call("info", what=STARTUP, limit_ms=OPEN_TIMEOUT_MS)
+            except (TimeoutError, RuntimeError) as e:
+                raise TargetUnavailableError(f"onnxruntime-web in {self.executable} did not describe itself: {e}. "
+                                             "Try --webgpu off (the browser's GPU disabled).") from e
             name = self.executable.name.lower()
             self.info = BrowserInfo("Chrome" if "chrome" in name and "chromium" not in name else "Chromium",
                                     str(self._browser.version), str(got.get("ort") or "?"),
@@ -309,24 +364,75 @@ class WebPage:
     def add_model(self, data: bytes) -> str:
         """Serve verified model bytes at a fresh URL path; returns it."""
         self._models += 1
-        path = f"/model/{self._models}.onnx"
+        path = f"{self._prefix}/model/{self._models}.onnx"
         self._files[path] = data
         return path
 
     def drop(self, path: str) -> None:
         self._files.pop(path, None)
 
-    def call(self, method: str, *args: Any) -> Any:
-        """``edgeship.METHOD(*args)`` in the page; a JavaScript error comes back as RuntimeError."""
+    def call(self, method: str, *args: Any, what: str = "onnxruntime-web in the browser", limit_ms: float = 0) -> Any:
+        """``edgeship.METHOD(*args)`` in the page; a JavaScript error comes back as RuntimeError.
+
+        The call is started in the page and awaited with :meth:`_wait`, which Playwright times out
+        at the check's deadline (``page.evaluate`` would wait for ever on a call that never ends).
+
+        Raises:
+            InferenceTimeout: the deadline passed first; the browser is closed (it may still be
+                running the call).
+            TimeoutError: ``limit_ms`` (0: none) passed first.
+        """
         if self.page is None:
             raise RuntimeError("the web page is not open")
+        self._calls += 1
+        key = str(self._calls)
+        self._evaluate(START_CALL, [key, method, list(args)])
+        self._wait(CALL_DONE, key, what, limit_ms)
+        got = self._evaluate(TAKE_RESULT, key)
+        if "error" in got:
+            raise RuntimeError(str(got["error"]).removeprefix("Error: ").split("\n    at ", 1)[0])
+        return got.get("value")
+
+    def _evaluate(self, expression: str, arg: Any) -> Any:
         try:
-            return self.page.evaluate(f"([args]) => edgeship.{method}(...args)", [list(args)])
+            return self.page.evaluate(expression, arg)
         except Exception as e:
             if type(e).__module__.startswith("playwright"):
                 text = str(e).removeprefix("Page.evaluate: ").removeprefix("Error: ").split("\n    at ", 1)[0]
                 raise RuntimeError(text.split("Call log:", 1)[0].strip()) from e
             raise
+
+    def _wait(self, condition: str, arg: Any, what: str, limit_ms: float = 0) -> None:
+        """Until ``condition`` holds in the page, at most until the check's deadline (and ``limit_ms``,
+        where given; 0: no other limit). Playwright enforces the timeout outside the page, so it
+        holds when the page itself is stuck.
+
+        Raises:
+            InferenceTimeout: the deadline passed; the browser is closed.
+            TimeoutError: ``limit_ms`` passed first.
+        """
+        d = current_deadline()
+        left_ms = None if d is None else d.left() * 1e3
+        if left_ms is not None and left_ms <= 0:
+            self.close()
+            raise self._timeout(d, what)
+        timeout = min(x for x in (left_ms, limit_ms or None, math.inf) if x is not None)
+        try:
+            self.page.wait_for_function(condition, arg=arg, polling=POLL_MS,
+                                        timeout=0 if timeout == math.inf else max(1.0, timeout))
+        except Exception as e:
+            if type(e).__name__ != "TimeoutError" or not type(e).__module__.startswith("playwright"):
+                raise
+            if d is not None and (limit_ms == 0 or left_ms is not None and left_ms <= limit_ms):
+                self.close()
+                raise self._timeout(d, what) from e
+            raise TimeoutError(str(e).split("Call log:", 1)[0].strip()) from e
+
+    @staticmethod
+    def _timeout(d: Any, what: str) -> InferenceTimeout:
+        return InferenceTimeout(f"the check's inference did not finish within {d.what} s ({what}); edgeship closed "
+                                "the browser. A graph can run as long as it says: if the model is yours and this slow "
+                                "here, raise it with --timeout; otherwise do not run it.")
 
     def close(self) -> None:
         for close in (lambda: self._browser and self._browser.close(), lambda: self._pw and self._pw.stop()):
@@ -404,7 +510,7 @@ class WebRunner(Runner):
                                          "CPU implementation of WebGPU).")
         self._url = self.page.add_model(self.model)
         try:
-            opened = self.page.call("open", self._url, self.provider)
+            opened = self.page.call("open", self._url, self.provider, what=f"{self.name}: creating the session")
         except RuntimeError as e:
             self.page.drop(self._url)
             raise RuntimeError(f"onnxruntime-web {self.page.info.ort} could not create a session ({self.provider}): "
@@ -423,22 +529,15 @@ class WebRunner(Runner):
                 problems.append(f"{label}s are {got} in the model, {list(want)} in the spec")
         return problems
 
-    def _check_time(self) -> None:
-        d = current_deadline()
-        if d is not None and d.left() <= 0:
-            raise InferenceTimeout(f"the check's inference did not finish within {d.what} {d.seconds:g} s "
-                                   f"({self.name}); raise it with --timeout.")
-
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._check_time()
-        got = self.page.call("run", self._session, {k: encode(v) for k, v in feeds.items()})
+        got = self.page.call("run", self._session, {k: encode(v) for k, v in feeds.items()}, what=self.name)
         return {name: decode(got[name]) for name in self.outputs if name in got}
 
     def time_in_page(self, feeds: dict[str, np.ndarray], warmup: int, iterations: int) -> list[float]:
         """Milliseconds per call as the page measures them (performance.now() around session.run)."""
         self.load()
         return [float(ms) for ms in self.page.call("time", self._session, {k: encode(v) for k, v in feeds.items()},
-                                                   warmup, iterations)]
+                                                   warmup, iterations, what=self.name)]
 
     def _close(self) -> None:
         if self._session is not None and self.page.page is not None:

@@ -39,10 +39,22 @@ export function chooseVariant(manifest, target = 'cpu', variant = 'auto') {
   const variants = manifest.variants;
   const names = Object.keys(variants);
   const pick = (name, skipped = []) => ({ name, file: variants[name].file, precision: variants[name].precision ?? 'fp32', skipped });
+  // an ORT-format twin (export --target mobile) is onnxruntime-mobile's flatbuffers file, for an app;
+  // this loader hands onnxruntime-web/-node the .onnx variants only
+  const isOrt = (name) => variants[name]?.format === 'ort';
+  const ORT_FILE = 'an ORT-format file (for onnxruntime-mobile in an app); this loader runs the .onnx variants';
   if (variant !== 'auto') {
     if (!Object.hasOwn(variants, variant)) {
       throw new BundleError(`variant ${pyrepr(variant)} is not in bundle ${pyrepr(manifest.name ?? null)}; it has `
         + `${names.join(', ') || 'none'}.`, CODES.VARIANT);
+    }
+    if (isOrt(variant)) {
+      const source = variants[variant].source;
+      const onnx = names.filter((n) => !isOrt(n));
+      throw new BundleError(`variant ${pyrepr(variant)} of bundle ${pyrepr(manifest.name ?? null)} is ${ORT_FILE}: pass `
+        + (typeof source === 'string' && Object.hasOwn(variants, source) && !isOrt(source)
+          ? `variant: ${pyrepr(source)} (the ONNX model it was converted from)` : `one of ${onnx.join(', ') || 'none'}`)
+        + '.', CODES.VARIANT);
     }
     return pick(variant);
   }
@@ -55,9 +67,14 @@ export function chooseVariant(manifest, target = 'cpu', variant = 'auto') {
     !RUNNABLE.includes(c.runtime) ? `runs on ${c.runtime}` : c.parity?.passed === false ? `failed parity on ${target}` : null, c.id]);
   for (const name of [own(defaults, target), own(defaults, 'cpu'), 'fp32', ...names]) order.push([name, null, name]);
   const tried = new Set();
-  for (const [name, why, id] of order) {
+  // an ORT-format twin is passed over, its ONNX source tried in its place
+  const expanded = order.flatMap((entry) => {
+    const source = typeof entry[0] === 'string' && isOrt(entry[0]) ? variants[entry[0]].source : undefined;
+    return typeof source === 'string' ? [entry, [source, null, source]] : [entry];
+  });
+  for (const [name, why, id] of expanded) {
     if (typeof name !== 'string' || !Object.hasOwn(variants, name)) continue;
-    const reason = why ?? (failed(name) ? `failed parity on ${target}` : null);
+    const reason = why ?? (isOrt(name) ? ORT_FILE : failed(name) ? `failed parity on ${target}` : null);
     if (reason === null) return pick(name, skipped);
     if (!tried.has(id)) skipped.push(`${id}: ${reason}`);
     tried.add(id);

@@ -85,6 +85,21 @@ describe('the variant', () => {
     m.variants.int8_dynamic.parity = { passed: { cpu: false } };
     assert.throws(() => chooseVariant(m, 'cpu'), /no variant runs on cpu: fp32: failed parity on cpu; int8_dynamic: failed parity on cpu/);
   });
+
+  it('passes over an ORT-format twin to the ONNX variant it came from, and refuses it by name', () => {
+    const m = good();
+    m.variants.int8_dynamic_ort = { file: 'models/int8_dynamic.ort', precision: 'int8', format: 'ort', source: 'int8_dynamic' };
+    m.defaults.mobile = 'int8_dynamic_ort';
+    const chosen = chooseVariant(m, 'mobile');
+    assert.equal(chosen.name, 'int8_dynamic');
+    assert.equal(chosen.skipped.length, 1);
+    assert.match(chosen.skipped[0], /^int8_dynamic_ort: an ORT-format file \(for onnxruntime-mobile in an app\); this loader runs the .onnx variants$/);
+    assert.throws(() => chooseVariant(m, 'cpu', 'int8_dynamic_ort'), (e) => e instanceof BundleError && e.code === 'variant'
+      && /variant 'int8_dynamic_ort' of bundle 'tiny' is an ORT-format file .*pass variant: 'int8_dynamic' \(the ONNX model it was converted from\)\./.test(e.message));
+    delete m.variants.int8_dynamic_ort.source; // no source named: the ONNX variants are
+    assert.throws(() => chooseVariant(m, 'cpu', 'int8_dynamic_ort'), /pass one of fp32, int8_dynamic\./);
+    assert.equal(chooseVariant(m, 'mobile').name, 'fp32'); // defaults.cpu
+  });
 });
 
 it('sha256 with WebCrypto is the sha256', async () => {
