@@ -109,6 +109,18 @@ def test_special_ids_outside_the_vocabulary_are_left_out_and_the_bundle_generate
     assert gen["eos_token_id"] == [2] and "pad_token_id" not in gen and gen["bos_token_id"] == 1
     assert gen["context_length"] == 256
     valid(out_path / "manifest.json", "manifest")
+    from edgeship.pipeline.decoder import _special_ids
+
+    class Gen:  # a generation config whose ids are all out of range: the text config's are kept
+        eos_token_id, pad_token_id, bos_token_id = -5, 300, None
+
+    class Model:
+        generation_config = Gen()
+
+    class Text:
+        eos_token_id, pad_token_id, bos_token_id = 2, 0, 1
+
+    assert _special_ids(Model(), Text(), 300) == ([2], 0, 1)
     with edgeship.load(out_path) as m:
         tokens = m.generate([[1, 5, 9], [1, 7]], max_new_tokens=4)
     assert len(tokens) == 2 and all(0 < len(t) <= 4 for t in tokens)

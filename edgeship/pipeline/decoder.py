@@ -338,16 +338,16 @@ def _token_ids(value: Any, vocab: int) -> list[int]:
 
 
 def _special_ids(model: Any, text: Any, vocab: int) -> tuple[list[int], int | None, int | None]:
-    """(eos ids, pad id, bos id) of the generation config (the text config's where it has none), each
-    kept only where it is a token id in [0, vocab): what the manifest records and generate accepts."""
+    """(eos ids, pad id, bos id) of the generation config (the text config's where it has none in
+    range), each kept only where it is a token id in [0, vocab): what the manifest records and generate
+    accepts."""
     gen = model.generation_config
 
-    def pick(key: str) -> Any:
-        v = getattr(gen, key, None)
-        return v if v is not None else getattr(text, key, None)
+    def pick(key: str) -> list[int]:
+        return _token_ids(getattr(gen, key, None), vocab) or _token_ids(getattr(text, key, None), vocab)
 
-    pad, bos = _token_ids(pick("pad_token_id"), vocab), _token_ids(pick("bos_token_id"), vocab)
-    return _token_ids(pick("eos_token_id"), vocab), (pad[0] if pad else None), (bos[0] if bos else None)
+    pad, bos = pick("pad_token_id"), pick("bos_token_id")
+    return pick("eos_token_id"), (pad[0] if pad else None), (bos[0] if bos else None)
 
 
 def _fit_context(prompts: list[list[int]], context: int | None, folder: HFFolder) -> tuple[list[list[int]], int]:
