@@ -39,7 +39,7 @@ def decoder_graph_speed():
 
     real = decoder._tokens_per_s
     mp = pytest.MonkeyPatch()
-    mp.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad: {
+    mp.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad, tokens=None: {
         n: {decoder.TORCH: 1000.0, decoder.BUILDER: 2000.0}[n] for n in sessions})
     yield real
     mp.undo()

@@ -148,7 +148,7 @@ def test_the_torch_graph_is_kept_only_when_over_5_percent_faster(folder, tmp_pat
     from edgeship.pipeline import decoder
 
     figures = {decoder.TORCH: 1100.0, decoder.BUILDER: 1000.0}
-    monkeypatch.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad: {n: figures[n] for n in sessions})
+    monkeypatch.setattr(decoder, "_tokens_per_s", lambda sessions, prompt, pad, tokens=None: {n: figures[n] for n in sessions})
     r = export(folder, tmp_path / "t.edgeship", quantize=("fp32",))
     m = json.loads((r.bundle / "manifest.json").read_text())
     assert m["generation"]["graph"]["exporter"] == "torch.onnx" and m["generation"]["padded_batches"] is True

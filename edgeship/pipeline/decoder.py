@@ -51,6 +51,7 @@ INT4_ACCURACY_LEVEL = 4  # MatMulNBits on int8 activations: B9 decode 789 -> 428
 TORCH = "torch.onnx"
 BUILDER = "onnxruntime-genai"
 TORCH_MARGIN = 1.05  # B9 measured the builder graph faster (1.39x vs 0.97x genai's tokens/s); ties go to it
+MIN_CONTEXT = 8  # the export traces past 4 + sequence 3 positions; golden generation needs room for new tokens
 TIMING_ROUNDS, TIMING_TOKENS = 5, 32  # the graph choice's decode timing: interleaved rounds × greedy tokens
 
 
@@ -116,12 +117,10 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
     model = st.run("load", lambda: load_causal_lm(folder),
                    lambda m: f"{type(m).__name__}, {sum(p.numel() for p in m.parameters()):,} parameters")
     text = model.config.get_text_config(decoder=True)
-    gen = model.generation_config
-    eos = gen.eos_token_id if gen.eos_token_id is not None else text.eos_token_id
-    eos_list = [eos] if isinstance(eos, int) else list(eos or [])
-    pad = gen.pad_token_id if gen.pad_token_id is not None else getattr(text, "pad_token_id", None)
-    prompts = golden_prompts(folder.tokenizer, text.vocab_size, config.seed)
-    new = DEFAULT_NEW_TOKENS
+    vocab = _vocab(model, text)
+    eos_list, pad, bos = _special_ids(model, text, vocab)
+    context = _context_length(text)
+    prompts, new = _fit_context(golden_prompts(folder.tokenizer, vocab, config.seed), context, folder)
     ref_tokens, ref_logits = eager_generation(model, prompts, new, eos_list, pad if pad is not None else 0)
     notes = [f"causal LM: {folder.architectures[0] if folder.architectures else folder.model_type} as one ONNX graph "
              "with a KV cache (prefill and decode); parity is greedy generation of "
@@ -139,7 +138,7 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
         st.run("builder", lambda: _builder_graph(folder, model, work, graphs, notes, config.opset),
                lambda g: f"{BUILDER} graph: {', '.join(g)}" if BUILDER in graphs else "not used (see the notes)")
         golden = (prompts, ref_tokens, ref_logits)
-        choice = st.run("graph", lambda: _choose_graph(graphs, golden, eos_list, pad, notes),
+        choice = st.run("graph", lambda: _choose_graph(graphs, golden, eos_list, pad, notes, context),
                         _graph_detail)
         file, spec = graphs[choice["exporter"]]
         file.replace(work / "fp32.onnx")
@@ -162,7 +161,8 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
                 notes.append(f"variant {v} not shipped: [{bad[0].sample}] {bad[0].reason}")
                 del built[v]
         bundle, shipped = st.run("package", lambda: _package(work, folder, config, spec, built, report, golden, single,
-                                                             eos_list, pad, text, notes, opset, st.done, gates, choice),
+                                                             eos_list, pad, bos, context, new, notes, opset, st.done,
+                                                             gates, choice),
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
@@ -196,7 +196,7 @@ def _builder_graph(folder: HFFolder, model: Any, work: Path, graphs: dict[str, t
 
 
 def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: list[int], pad: int | None,
-                  notes: list[str]) -> dict[str, Any]:
+                  notes: list[str], context: int | None = None) -> dict[str, Any]:
     """Judge each candidate fp32 graph by the generation parity gate (greedy tokens identical to
     transformers', per-step logits within the fp32 tolerance); of those that pass, keep the one with the
     most greedy tokens/s, the torch.onnx graph only when it beats the builder's by over 5% (edgeship's
@@ -218,7 +218,9 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
         if not bad:
             sessions[name] = (s, decoder_layout(spec))
     if len(sessions) > 1:
-        speed = _tokens_per_s(sessions, golden[0][0], pad if pad is not None else 0)
+        prompt = golden[0][0]
+        tokens = TIMING_TOKENS if context is None else max(1, min(TIMING_TOKENS, context - len(prompt)))
+        speed = _tokens_per_s(sessions, prompt, pad if pad is not None else 0, tokens)
         for name, tps in speed.items():
             out[name]["tokens_per_s"] = tps
         # the torch.onnx graph must beat the builder's by more than the timing noise of a short run
@@ -247,20 +249,21 @@ def _graph_detail(choice: dict[str, Any]) -> str:
     return f"{chosen} graph" + (f" ({inner})" if inner else "")
 
 
-def _tokens_per_s(sessions: dict[str, tuple[Any, Any]], prompt: list[int], pad: int) -> dict[str, float]:
+def _tokens_per_s(sessions: dict[str, tuple[Any, Any]], prompt: list[int], pad: int,
+                  tokens: int = TIMING_TOKENS) -> dict[str, float]:
     """Greedy tokens/s of each (session, layout) with edgeship's loop on ``prompt``: one warm-up run each,
     then :data:`TIMING_ROUNDS` interleaved rounds of :data:`TIMING_TOKENS` tokens, the median."""
     from edgeship.generate import run_loop
 
     times: dict[str, list[float]] = {n: [] for n in sessions}
     for s, layout in sessions.values():  # warm-up: the first runs allocate
-        run_loop(s, layout, [prompt], TIMING_TOKENS, (), pad)
+        run_loop(s, layout, [prompt], tokens, (), pad)
     for _ in range(TIMING_ROUNDS):
         for name, (s, layout) in sessions.items():
             t = time.perf_counter()
-            run_loop(s, layout, [prompt], TIMING_TOKENS, (), pad)
+            run_loop(s, layout, [prompt], tokens, (), pad)
             times[name].append(time.perf_counter() - t)
-    return {name: round(TIMING_TOKENS / float(np.median(ts)), 1) for name, ts in times.items()}
+    return {name: round(tokens / float(np.median(ts)), 1) for name, ts in times.items()}
 
 
 def _parity_detail(report: ParityReport) -> str:
@@ -317,6 +320,65 @@ def _parity(built: dict[str, Path], spec: IOSpec, golden: tuple, eos: list[int],
     return ParityReport(tuple(checks), tolerances)
 
 
+def _vocab(model: Any, text: Any) -> int:
+    """The logits' width: the output embedding's rows (the config's vocab_size where the model has none)."""
+    weight = getattr(model.get_output_embeddings(), "weight", None)
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else int(text.vocab_size)
+
+
+def _token_ids(value: Any, vocab: int) -> list[int]:
+    """The token ids in ``value`` (an id or a list of them, as configs hold) that index the logits,
+    [0, vocab): old configs say -1 for none, and some list ids past the vocabulary."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    out: list[int] = []
+    for v in values:
+        if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab and v not in out:
+            out.append(v)
+    return out
+
+
+def _special_ids(model: Any, text: Any, vocab: int) -> tuple[list[int], int | None, int | None]:
+    """(eos ids, pad id, bos id) of the generation config (the text config's where it has none in
+    range), each kept only where it is a token id in [0, vocab): what the manifest records and generate
+    accepts."""
+    gen = model.generation_config
+
+    def pick(key: str) -> list[int]:
+        return _token_ids(getattr(gen, key, None), vocab) or _token_ids(getattr(text, key, None), vocab)
+
+    pad, bos = pick("pad_token_id"), pick("bos_token_id")
+    return pick("eos_token_id"), (pad[0] if pad else None), (bos[0] if bos else None)
+
+
+def _fit_context(prompts: list[list[int]], context: int | None, folder: HFFolder) -> tuple[list[list[int]], int]:
+    """The golden prompts and new tokens within the model's context: prompt + new tokens at most
+    ``context`` positions (a model with learned positions, GPT-2's, cannot index past them), prompts cut
+    to half the context where they do not fit with :data:`DEFAULT_NEW_TOKENS`.
+
+    Raises:
+        ModelLoadError: a context under :data:`MIN_CONTEXT` positions (the export traces the graph at 7).
+    """
+    if context is None or max(len(p) for p in prompts) + DEFAULT_NEW_TOKENS <= context:
+        return prompts, DEFAULT_NEW_TOKENS
+    if context < MIN_CONTEXT:
+        from edgeship.errors import ModelLoadError
+
+        raise ModelLoadError(f"{folder.path / 'config.json'}: max_position_embeddings is {context}; the decoder export "
+                             f"needs a context of at least {MIN_CONTEXT} positions (it traces the graph with a cache). "
+                             "Fix config.json if the model was trained with a longer context.")
+    cut = [p[:context // 2] for p in prompts]
+    return cut, min(DEFAULT_NEW_TOKENS, context - max(len(p) for p in cut))
+
+
+def _context_length(text: Any) -> int | None:
+    """The model's context in tokens: the (text) config's max_position_embeddings, where it is a
+    positive whole number below transformers' "no limit" placeholder."""
+    from edgeship.exporters.hf_model import MAX_POSITIONS
+
+    v = getattr(text, "max_position_embeddings", None)
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v < MAX_POSITIONS else None
+
+
 def _summary(report: ParityReport, v: str, gate: dict | None = None) -> dict:
     rows = [c for c in report.checks if c.variant == v]
     return {"passed": all(c.passed for c in rows), "max_abs": max(c.metrics["max_abs"] for c in rows),
@@ -327,8 +389,8 @@ def _summary(report: ParityReport, v: str, gate: dict | None = None) -> dict:
 
 
 def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, built: dict[str, Path],
-             report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, text: Any,
-             notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict],
+             report: ParityReport, golden: tuple, single: list, eos: list[int], pad: int | None, bos: int | None,
+             context: int | None, new: int, notes: list[str], opset: int, stages: list[StageResult], gates: dict[str, dict],
              choice: dict[str, Any]) -> tuple[Path, dict[str, VariantResult]]:
     import onnx
 
@@ -356,10 +418,15 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
     if folder.tokenizer is not None:
         from tokenizers import Tokenizer
 
+        from edgeship.errors import ModelLoadError
         from edgeship.exporters.hf_model import tokenizer_info
-        from edgeship.hf.preprocess import TOKENIZER_FILE
+        from edgeship.hf.preprocess import TOKENIZER_FILE, guarded
 
-        tok = tokenizer_info(folder, ["input_ids", "attention_mask"], Tokenizer.from_file(str(folder.tokenizer)))
+        path = str(folder.tokenizer)
+        tok = tokenizer_info(folder, ["input_ids", "attention_mask"],
+                             guarded(lambda: Tokenizer.from_file(path), ModelLoadError,
+                                     f"{path} is not a tokenizer.json it reads; fix or re-save the tokenizer "
+                                     "(tokenizer.save_pretrained(dir))"))
         meta["preprocess"] = {"tokenizer": tok.to_dict()}
         files[TOKENIZER_FILE] = folder.tokenizer
     candidates = [{"id": v, "runtime": "onnxruntime", "variant": v, "precision": PRECISION[v], "options": {}, "p50_ms": None,
@@ -391,8 +458,9 @@ def _package(work: Path, folder: HFFolder, config: ExportConfig, spec: IOSpec, b
                    "samples": [{"label": "prefill", "sizes": {}, "about": "the first golden prompt, past of length 0"},
                                {"label": "decode", "sizes": {}, "about": "one greedy token after it, with its cache"}]},
         "generation": {"eos_token_id": eos, **({"pad_token_id": pad} if pad is not None else {}),
-                       **({"bos_token_id": text.bos_token_id} if isinstance(getattr(text, "bos_token_id", None), int) else {}),
-                       "golden": GOLDEN_FILE, "max_new_tokens": DEFAULT_NEW_TOKENS, "parity": summaries,
+                       **({"bos_token_id": bos} if bos is not None else {}),
+                       **({"context_length": context} if context is not None else {}),
+                       "golden": GOLDEN_FILE, "max_new_tokens": new, "parity": summaries,
                        "graph": choice, "padded_batches": choice["exporter"] != BUILDER},
         **meta,
         "torchscript": None,
