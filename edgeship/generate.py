@@ -10,7 +10,12 @@ Each step's presents go in again as the next step's past. On CPU they travel as 
 onnxruntime returns (it hands its output buffers to numpy; feeding them back is zero-copy):
 measured on a 4-layer, hidden-256 Llama-style graph, that ran as fast as IO binding with OrtValues
 and within a few percent of a bare ``session.run`` loop (docs/llm.md). On a CUDA target the loop
-binds the cache to the GPU with IO binding (``io_binding=True`` forces it anywhere). A graph without
+binds the cache to the GPU with IO binding (``io_binding=True`` forces it anywhere). onnxruntime-
+genai's builder graph (``generation.padded_batches`` false: its GroupQueryAttention writes the new
+step into the past it is given when the present is the same buffer) keeps, on CPU, one cache buffer
+per past for the whole generation, bound as both past and present, as ``og.Generator`` runs it
+(``past_present_share_buffer``): no step copies the cache (measured on B9's int4 graph: 5,390 ->
+6,750 tokens/s, docs/llm.md); ``io_binding=False`` turns it off. A graph without
 ``position_ids`` is fed without them (the model derives positions from the cache). Greedy by default, as transformers'
 ``generate(do_sample=False)``; sampling with ``temperature``, ``top_k``, ``top_p`` and a ``seed``
 (applied in transformers' order: temperature, top-k, top-p). A batch of prompts of different lengths
@@ -40,6 +45,7 @@ from edgeship.spec import IOSpec
 
 PAST = re.compile(r"past_key_values\.(\d+)\.(key|value)")
 MAX_NEW_TOKENS = 1 << 20  # far beyond any context window; refuses a runaway request
+SHARED_CACHE_START = 4096  # positions a shared cache buffer holds at first (it doubles when a step needs more)
 Prompt = str | Sequence[int] | Sequence[Sequence[int]] | Sequence[str] | np.ndarray
 
 
@@ -201,7 +207,7 @@ class _Session:
         self.present_at = [self.out_names.index(n) for n in layout.present_names]
         self.binding = session.io_binding()  # one per generation; inputs re-bound each step
 
-    def empty_past(self, batch: int) -> list[Any]:
+    def empty_past(self, batch: int, length: int = 0) -> list[Any]:
         import onnxruntime as ort
 
         lay = self.layout
@@ -222,6 +228,71 @@ class _Session:
         return outs[self.logits_at].numpy(), [outs[i] for i in self.present_at]
 
 
+class _SharedCache:
+    """One step of a GroupQueryAttention graph (onnxruntime-genai's builder) on CPU with the cache in
+    one buffer per past, bound with IO binding as both the past input and the present output: the
+    graph writes each step's keys and values into it in place (the op shares the buffer when the past
+    and present are the same memory, reading ``attention_mask``'s sum as each row's length), so no
+    step copies the cache. The buffer holds ``capacity`` positions and doubles when a step needs more.
+    The decode steps' logits land in one preallocated array, returned each step (read it before the
+    next step)."""
+
+    def __init__(self, model: Any, layout: DecoderLayout):
+        self.model = model
+        self.session = model.session
+        self.layout = layout
+        self.arrays: list[np.ndarray] = []
+        self.logits: np.ndarray | None = None  # [batch, 1, vocab] of the decode steps
+
+    def empty_past(self, batch: int, length: int = 0) -> list[Any]:
+        self.binding = self.session.io_binding()
+        self.binding.bind_output("logits")  # first: onnxruntime checks bound outputs in the graph's order
+        self.logits = None
+        self.arrays = []
+        self.limit = max(length, 1)  # the positions the generation needs at most
+        self._allocate(batch, min(self.limit, SHARED_CACHE_START))
+        return []
+
+    def _allocate(self, batch: int, capacity: int) -> None:
+        import onnxruntime as ort
+
+        lay = self.layout
+        old = self.arrays
+        self.arrays = [np.zeros((batch, lay.kv_heads, capacity, lay.head_dim), dtype=np.dtype(lay.past_dtype))
+                       for _ in lay.past_names]
+        for a, b in zip(self.arrays, old):
+            a[:, :, :b.shape[2]] = b
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]  # views of the arrays: no copy
+        for p, q, v in zip(lay.past_names, lay.present_names, self.values):
+            self.binding.bind_ortvalue_input(p, v)
+            self.binding.bind_ortvalue_output(q, v)
+
+    def step(self, feeds: dict[str, np.ndarray], past: list[Any]) -> tuple[np.ndarray, list[Any]]:
+        binding = self.binding
+        total = feeds["attention_mask"].shape[1]
+        if total > self.arrays[0].shape[2]:
+            self._allocate(feeds["input_ids"].shape[0], max(total, min(2 * total, self.limit)))
+        for name, a in feeds.items():
+            binding.bind_cpu_input(name, a)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as e:
+            raise InferenceError(
+                f"onnxruntime failed a generation step of {self.model.bundle.path} (variant {self.model.variant}) "
+                f"with the cache shared between past and present (the bundle's generation.padded_batches is false: "
+                f"onnxruntime-genai's GroupQueryAttention graph): {str(e)[:300]}. Call generate(..., io_binding=False) "
+                "to run it without, or re-export the model.") from e
+        if self.logits is not None:
+            return self.logits, past
+        logits = binding.get_outputs()[0].numpy()  # the first step's (the prompt's positions)
+        import onnxruntime as ort
+
+        # every later step has one position: its logits go to one array, bound once
+        self.logits = np.empty((logits.shape[0], 1, logits.shape[-1]), dtype=logits.dtype)
+        binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        return logits, past
+
+
 class _Runs:
     """One step through ``run(feeds) -> outputs by name`` (numpy in, numpy out): ``Model.run`` (any
     runtime; the Model's feed checks and ``timeout``) or a bare onnxruntime session's ``run``."""
@@ -230,7 +301,7 @@ class _Runs:
         self.run = run
         self.layout = layout
 
-    def empty_past(self, batch: int) -> list[Any]:
+    def empty_past(self, batch: int, length: int = 0) -> list[Any]:
         lay = self.layout
         return [np.zeros((batch, lay.kv_heads, 0, lay.head_dim), dtype=np.dtype(lay.past_dtype))] * len(lay.past_names)
 
@@ -258,8 +329,10 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
         seed: the sampling's random seed (``numpy.random.default_rng``).
         output_logits: also return each step's logits.
         io_binding: keep the cache in onnxruntime as OrtValues (IO binding) instead of feeding numpy
-            arrays through ``Model.run``; default: on a CUDA target only (on CPU onnxruntime hands
-            outputs to numpy without a copy, and the two ran at the same speed: docs/llm.md).
+            arrays through ``Model.run``; default: on a CUDA target, and on CPU for onnxruntime-genai's
+            GroupQueryAttention graph, whose cache is then one buffer written in place (for other
+            graphs on CPU onnxruntime hands outputs to numpy without a copy, and the two ran at the
+            same speed: docs/llm.md). False: ``Model.run`` with numpy arrays everywhere.
 
     Raises:
         SpecError: the bundle is not a decoder, a prompt is empty or not token ids, or a bad argument.
@@ -292,11 +365,15 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
         raise SpecError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} is {longest + max_new_tokens} "
                         f"positions, over the model's context of {context}; shorten the prompt or ask for fewer "
                         "new tokens (edgeship does not cut prompts).")
-    if io_binding is None:  # measured on CPU: numpy feeds as fast as IO binding (docs/llm.md); CUDA keeps the cache on the GPU
-        io_binding = getattr(model, "target", "cpu") == "cuda"
-    use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
-    stepper: _Session | _Runs = _Session(model.session, layout, "cuda" if model.target == "cuda" else "cpu") \
-        if use_binding else _Runs(model.run, layout)
+    stepper: _Session | _SharedCache | _Runs
+    if io_binding is not False and _shares_cache(model, meta):
+        stepper = _SharedCache(model, layout)
+    else:
+        if io_binding is None:  # measured on CPU: numpy feeds as fast as IO binding (docs/llm.md); CUDA keeps the cache on the GPU
+            io_binding = getattr(model, "target", "cpu") == "cuda"
+        use_binding = io_binding and getattr(model, "runtime", None) == "onnxruntime"
+        stepper = _Session(model.session, layout, "cuda" if model.target == "cuda" else "cpu") \
+            if use_binding else _Runs(model.run, layout)
     rng = np.random.default_rng(seed)
     if meta.get("padded_batches") is False and len({len(r) for r in rows}) > 1:
         # GroupQueryAttention (onnxruntime-genai's builder graph) cannot take left padding: one prompt at a time
@@ -305,6 +382,18 @@ def generate(model: Any, prompt: Prompt, max_new_tokens: int = 32, eos_token_id:
         return Generation([p.tokens[0] for p in parts], [p.logits[0] for p in parts if p.logits] if output_logits else None)
     return _loop(stepper, layout, rows, max_new_tokens, eos, int(pad), do_sample, temperature, top_k, top_p,
                  rng, output_logits)
+
+
+def _shares_cache(model: Any, meta: dict) -> bool:
+    """Whether :class:`_SharedCache` runs ``model``: onnxruntime-genai's GroupQueryAttention graph
+    (``generation.padded_batches`` false) on onnxruntime on CPU, open, without a per-call ``timeout``
+    (which only ``Model.run`` enforces) and not in the parallel execution mode (a Model refuses that
+    after fork(), through ``Model.run``)."""
+    if meta.get("padded_batches") is not False or getattr(model, "runtime", None) != "onnxruntime" \
+            or getattr(model, "target", None) != "cpu" or getattr(model, "timeout", None) is not None:
+        return False
+    session = getattr(model, "session", None)  # None once the Model is closed: Model.run says so
+    return session is not None and not str(session.get_session_options().execution_mode).endswith("ORT_PARALLEL")
 
 
 def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
@@ -320,7 +409,7 @@ def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new
                  np.random.default_rng(0), output_logits)
 
 
-def _loop(stepper: _Session | _Runs, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
+def _loop(stepper: _Session | _SharedCache | _Runs, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
           eos: frozenset[int], pad: int, do_sample: bool, temperature: float, top_k: int, top_p: float,
           rng: np.random.Generator, output_logits: bool) -> Generation:
     batch, longest = len(rows), max(len(r) for r in rows)
@@ -329,7 +418,7 @@ def _loop(stepper: _Session | _Runs, layout: DecoderLayout, rows: list[list[int]
     for i, r in enumerate(rows):
         ids[i, longest - len(r):] = r
         mask[i, longest - len(r):] = 1
-    past = stepper.empty_past(batch)
+    past = stepper.empty_past(batch, longest + max_new_tokens)
     tokens: list[list[int]] = [[] for _ in rows]
     logits_seen: list[list[np.ndarray]] = [[] for _ in rows]
     done = np.zeros(batch, dtype=bool)

@@ -417,3 +417,46 @@ def test_a_text_prompt_is_not_truncated_and_the_context_is_enforced(lm):
         assert m.generate(fits, max_new_tokens=4) == m.generate(ids, max_new_tokens=4)
         assert len(m.generate([1] * 250, max_new_tokens=6)) == 6
         assert m.tokenizer.truncation["max_length"] == 256  # the shared tokenizer was not switched
+
+
+def test_the_builder_graph_runs_with_one_shared_cache_buffer_on_cpu(lm, monkeypatch):
+    """onnxruntime-genai's GroupQueryAttention graph: by default the loop binds one cache buffer per
+    past as both past and present (no step copies the cache); tokens, logits, sampling, equal-length
+    batches, eos and a buffer that must grow give what the numpy loop (io_binding=False) gives."""
+    import edgeship.generate as gen
+
+    if lm["graph"] != "onnxruntime-genai":
+        pytest.skip("the shared cache is for the builder's GroupQueryAttention graph")
+    steps = []
+    real_step = gen._SharedCache.step
+    monkeypatch.setattr(gen._SharedCache, "step", lambda self, f, p: steps.append(1) or real_step(self, f, p))
+    with edgeship.load(lm["bundle"]) as m:
+        got = generate(m, PROMPTS, NEW, output_logits=True)
+        assert len(steps) == 2 * NEW  # two lengths: one prompt at a time, every step on the shared buffer
+        plain = generate(m, PROMPTS, NEW, output_logits=True, io_binding=False)
+        assert len(steps) == 2 * NEW
+        assert got.tokens == plain.tokens == lm["tokens"][:2]
+        for a, b in zip(got.logits or [], plain.logits or []):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+        same = [PROMPTS[0], [1, 7, 42, 8, 3]]  # one length: one batch
+        assert generate(m, same, NEW).tokens == generate(m, same, NEW, io_binding=False).tokens
+        kw = dict(do_sample=True, top_k=5, temperature=0.9, seed=3)
+        assert generate(m, same, NEW, [], **kw).tokens == generate(m, same, NEW, [], io_binding=False, **kw).tokens
+        eos = lm["tokens"][0][3]
+        assert m.generate(PROMPTS[0], NEW, eos) == generate(m, PROMPTS[0], NEW, eos, io_binding=False).tokens[0]
+        monkeypatch.setattr(gen, "SHARED_CACHE_START", 2)  # the buffer grows (doubles) during the prefill and decode
+        assert m.generate(PROMPTS[0], NEW) == lm["tokens"][0]
+
+
+def test_a_wrong_shared_cache_claim_is_an_inference_error_saying_what_to_do(lm, tmp_path):
+    if lm["graph"] != "torch.onnx":
+        pytest.skip("a torch.onnx graph concatenates its cache: it cannot share one buffer")
+    b = tmp_path / "b.edgeship"
+    shutil.copytree(lm["bundle"], b)
+    m = json.loads((b / "manifest.json").read_text())
+    m["generation"]["padded_batches"] = False  # claims onnxruntime-genai's GroupQueryAttention graph
+    (b / "manifest.json").write_text(json.dumps(m))
+    with edgeship.load(b) as model:
+        with pytest.raises(InferenceError, match="io_binding=False"):
+            model.generate(PROMPTS[0], max_new_tokens=4)
+        assert generate(model, PROMPTS[0], 4, io_binding=False).tokens[0] == lm["tokens"][0][:4]
