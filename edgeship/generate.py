@@ -475,6 +475,12 @@ def generation_meta(manifest: dict) -> dict:
                               "the bundle is corrupt or was edited.")
         if v is not None:
             out[key] = v
+    ctx = meta.get("context_length")
+    if ctx is not None and (not isinstance(ctx, int) or isinstance(ctx, bool) or not 0 < ctx <= 1 << 24):
+        raise BundleError(f"manifest.json: generation.context_length is {str(ctx)[:60]!r}, not a count of tokens; "
+                          "the bundle is corrupt or was edited.")
+    if ctx is not None:
+        out["context_length"] = ctx
     padded = meta.get("padded_batches")
     if padded is not None and not isinstance(padded, bool):
         raise BundleError(f"manifest.json: generation.padded_batches is {str(padded)[:60]!r}, not true or false; "
@@ -487,9 +493,10 @@ def generation_meta(manifest: dict) -> dict:
 def context_length(model: Any) -> int | None:
     """The model's context in tokens, as the bundle records it (``preprocess.tokenizer.max_length``: the
     least of the tokenizer's model_max_length and the config's max_position_embeddings, checked when the
-    bundle was loaded); None where the bundle records none (a decoder bundle without a tokenizer)."""
+    bundle was loaded), else the generation section's ``context_length`` (the config's
+    max_position_embeddings, for a decoder bundle without a tokenizer); None where neither is recorded."""
     tok = (getattr(model, "preprocess", None) or {}).get("tokenizer")
-    value = tok.get("max_length") if isinstance(tok, dict) else None
+    value = tok.get("max_length") if isinstance(tok, dict) else generation_meta(model.manifest).get("context_length")
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 

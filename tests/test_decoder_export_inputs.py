@@ -164,3 +164,22 @@ def test_a_context_too_short_to_trace_is_a_clear_exit_2(tmp_path, cli):
     code, out = cli("export", folder, "-o", tmp_path / "b.edgeship", "--opset", "18")
     assert code == 2, out
     assert "max_position_embeddings is 4; the decoder export needs a context of at least 8" in " ".join(out.split())
+
+
+def test_the_context_falls_back_to_the_generation_section_and_is_validated():
+    """Without a tokenizer, generate's context check reads generation.context_length (the config's
+    max_position_embeddings); a crafted value is refused, not ignored."""
+    import types
+
+    from edgeship.errors import BundleError
+    from edgeship.generate import context_length
+
+    def model(pre, gen):
+        return types.SimpleNamespace(preprocess=pre, manifest={"generation": gen})
+
+    assert context_length(model({}, {"context_length": 8})) == 8
+    assert context_length(model({"tokenizer": {"max_length": 6}}, {"context_length": 8})) == 6
+    assert context_length(model({}, {})) is None
+    for bad in ("x", 0, True, 1 << 30):
+        with pytest.raises(BundleError, match="generation.context_length"):
+            context_length(model({}, {"context_length": bad}))
