@@ -119,8 +119,9 @@ sys.argv = ["edgeship", *sys.argv[1:]]
 from edgeship.cli import main
 try:
     main()
-finally:
-    print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+finally:  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's peak across exec)
+    hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:")]
+    print("PEAK_RSS_KB", hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
 """
 
 
