@@ -171,7 +171,7 @@ def test_sampling_is_seeded_and_stays_in_top_k(lm):
 
 
 def test_check_reruns_the_golden_generation(lm, cli):
-    code, out = cli("check", str(lm["bundle"]))
+    code, out = cli("check", str(lm["bundle"]), "--table")  # the table (quiet is the default where CI=true)
     assert code == 0, out
     assert "generation" in out
     report = edgeship.check(lm["bundle"], candidates="all")

@@ -284,7 +284,7 @@ def test_decoder_int4_weights_over_3x_smaller(lm_bundle):
 @pytest.mark.slow
 def test_decoder_check_json_gives_the_export_agreement(lm_bundle, cli, tmp_path):
     manifest = json.loads((lm_bundle["bundle"] / "manifest.json").read_text())
-    code, text = cli("check", lm_bundle["bundle"], "--variant", "int4", "--variant", "fp32", "--json", tmp_path / "c.json")
+    code, text = cli("check", lm_bundle["bundle"], "--variant", "int4", "--variant", "fp32", "--json", tmp_path / "c.json", "--table")
     doc = valid(tmp_path / "c.json", "parity")
     rows = {c["sample"]: c for c in doc["checks"] if c["variant"] == "int4" and c["output"] == "generation"}
     exported = manifest["generation"]["parity"]["int4"]["teacher_forced"]
