@@ -1,4 +1,4 @@
-# make demo | make test | make bench | make floors | make cross-check — each creates .venv and installs on its own.
+# make demo | make test | make test-slow | make bench | make floors | make cross-check — each creates .venv and installs on its own.
 # make test runs the linters (ruff, mypy) first, then the suite; CI (.ci/run) runs make test, make floors
 # and make cross-check: bundles exported here, checked by the project's wheel in an emulated arm64
 # Debian root (qemu-user; needs root; the root, qemu and wheels are cached in ~/.cache/edgeship/cross-arm64).
@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed-py$(PYVER)-torch-$(TORCH_BUILD)
 # (minutes), while a machine that already has the CPU wheel (find-links, a cache) needs no index
 PIP_CPU = $(shell $(PYTHON) -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)' $(TORCH_INDEX) >/dev/null 2>&1 && echo --extra-index-url $(TORCH_INDEX))
 
-.PHONY: demo test bench lint floors cross-check clean web-deps
+.PHONY: demo test test-slow bench lint floors cross-check clean web-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test "$(PYVER)" != none || { echo "make: $(PYTHON) not found; pass PYTHON=python3.X (3.10 to 3.13)"; exit 2; }
@@ -39,8 +39,13 @@ demo: $(STAMP)
 	cd examples/simplenet && ../../$(PY) train.py && ../../$(VENV)/bin/edgeship export simplenet_state.pt \
 		--arch model.py:SimpleNet --input x:1x10 --dynamic-batch -o simplenet.edgeship
 
+# the suite without the `slow` end-to-end tests (about 100, 3 minutes), which `make test-slow` runs
+# and CI runs after it (.ci/run): make test stays under 10 minutes on 2 cores
 test: $(STAMP) lint web-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP) web-deps
+	$(PY) -m pytest -q -m slow
 
 # the web target's tests (tests/test_web.py, marker `web`): Playwright comes with the venv (the `web`
 # extra); Chromium from the system's packages where it can (as root with apt-get; quietly skipped
