@@ -397,15 +397,23 @@ def _shares_cache(model: Any, meta: dict) -> bool:
 
 
 def run_loop(session: Any, layout: DecoderLayout, rows: list[list[int]], max_new_tokens: int,
-             eos: Sequence[int] = (), pad: int = 0, *, output_logits: bool = False) -> Generation:
+             eos: Sequence[int] = (), pad: int = 0, *, output_logits: bool = False,
+             shared_cache: bool = False) -> Generation:
     """Greedy generation over a bare ``onnxruntime.InferenceSession`` (the export's parity check and
-    ``edgeship check`` use it on a variant's file)."""
+    ``edgeship check`` use it on a variant's file). ``shared_cache``: step as ``Model.generate`` steps a
+    GroupQueryAttention graph on CPU (:class:`_SharedCache`), for the export's timing of that graph."""
     names = [o.name for o in session.get_outputs()]
 
     def run(feeds: dict) -> dict:
         return dict(zip(names, session.run(names, feeds)))
 
-    return _loop(_Runs(run, layout), layout, rows, max_new_tokens, frozenset(eos), pad, False, 1.0, 0, 1.0,
+    stepper: _SharedCache | _Runs = _Runs(run, layout)
+    if shared_cache:
+        from types import SimpleNamespace
+
+        where = SimpleNamespace(session=session, bundle=SimpleNamespace(path="the export's graph"), variant="fp32")
+        stepper = _SharedCache(where, layout)
+    return _loop(stepper, layout, rows, max_new_tokens, frozenset(eos), pad, False, 1.0, 0, 1.0,
                  np.random.default_rng(0), output_logits)
 
 
