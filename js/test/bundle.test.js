@@ -163,7 +163,7 @@ const cases = {
   'malformed samples': [(b) => editManifest(b, (m) => { m.golden.samples = [1, 2]; }), 'manifest', /malformed golden samples/],
   'a candidate naming a missing variant': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].variant = 'int4'; }), 'manifest', /names variant 'int4', which it does not have/],
   'a candidate naming a cache folder': [(b) => editManifest(b, (m) => { Object.assign(m.candidates.cpu[0], { runtime: 'openvino', options: { cache_dir: '/tmp/x' } }); }), 'manifest', /names a cache folder/],
-  'a candidate with an unknown option': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].options = { cache_dir: '/tmp/x' }; }), 'manifest', /candidate 'fp32': unknown onnxruntime option\(s\) cache_dir; use threads, spinning, opt_level/],
+  'a candidate with an unknown option': [(b) => editManifest(b, (m) => { Object.assign(m.candidates.cpu[0], { id: 'crafted', options: { cache_dir: '/tmp/x' } }); }), 'manifest', /candidate 'crafted': unknown onnxruntime option\(s\) cache_dir; use threads, spinning, opt_level/],
   'a candidate on an unknown runtime': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].runtime = 'tensorrt'; }), 'manifest', /unknown runtime 'tensorrt'; use onnxruntime, openvino/],
   'a candidate with too many threads': [(b) => editManifest(b, (m) => { m.candidates.cpu[0].options = { threads: 1000000 }; }), 'manifest', /onnxruntime threads=1000000: use a whole number from 1 to 1024, or cores\/N/],
   'deeply nested JSON': [(b) => writeFile(join(b, 'manifest.json'), '['.repeat(100000) + ']'.repeat(100000)), 'manifest', /not valid JSON|not a JSON object/],
