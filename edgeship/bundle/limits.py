@@ -21,12 +21,10 @@ else is a usage error, not ignored) where real data needs more. Manifests are at
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import math
 import os
-import stat
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -36,6 +34,8 @@ from typing import IO
 import numpy as np
 
 from edgeship.errors import EdgeshipError, SpecError
+from edgeship.fileio import open_regular as open_regular  # re-exported: bundle readers import them from here
+from edgeship.fileio import read_at_most as read_at_most
 
 MAX_MANIFEST_BYTES = 16 << 20
 DEFAULT_ARRAY_MB = 256
@@ -64,41 +64,6 @@ def array_budget() -> int:
         raise SpecError(f"{ARRAY_ENV}={raw[:40]!r}: use a number of MiB above 0 and at most {MAX_ARRAY_MB} "
                         f"(default {DEFAULT_ARRAY_MB}), e.g. {ARRAY_ENV}=1024, or unset it.")
     return int(mb * (1 << 20))
-
-
-def open_regular(path: Path, what: str, error: type[EdgeshipError], *, nofollow: bool = False) -> IO[bytes]:
-    """Open ``path`` for reading if it is a regular file; never blocks on a FIFO or device.
-
-    Args:
-        nofollow: refuse a symbolic link as the last part of ``path`` (``O_NOFOLLOW``: the check and
-            the open are one step, so no link can be swapped in between).
-
-    Raises:
-        error: missing, unreadable, a symbolic link (with ``nofollow``), or not a regular file (a
-            FIFO, device, socket or folder).
-    """
-    # O_BINARY: on Windows os.open gives a text-mode descriptor otherwise (CRLF folded, ^Z read as EOF)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    if nofollow:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
-    try:
-        if nofollow and not hasattr(os, "O_NOFOLLOW") and os.path.islink(path):  # Windows: checked first
-            raise OSError(errno.ELOOP, "is a symbolic link")
-        fd = os.open(path, flags)
-    except OSError as e:
-        if nofollow and e.errno == errno.ELOOP:
-            raise error(f"{what}: {path} is a symbolic link; a plain file was expected here.") from e
-        raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise error(f"{what}: {path} is not a regular file (a folder, device, pipe or socket); pass a file.")
-    return os.fdopen(fd, "rb")
-
-
-def read_at_most(f: IO[bytes], limit: int) -> bytes:
-    """Up to ``limit`` + 1 bytes of ``f`` (one more than allowed, so a caller sees a file that holds
-    more than it should without reading all of it)."""
-    return f.read(limit + 1)
 
 
 def sha256_at_most(f: IO[bytes], limit: int) -> tuple[str, int]:

@@ -131,8 +131,10 @@ def load_model(path: str | Path, options: LoadOptions = LoadOptions()) -> Loaded
         ModelLoadError: unreadable or unsupported file, or an ``--arch`` that does not fit.
         UnsafeModelError: a pickled module without ``trust_pickle``.
     """
+    from edgeship.hf.folder import is_hf_folder
+
     path = Path(path)
-    if path.is_dir() and (path / "config.json").is_file():
+    if is_hf_folder(path):
         from edgeship.exporters.floors import require
         from edgeship.exporters.hf_model import load_folder
 

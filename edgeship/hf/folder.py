@@ -19,11 +19,15 @@ here: no torch, no transformers.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeship.errors import ModelLoadError, SpecError, UnsafeModelError
+from edgeship.fileio import open_regular, read_at_most
+from edgeship.hf.preprocess import MAX_TOKENIZER_BYTES
 
 FEATURE_EXTRACTION = "feature-extraction"
 SEQUENCE_CLASSIFICATION = "sequence-classification"
@@ -103,26 +107,57 @@ class HFFolder:
 def is_hf_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder with a config.json (a ``save_pretrained`` folder)."""
     p = Path(path)
-    return p.is_dir() and (p / "config.json").is_file()
+    return p.is_dir() and os.path.lexists(p / "config.json")  # read_folder says what is wrong with it
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """A JSON object from a file of the folder.
+def present(path: Path, what: str) -> bool:
+    """Whether the folder holds ``path``: False where nothing has that name, True for a regular file
+    (or a link to one, as the hub's cache holds them).
 
     Raises:
-        ModelLoadError: too large, not JSON, or not an object.
+        ModelLoadError: the name is a folder, FIFO, device or socket, or a link to nothing. Skipping
+            it would drop part of the model without a word (a bundle without its tokenizer, say).
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise ModelLoadError(f"{path} ({what}) is {size:,} bytes, over the {MAX_JSON_BYTES >> 20} MiB "
-                                 "edgeship reads for a configuration file; check the folder.")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        path.lstat()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise ModelLoadError(f"{what}: cannot read {path} ({e.strerror or e}); check the folder's permissions.") from e
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ModelLoadError(f"{what}: {path} is a link to nothing ({e.strerror or e}); replace it with the file "
+                             "save_pretrained writes, or remove it.") from e
+    if not stat.S_ISREG(mode):
+        raise ModelLoadError(f"{what}: {path} is not a regular file (a folder, device, pipe or socket); replace it "
+                             "with the file save_pretrained writes, or remove it.")
+    return True
+
+
+def read_json(path: Path, what: str, kind: type = dict) -> Any:
+    """A JSON object (or, with ``kind=list``, a list) from a file of the folder, read without blocking
+    and no further than :data:`MAX_JSON_BYTES`.
+
+    Raises:
+        ModelLoadError: not a regular file, too large, not JSON, or not of ``kind``.
+    """
+    with open_regular(path, what, ModelLoadError) as f:
+        try:
+            raw = read_at_most(f, MAX_JSON_BYTES)
+        except OSError as e:
+            raise ModelLoadError(f"{what}: cannot read {path} ({e.strerror or e}).") from e
+    if len(raw) > MAX_JSON_BYTES:
+        raise ModelLoadError(f"{path} ({what}) is over the {MAX_JSON_BYTES >> 20} MiB edgeship reads for a "
+                             "configuration file; check the folder.")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ModelLoadError(f"{path} ({what}) cannot be read as JSON: {str(e)[:200]}; re-save the folder with "
                              "save_pretrained.") from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} ({what}) is not a JSON object; re-save the folder with save_pretrained.")
+    if not isinstance(data, kind):
+        raise ModelLoadError(f"{path} ({what}) is not a JSON {'list' if kind is list else 'object'}; re-save the "
+                             "folder with save_pretrained.")
     return data
 
 
@@ -145,7 +180,7 @@ def read_folder(path: str | Path, task: str | None = None, trust_pickle: bool = 
         raise SpecError(f"--task {task!r} is not a task edgeship exports; use one of {', '.join(TASKS)}.")
     if not p.is_dir():
         raise ModelLoadError(f"{p} is not a folder; pass a save_pretrained folder (config.json + model.safetensors).")
-    if not (p / "config.json").is_file():
+    if not present(p / "config.json", "the model's config"):
         raise ModelLoadError(
             f"{p} is a folder without config.json, so it is not a Hugging Face save_pretrained folder (and a folder "
             "is no other model format edgeship reads); pass the folder model.save_pretrained() wrote, or a model file.")
@@ -160,14 +195,18 @@ def read_folder(path: str | Path, task: str | None = None, trust_pickle: bool = 
     weights, safe = weights_file(p, trust_pickle)
     tok_config: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the tokenizer's config wins
-        if (p / name).is_file():
+        if present(p / name, "the tokenizer's config"):
             tok_config.update(read_json(p / name, "the tokenizer's config"))
     preprocessor = read_json(p / "preprocessor_config.json", "the image processor's config") \
-        if (p / "preprocessor_config.json").is_file() else {}
+        if present(p / "preprocessor_config.json", "the image processor's config") else {}
     pooling = _pooling(p)
     modality = VISION if _is_vision(config, preprocessor) else TEXT
     chosen, source = (task, "--task") if task else _guess_task(p, tuple(archs), model_type, pooling, modality)
-    tokenizer = p / "tokenizer.json" if (p / "tokenizer.json").is_file() else None
+    tokenizer = p / "tokenizer.json" if present(p / "tokenizer.json", "the tokenizer") else None
+    size = tokenizer.stat().st_size if tokenizer is not None else 0
+    if size > MAX_TOKENIZER_BYTES:
+        raise ModelLoadError(f"{tokenizer} is {size:,} bytes, over the {MAX_TOKENIZER_BYTES >> 20} MiB a bundle's "
+                             "tokenizer may take; check the folder.")
     return HFFolder(p, config, model_type, tuple(archs), chosen, source, modality, weights, safe, tokenizer,
                     tok_config, preprocessor, pooling)
 
@@ -180,9 +219,9 @@ def weights_file(p: Path, trust_pickle: bool) -> tuple[Path, bool]:
         ModelLoadError: no weights.
     """
     for name in (SAFETENSORS, SAFETENSORS_INDEX):
-        if (p / name).is_file():
+        if present(p / name, "the model's weights"):
             return p / name, True
-    if (p / PICKLE_BIN).is_file() or (p / "pytorch_model.bin.index.json").is_file():
+    if present(p / PICKLE_BIN, "the model's weights") or present(p / "pytorch_model.bin.index.json", "the model's weights"):
         if not trust_pickle:
             raise UnsafeModelError(
                 f"{p} holds its weights only as pytorch_model.bin, a pickle: loading it can run code from the file, "
@@ -217,13 +256,10 @@ def _guess_task(p: Path, archs: tuple[str, ...], model_type: str, pooling: dict 
 
 def _pooling(p: Path) -> dict[str, Any] | None:
     """A sentence-transformers folder's pooling (modules.json: Transformer, Pooling[, Normalize])."""
-    if not (p / "modules.json").is_file():
+    if not present(p / "modules.json", "the sentence-transformers modules"):
         return None
-    try:
-        modules = json.loads((p / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{p / 'modules.json'} cannot be read as JSON: {e}") from e
-    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+    modules = read_json(p / "modules.json", "the sentence-transformers modules", list)
+    if not all(isinstance(m, dict) for m in modules):
         raise ModelLoadError(f"{p / 'modules.json'} is not a list of modules; re-save the sentence-transformers folder.")
     types = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     pool = next((m for m in modules if str(m.get("type", "")).endswith(".Pooling")), None)
@@ -231,7 +267,7 @@ def _pooling(p: Path) -> dict[str, Any] | None:
         return None
     rel = str(pool.get("path", ""))
     folder = (p / rel).resolve()
-    if not folder.is_relative_to(p.resolve()) or not (folder / "config.json").is_file():
+    if not folder.is_relative_to(p.resolve()) or not present(folder / "config.json", "the sentence-transformers pooling"):
         raise ModelLoadError(f"{p / 'modules.json'} names the pooling folder {rel!r}, which does not hold a config.json "
                              "inside the model folder.")
     cfg = read_json(folder / "config.json", "the sentence-transformers pooling")
@@ -246,7 +282,7 @@ def _pooling(p: Path) -> dict[str, Any] | None:
                              "does not fold into the graph; export the transformer alone (a folder without modules.json).")
     max_len = None
     sbert = p / "sentence_bert_config.json"
-    if sbert.is_file():
+    if present(sbert, "the sentence-transformers config"):
         value = read_json(sbert, "the sentence-transformers config").get("max_seq_length")
         max_len = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
     return {"mode": modes[0].split("_")[0], "normalize": "Normalize" in types, "max_seq_length": max_len}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
 from edgeship.errors import EdgeshipError, ExportError, ParityError, QuantizationError, SpecError, clip
+from edgeship.hf.folder import is_hf_folder
 from edgeship.parity.report import ParityReport
 from edgeship.pipeline.context import Context, Degraded, Skip, StageResult, required
 from edgeship.pipeline.load import load_stage
@@ -109,7 +110,7 @@ def check_config(cfg: ExportConfig) -> None:
         raise SpecError(f"--eval-split {cfg.eval_split}: use a fraction from 0 (hold none out) to below 1.")
     if cfg.eval_samples < 1:
         raise SpecError(f"--eval-samples {cfg.eval_samples}: use at least 1.")
-    folder = Path(cfg.model).is_dir() and (Path(cfg.model) / "config.json").is_file()
+    folder = is_hf_folder(cfg.model)
     if cfg.load.task is not None and not folder:
         raise SpecError(f"--task {cfg.load.task} applies to a Hugging Face save_pretrained folder (with config.json); "
                         f"{cfg.model} is not one. Drop --task.")
@@ -179,7 +180,7 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
 
     require("onnx")  # every export path writes or reads ONNX; torch is checked where it is loaded
     check_config(config)
-    if Path(config.model).is_dir() and (Path(config.model) / "config.json").is_file():
+    if is_hf_folder(config.model):
         from edgeship.pipeline.decoder import export_folder
 
         decoded = export_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
