@@ -95,6 +95,50 @@ def save_gpt2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+# Families whose graphs differ from Llama's in what the export must not assume, each in the smallest
+# config that shows it: (transformers config class, its arguments).
+FAMILIES = {
+    # ALiBi: the model reads no position_ids, so onnxruntime's optimizer prunes that input from the graph
+    "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4)),
+    # multi-query attention: one key/value head, named by no num_key_value_heads in its config
+    "falcon": ("FalconConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    new_decoder_architecture=False, multi_query=True)),
+    # a sliding window shorter than the prompts: transformers' cache trims itself to the window
+    "mistral-window": ("MistralConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                             sliding_window=4)),
+    # sliding and full layers alternating, soft-capped logits; onnxruntime-genai's graph of it does not run
+    "gemma2-window": ("Gemma2Config", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                           num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                           max_position_embeddings=256, sliding_window=4)),
+    # partial rotary embeddings; onnxruntime-genai's graph of it does not run at this head size
+    "phi": ("PhiConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                              max_position_embeddings=256)),
+}
+
+
+def save_family(folder: Path, family: str, seed: int = 0) -> Path:
+    """A tiny LM of one of :data:`FAMILIES` (random weights, fixed seed) saved with its tokenizer."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    cls, kwargs = FAMILIES[family]
+    config = getattr(transformers, cls)(vocab_size=300, bos_token_id=1, eos_token_id=2, pad_token_id=0, **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.08)
+    model.eval()
+    model.generation_config.pad_token_id = 0
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    build_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def greedy_reference(folder: Path, prompts: list[list[int]], max_new_tokens: int,
                      eos_token_id: int | None = None) -> tuple[list[list[int]], list]:
     """transformers' greedy ``generate`` for each prompt (batch 1): new token ids and per-step logits."""

@@ -17,7 +17,7 @@ from edgeship.errors import BundleError, InferenceError, SpecError
 from edgeship.generate import generate
 from edgeship.parity.metrics import judge, metrics
 from edgeship.parity.tolerances import tolerance_for
-from tests.hf_lm_fixtures import ARCHS, build_tokenizer, greedy_reference, save_causal_lm, save_gpt2
+from tests.hf_lm_fixtures import ARCHS, FAMILIES, build_tokenizer, greedy_reference, save_causal_lm, save_family, save_gpt2
 
 pytestmark = pytest.mark.slow  # each architecture exports once (~10 s) for the module
 
@@ -290,6 +290,23 @@ def test_a_gpt2_folder_exports_and_generates_as_transformers(tmp_path):
     ref, _ = greedy_reference(folder, PROMPTS, NEW)
     with edgeship.load(result.bundle) as m:
         assert m.generate(PROMPTS, max_new_tokens=NEW) == ref
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_other_families_export_with_no_flag_and_generate_as_transformers(tmp_path, cli, family):
+    """What a Llama-style model lets an export assume, and these do not: every graph input present after
+    onnxruntime's optimizer (Bloom), a key/value head count the config names otherwise (Falcon), a cache
+    that trims itself to a sliding window shorter than the prompt (Mistral, Gemma2), a builder graph that
+    onnxruntime cannot run (Gemma2, Phi: the torch.onnx graph ships, with a note)."""
+    folder = save_family(tmp_path / family, family)
+    code, out = cli("export", folder, "-o", tmp_path / "b.edgeship", "--quantize", "fp32")
+    assert code == 0, out
+    prompts = PROMPTS + [[1, *range(40, 52)]]  # 13 tokens: past any window above
+    ref, _ = greedy_reference(folder, prompts, NEW)
+    with edgeship.load(tmp_path / "b.edgeship") as m:
+        assert [m.generate(p, max_new_tokens=NEW) for p in prompts] == ref
+        assert m.generate(prompts[:2], max_new_tokens=NEW) == ref[:2]  # a padded batch where the graph takes one
+    assert edgeship.check(tmp_path / "b.edgeship").passed
 
 
 def test_a_bfloat16_llama_folder_exports_and_passes_parity(tmp_path, cli):

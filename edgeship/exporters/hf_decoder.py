@@ -127,8 +127,10 @@ def _wrapper(model: Any, position_ids: bool = True) -> Any:
             self.model = model
 
         def forward(self, input_ids, attention_mask, position_ids, past):
-            cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)],
-                                 config=self.model.config)
+            # full layers, not the config's: a sliding-window layer (Mistral, Gemma2) trims the cache
+            # when it outgrows the window, a branch on the past's length that torch.export refuses. The
+            # model's sliding-window mask still limits what each layer attends to, as in transformers.
+            cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)])
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              use_cache=True, **{cache_arg: cache})
             flat = []
@@ -147,13 +149,28 @@ def _wrapper(model: Any, position_ids: bool = True) -> Any:
     return (FlatCacheLM() if position_ids else WithoutPositions()).eval(), layers
 
 
-def cache_shape(config: Any) -> tuple[int, int, int]:
-    """(layers, kv_heads, head_dim) of a decoder config."""
-    c = config.get_text_config(decoder=True)
-    heads = c.num_attention_heads
-    kv = getattr(c, "num_key_value_heads", None) or heads
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    return c.num_hidden_layers, kv, head_dim
+def cache_shape(model: Any) -> tuple[int, int, int]:
+    """(layers, kv_heads, head_dim) of a decoder, read off its own cache after one eager step: configs
+    name them in many ways (``num_key_value_heads``; Falcon's ``multi_query`` with one shared head;
+    ``head_dim`` given or hidden_size / heads), and the cache is what the graph's inputs must match.
+
+    Raises:
+        ExportError: the model returns no cache, or one whose layers differ in shape (edgeship's graph
+            has one cache shape for every layer).
+    """
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model(input_ids=torch.ones((1, 2), dtype=torch.long), use_cache=True)
+        shapes = [tuple(layer.keys.shape) for layer in out.past_key_values.layers]
+    except Exception as e:
+        raise ExportError(f"the model gave no key/value cache on a two-token prompt ({brief(e)}); edgeship exports "
+                          "decoders whose transformers class caches keys and values (use_cache=True).") from e
+    if not shapes or any(len(sh) != 4 or sh[1:] != shapes[0][1:] for sh in shapes):
+        raise ExportError(f"the model's key/value cache has layers of shapes {sorted(set(shapes))[:4]}; edgeship's "
+                          "decoder graph holds one [batch, kv_heads, past, head_dim] shape for every layer.")
+    return len(shapes), shapes[0][1], shapes[0][3]
 
 
 def export_decoder_onnx(model: Any, path: Path, opset: int = 18, position_ids: bool = True) -> IOSpec:
@@ -167,7 +184,7 @@ def export_decoder_onnx(model: Any, path: Path, opset: int = 18, position_ids: b
     import torch
 
     wrapper, layers = _wrapper(model, position_ids)
-    _, kv, head_dim = cache_shape(model.config)
+    _, kv, head_dim = cache_shape(model)
     vocab = model.config.get_text_config(decoder=True).vocab_size
     batch, seq, past = 2, 3, 4  # sizes of 0 and 1 would be specialised by torch.export
     g = torch.Generator().manual_seed(0)
@@ -297,7 +314,7 @@ def single_step_golden(model: Any, ids: list[int], spec: IOSpec) -> list[tuple[d
     import torch
 
     wrapper, layers = _wrapper(model)
-    _, kv, head_dim = cache_shape(model.config)
+    _, kv, head_dim = cache_shape(model)
     from edgeship.generate import decoder_layout
 
     layout = decoder_layout(spec)  # the wrapper's order: layer 0 key, value, layer 1 ...
