@@ -162,7 +162,8 @@ class Model:
 
     def encode(self, items: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """Feeds for this model from text (a string or a list of strings, padded to the longest, as the
-        original tokenizer's ``padding=True, truncation=True`` does) or, for an image model, HWC/NHWC
+        original tokenizer's ``padding=True, truncation=True`` does; a (question, context) pair in the list
+        is encoded as one sequence of two segments, as ``tokenizer(q, c)`` does) or, for an image model, HWC/NHWC
         images of the model's size (normalised to NCHW ``pixel_values``). ``m(m.encode(texts))`` runs it.
 
         Raises:

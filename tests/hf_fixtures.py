@@ -42,10 +42,17 @@ def bert_config(vocab_size: int, **kw):
 
 
 def save_bert(path: Path, kind: str = "encoder", seed: int = 0, dtype: str | None = None) -> Path:
-    """A tiny BERT folder: ``encoder`` (BertModel), ``sequence`` (2 labels) or ``token`` (3 labels);
+    """A tiny BERT folder: ``encoder`` (BertModel), ``sequence`` (2 labels), ``token`` (3 labels),
+    ``qa`` (BertForQuestionAnswering) or ``mlm`` (BertForMaskedLM, tied to the word embeddings);
     ``dtype`` ("bfloat16", "float16") saves the weights in that precision, as most hub folders are."""
     import torch
-    from transformers import BertForSequenceClassification, BertForTokenClassification, BertModel
+    from transformers import (
+        BertForMaskedLM,
+        BertForQuestionAnswering,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertModel,
+    )
 
     tokenizer, n = wordpiece_tokenizer()
     torch.manual_seed(seed)
@@ -54,6 +61,10 @@ def save_bert(path: Path, kind: str = "encoder", seed: int = 0, dtype: str | Non
     elif kind == "sequence":
         model = BertForSequenceClassification(bert_config(n, num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
                                                           label2id={"NEGATIVE": 0, "POSITIVE": 1}))
+    elif kind == "qa":
+        model = BertForQuestionAnswering(bert_config(n))
+    elif kind == "mlm":
+        model = BertForMaskedLM(bert_config(n))
     else:
         model = BertForTokenClassification(bert_config(n, num_labels=3, id2label={0: "O", 1: "B-THING", 2: "I-THING"},
                                                        label2id={"O": 0, "B-THING": 1, "I-THING": 2}))

@@ -100,6 +100,50 @@ def test_encode_gives_the_original_tokenizers_ids_and_the_bundle_matches_transfo
     assert m.decode(feeds["input_ids"]) == tok.batch_decode(feeds["input_ids"], skip_special_tokens=True)
 
 
+QUESTIONS = [("what ships?", "the edge model ships to the device"),
+             ("where is the tokenizer?", "the tokenizer pads the short text and some more words here")]
+
+
+@pytest.mark.parametrize("kind,cls,task,outputs", [
+    ("qa", "BertForQuestionAnswering", "question-answering", ("start_logits", "end_logits")),
+    ("mlm", "BertForMaskedLM", "fill-mask", ("logits",)),
+])
+def test_question_answering_and_fill_mask_with_no_flag(tmp_path, cli, kind, cls, task, outputs):
+    """Two more heads users bring: extractive QA (its (question, context) pairs encoded as the
+    tokenizer does) and fill-mask (vocabulary-wide logits per token), guessed from the class name."""
+    import torch
+
+    folder = hf.save_bert(tmp_path / kind, kind)
+    code, out = cli("export", folder, "-o", tmp_path / "b.edgeship")
+    assert code == 0, out
+    assert f"as {task} (architectures: {cls})" in " ".join(out.split())
+    m = edgeship.load(tmp_path / "b.edgeship")
+    assert m.task == task and tuple(t.name for t in m.outputs) == outputs
+    tok = _tokenizer(folder)
+    if kind == "qa":
+        want = tok([q for q, _ in QUESTIONS], [c for _, c in QUESTIONS], padding=True, truncation=True, return_tensors="np")
+        feeds = m.encode(QUESTIONS)
+        assert feeds["token_type_ids"].max() == 1 and feeds["attention_mask"].min() == 0  # two segments, padded
+    else:
+        want = tok(hf.TEXTS, padding=True, truncation=True, return_tensors="np")
+        feeds = m.encode(hf.TEXTS)
+    assert sorted(feeds) == sorted(want)
+    for name in feeds:
+        np.testing.assert_array_equal(feeds[name], want[name])
+    with torch.no_grad():
+        eager = _eager(folder, cls)(**_torch_feeds(feeds))
+    got = m(feeds)
+    for name in outputs:
+        np.testing.assert_allclose(got[name], getattr(eager, name).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_encode_refuses_what_is_not_a_text_or_a_pair(bundles):
+    m = edgeship.load(bundles["sequence"].bundle)
+    for bad in ([("a", "b", "c")], [("a", 1)], [["a"]], [], [b"bytes"]):
+        with pytest.raises(SpecError, match="a non-empty list of strings or of .text, text_pair. pairs"):
+            m.encode(bad)
+
+
 def test_task_metadata_and_labels(bundles):
     seq, tok, enc = (edgeship.load(bundles[k].bundle) for k in ("sequence", "token", "encoder"))
     assert (seq.task, seq.labels) == ("sequence-classification", ["NEGATIVE", "POSITIVE"])

@@ -18,7 +18,7 @@ from edgeship.errors import EdgeshipError
 @opt.with_load_options
 def export(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="The model file: TorchScript, ExportedProgram (.pt2), state_dict/checkpoint (with --arch), pickled module (with --trust-pickle), ONNX, or a Hugging Face save_pretrained folder. Detected by content.")],
-    task: Annotated[Optional[str], typer.Option("--task", help="A Hugging Face folder's task: feature-extraction, sequence-classification, token-classification, image-classification or causal-lm (default: guessed from config.json's architectures).")] = None,
+    task: Annotated[Optional[str], typer.Option("--task", help="A Hugging Face folder's task: feature-extraction, sequence-classification, token-classification, image-classification, question-answering, fill-mask or causal-lm (default: guessed from config.json's architectures).")] = None,
     input: Annotated[Optional[list[str]], typer.Option("--input", "-i", metavar="TEXT", help="Input spec NAME:SHAPE[:DTYPE], e.g. x:1x3x224x224 or ids:1x128:int64 (repeatable, in forward() order; dtype defaults to float32).")] = None,
     example_inputs: Annotated[Optional[Path], typer.Option("--example-inputs", help=".npz with one array per input name: the example (and first golden sample).")] = None,
     dynamic: Annotated[Optional[list[str]], typer.Option("--dynamic", metavar="TEXT", help="Symbolic axis NAME:AXIS[=SYMBOL], e.g. ids:1=seq (repeatable).")] = None,

@@ -21,7 +21,9 @@ from edgeship.errors import ModelLoadError, brief
 from edgeship.hf.folder import (
     CAUSAL_LM,
     FEATURE_EXTRACTION,
+    FILL_MASK,
     IMAGE_CLASSIFICATION,
+    QUESTION_ANSWERING,
     SEQUENCE_CLASSIFICATION,
     TASK_HELP,
     TOKEN_CLASSIFICATION,
@@ -41,9 +43,14 @@ AUTO_CLASS = {
     SEQUENCE_CLASSIFICATION: "AutoModelForSequenceClassification",
     TOKEN_CLASSIFICATION: "AutoModelForTokenClassification",
     IMAGE_CLASSIFICATION: "AutoModelForImageClassification",
+    QUESTION_ANSWERING: "AutoModelForQuestionAnswering",
+    FILL_MASK: "AutoModelForMaskedLM",
     CAUSAL_LM: "AutoModelForCausalLM",
 }
 SAMPLE_TEXTS = ("edgeship ships trained models to the edge.", "Hello world!")
+# question-answering's example: (question, context) pairs, so token_type_ids hold both segments
+SAMPLE_PAIRS = (("Where does edgeship ship models?", "edgeship ships trained models to the edge."),
+                ("Who is greeted?", "Hello world!"))
 MAX_POSITIONS = 1 << 20  # a model_max_length above this is transformers' "no limit" placeholder
 
 
@@ -202,6 +209,8 @@ def _task_module(model: Any, folder: HFFolder, inputs: list[str]) -> Any:
     task, pooling = folder.task, folder.pooling
 
     def outputs(out: Any, mask: Any) -> dict[str, Any]:
+        if task == QUESTION_ANSWERING:
+            return {"start_logits": out.start_logits, "end_logits": out.end_logits}
         if task != FEATURE_EXTRACTION:
             return {"logits": out.logits}
         hidden = out.last_hidden_state
@@ -289,7 +298,8 @@ def load_folder(path: Path, options: LoadOptions) -> LoadedModel:
         tok_path = str(folder.tokenizer)
         tok = tokenizer_info(folder, inputs, guarded(lambda: Tokenizer.from_file(tok_path), ModelLoadError,
                                                       f"{folder.tokenizer} is not a tokenizer.json it reads"))
-        feeds = TextEncoder(folder.tokenizer.read_bytes(), tok, {n: "int64" for n in inputs}).encode(list(SAMPLE_TEXTS))
+        feeds = TextEncoder(folder.tokenizer.read_bytes(), tok, {n: "int64" for n in inputs}).encode(
+            list(SAMPLE_PAIRS if folder.task == QUESTION_ANSWERING else SAMPLE_TEXTS))
         example = tuple(torch.from_numpy(feeds[n]) for n in inputs)
         dynamic = tuple((n, axis, sym) for n in inputs for axis, sym in ((0, "batch"), (1, "seq")))
         ranges = (("seq", 1, tok.max_length),) if tok.max_length else ()

@@ -12,6 +12,8 @@ here: no torch, no transformers.
 | ``ForSequenceClassification``   | sequence-classification  |
 | ``ForTokenClassification``      | token-classification     |
 | ``ForImageClassification``      | image-classification     |
+| ``ForQuestionAnswering``        | question-answering       |
+| ``ForMaskedLM``                 | fill-mask                |
 | ``ForCausalLM``, ``LMHeadModel``| causal-lm                |
 | ``Model`` (the bare encoder)    | feature-extraction       |
 """
@@ -34,7 +36,10 @@ SEQUENCE_CLASSIFICATION = "sequence-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 IMAGE_CLASSIFICATION = "image-classification"
 CAUSAL_LM = "causal-lm"
-TASKS = (FEATURE_EXTRACTION, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, IMAGE_CLASSIFICATION, CAUSAL_LM)
+QUESTION_ANSWERING = "question-answering"
+FILL_MASK = "fill-mask"
+TASKS = (FEATURE_EXTRACTION, SEQUENCE_CLASSIFICATION, TOKEN_CLASSIFICATION, IMAGE_CLASSIFICATION, QUESTION_ANSWERING,
+         FILL_MASK, CAUSAL_LM)
 TEXT, VISION = "text", "vision"
 
 # class-name suffix -> task, longest first
@@ -42,6 +47,8 @@ _SUFFIXES = (
     ("ForSequenceClassification", SEQUENCE_CLASSIFICATION),
     ("ForTokenClassification", TOKEN_CLASSIFICATION),
     ("ForImageClassification", IMAGE_CLASSIFICATION),
+    ("ForQuestionAnswering", QUESTION_ANSWERING),
+    ("ForMaskedLM", FILL_MASK),
     ("ForCausalLM", CAUSAL_LM),
     ("LMHeadModel", CAUSAL_LM),
     ("Model", FEATURE_EXTRACTION),

@@ -253,7 +253,7 @@ class TextEncoder:
                 self._untruncated = tok
             return self._untruncated
 
-    def encodings(self, texts: str | Sequence[str], *, truncation: bool = True) -> list[Any]:
+    def encodings(self, texts: str | Sequence[Any], *, truncation: bool = True) -> list[Any]:
         """The ``tokenizers`` Encodings of ``texts``, unpadded.
 
         Raises:
@@ -261,11 +261,17 @@ class TextEncoder:
             InferenceError: the tokenizers library fails on them.
         """
         batch = [texts] if isinstance(texts, str) else texts
-        if not isinstance(batch, (list, tuple)) or not batch or not all(isinstance(t, str) for t in batch):
-            raise SpecError(f"encode takes a string or a non-empty list of strings; got {type(texts).__name__}.")
+
+        def pair(t: Any) -> bool:  # (question, context): one sequence of two segments, as tokenizer(q, c) makes
+            return isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t)
+
+        if not isinstance(batch, (list, tuple)) or not batch or not all(isinstance(t, str) or pair(t) for t in batch):
+            raise SpecError(f"encode takes a string, or a non-empty list of strings or of (text, text_pair) pairs; got "
+                            f"{type(texts).__name__}.")
         if len(batch) > MAX_TEXTS:
             raise SpecError(f"encode takes at most {MAX_TEXTS} texts at a time; split the {len(batch)} into batches.")
-        chars = sum(len(t) for t in batch)
+        batch = [t if isinstance(t, str) else tuple(t) for t in batch]
+        chars = sum(len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in batch)
         if chars > MAX_CHARS:
             raise SpecError(f"encode takes at most {MAX_CHARS:,} characters at a time; got {chars:,}: split the texts "
                             "into smaller batches.")
@@ -274,8 +280,9 @@ class TextEncoder:
                                         f"encoding {len(batch)} text(s) with {self.info.file}")
         return encodings
 
-    def encode(self, texts: str | Sequence[str], *, truncation: bool = True) -> dict[str, np.ndarray]:
-        """Feeds for ``texts`` (one string, or a list: a batch padded to its longest text).
+    def encode(self, texts: str | Sequence[Any], *, truncation: bool = True) -> dict[str, np.ndarray]:
+        """Feeds for ``texts`` (one string, or a list: a batch padded to its longest text; an item may be
+        a (text, text_pair) pair, a question and its context, as ``tokenizer(q, c)`` encodes them).
 
         Raises:
             SpecError: not a string or list of strings, an empty list, too many characters, or texts of
