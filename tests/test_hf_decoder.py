@@ -207,6 +207,20 @@ def test_check_fails_when_the_golden_tokens_were_changed(lm, tmp_path):
 # ---- errors
 
 
+def test_generate_from_many_threads_on_one_model_gives_each_prompt_its_own_tokens(lm):
+    """An app shares one Model between threads: each generate call keeps its own cache (the shared
+    buffer of the builder graph included), so the tokens are those of the same prompts run one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [[1, *range(10 + i, 13 + i + i % 5)] for i in range(16)]
+    with edgeship.load(lm["bundle"]) as m:
+        alone = [m.generate(p, max_new_tokens=12) for p in prompts]
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(2):
+                assert list(pool.map(lambda p: m.generate(p, max_new_tokens=12), prompts)) == alone
+    assert len({tuple(t) for t in alone}) > 1  # the prompts really differ in what they generate
+
+
 def test_generate_refuses_bad_arguments(lm):
     with edgeship.load(lm["bundle"]) as m:
         for bad in (0, -1, 1.5, True, "8"):

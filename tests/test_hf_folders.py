@@ -137,6 +137,24 @@ def test_question_answering_and_fill_mask_with_no_flag(tmp_path, cli, kind, cls,
         np.testing.assert_allclose(got[name], getattr(eager, name).numpy(), atol=1e-4, rtol=1e-3)
 
 
+def test_encode_and_run_from_many_threads_on_one_model(bundles):
+    """One Model shared by an app's threads: each thread's texts get their own ids and outputs."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    m = edgeship.load(bundles["sequence"].bundle)
+    texts = [hf.TEXTS[i % 3] + " " + " ".join(hf.WORDS[: i % 7]) for i in range(24)]
+    alone = [(m.encode(t)["input_ids"].tolist(), m(m.encode(t))["logits"]) for t in texts]
+
+    def both(t):
+        feeds = m.encode(t, truncation=len(t) % 2 == 0)  # the untruncated tokenizer too, built once under a lock
+        return feeds["input_ids"].tolist(), m(feeds)["logits"]
+
+    with ThreadPoolExecutor(8) as pool:
+        for got, want in zip(pool.map(both, texts), alone):
+            assert got[0] == want[0]
+            np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6)
+
+
 def test_encode_refuses_what_is_not_a_text_or_a_pair(bundles):
     m = edgeship.load(bundles["sequence"].bundle)
     for bad in ([("a", "b", "c")], [("a", 1)], [["a"]], [], [b"bytes"]):
