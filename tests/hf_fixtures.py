@@ -76,20 +76,22 @@ def save_bert(path: Path, kind: str = "encoder", seed: int = 0, dtype: str | Non
     return path
 
 
-def save_vit(path: Path, seed: int = 0) -> Path:
-    """A tiny ViT image classifier (32x32, patch 8, 3 labels) with its image processor's
+def save_vit(path: Path, seed: int = 0, cls: str = "ViTForImageClassification") -> Path:
+    """A tiny ViT image classifier (32x32, patch 8, 3 labels; ``cls`` another ViT-like class, e.g. DeiT's
+    DeiTForImageClassificationWithTeacher) with its image processor's
     preprocessor_config.json, as ViTImageProcessor.save_pretrained writes it (the processor itself
     needs torchvision or PIL, which the test environment does not have)."""
     import json
 
     import torch
-    from transformers import ViTConfig, ViTForImageClassification
+    import transformers
 
     torch.manual_seed(seed)
-    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+    config = transformers.DeiTConfig if cls.startswith("DeiT") else transformers.ViTConfig
+    cfg = config(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=64, num_labels=3,
                     id2label={0: "cat", 1: "dog", 2: "bird"}, label2id={"cat": 0, "dog": 1, "bird": 2})
-    model = ViTForImageClassification(cfg).eval()
+    model = getattr(transformers, cls)(cfg).eval()
     model.save_pretrained(path)
     (path / "preprocessor_config.json").write_text(json.dumps({
         "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": MEAN, "image_std": STD,

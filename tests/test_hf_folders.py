@@ -137,6 +137,23 @@ def test_question_answering_and_fill_mask_with_no_flag(tmp_path, cli, kind, cls,
         np.testing.assert_allclose(got[name], getattr(eager, name).numpy(), atol=1e-4, rtol=1e-3)
 
 
+def test_a_distilled_deit_with_its_teacher_head_is_an_image_classifier(tmp_path, cli):
+    """DeiT's distilled checkpoints are DeiTForImageClassificationWithTeacher: logits are the mean of its
+    two heads, as transformers gives them."""
+    import torch
+
+    folder = hf.save_vit(tmp_path / "deit", cls="DeiTForImageClassificationWithTeacher")
+    code, out = cli("export", folder, "-o", tmp_path / "b.edgeship", "--quantize", "fp32")
+    assert code == 0, out
+    m = edgeship.load(tmp_path / "b.edgeship")
+    assert m.task == "image-classification" and m.labels == ["cat", "dog", "bird"]
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    feeds = m.encode(images)
+    with torch.no_grad():
+        want = _eager(folder, "DeiTForImageClassificationWithTeacher")(**_torch_feeds(feeds)).logits.numpy()
+    np.testing.assert_allclose(m(feeds)["logits"], want, atol=1e-4, rtol=1e-3)
+
+
 def test_encode_and_run_from_many_threads_on_one_model(bundles):
     """One Model shared by an app's threads: each thread's texts get their own ids and outputs."""
     from concurrent.futures import ThreadPoolExecutor

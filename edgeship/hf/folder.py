@@ -12,6 +12,7 @@ here: no torch, no transformers.
 | ``ForSequenceClassification``   | sequence-classification  |
 | ``ForTokenClassification``      | token-classification     |
 | ``ForImageClassification``      | image-classification     |
+| ``...WithTeacher`` (DeiT)       | image-classification     |
 | ``ForQuestionAnswering``        | question-answering       |
 | ``ForMaskedLM``                 | fill-mask                |
 | ``ForCausalLM``, ``LMHeadModel``| causal-lm                |
@@ -47,6 +48,7 @@ _SUFFIXES = (
     ("ForSequenceClassification", SEQUENCE_CLASSIFICATION),
     ("ForTokenClassification", TOKEN_CLASSIFICATION),
     ("ForImageClassification", IMAGE_CLASSIFICATION),
+    ("ForImageClassificationWithTeacher", IMAGE_CLASSIFICATION),  # DeiT's distilled models
     ("ForQuestionAnswering", QUESTION_ANSWERING),
     ("ForMaskedLM", FILL_MASK),
     ("ForCausalLM", CAUSAL_LM),
