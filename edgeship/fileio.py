@@ -46,3 +46,22 @@ def read_at_most(f: IO[bytes], limit: int) -> bytes:
     """Up to ``limit`` + 1 bytes of ``f`` (one more than allowed, so a caller sees a file that holds
     more than it should without reading all of it)."""
     return f.read(limit + 1)
+
+
+def read_bounded(path: Path, what: str, error: type[EdgeshipError], limit: int, hint: str, *,
+                 nofollow: bool = False) -> bytes:
+    """The bytes of the regular file ``path`` (:func:`open_regular`, with its ``nofollow``), read no
+    further than ``limit``.
+
+    Raises:
+        error: not a regular file, unreadable, or holding more than ``limit`` bytes (refused unread
+            past one byte over; the message ends with ``hint``, what to pass instead).
+    """
+    with open_regular(path, what, error, nofollow=nofollow) as f:
+        try:
+            raw = read_at_most(f, limit)
+        except OSError as e:
+            raise error(f"{what}: cannot read it ({path}: {e.strerror or e}).") from e
+    if len(raw) > limit:
+        raise error(f"{what}: {path} is over {limit >> 20} MiB; refused unread. {hint}")
+    return raw

@@ -36,6 +36,7 @@ from edgeship.bundle.limits import (
 )
 from edgeship.bundle.manifest import parse_manifest
 from edgeship.errors import BundleError, EdgeshipError
+from edgeship.fileio import read_bounded
 
 
 class Bundle:
@@ -159,13 +160,8 @@ def _open_dir(path: Path) -> Bundle:
     mpath = path / MANIFEST
     if mpath.is_symlink() or not mpath.is_file():
         raise BundleError(f"{path} has no manifest.json; it is not a complete edgeship bundle.")
-    with open_regular(mpath, f"bundle {path}: manifest.json", BundleError, nofollow=True) as f:
-        try:
-            data = read_at_most(f, MAX_MANIFEST_BYTES)
-        except OSError as e:
-            raise BundleError(f"bundle {path}: manifest.json cannot be read ({e}).") from e
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise BundleError(f"bundle {path}: manifest.json is over {MAX_MANIFEST_BYTES >> 20} MiB; refused unread.")
+    data = read_bounded(mpath, f"bundle {path}: manifest.json", BundleError, MAX_MANIFEST_BYTES,
+                        "No manifest is that large; the bundle is corrupt or was edited.", nofollow=True)
     manifest = parse_manifest(data, path)
     found = set()
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.errors import ModelLoadError, SpecError, UnsafeModelError
-from edgeship.fileio import open_regular, read_at_most
+from edgeship.fileio import read_bounded
 from edgeship.hf.preprocess import MAX_TOKENIZER_BYTES
 
 FEATURE_EXTRACTION = "feature-extraction"
@@ -151,14 +151,7 @@ def read_json(path: Path, what: str, kind: type = dict) -> Any:
     Raises:
         ModelLoadError: not a regular file, too large, not JSON, or not of ``kind``.
     """
-    with open_regular(path, what, ModelLoadError) as f:
-        try:
-            raw = read_at_most(f, MAX_JSON_BYTES)
-        except OSError as e:
-            raise ModelLoadError(f"{what}: cannot read {path} ({e.strerror or e}).") from e
-    if len(raw) > MAX_JSON_BYTES:
-        raise ModelLoadError(f"{path} ({what}) is over the {MAX_JSON_BYTES >> 20} MiB edgeship reads for a "
-                             "configuration file; check the folder.")
+    raw = read_bounded(path, what, ModelLoadError, MAX_JSON_BYTES, "No configuration file is that large; check the folder.")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as e:

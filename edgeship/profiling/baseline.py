@@ -113,17 +113,12 @@ def read_baseline(path: str | os.PathLike) -> dict[tuple[str, str, int, int], fl
         SpecError: unreadable, not a regular file (a FIFO is refused without blocking), over
             :data:`MAX_BASELINE_BYTES`, nested too deeply, not a profile, or of a newer ``schema_version`` than this edgeship reads.
     """
-    from edgeship.bundle.limits import open_regular, read_at_most
+    from edgeship.fileio import read_bounded
 
     where = f"--baseline {path}"
-    with open_regular(Path(path), where, SpecError) as f:  # no FIFO, device or folder: never blocks
-        try:
-            raw = read_at_most(f, MAX_BASELINE_BYTES)
-        except OSError as e:
-            raise SpecError(f"{where}: cannot read it ({e.strerror or e}).") from e
-    if len(raw) > MAX_BASELINE_BYTES:
-        raise SpecError(f"{where}: over {MAX_BASELINE_BYTES >> 20} MiB, larger than any profile JSON; refused unread. "
-                        "Pass a file written by `edgeship profile --json`.")
+    # no FIFO, device or folder (never blocks), nothing read past the bound
+    raw = read_bounded(Path(path), where, SpecError, MAX_BASELINE_BYTES,
+                       "No profile JSON is that large; pass a file written by `edgeship profile --json`.")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:

@@ -104,8 +104,8 @@ def test_json_of_the_wrong_kind_is_refused(tmp_path, name, content, match):
 
 
 @pytest.mark.parametrize("name,limit,match", [
-    ("tokenizer_config.json", MAX_JSON_BYTES, "over the 64 MiB edgeship reads for a configuration file"),
-    ("modules.json", MAX_JSON_BYTES, "over the 64 MiB edgeship reads for a configuration file"),
+    ("tokenizer_config.json", MAX_JSON_BYTES, "is over 64 MiB; refused unread. No configuration file"),
+    ("modules.json", MAX_JSON_BYTES, "is over 64 MiB; refused unread. No configuration file"),
     ("tokenizer.json", MAX_TOKENIZER_BYTES, "over the 64 MiB a bundle's tokenizer may take"),
 ])
 def test_an_oversized_file_is_refused_before_it_is_read_whole(tmp_path, name, limit, match):
