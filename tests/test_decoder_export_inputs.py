@@ -70,7 +70,7 @@ def test_a_tokenizers_panic_in_the_golden_prompts_is_a_model_load_error(base, mo
     (lambda c: c.update(hidden_size=-32), "hidden_size is -32"),
     (lambda c: c.update(num_attention_heads=2.5), "num_attention_heads is 2.5"),
     (lambda c: c.update(vocab_size=10 ** 12), "GiB of fp32 weights, but the folder's weight files hold"),
-    (lambda c: c.update(vocab_size=400), "cannot build the causal LM from its config.json"),
+    (lambda c: c.update(vocab_size=400), "the weights' shapes do not match the sizes config.json gives"),
 ], ids=["layers-str", "negative-hidden", "float-heads", "huge-vocab", "vocab-mismatch"])
 def test_a_crafted_config_is_a_clear_exit_2(base, tmp_path, cli, edit, match):
     folder = _copy(base, tmp_path, edit)

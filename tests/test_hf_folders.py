@@ -357,8 +357,9 @@ def _crafted(bundle: Path, tmp_path: Path, edit) -> Path:
     (lambda m: m.update(preprocess=["tokenizer"]), "preprocess must be an object"),
 ])
 def test_crafted_preprocess_entries_are_refused(bundles, tmp_path, edit, match):
-    with pytest.raises(BundleError, match=match):
+    with pytest.raises(BundleError, match=match) as e:
         edgeship.load(_crafted(bundles["sequence"].bundle, tmp_path, edit))
+    assert str(e.value).count("corrupt or was edited") == 1, e.value  # said once, not once per layer
 
 
 def test_a_swapped_tokenizer_fails_its_sha256(bundles, tmp_path):

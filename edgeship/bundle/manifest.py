@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,7 +266,7 @@ def _check_fields(m: dict, where: Path) -> None:
         try:
             check_preprocess(m, [t["name"] for t in io["inputs"]])
         except BundleError as e:
-            bad(str(e).removeprefix("manifest.json ").rstrip("."))
+            bad(re.sub(r"[;.] [Tt]he bundle is corrupt or was edited\.$", "", str(e).removeprefix("manifest.json ")).rstrip("."))
 
 
 MAX_CANDIDATES = 256  # per target: far more than selection ever writes

@@ -48,69 +48,15 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(i
 
 def load_causal_lm(folder: HFFolder) -> Any:
     """The folder's model with transformers' ``AutoModelForCausalLM`` (:func:`edgeship.exporters.hf_model.build_model`:
-    local files only, eager attention, eval mode).
-
-    config.json's sizes are checked first (:func:`check_sizes`), and anything else transformers or torch
-    raise while building it from the config is a ModelLoadError too.
+    config.json's sizes checked first, local files only, eager attention, eval mode).
 
     Raises:
         ModelLoadError: transformers cannot build it (unknown architecture, missing weights, a config.json
             whose sizes are not positive whole numbers or describe far more weights than the folder holds).
     """
-    from edgeship.errors import EdgeshipError, ModelLoadError
     from edgeship.exporters.hf_model import build_model
 
-    check_sizes(folder)
-    try:
-        return build_model(folder)
-    except EdgeshipError:
-        raise
-    except Exception as e:  # torch, huggingface_hub and transformers errors of a bad config (MemoryError too)
-        raise ModelLoadError(f"{folder.path}: transformers cannot build the causal LM from its config.json: {brief(e, 300)}. "
-                             "Check config.json's sizes and types (as save_pretrained wrote them), or re-save the "
-                             "model with save_pretrained.") from e
-
-
-SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-             "intermediate_size", "head_dim", "max_position_embeddings")
-WEIGHT_SLACK = 8  # a config may describe this many times the weight files' bytes (fp32 of bf16, tied heads, ...)
-
-
-def check_sizes(folder: HFFolder) -> None:
-    """config.json's (and its text_config's) sizes must be positive whole numbers, and the fp32 weights
-    they describe (embeddings and a dense layer's matrices: an underestimate) at most
-    :data:`WEIGHT_SLACK` times the bytes of the folder's weight files, so a crafted or mistyped config
-    (a vocab_size of 10**12) is refused before transformers allocates it.
-
-    Raises:
-        ModelLoadError: a size that is not a positive integer, or far more weights than the folder holds.
-    """
-    from edgeship.errors import ModelLoadError
-
-    sections = [("", folder.config)]
-    if isinstance(folder.config.get("text_config"), dict):
-        sections.append(("text_config.", folder.config["text_config"]))
-    sizes: dict[str, int] = {}
-    for prefix, c in sections:
-        for key in SIZE_KEYS:
-            v = c.get(key)
-            if v is None:
-                continue
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ModelLoadError(f"{folder.path / 'config.json'}: {prefix}{key} is {repr(v)[:40]}; it must be a "
-                                     "positive whole number. Fix config.json (or re-save the model with "
-                                     "save_pretrained).")
-            sizes[key] = v
-    vocab, hidden = sizes.get("vocab_size", 0), sizes.get("hidden_size", 0)
-    layers, inner = sizes.get("num_hidden_layers", 0), sizes.get("intermediate_size", 0)
-    described = 4 * (vocab * hidden + layers * (2 * hidden * hidden + 3 * hidden * inner))
-    files = [f for f in folder.path.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()]
-    held = sum(f.stat().st_size for f in files)
-    if held and described > WEIGHT_SLACK * held + (64 << 20):
-        raise ModelLoadError(f"{folder.path / 'config.json'}: its sizes (vocab_size {vocab}, hidden_size {hidden}, "
-                             f"num_hidden_layers {layers}) describe at least {described / 2**30:.1f} GiB of fp32 weights, "
-                             f"but the folder's weight files hold {held / 2**20:.1f} MiB; config.json does not match the "
-                             "weights. Re-save the model with save_pretrained.")
+    return build_model(folder)
 
 
 def _wrapper(model: Any, position_ids: bool = True) -> Any:

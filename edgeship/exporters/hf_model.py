@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeship.config import LoadOptions
-from edgeship.errors import ModelLoadError, brief
+from edgeship.errors import BundleError, ModelLoadError, brief
 from edgeship.hf.folder import (
     CAUSAL_LM,
     FEATURE_EXTRACTION,
@@ -31,7 +32,7 @@ from edgeship.hf.folder import (
     HFFolder,
     read_folder,
 )
-from edgeship.hf.preprocess import TEXT_INPUTS, TOKENIZER_FILE, ImageInfo, TokenizerInfo
+from edgeship.hf.preprocess import TEXT_INPUTS, TOKENIZER_FILE, ImageInfo, TokenizerInfo, parse_image
 
 if TYPE_CHECKING:
     from edgeship.exporters.loading import LoadedModel
@@ -82,6 +83,59 @@ def offline() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+# config.json sizes under their many names (Llama/BERT, GPT-2, DistilBERT, T5-like, vision): each must be a
+# positive whole number where it is set (image_size and patch_size may be [height, width])
+SIZE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "intermediate_size", "head_dim", "max_position_embeddings", "n_embd", "n_layer", "n_head", "n_positions",
+             "dim", "hidden_dim", "n_layers", "n_heads", "d_model", "num_layers", "num_heads", "embedding_size",
+             "image_size", "patch_size", "num_channels", "num_labels")
+WEIGHT_SLACK = 8  # a config may describe this many times the weight files' bytes (fp32 of bf16, tied heads, ...)
+
+
+def _positive(v: Any) -> bool:
+    whole = isinstance(v, int) and not isinstance(v, bool) and v > 0
+    return whole or (isinstance(v, list) and 0 < len(v) <= 3 and all(_positive(x) and not isinstance(x, list) for x in v))
+
+
+def check_sizes(folder: HFFolder) -> None:
+    """config.json's (and its text_config's and vision_config's) sizes must be positive whole numbers,
+    and the fp32 weights they describe (embeddings and a dense layer's matrices: an underestimate) at
+    most :data:`WEIGHT_SLACK` times the bytes of the folder's weight files, so a crafted or mistyped
+    config (a vocab_size of 10**12) is refused before transformers allocates it.
+
+    Raises:
+        ModelLoadError: a size that is not a positive integer, or far more weights than the folder holds.
+    """
+    sections = [("", folder.config)] + [(f"{k}.", folder.config[k]) for k in ("text_config", "vision_config")
+                                         if isinstance(folder.config.get(k), dict)]
+    sizes: dict[str, int] = {}
+    for prefix, c in sections:
+        for key in SIZE_KEYS:
+            v = c.get(key)
+            if v is None:
+                continue
+            if not _positive(v):
+                raise ModelLoadError(f"{folder.path / 'config.json'}: {prefix}{key} is {repr(v)[:40]}; it must be a "
+                                     "positive whole number. Fix config.json (or re-save the model with "
+                                     "save_pretrained).")
+            sizes.setdefault(key, max(v) if isinstance(v, list) else v)
+    vocab = sizes.get("vocab_size", 0)
+    hidden = next((sizes[k] for k in ("hidden_size", "n_embd", "dim", "d_model") if k in sizes), 0)
+    layers = next((sizes[k] for k in ("num_hidden_layers", "n_layer", "n_layers", "num_layers") if k in sizes), 0)
+    inner = next((sizes[k] for k in ("intermediate_size", "hidden_dim") if k in sizes), 0)
+    described = 4 * (vocab * hidden + layers * (2 * hidden * hidden + 3 * hidden * inner))
+    image, patch, channels = sizes.get("image_size", 0), sizes.get("patch_size", 0), sizes.get("num_channels", 0)
+    if patch:  # a ViT-like patch embedding and its position embeddings
+        described += 4 * hidden * (channels * patch * patch + (image // patch) ** 2)
+    files = [f for f in folder.path.iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()]
+    held = sum(f.stat().st_size for f in files)
+    if held and described > WEIGHT_SLACK * held + (64 << 20):
+        raise ModelLoadError(f"{folder.path / 'config.json'}: its sizes (vocab_size {vocab}, hidden size {hidden}, "
+                             f"{layers} layers) describe at least {described / 2**30:.1f} GiB of fp32 weights, "
+                             f"but the folder's weight files hold {held / 2**20:.1f} MiB; config.json does not match the "
+                             "weights. Re-save the model with save_pretrained.")
+
+
 def build_model(folder: HFFolder) -> Any:
     """The folder's transformers model for its task, in eval mode, from the local files only.
 
@@ -92,7 +146,17 @@ def build_model(folder: HFFolder) -> Any:
     import torch
     import transformers
 
+    check_sizes(folder)
     cls = getattr(transformers, AUTO_CLASS[folder.task])
+    if not _known_type(folder.model_type) or not _builds(cls, folder.model_type):
+        what = (f"transformers {transformers.__version__} has no {AUTO_CLASS[folder.task]} for model_type "
+                f"{folder.model_type!r}" if _known_type(folder.model_type) else
+                f"transformers {transformers.__version__} does not know model_type {folder.model_type!r} "
+                "(edgeship never runs a folder's own code: trust_remote_code is not used)")
+        raise ModelLoadError(
+            f"{folder.path}: cannot build the model for task {folder.task} ({folder.task_source}): {what}. "
+            f"{TASK_HELP[0].upper() + TASK_HELP[1:]} that this architecture has, or save a state_dict and export it "
+            "with --arch module:factory.")
     with offline():
         try:
             # trust_remote_code=False: transformers' default (None) ASKS on stdin whether to run a folder's
@@ -103,16 +167,16 @@ def build_model(folder: HFFolder) -> Any:
                                               dtype=torch.float32,
                                               use_safetensors=folder.safetensors, attn_implementation="eager",
                                               output_loading_info=True)
-        except (ValueError, KeyError, OSError, ImportError) as e:
-            known = _known_type(folder.model_type)
-            what = (f"transformers {transformers.__version__} has no {AUTO_CLASS[folder.task]} for model_type "
-                    f"{folder.model_type!r}" if known else
-                    f"transformers {transformers.__version__} does not know model_type {folder.model_type!r} "
-                    "(edgeship never runs a folder's own code: trust_remote_code is not used)")
+        except Exception as e:  # torch, safetensors, huggingface_hub and transformers errors of a bad folder
+            if "ignore_mismatched_sizes" in str(e):  # its report went to a log the user does not see
+                raise ModelLoadError(
+                    f"{folder.path}: the weights' shapes do not match the sizes config.json gives (transformers refused "
+                    "to load tensors of other shapes than the config describes). Fix config.json to the model's sizes, "
+                    "or re-save the model with save_pretrained.") from e
             raise ModelLoadError(
-                f"{folder.path}: cannot build the model for task {folder.task} ({folder.task_source}): {what}: "
-                f"{brief(e, 300)}. {TASK_HELP[0].upper() + TASK_HELP[1:]} that this architecture has, or save a "
-                "state_dict and export it with --arch module:factory.") from e
+                f"{folder.path}: transformers cannot build the model from the folder ({type(e).__name__}: "
+                f"{brief(e, 300)}). Check config.json's sizes and types and the weights file (as save_pretrained "
+                "wrote them), or re-save the model with save_pretrained.") from e
     missing = [k for k in info.get("missing_keys", []) if not (folder.task == FEATURE_EXTRACTION and k.startswith("pooler."))]
     if missing:
         more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
@@ -126,6 +190,13 @@ def build_model(folder: HFFolder) -> Any:
         if isinstance(part, transformers.PreTrainedModel):
             part._loss_function = None
     return model
+
+
+def _builds(auto_class: Any, model_type: str) -> bool:
+    """Whether an Auto class builds ``model_type`` (its mapping's keys; True where a transformers
+    version keeps that mapping elsewhere, and from_pretrained then says)."""
+    names = getattr(getattr(auto_class, "_model_mapping", None), "_model_mapping", None)
+    return not isinstance(names, dict) or model_type in names
 
 
 def _known_type(model_type: str) -> bool:
@@ -184,22 +255,38 @@ def tokenizer_info(folder: HFFolder, inputs: list[str], tokenizer: Any) -> Token
 
 def image_info(folder: HFFolder) -> ImageInfo:
     """The image processor's normalisation (preprocessor_config.json, else the config's image size
-    and ImageNet's usual 0.5 constants, as ViTImageProcessor defaults to)."""
+    and ImageNet's usual 0.5 constants, as ViTImageProcessor defaults to), checked as a bundle's is
+    when it loads (a std of 0, a mean per channel that is not, a size of 0 or 10^9 are refused here,
+    not shipped in a bundle that would not load).
+
+    Raises:
+        ModelLoadError: a value of the wrong type or range.
+    """
     p, c = folder.preprocessor, folder.config
-    channels = int(c.get("num_channels", 3))
-    size: dict[str, Any] = p["size"] if isinstance(p.get("size"), dict) else {}
-    side = c.get("image_size", 224)
-    side = side[0] if isinstance(side, (list, tuple)) else side
-    height = int(size.get("height", size.get("shortest_edge", side)))
-    width = int(size.get("width", size.get("shortest_edge", side)))
 
-    def per_channel(v: Any, default: float) -> tuple[float, ...]:
+    def per_channel(v: Any, default: float, channels: int) -> list[float]:
         v = default if v is None else v
-        return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else (float(v),) * channels
+        return [float(x) for x in v] if isinstance(v, (list, tuple)) else [float(v)] * channels
 
-    return ImageInfo(per_channel(p.get("image_mean"), 0.5), per_channel(p.get("image_std"), 0.5), height, width, channels,
-                     bool(p.get("do_rescale", True)), float(p.get("rescale_factor", 1 / 255)),
-                     bool(p.get("do_normalize", True)))
+    try:
+        channels = c.get("num_channels", 3)
+        if not isinstance(channels, int) or isinstance(channels, bool) or not 0 < channels <= 64:
+            raise ValueError(f"num_channels is {str(channels)[:40]!r}, not a whole number from 1 to 64")
+        size: dict[str, Any] = p["size"] if isinstance(p.get("size"), dict) else {}
+        side = c.get("image_size", 224)
+        side = side[0] if isinstance(side, (list, tuple)) and side else side
+        record = {"mean": per_channel(p.get("image_mean"), 0.5, channels), "std": per_channel(p.get("image_std"), 0.5, channels),
+                  "height": size.get("height", size.get("shortest_edge", side)),
+                  "width": size.get("width", size.get("shortest_edge", side)), "channels": channels,
+                  "do_rescale": p.get("do_rescale", True), "rescale_factor": p.get("rescale_factor", 1 / 255),
+                  "do_normalize": p.get("do_normalize", True)}
+        return parse_image(record)
+    except (TypeError, ValueError, OverflowError, BundleError) as e:
+        detail = str(e).removeprefix("manifest.json ").removeprefix("preprocess: ").removeprefix("preprocess.image")
+        detail = re.sub(r"[;.] [Tt]he bundle is corrupt or was edited\.?$", "", detail.strip()).strip(" :.")
+        raise ModelLoadError(f"{folder.path / 'preprocessor_config.json'} (with config.json's image_size and "
+                             f"num_channels) is not an image processor edgeship can carry: {detail[:200]}. Fix it to "
+                             "the values the model was trained with (image_processor.save_pretrained(dir)).") from e
 
 
 def _task_module(model: Any, folder: HFFolder, inputs: list[str]) -> Any:
