@@ -117,7 +117,9 @@ def _clean_stale_temps(out: Path) -> None:
     """
     prefix = _temp_prefix(out)
     uid = _uid()
-    for p in sorted(out.parent.glob(prefix + "*"), key=lambda p: not p.name.endswith("-old")):
+    # not glob(prefix + "*"): the bundle's own name may hold glob syntax ("model[v2]", "a**b")
+    siblings = [p for p in out.parent.iterdir() if p.name.startswith(prefix)] if out.parent.is_dir() else []
+    for p in sorted(siblings, key=lambda p: not p.name.endswith("-old")):
         m = _TEMP_TAIL.fullmatch(p.name[len(prefix):])
         if m is None:
             continue

@@ -30,7 +30,8 @@ def snapshot(path: Path) -> dict:
 
 def temps_beside(out: Path) -> list[Path]:
     """Temporary siblings a bundle writer may leave (``.NAME.tmp-PID-...``)."""
-    return sorted(Path(out).parent.glob(f".{Path(out).name}.tmp-*"))
+    prefix = f".{Path(out).name}.tmp-"  # by prefix: a glob of the name would read "[v2]" or "**" as syntax
+    return sorted(p for p in Path(out).parent.iterdir() if p.name.startswith(prefix))
 
 
 def assert_untouched(out: Path, before: dict) -> None:

@@ -107,6 +107,20 @@ def test_our_own_killed_writers_old_bundle_is_still_put_back(mlp_bundle, tmp_pat
     assert open_bundle(out).manifest["name"] == "old" and not temps_beside(out)
 
 
+@pytest.mark.parametrize("name", ["model[v2].edgeship", "a**b.edgeship", "what?.edgeship"])
+def test_a_bundle_name_with_glob_syntax_writes_and_cleans_its_own_temporaries(mlp_bundle, tmp_path, name):
+    """The temporaries are found by their prefix, not by a glob of the name: "**" made the glob raise
+    (exit 3) and "[v2]" matched none of them."""
+    out = tmp_path / name
+    aside = tmp_path / f".{name}.tmp-{_dead_pid()}-abc12345-old"
+    write_bundle(tmp_path / "staging", bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "old"))
+    os.rename(tmp_path / "staging", aside)
+    B._clean_stale_temps(out)
+    assert open_bundle(out).manifest["name"] == "old" and not temps_beside(out)
+    write_bundle(out, bundle_files(mlp_bundle), bundle_manifest(mlp_bundle, "new"))
+    assert open_bundle(out).manifest["name"] == "new" and not temps_beside(out)
+
+
 def test_the_fallback_swap_refuses_a_planted_old_name(mlp_bundle, tmp_path, monkeypatch):
     """Without renameat2 the old bundle is moved aside under a name the writer creates itself
     (exclusively): one planted there first makes the write fail, the old bundle stays."""
