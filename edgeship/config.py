@@ -43,6 +43,9 @@ class ExportConfig:
             decoder LM).
         int4_block_size: weights per int4 scale (along the MatMul's K axis): a power of two >= 16.
         int4_scheme: ``sym`` (symmetric, no zero point) or ``asym`` (a zero point per block).
+        decoder_graph: a causal LM's fp32 graph: ``auto`` (build torch.onnx's and onnxruntime-genai's
+            where installed, ship the faster that passes), ``torch.onnx`` or ``onnxruntime-genai`` (build
+            only that one: half the export's time and disk on a large model; no fallback).
         calibration: .npz, folder of .npz/.npy, or module:function yielding feeds (static int8).
         calibration_method: minmax, entropy or percentile.
         calibration_samples: at most this many calibration samples.
@@ -83,6 +86,7 @@ class ExportConfig:
     quantize: tuple[str, ...] = ("auto",)
     int4_block_size: int = 32
     int4_scheme: str = "sym"
+    decoder_graph: str = "auto"
     calibration: str | None = None
     calibration_method: str = "minmax"
     calibration_samples: int = 64

@@ -210,3 +210,51 @@ def test_the_builder_runs_offline_on_the_local_folder_only(folder, tmp_path, mon
         build_decoder_onnx(folder, tmp_path / "b.onnx", 16)
     assert seen == {"env": "1", "const": True, "name": str(folder), "path": str(folder)}
     assert "HF_HUB_OFFLINE" not in os.environ  # put back as it was
+
+
+def test_decoder_graph_torch_builds_only_the_torch_graph(folder, tmp_path, monkeypatch):
+    from edgeship.exporters import genai_builder
+
+    def never(*a, **k):
+        raise AssertionError("the builder ran under --decoder-graph torch.onnx")
+
+    monkeypatch.setattr(genai_builder, "build_decoder_onnx", never)
+    r = export(folder, tmp_path / "t.edgeship", quantize=("fp32",), decoder_graph="torch.onnx")
+    m = json.loads((r.bundle / "manifest.json").read_text())
+    assert m["generation"]["graph"]["exporter"] == "torch.onnx" and list(m["generation"]["graph"]["candidates"]) == ["torch.onnx"]
+    assert "builder" not in {s.name for s in r.stages}
+    assert any("--decoder-graph torch.onnx" in n for n in r.notes)
+    assert edgeship.check(r.bundle).passed
+
+
+def test_decoder_graph_genai_builds_only_the_builder_graph(folder, tmp_path, monkeypatch):
+    from edgeship.pipeline import decoder
+
+    def never(*a, **k):
+        raise AssertionError("torch.onnx ran under --decoder-graph onnxruntime-genai")
+
+    monkeypatch.setattr(decoder, "export_decoder_onnx", never)
+    r = export(folder, tmp_path / "g.edgeship", quantize=("fp32",), decoder_graph="onnxruntime-genai")
+    m = json.loads((r.bundle / "manifest.json").read_text())
+    assert m["generation"]["graph"]["exporter"] == "onnxruntime-genai"
+    assert list(m["generation"]["graph"]["candidates"]) == ["onnxruntime-genai"]
+    assert {"onnx", "optimize"}.isdisjoint(s.name for s in r.stages)
+    ref, _ = greedy_reference(folder, PROMPTS, 8)
+    with edgeship.load(r.bundle) as model:
+        assert model.generate(PROMPTS, max_new_tokens=8) == ref
+
+
+def test_decoder_graph_errors(folder, tmp_path, monkeypatch, cli, files):
+    from edgeship.errors import ExportError, SpecError
+
+    code, out = cli("export", folder, "-o", tmp_path / "x.edgeship", "--decoder-graph", "tensorrt")
+    assert code == 2 and "--decoder-graph 'tensorrt': use one of auto, torch.onnx, onnxruntime-genai" in out
+    with pytest.raises(SpecError, match="the builder picks its own opset"):
+        export(folder, tmp_path / "x.edgeship", decoder_graph="onnxruntime-genai", opset=18)
+    code, out = cli("export", files["dir"] / "mlp_ts.pt", "-o", tmp_path / "x.edgeship", "--decoder-graph", "torch.onnx")
+    assert code == 2 and "applies to a causal LM" in out, out
+    without_builder(monkeypatch)  # the builder cannot build: no fallback when it was asked for
+    with pytest.raises(ExportError, match="--decoder-graph onnxruntime-genai: onnxruntime-genai's model builder not "
+                                          "used: .*not importable.*Use --decoder-graph auto"):
+        export(folder, tmp_path / "x.edgeship", quantize=("fp32",), decoder_graph="onnxruntime-genai")
+    assert not (tmp_path / "x.edgeship").exists()

@@ -35,7 +35,7 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated golden inputs.")] = 0,
     no_torchscript: Annotated[bool, typer.Option("--no-torchscript", help="Skip the TorchScript stage.")] = False,
     quantize: Annotated[list[str], typer.Option("--quantize", metavar="TEXT", help="Variants, comma-separated: fp32, dynamic, static, fp16, int4 (weight-only, MatMulNBits), or auto (dynamic int8; static int8 when --calibration is given; fp16 where CUDA is a target; int4 for a decoder LM). Each is parity-checked; per target the fastest passing one is the default.")] = ["auto"],  # noqa: B006
-    int4_block_size: opt.Int4BlockOpt = 32, int4_scheme: opt.Int4SchemeOpt = "sym",
+    int4_block_size: opt.Int4BlockOpt = 32, int4_scheme: opt.Int4SchemeOpt = "sym", decoder_graph: opt.DecoderGraphOpt = "auto",
     calibration: opt.CalibOpt = None, calibration_method: opt.CalibMethodOpt = "minmax", calibration_samples: opt.CalibSamplesOpt = 64,
     eval_data: opt.EvalOpt = None, eval_samples: opt.EvalSamplesOpt = 256, eval_split: opt.EvalSplitOpt = 0.0,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Do not keep harmful nodes in fp32 when an int8 variant misses its tolerance.")] = False,
@@ -57,7 +57,7 @@ def export(
         load=replace(load or LoadOptions(), task=task), exporter=exporter, opset=opset,
         targets=tuple(opt.split(target)), atol=atol, rtol=rtol, samples=samples, seed=seed,
         torchscript=not no_torchscript, quantize=tuple(opt.split(quantize)), calibration=calibration,
-        int4_block_size=int4_block_size, int4_scheme=int4_scheme,
+        int4_block_size=int4_block_size, int4_scheme=int4_scheme, decoder_graph=decoder_graph,
         calibration_method=calibration_method, calibration_samples=calibration_samples, fallback=not no_fallback,
         eval_data=eval_data, eval_samples=eval_samples, eval_split=eval_split,
         profile=profile, tune=tune, tolerances=opt.tolerances(tolerance),

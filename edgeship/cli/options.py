@@ -38,6 +38,7 @@ EvalSplitOpt = Annotated[float, typer.Option("--eval-split", min=0.0, max=0.9, h
 CalibSamplesOpt = Annotated[int, typer.Option("--calibration-samples", min=1, help="Use at most this many calibration samples.")]
 Int4BlockOpt = Annotated[int, typer.Option("--int4-block-size", help="int4: weights per scale along each MatMul's input axis, a power of two of at least 16 (default 32).")]
 Int4SchemeOpt = Annotated[str, typer.Option("--int4-scheme", help="int4: sym (symmetric, the default) or asym (a zero point per block).")]
+DecoderGraphOpt = Annotated[str, typer.Option("--decoder-graph", help="A causal LM's graph: auto (torch.onnx's and onnxruntime-genai's where installed; the faster that passes ships), torch.onnx or onnxruntime-genai (build only that one).")]
 
 _LOAD_PARAMS = [
     inspect.Parameter("arch", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[str], typer.Option("--arch", help="module:factory (or file.py:factory) that builds the nn.Module for a state_dict or checkpoint; modules import from the current directory or PYTHONPATH.")]),

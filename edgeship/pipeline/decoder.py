@@ -27,7 +27,7 @@ import numpy as np
 from edgeship.bundle.golden import Sample, save_samples
 from edgeship.bundle.manifest import VariantResult
 from edgeship.config import ExportConfig
-from edgeship.errors import ParityError, QuantizationError, SpecError, brief
+from edgeship.errors import ExportError, ParityError, QuantizationError, SpecError, brief
 from edgeship.exporters.hf_decoder import (
     DEFAULT_NEW_TOKENS,
     GOLDEN_FILE,
@@ -51,6 +51,7 @@ OPSET = 18
 INT4_ACCURACY_LEVEL = 4  # MatMulNBits on int8 activations: B9 decode 789 -> 428 µs/token, same tokens; gated as before
 TORCH = "torch.onnx"
 BUILDER = "onnxruntime-genai"
+GRAPHS = ("auto", TORCH, BUILDER)  # --decoder-graph
 TORCH_MARGIN = 1.05  # B9 measured the builder graph faster (1.39x vs 0.97x genai's tokens/s); ties go to it
 MIN_CONTEXT = 8  # the export traces past 4 + sequence 3 positions; golden generation needs room for new tokens
 TIMING_ROUNDS, TIMING_TOKENS = 5, 32  # the graph choice's decode timing: interleaved rounds × greedy tokens
@@ -113,6 +114,12 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
         check_int4_settings(config.int4_block_size, config.int4_scheme)
     if config.opset is not None and config.opset < 18:
         raise SpecError(f"--opset {config.opset}: the decoder export needs opset 18 or later.")
+    want = config.decoder_graph
+    if want not in GRAPHS:
+        raise SpecError(f"--decoder-graph {str(want)[:40]!r}: use one of {', '.join(GRAPHS)}.")
+    if want == BUILDER and config.opset is not None:
+        raise SpecError(f"--decoder-graph {BUILDER} with --opset {config.opset}: the builder picks its own opset; "
+                        "drop --opset, or use --decoder-graph torch.onnx.")
     opset = config.opset or OPSET
     st = _Stages(progress)
     model = st.run("load", lambda: load_causal_lm(folder),
@@ -128,18 +135,17 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
              f"{len(prompts)} golden prompts × {new} tokens against transformers"]
     with tempfile.TemporaryDirectory(prefix="edgeship-lm-") as tmp:
         work = Path(tmp)
-        spec = st.run("onnx", lambda: export_decoder_onnx(model, work / "torch.onnx", opset),
-                      lambda s: f"torch.onnx (dynamo), opset {opset}, "
-                                f"{sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
-        fused = st.run("optimize", lambda: fuse_norms(work / "torch.onnx"),
-                       lambda f: ", ".join(f"{n}× {op}" for op, n in f.items()) or "nothing fused")
-        if fused is None:
-            notes.append("onnxruntime's transformer optimizer failed on the graph; the unfused graph is shipped")
-        else:  # the optimizer prunes inputs the graph never reads (Bloom's ALiBi reads no position_ids)
-            spec = spec_of(work / "torch.onnx")
-        graphs: dict[str, tuple[Path, IOSpec]] = {TORCH: (work / "torch.onnx", spec)}
-        st.run("builder", lambda: _builder_graph(folder, model, work, graphs, notes, config.opset),
-               lambda g: f"{BUILDER} graph: {', '.join(g)}" if BUILDER in graphs else "not used (see the notes)")
+        graphs: dict[str, tuple[Path, IOSpec]] = {}
+        if want != BUILDER:
+            graphs[TORCH] = _torch_graph(st, model, work, opset, notes)
+        if want != TORCH:
+            st.run("builder", lambda: _builder_graph(folder, model, work, graphs, notes, config.opset),
+                   lambda g: f"{BUILDER} graph: {', '.join(g)}" if BUILDER in graphs else "not used (see the notes)")
+        else:
+            notes.append(f"graph: {TORCH} (--decoder-graph {TORCH}); onnxruntime-genai's model builder not used")
+        if not graphs:  # --decoder-graph onnxruntime-genai, and the builder could not build it
+            raise ExportError(f"--decoder-graph {BUILDER}: {notes[-1].removeprefix('graph: torch.onnx; ')}. Use "
+                              f"--decoder-graph auto (torch.onnx's graph where the builder cannot) or {TORCH}.")
         golden = (prompts, ref_tokens, ref_logits)
         choice = st.run("graph", lambda: _choose_graph(graphs, golden, eos_list, pad, notes, context),
                         _graph_detail)
@@ -169,6 +175,21 @@ def export_causal_lm(folder: HFFolder, config: ExportConfig, progress: Callable 
                                  lambda out: str(out[0]))
     return ExportResult(bundle=bundle, stages=tuple(st.done), parity=report, defaults={"cpu": "fp32"},
                         notes=tuple(notes), spec=spec, variants=shipped)
+
+
+def _torch_graph(st: _Stages, model: Any, work: Path, opset: int, notes: list[str]) -> tuple[Path, IOSpec]:
+    """The torch.onnx graph (the ``onnx`` and ``optimize`` stages): its file and its IOSpec, read after
+    onnxruntime's optimizer, which prunes inputs the graph never reads (Bloom's ALiBi reads no position_ids)."""
+    path = work / "torch.onnx"
+    spec = st.run("onnx", lambda: export_decoder_onnx(model, path, opset),
+                  lambda s: f"torch.onnx (dynamo), opset {opset}, "
+                            f"{sum(1 for t in s.inputs if t.name.startswith('past_'))} cache inputs")
+    fused = st.run("optimize", lambda: fuse_norms(path),
+                   lambda f: ", ".join(f"{n}× {op}" for op, n in f.items()) or "nothing fused")
+    if fused is None:
+        notes.append("onnxruntime's transformer optimizer failed on the graph; the unfused graph is shipped")
+        return path, spec
+    return path, spec_of(path)
 
 
 def _builder_graph(folder: HFFolder, model: Any, work: Path, graphs: dict[str, tuple[Path, IOSpec]],
@@ -237,8 +258,8 @@ def _choose_graph(graphs: dict[str, tuple[Path, IOSpec]], golden: tuple, eos: li
         other = next(n for n in sessions if n != chosen)
         notes.append(f"graph: {chosen} ({out[chosen]['tokens_per_s']:,.0f} greedy tokens/s) over {other} "
                      f"({out[other]['tokens_per_s']:,.0f}); both pass generation parity")
-    else:  # none passes: the torch graph, which the parity stage then reports
-        chosen = next(iter(sessions), TORCH)
+    else:  # one passes, or none: the torch graph (where built), which the parity stage then reports
+        chosen = next(iter(sessions), TORCH if TORCH in graphs else next(iter(graphs)))
         for name, row in out.items():
             if not row["passed"] and name != chosen:
                 notes.append(f"graph: the {name} graph misses generation parity ({row['reason']}); "

@@ -186,6 +186,9 @@ def export(config: ExportConfig, progress: Progress = _silent) -> ExportResult:
         decoded = export_folder(config, progress)  # a causal LM: the decoder export (KV cache, generation)
         if decoded is not None:
             return decoded
+    if config.decoder_graph != "auto":
+        raise SpecError(f"--decoder-graph {str(config.decoder_graph)[:40]} applies to a causal LM (a save_pretrained "
+                        f"folder whose task is causal-lm); {config.model} is not one. Drop --decoder-graph.")
     try:
         return _export(config, progress)
     except _FailedApart as apart:
