@@ -5,22 +5,14 @@ stays available; reading the bundle's files then refuses."""
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bundle_zips import zip_tree
 
 import edgeship
 from edgeship.errors import BundleError, InferenceError
-
-
-def _zip(src: Path, dst: Path) -> Path:
-    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(src.rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(src).as_posix())
-    return dst
 
 
 def _open_fds_of(path: Path) -> int:
@@ -46,7 +38,7 @@ def _runtimes() -> list[str]:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc")
 @pytest.mark.parametrize("runtime", _runtimes())
 def test_closing_a_model_closes_its_zipped_bundle(mlp_bundle, tmp_path, runtime):
-    path = _zip(mlp_bundle, tmp_path / "mlp.edgeship.zip")
+    path = zip_tree(mlp_bundle, tmp_path / "mlp.edgeship.zip")
     m = edgeship.load(path, runtime=runtime)
     assert m(np.ones((2, 10), np.float32)).shape == (2, 4)
     assert _open_fds_of(path) == 1  # the Model holds the zip open while it runs

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from bundle_zips import zip_tree  # noqa: F401  (the tests import it from here too)
 
 import edgeship
 from edgeship.bundle import MANIFEST, sha256_file
@@ -63,17 +64,6 @@ def resign(bundle: Path, rel: str) -> None:
     path = bundle / rel
     m["files"][rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     (bundle / MANIFEST).write_text(json.dumps(m))
-
-
-def zip_tree(src: Path, dst: Path) -> Path:
-    """Zip a bundle folder as a bundle writer would."""
-    import zipfile
-
-    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(src.rglob("*")):
-            if p.is_file():
-                z.write(p, p.relative_to(src).as_posix())
-    return dst
 
 
 class OrtSpy:

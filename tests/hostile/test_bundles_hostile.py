@@ -11,12 +11,11 @@ import io
 import json
 import os
 import shutil
-import warnings
-import zipfile
 
 import numpy as np
 import pytest
-from hostile_helpers import OrtSpy, edit_manifest, evil_payload, resign, sentinel, snapshot, zip_tree  # noqa: F401
+from bundle_zips import ZIP_CASES
+from hostile_helpers import OrtSpy, edit_manifest, evil_payload, resign, sentinel, snapshot  # noqa: F401
 
 import edgeship
 from edgeship.bundle import MANIFEST, open_bundle
@@ -166,76 +165,29 @@ def test_recorded_arch_is_never_run_by_check_against(bundle_copy, files, cli, se
 # ----------------------------------------------------------------------------- zipped bundles
 
 
-def _zip_with(src, dst, replace=None, extra=(), drop=(), info_hook=None):
-    """Zip ``src`` with entries replaced, added or dropped; ``info_hook(ZipInfo)`` edits headers."""
-    replace = replace or {}
-    with zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as z, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Duplicate name": on purpose
-        for p in sorted(src.rglob("*")):
-            rel = p.relative_to(src).as_posix()
-            if p.is_file() and rel not in drop:
-                info = zipfile.ZipInfo(rel)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                if info_hook:
-                    info_hook(info)
-                z.writestr(info, replace.get(rel, p.read_bytes()))
-        for name, data, attr in extra:
-            info = zipfile.ZipInfo(name)
-            info.external_attr = attr
-            z.writestr(info, data)
-    return dst
-
-
-def _flip_member(zpath):
-    """Flip a byte inside the compressed data of the largest member."""
-    with zipfile.ZipFile(zpath) as z:
-        info = max(z.infolist(), key=lambda i: i.compress_size)
-    data = bytearray(zpath.read_bytes())
-    data[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
-    zpath.write_bytes(bytes(data))
-
-
-SYMLINK = 0o120777 << 16
-
-ZIP_CASES = {
-    "flipped byte": (lambda s, d: _flip_member(zip_tree(s, d)), r"corrupt|does not match"),
-    "truncated": (lambda s, d: d.write_bytes(zip_tree(s, d).read_bytes()[:-300]), "not a readable zip bundle"),
-    "missing file": (lambda s, d: _zip_with(s, d, drop={"report.json"}), "listed files are missing: report.json"),
-    "extra file": (lambda s, d: _zip_with(s, d, extra=[("notes.txt", b"x", 0)]), "not listed in manifest.json: notes.txt"),
-    "zip slip": (lambda s, d: _zip_with(s, d, extra=[("../../evil.sh", b"x", 0)]), "escapes the bundle"),
-    "absolute entry": (lambda s, d: _zip_with(s, d, extra=[("/etc/cron.d/x", b"x", 0)]), "escapes the bundle"),
-    "symlink entry": (lambda s, d: _zip_with(s, d, extra=[("link", b"/etc/passwd", SYMLINK)]), "symbolic link"),
-    "duplicate entry": (lambda s, d: _zip_with(s, d, extra=[("report.json", b"{}", 0)]), "appears twice"),
-    "manifest not json": (lambda s, d: _zip_with(s, d, replace={MANIFEST: b"\xff{oops"}), "not valid JSON"),
-    "unknown schema": (lambda s, d: _zip_with(s, d, replace={MANIFEST: json.dumps(
-        {**json.loads((s / MANIFEST).read_text()), "schema_version": 2}).encode()}), "schema_version 2 is not supported"),
-    "no manifest": (lambda s, d: _zip_with(s, d, drop={MANIFEST}), "no manifest.json"),
-    "encrypted entries": (lambda s, d: _patch_headers(zip_tree(s, d), flags=0x1), "cannot be read"),
-    "unknown compression": (lambda s, d: _patch_headers(zip_tree(s, d), method=99), "cannot be read|not a readable zip"),
+# what the Python loader says of each zip of bundle_zips.ZIP_CASES
+ZIP_REFUSALS = {
+    "flipped byte": r"corrupt|does not match",
+    "truncated": "not a readable zip bundle",
+    "missing file": "listed files are missing: report.json",
+    "extra file": "not listed in manifest.json: notes.txt",
+    "zip slip": "escapes the bundle",
+    "absolute entry": "escapes the bundle",
+    "symlink entry": "symbolic link",
+    "duplicate entry": "appears twice",
+    "manifest not json": "not valid JSON",
+    "unknown schema": "schema_version 2 is not supported",
+    "no manifest": "no manifest.json",
+    "encrypted entries": "cannot be read",
+    "unknown compression": "cannot be read|not a readable zip",
 }
-
-
-def _patch_headers(zpath, method=None, flags=None):
-    """Rewrite the compression method or OR in general-purpose flags (bit 0: encrypted) in every
-    local and central header, as a hostile zip writer could."""
-    data = bytearray(zpath.read_bytes())
-    for sig, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
-        i = data.find(sig)
-        while i >= 0:
-            if method is not None:
-                data[i + method_at:i + method_at + 2] = method.to_bytes(2, "little")
-            if flags is not None:
-                data[i + flag_at] |= flags
-            i = data.find(sig, i + 4)
-    zpath.write_bytes(bytes(data))
-    return zpath
 
 
 @pytest.mark.parametrize("case", list(ZIP_CASES))
 def test_broken_zip_bundle_refused_before_onnxruntime(mlp_bundle, tmp_path, cli, monkeypatch, case):
-    make, match = ZIP_CASES[case]
+    match = ZIP_REFUSALS[case]
     z = tmp_path / "b.edgeship.zip"
-    make(mlp_bundle, z)
+    ZIP_CASES[case](mlp_bundle, z)
     before = snapshot(z)
     spy = OrtSpy(monkeypatch)
     with pytest.raises(BundleError, match=match):
