@@ -117,7 +117,7 @@ def test_question_answering_and_fill_mask_with_no_flag(tmp_path, cli, kind, cls,
     code, out = cli("export", folder, "-o", tmp_path / "b.edgeship")
     assert code == 0, out
     assert f"as {task} (architectures: {cls})" in " ".join(out.split())
-    m = edgeship.load(tmp_path / "b.edgeship")
+    m = edgeship.load(tmp_path / "b.edgeship", variant="fp32")  # the default may be int8 where it was faster
     assert m.task == task and tuple(t.name for t in m.outputs) == outputs
     tok = _tokenizer(folder)
     if kind == "qa":
