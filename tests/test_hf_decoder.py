@@ -221,6 +221,16 @@ def test_generate_from_many_threads_on_one_model_gives_each_prompt_its_own_token
     assert len({tuple(t) for t in alone}) > 1  # the prompts really differ in what they generate
 
 
+def test_inspect_names_the_graph_and_the_context(lm, cli, tmp_path):
+    from test_schemas import valid
+
+    code, out = cli("inspect", lm["bundle"], "--json", tmp_path / "i.json")
+    assert code == 0 and f"task: causal-lm; text through preprocess/tokenizer.json, max_length 256; generate on the " \
+                         f"{lm['graph']} graph, context 256" in out, out
+    task = valid(tmp_path / "i.json", "inspect")["task"]
+    assert task["graph"] == lm["graph"] and task["context_length"] == 256 and task["labels"] is None
+
+
 def test_generate_refuses_bad_arguments(lm):
     with edgeship.load(lm["bundle"]) as m:
         for bad in (0, -1, 1.5, True, "8"):

@@ -371,6 +371,20 @@ def test_a_swapped_tokenizer_fails_its_sha256(bundles, tmp_path):
         edgeship.load(dst)
 
 
+def test_inspect_shows_the_task_and_its_pre_processing(bundles, cli, tmp_path):
+    from test_schemas import valid
+
+    code, out = cli("inspect", bundles["sequence"].bundle, "--json", tmp_path / "s.json")
+    assert code == 0 and "task: sequence-classification (labels NEGATIVE, POSITIVE); text through " \
+                         "preprocess/tokenizer.json, max_length 64" in out, out
+    task = valid(tmp_path / "s.json", "inspect")["task"]
+    assert task == {"name": "sequence-classification", "labels": ["NEGATIVE", "POSITIVE"], "tokenizer": "preprocess/tokenizer.json",
+                    "max_length": 64, "image": None, "graph": None, "context_length": None}
+    code, out = cli("inspect", bundles["vit"].bundle, "--json", tmp_path / "v.json")
+    assert code == 0 and "task: image-classification (labels cat, dog, bird); images 32x32x3 (HxWxC)" in out, out
+    assert valid(tmp_path / "v.json", "inspect")["task"]["image"] == "32x32x3"
+
+
 def test_manifest_validates_against_its_schema(bundles):
     from test_schemas import valid
 

@@ -106,6 +106,30 @@ def _mobile(section: dict) -> dict:
             "written_by": {k: v for k, v in written.items() if isinstance(v, str)} if isinstance(written, dict) else {}}
 
 
+def _task(m: dict) -> dict | None:
+    """A Hugging Face bundle's task as inspect shows it (the manifest's task, preprocess and generation
+    sections, their fields of the right types only); None for a bundle without a task."""
+    task = m.get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+        return None
+    pre = m.get("preprocess") if isinstance(m.get("preprocess"), dict) else {}
+    tok = pre.get("tokenizer") if isinstance(pre.get("tokenizer"), dict) else {}
+    img = pre.get("image") if isinstance(pre.get("image"), dict) else {}
+    gen = m.get("generation") if isinstance(m.get("generation"), dict) else {}
+    graph = gen.get("graph") if isinstance(gen.get("graph"), dict) else {}
+
+    def whole(v: object) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    labels = task.get("labels")
+    size = [whole(img.get(k)) for k in ("height", "width", "channels")]
+    return {"name": task["name"],
+            "labels": labels if isinstance(labels, list) and all(isinstance(x, str) for x in labels) else None,
+            "tokenizer": _text(tok.get("file")), "max_length": whole(tok.get("max_length")),
+            "image": "x".join(map(str, size)) if all(size) else None,
+            "graph": _text(graph.get("exporter")), "context_length": whole(gen.get("context_length"))}
+
+
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -164,7 +188,8 @@ def inspect_path(path: str | Path) -> dict:
                 "tools": {k: v for k, v in tools.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)}
                 if isinstance(tools, dict) else None,
                 "source": m.get("source") if isinstance(m.get("source"), dict) else None,
-                **({"mobile": _mobile(m["mobile"])} if isinstance(m.get("mobile"), dict) else {})}
+                **({"mobile": _mobile(m["mobile"])} if isinstance(m.get("mobile"), dict) else {}),
+                **({"task": t} if (t := _task(m)) is not None else {})}
     model = onnx_for_session(path)
     io = onnx_io(model, str(path))
     data = model if isinstance(model, bytes) else read_regular_file(path, "ONNX input", ModelLoadError)

@@ -222,6 +222,18 @@ def inspection(console: Console, info: dict) -> None:
         if v.get("ops"):
             ops = sorted(v["ops"].items(), key=lambda kv: -kv[1])
             console.print(safe("  ops: " + ", ".join(f"{k}×{n}" for k, n in ops)))
+    task = info.get("task")
+    if task:
+        parts = [f"task: {task['name']}" + (f" (labels {', '.join(task['labels'][:8])}"
+                                             f"{', ...' if len(task['labels']) > 8 else ''})" if task.get("labels") else "")]
+        if task.get("tokenizer"):
+            parts.append(f"text through {task['tokenizer']}" + (f", max_length {task['max_length']}" if task.get("max_length") else ""))
+        if task.get("image"):
+            parts.append(f"images {task['image']} (HxWxC)")
+        if task.get("graph"):
+            parts.append(f"generate on the {task['graph']} graph" + (f", context {task['context_length']}"
+                                                                      if task.get("context_length") else ""))
+        console.print(safe("; ".join(parts)))
     mobile = info.get("mobile")
     if mobile:
         by = mobile.get("written_by") or {}
