@@ -208,3 +208,56 @@ def test_an_ort_file_with_external_data_is_refused_before_onnxruntime_reads_it(m
     (code, out), (check_code, check_out) = _load_and_check(b, "fp32_ort")
     assert code == 2 and "ORT-format model that keeps tensor 'secret_weight' in external data" in out, out
     assert check_code == 2 and "secret_weight" in check_out, check_out
+
+
+def _shared_subgraphs(levels: int) -> bytes:
+    """An ORT-format model of ``levels`` graphs, each one's node holding the one below twice (an
+    attribute's ``graphs``): 2**levels graphs to walk in a file of a few kB."""
+    import flatbuffers
+    import onnxruntime.tools.ort_format_model  # noqa: F401  (puts ort_flatbuffers_py on sys.path)
+    from ort_flatbuffers_py.fbs import Attribute as A
+    from ort_flatbuffers_py.fbs import Graph as G
+    from ort_flatbuffers_py.fbs import InferenceSession as S
+    from ort_flatbuffers_py.fbs import Model as M
+    from ort_flatbuffers_py.fbs import Node as N
+
+    b = flatbuffers.Builder(0)
+    G.GraphStart(b)
+    g = G.GraphEnd(b)
+    for _ in range(levels):
+        A.AttributeStartGraphsVector(b, 2)
+        b.PrependUOffsetTRelative(g)
+        b.PrependUOffsetTRelative(g)
+        graphs = b.EndVector()
+        A.AttributeStart(b)
+        A.AttributeAddGraphs(b, graphs)
+        attr = A.AttributeEnd(b)
+        N.NodeStartAttributesVector(b, 1)
+        b.PrependUOffsetTRelative(attr)
+        attrs = b.EndVector()
+        N.NodeStart(b)
+        N.NodeAddAttributes(b, attrs)
+        node = N.NodeEnd(b)
+        G.GraphStartNodesVector(b, 1)
+        b.PrependUOffsetTRelative(node)
+        nodes = b.EndVector()
+        G.GraphStart(b)
+        G.GraphAddNodes(b, nodes)
+        g = G.GraphEnd(b)
+    M.ModelStart(b)
+    M.ModelAddGraph(b, g)
+    model = M.ModelEnd(b)
+    version = b.CreateString("6")
+    S.InferenceSessionStart(b)
+    S.InferenceSessionAddOrtVersion(b, version)
+    S.InferenceSessionAddModel(b, model)
+    b.Finish(S.InferenceSessionEnd(b), file_identifier=b"ORTM")
+    return bytes(b.Output())
+
+
+def test_subgraphs_shared_a_trillion_times_are_refused_not_walked(mobile, tmp_path):
+    """edgeship's walk for external data stops after MAX_TABLES tables (seconds), not 2**40."""
+    b = _crafted(mobile, tmp_path, _shared_subgraphs(40))
+    (code, out), (check_code, check_out) = _load_and_check(b, "fp32_ort")
+    assert code == 2 and "models/fp32.ort is marked as an ORT-format model" in out and "more than 2000000 tables" in out, out
+    assert check_code == 2 and "more than 2000000 tables" in check_out, check_out
