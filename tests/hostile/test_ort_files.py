@@ -261,3 +261,11 @@ def test_subgraphs_shared_a_trillion_times_are_refused_not_walked(mobile, tmp_pa
     (code, out), (check_code, check_out) = _load_and_check(b, "fp32_ort")
     assert code == 2 and "models/fp32.ort is marked as an ORT-format model" in out and "more than 2000000 tables" in out, out
     assert check_code == 2 and "more than 2000000 tables" in check_out, check_out
+
+
+def test_profile_refuses_an_ort_twin_of_another_model(mobile, tmp_path, cli):
+    """profile runs the bundle's files on feeds made from the manifest's io spec: a file that takes
+    other inputs is an EdgeshipError before the timed calls (it was exit 3: onnxruntime's ValueError)."""
+    b = _crafted(mobile, tmp_path, mobile["other"])
+    code, out = cli("profile", b, "--target", "mobile", "--iterations", "2", "--warmup", "1", "--cold-start", "off")
+    assert code == 2 and "does not take the feeds made from its io spec (its inputs are ['inp'], the feeds ['x'])" in out, out
