@@ -87,7 +87,7 @@ def _check_ort_version(bundle: Bundle, data: bytes, file: str) -> None:
     if not isinstance(recorded, str):
         return
     try:
-        found = ort_format_version(data)
+        found = ort_format_version(data) or ""  # as the manifest records a file without one
     except NotOrtFormat as e:
         raise BundleError(f"bundle {bundle.path}: {file} is marked as an ORT-format model but its format version "
                           f"does not read ({e}); the bundle was edited. Re-export it.") from e
