@@ -21,13 +21,25 @@ import pytest
 from conftest import arch, fake_p50s
 from hostile_helpers import PY, python_env, resign
 
-CHILD = r"""
-import sys, numpy as np, edgeship
+LIMIT = r"""
+import resource, sys
+if sys.argv[-1].startswith("--limit-gib="):  # an OS limit on memory, as trust.md asks of untrusted models
+    gib = int(sys.argv.pop()[len("--limit-gib="):])
+    resource.setrlimit(resource.RLIMIT_AS, (gib << 30, gib << 30))
+"""
+CHECK = LIMIT + r"""
+sys.argv = ["edgeship", "check", *sys.argv[1:]]
+from edgeship.cli import main
+main()
+"""
+CHILD = LIMIT + r"""
+import numpy as np, edgeship
 from edgeship.errors import EdgeshipError
 bundle, variant = sys.argv[1:3]
+shape = tuple(map(int, sys.argv[3].split("x"))) if len(sys.argv) > 3 else (2, 10)
 try:
     with edgeship.load(bundle, variant=variant) as m:
-        m(np.ones((2, 10), np.float32))
+        m(np.ones(shape, np.float32))
 except EdgeshipError as e:
     print(f"{type(e).__name__}: {e}")
     sys.exit(2)
@@ -35,10 +47,13 @@ print("ran")
 """
 
 
-def _load_and_check(bundle: Path, variant: str) -> tuple[tuple[int, str], tuple[int, str]]:
-    """``(code, output)`` of load + one call of ``variant``, and of ``edgeship check``, each in a child."""
+def _load_and_check(bundle: Path, variant: str, *extra: str) -> tuple[tuple[int, str], tuple[int, str]]:
+    """``(code, output)`` of load + one call of ``variant``, and of ``edgeship check``, each in a child;
+    ``extra``: the input's shape (``1x3x32x32``) and ``--limit-gib=N``."""
+    shape = [a for a in extra if not a.startswith("--")]
+    limit = [a for a in extra if a.startswith("--")]
     out = []
-    for argv in ([PY, "-c", CHILD, str(bundle), variant], [PY, "-m", "edgeship", "check", str(bundle)]):
+    for argv in ([PY, "-c", CHILD, str(bundle), variant, *shape, *limit], [PY, "-c", CHECK, str(bundle), *limit]):
         p = subprocess.run(argv, env=python_env(), capture_output=True, text=True, timeout=300)
         out.append((p.returncode, " ".join((p.stdout + p.stderr).split())))
     return out[0], out[1]
@@ -269,3 +284,59 @@ def test_profile_refuses_an_ort_twin_of_another_model(mobile, tmp_path, cli):
     b = _crafted(mobile, tmp_path, mobile["other"])
     code, out = cli("profile", b, "--target", "mobile", "--iterations", "2", "--warmup", "1", "--cold-start", "off")
     assert code == 2 and "does not take the feeds made from its io spec (its inputs are ['inp'], the feeds ['x'])" in out, out
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    """A MobileNet-style CNN (width 8) exported with static int8 and --target mobile."""
+    import models
+    import torch
+
+    from edgeship.config import ExportConfig, LoadOptions
+    from edgeship.pipeline import export
+
+    d = tmp_path_factory.mktemp("ort-cnn")
+    torch.manual_seed(0)
+    torch.save(models.MobileNetish(width=8).state_dict(), d / "mnet.pt")
+    cfg = ExportConfig(model=d / "mnet.pt", output=d / "cnn.edgeship", inputs=("x:1x3x32x32",),
+                       load=LoadOptions(arch=arch("MobileNetish"), arch_kwargs={"width": 8}), exporter="torchscript",
+                       torchscript=False, quantize=("static",), targets=("mobile",), tune=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("edgeship.profiling.interleave.quick_p50s", fake_p50s(lambda n: 1.0 if n == "fp32" else 2.0))
+        return export(cfg).bundle
+
+
+def _padded(data: bytes, pad: int) -> tuple[bytes, str]:
+    """The twin with its first QLinearConv's first ``pads`` value set to ``pad`` (an int64 in the
+    attribute's vector, found with onnxruntime's generated flatbuffers reader); and the node's name."""
+    import struct
+
+    import onnxruntime.tools.ort_format_model  # noqa: F401  (puts ort_flatbuffers_py on sys.path)
+    from ort_flatbuffers_py.fbs.InferenceSession import InferenceSession
+
+    g = InferenceSession.GetRootAsInferenceSession(data, 0).Model().Graph()
+    for i in range(g.NodesLength()):
+        node = g.Nodes(i)
+        for k in range(node.AttributesLength()):
+            a = node.Attributes(k)
+            if node.OpType() == b"QLinearConv" and a.Name() == b"pads" and a.IntsLength():
+                out = bytearray(data)
+                struct.pack_into("<q", out, a._tab.Vector(a._tab.Offset(22)), pad)  # Attribute.ints: slot 22
+                return bytes(out), node.Name().decode()
+    raise AssertionError("no QLinearConv with pads in the int8 twin")
+
+
+def test_a_twin_edited_to_allocate_gigabytes_fails_under_an_os_memory_limit(cnn, tmp_path):
+    """What no check of the file can catch: its attributes are the graph, and a graph allocates what it
+    says. One pad of 2**24 in a QLinearConv (a single flipped byte in the 99 kB file does it too) asks
+    onnxruntime for gigabytes per run; without a limit the process is killed by the OS for memory.
+    Under a limit (trust.md: run untrusted bundles under OS limits) it is an InferenceError (exit 2) and
+    a check failure (exit 1), never a crash."""
+    data, node = _padded((cnn / "models" / "int8_static.ort").read_bytes(), 1 << 24)
+    b = Path(shutil.copytree(cnn, tmp_path / "b.edgeship"))
+    (b / "models" / "int8_static.ort").write_bytes(data)
+    resign(b, "models/int8_static.ort")
+    (code, out), (check_code, check_out) = _load_and_check(b, "int8_static_ort", "1x3x32x32", "--limit-gib=4")
+    assert code == 2 and out.startswith("InferenceError: onnxruntime failed to run") and node in out, out
+    assert "Failed to allocate memory" in out, out
+    assert check_code == 1 and "check FAILED" in check_out and "int8_static_ort" in check_out, check_out
