@@ -6,7 +6,9 @@ process (a negative return code: each case runs in a child) or a hang (the child
 What guards each case: the manifest's format (file identifier ``ORTM`` at byte 4), edgeship's own
 walk of the flatbuffer (external data; offsets inside the file), the ORT format version the manifest
 records, onnxruntime's flatbuffers verifier and tensor checks (their verdict refuses the bundle
-instead of passing the file over as unsupported on this host), and the io spec.
+instead of passing the file over as unsupported on this host), and the io spec. Two cases are not
+refusals: an op this onnxruntime lacks is passed over by load and check alike (an app's newer
+onnxruntime may have it), and a graph edited to allocate gigabytes runs into an OS memory limit.
 """
 
 from __future__ import annotations
