@@ -99,3 +99,35 @@ def test_a_result_is_the_callers_own_array(mlp_bundle, runtime):
     np.testing.assert_array_equal(y, kept)
     assert not np.shares_memory(y, m(x))
     m.close()
+
+
+@pytest.fixture(scope="module")
+def mobile_mlp(files, tmp_path_factory):
+    """The MLP exported with --target mobile: fp32, int8_dynamic and their ORT-format twins."""
+    from test_mobile import _export
+
+    d = tmp_path_factory.mktemp("threads-mobile")
+    return _export(files["dir"] / "mlp_state.pt", d / "mlp.edgeship", ("x:2x10",), "MLP", ("dynamic",), dynamic_batch=True)
+
+
+@pytest.mark.parametrize("variant", ["fp32_ort", "int8_dynamic_ort"])
+def test_eight_threads_on_an_ort_format_twin_give_the_single_threaded_results(mobile_mlp, variant):
+    """ONNX Runtime Mobile's .ort files, opened by load from their bytes: the same promise."""
+    m = edgeship.load(mobile_mlp, variant=variant)
+    assert m.variant == variant and m.bundle.read(m.manifest["variants"][variant]["file"])[4:8] == b"ORTM"
+    xs = _inputs()
+    want = [m(x) for x in xs]
+    for x, w in zip(xs, want):
+        np.testing.assert_array_equal(m(x), w)
+    results, errors = _hammer(m, xs)
+    wrong = sum(not np.array_equal(y, want[k]) for k, ys in enumerate(results) for y in ys)
+    assert not errors and not wrong, (f"{len(errors)} of {THREADS * CALLS} calls failed and {wrong} results differ "
+                                      f"from the single-threaded ones; the first error: {errors[:1]!r}")
+    assert [len(ys) for ys in results] == [CALLS] * THREADS
+    y = m(xs[0])
+    kept = y.copy()
+    m(xs[1])
+    m({"x": -xs[0]})
+    np.testing.assert_array_equal(y, kept)  # the caller's own array: later calls leave it as it was
+    assert not np.shares_memory(y, m(xs[0]))
+    m.close()

@@ -18,11 +18,15 @@ from edgeship.errors import BundleError, ExportError, SpecError, TargetUnavailab
 from edgeship.host import cpu_flags
 from edgeship.runtimes.external_data import refuse_external_data
 from edgeship.runtimes.ort import MOBILE, OrtRunner
-from edgeship.runtimes.ort_format import is_ort_format
+from edgeship.runtimes.ort_format import NotOrtFormat, is_ort_format, ort_format_version
 from edgeship.runtimes.registry import OPENVINO, ORT, for_this_host, installed, make_runner, requirements, unmet
 from edgeship.spec import IOSpec
 
 log = logging.getLogger(__name__)
+
+# onnxruntime's words for an ORT-format file it cannot parse (its flatbuffers verifier, its checks of
+# the tensors): see _malformed
+ORT_MALFORMED = ("ORT model verification failed", "Invalid ORT format model")
 
 
 def open_variant(bundle: Bundle, runner: Any, file: str, model_format: str = "onnx") -> Any:
@@ -41,11 +45,19 @@ def open_variant(bundle: Bundle, runner: Any, file: str, model_format: str = "on
             raise BundleError(f"bundle {bundle.path}: manifest.json says {file} is {model_format!r} format, but the file "
                               f"is {found!r} format; the bundle was edited. Re-export it.")
         refuse_external_data(runner.model, file, BundleError, where=f"bundle {bundle.path}: ")
+        if found == "ort":
+            _check_ort_version(bundle, runner.model, file)
     try:
         runner.load()
     except ExportError as e:
         what = "OpenVINO" if getattr(runner, "compiled", False) is not False else "onnxruntime"
-        raise BundleError(f"bundle {bundle.path}: {what} cannot open {file}: {brief(e.__cause__ or e)}") from e
+        said = brief(e.__cause__ or e)
+        if isinstance(e.__cause__, UnicodeDecodeError):  # onnxruntime's message could not even be decoded
+            said = f"its error quotes bytes of the file that are not UTF-8: {said}"
+        if model_format == "ort" and _malformed(e.__cause__, said):
+            raise BundleError(f"bundle {bundle.path}: onnxruntime refuses {file} as a malformed ORT-format model "
+                              f"({said}); the file was damaged or edited. Re-export the bundle.") from e.__cause__
+        raise BundleError(f"bundle {bundle.path}: {what} cannot open {file}: {said}") from e
     problems = runner.io_problems()
     if problems:
         runner.close()
@@ -54,6 +66,34 @@ def open_variant(bundle: Bundle, runner: Any, file: str, model_format: str = "on
             "the manifest was edited or belongs to another model. Re-export the bundle."
         )
     return runner
+
+
+def _malformed(cause: BaseException | None, said: str) -> bool:
+    """Whether onnxruntime failed to open an ORT-format file because the file itself is malformed:
+    its flatbuffers verifier or its tensor checks said so (:data:`ORT_MALFORMED`), or its message
+    quoted a name whose bytes are not UTF-8 (its Python binding then raises UnicodeDecodeError).
+    onnxruntime reads an ORT file alike on every host, so such a file is a damaged bundle, not a
+    candidate to pass over as unsupported here."""
+    return isinstance(cause, UnicodeDecodeError) or any(m in said for m in ORT_MALFORMED)
+
+
+def _check_ort_version(bundle: Bundle, data: bytes, file: str) -> None:
+    """An ORT-format file's format version is one the manifest records (``mobile.written_by``): an
+    onnxruntime that does not read that version passes the file over as unsupported here, so a file
+    edited to claim another version must not pass as one."""
+    mobile = bundle.manifest.get("mobile")
+    written_by = mobile.get("written_by") if isinstance(mobile, dict) else None
+    recorded = written_by.get("ort_format_version") if isinstance(written_by, dict) else None
+    if not isinstance(recorded, str):
+        return
+    try:
+        found = ort_format_version(data) or ""  # as the manifest records a file without one
+    except NotOrtFormat as e:
+        raise BundleError(f"bundle {bundle.path}: {file} is marked as an ORT-format model but its format version "
+                          f"does not read ({e}); the bundle was edited. Re-export it.") from e
+    if found not in recorded.split(", "):
+        raise BundleError(f"bundle {bundle.path}: {file} is ORT format version {found!r}, but manifest.json records "
+                          f"version {recorded[:40]!r}; the bundle was edited. Re-export it.")
 
 
 def choose_variant(manifest: dict, target: str, variant: str) -> VariantResult:
