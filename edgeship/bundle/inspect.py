@@ -112,11 +112,12 @@ def _task(m: dict) -> dict | None:
     task = m.get("task")
     if not isinstance(task, dict) or not isinstance(task.get("name"), str):
         return None
-    pre = m.get("preprocess") if isinstance(m.get("preprocess"), dict) else {}
-    tok = pre.get("tokenizer") if isinstance(pre.get("tokenizer"), dict) else {}
-    img = pre.get("image") if isinstance(pre.get("image"), dict) else {}
-    gen = m.get("generation") if isinstance(m.get("generation"), dict) else {}
-    graph = gen.get("graph") if isinstance(gen.get("graph"), dict) else {}
+    def section(d: dict, key: str) -> dict:
+        value = d.get(key)
+        return value if isinstance(value, dict) else {}
+
+    pre, gen = section(m, "preprocess"), section(m, "generation")
+    tok, img, graph = section(pre, "tokenizer"), section(pre, "image"), section(gen, "graph")
 
     def whole(v: object) -> int | None:
         return v if isinstance(v, int) and not isinstance(v, bool) else None
