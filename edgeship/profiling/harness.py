@@ -44,34 +44,20 @@ def ort_harness(model, target: str, providers: list[str], threads: int, feeds: d
 
     so = candidate_session_options(options or {}, threads, profile_prefix=profile_prefix)
     session = open_session(model, target=target, providers=providers, error=ModelLoadError, options=so, what="the model")
-    problems = feed_problems(session, feeds)
-    if problems:
-        raise ModelLoadError(f"the model does not take the feeds made from its io spec ({'; '.join(problems)}): the "
-                             "bundle's model file is not the manifest's model (it was edited). Re-export the bundle.")
+    from edgeship.runtimes.ort import io_specs
+    from edgeship.spec import validate_feeds
+
+    try:  # before a timed call would fail inside onnxruntime
+        validate_feeds(io_specs(session)[0], feeds)
+    except SpecError as e:
+        raise ModelLoadError(f"the model does not take the feeds made from its io spec ({str(e).rstrip('.')}): the "
+                             "bundle's model file is not the manifest's model (it was edited). Re-export the bundle.") from e
     active = tuple(session.get_providers())
     names = [o.name for o in session.get_outputs()]
     if target != "cpu" and "CUDAExecutionProvider" in active:
         binding, keep = bind_io(session, feeds, names, "cuda")
         return Harness(session.run_with_iobinding, (binding,), active, True, close=keep.clear, session=session)
     return Harness(session.run, (names, feeds), active, session=session)
-
-
-def feed_problems(session: Any, feeds: dict[str, np.ndarray]) -> list[str]:
-    """Where an onnxruntime session's inputs disagree with ``feeds`` (names, dtypes, ranks, fixed sizes),
-    before a timed call would fail inside onnxruntime; empty when they agree."""
-    from edgeship.runtimes.ort import io_specs
-
-    inputs, _ = io_specs(session)
-    if sorted(t.name for t in inputs) != sorted(feeds):
-        return [f"its inputs are {[t.name for t in inputs]}, the feeds {list(feeds)}"]
-    problems = []
-    for t in inputs:
-        a = feeds[t.name]
-        if str(a.dtype) != t.dtype:
-            problems.append(f"input {t.name!r} is {t.dtype} in the model, {a.dtype} in the feeds")
-        elif a.ndim != len(t.shape) or any(isinstance(d, int) and d != n for d, n in zip(t.shape, a.shape)):
-            problems.append(f"input {t.name!r} has shape {list(t.shape)} in the model, {list(a.shape)} in the feeds")
-    return problems
 
 
 def openvino_harness(model, precision: str, threads: int, feeds: dict) -> Harness:
